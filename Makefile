@@ -1,0 +1,23 @@
+# confide: every target installs what it needs (.venv, pinned by constraints.txt).
+.PHONY: demo test lint bench clean
+
+demo:
+	@scripts/bootstrap.sh dev
+	@scripts/demo.sh
+
+test: lint
+	.venv/bin/python -m pytest -n 2 -q
+
+lint:
+	@scripts/bootstrap.sh dev
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
+	.venv/bin/mypy --strict
+
+bench:
+	@scripts/bootstrap.sh dev,bench
+	@bench/install-tools.sh
+	.venv/bin/python bench/volume_bench.py
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create .venv and install confide with pinned dependencies (constraints.txt).
+# Installs the Debian packages a fresh machine lacks (python3-venv) when run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+EXTRAS=${1:-dev}
+PIP_VERSION=26.3
+
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bootstrap: missing Debian packages: $*; run: sudo apt-get install -y $*" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing Debian packages: $*" >&2
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "bootstrap: confide needs Python 3.11 or newer as $PYTHON" >&2
+    exit 1
+fi
+if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.installed-$EXTRAS"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check "pip==$PIP_VERSION"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$EXTRAS]"
+    touch "$stamp"
+fi

@@ -1,0 +1,75 @@
+"""Entry point: builds the command tree and turns every refusal into ``error: …``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from confide import __version__
+from confide.cli import volume
+from confide.errors import ConfideError
+
+app = typer.Typer(
+    name="confide",
+    help=(
+        "confide: confidential computing without leaking secrets.\n\n"
+        "Encrypt data into volumes whose tag catches tampering and rollback. "
+        "Run `confide COMMAND --help` for the options of a command."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(volume.app, name="volume")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"confide {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """confide: confidential computing without leaking secrets."""
+
+
+def _refuse(message: str, json_mode: bool) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    if json_mode:
+        sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
+    return 1
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI on ``argv``; return the exit status (0 ok, 1 refused, 2 bad usage).
+
+    Typer reports a command line that does not parse (exit 2); everything confide
+    refuses becomes one ``error: …`` line and exit 1, never a traceback.
+    """
+    json_mode = "--json" in argv
+    try:
+        app(args=argv, prog_name="confide")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except ConfideError as exc:
+        return _refuse(str(exc), json_mode)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _refuse(f"{exc.strerror or exc}{where}", json_mode)
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
