@@ -11,6 +11,7 @@ from confide.volume.api import (
     VolumeResult,
     decrypt_tree,
     encrypt_tree,
+    read_manifest,
     read_volume_info,
     verify_tree,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "VolumeResult",
     "decrypt_tree",
     "encrypt_tree",
+    "read_manifest",
     "read_volume_info",
     "verify_tree",
 ]

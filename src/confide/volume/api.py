@@ -320,6 +320,11 @@ def _umask() -> int:
     return mask
 
 
+def read_manifest(src: Path, key: SymmetricKey) -> Manifest:
+    """The authenticated manifest of volume ``src`` (paths, modes, sizes, objects)."""
+    return _open_volume(Path(src), key, None)[1]
+
+
 def read_volume_info(src: Path) -> VolumeInfo:
     """Describe a volume without its key. The stored tag is *unverified*."""
     src = Path(src)

@@ -75,6 +75,13 @@ def check_relative_path(path: str) -> None:
             raise ValueError(path)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("an object has a duplicate key")
+    return dict(pairs)
+
+
 def parse_manifest(plaintext: bytes, volume: str) -> Manifest:
     """Parse and strictly validate a decrypted manifest."""
 
@@ -82,10 +89,14 @@ def parse_manifest(plaintext: bytes, volume: str) -> Manifest:
         return IntegrityError(f"volume {volume}: manifest is invalid: {why}")
 
     try:
-        document = json.loads(plaintext)
+        document = json.loads(plaintext, object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise bad("not JSON") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if not isinstance(document, dict) or set(document) != {"format", "entries"}:
+        raise bad("not a manifest object")
+    if document["format"] != FORMAT_VERSION or isinstance(document["format"], bool):
         raise bad("unknown format")
     raw_entries = document.get("entries")
     if not isinstance(raw_entries, list):

@@ -1,0 +1,5 @@
+"""``python -m confide`` is the ``confide`` command."""
+
+from confide.cli.main import main
+
+main()
