@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from confide.crypto import SymmetricKey
-from confide.errors import VolumeError
+from confide.errors import IntegrityError, VolumeError
 from confide.volume import (
     VolumeResult,
     decrypt_tree,
@@ -183,3 +183,31 @@ def test_make_tree_helper_is_self_consistent(tmp_path: Path) -> None:
     files = make_tree(tmp_path / "t")
     state = tree_state(tmp_path / "t")
     assert all(state[path][2] == data for path, data in files.items())
+
+
+@pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
+def test_many_small_files_in_processes_and_threads(
+    tmp_path: Path, key: SymmetricKey, monkeypatch: pytest.MonkeyPatch, processes: bool
+) -> None:
+    from confide.volume import engine
+    from confide.volume.api import read_manifest
+
+    monkeypatch.setattr(engine, "_fork_is_safe", lambda: processes)
+    src = tmp_path / "src"
+    for index in range(700):  # three batches of up to 256 files
+        path = src / f"d{index % 7}" / f"f{index}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(index % 50))
+    result = encrypt_tree(src, tmp_path / "vol", key, workers=2)
+    decrypt_tree(tmp_path / "vol", tmp_path / "out", key, expected_tag=result.tag, workers=2)
+    assert tree_state(tmp_path / "out") == tree_state(src)
+
+    victim = next(f for f in read_manifest(tmp_path / "vol", key).files if f.path == "d3/f500")
+    object_path = tmp_path / "vol" / "objects" / victim.object_id
+    data = bytearray(object_path.read_bytes())
+    data[0] ^= 1
+    object_path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"'d3/f500' failed authentication"):
+        decrypt_tree(tmp_path / "vol", tmp_path / "out2", key, workers=2)
+    assert not (tmp_path / "out2").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src", "vol"]

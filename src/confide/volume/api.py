@@ -11,7 +11,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from confide.crypto import SymmetricKey, segment_cipher
-from confide.crypto.segment import SegmentAuthenticationError
 from confide.errors import IntegrityError, VolumeError
 from confide.volume import engine, tree
 from confide.volume.format import (
@@ -29,7 +28,6 @@ from confide.volume.format import (
     compute_tag,
     object_digest,
     parse_header,
-    sealed_size,
     segment_count,
     tags_equal,
 )
@@ -82,34 +80,24 @@ def encrypt_tree(
     vvid = rng(ID_BYTES)
     keys = VolumeKeys(key, vvid)
     object_ids = [rng(ID_BYTES).hex() for _ in source.files]
-    hashes = [[b""] * segment_count(f.size) for f in source.files]
     staging = tree.make_staging_dir(dst)
     try:
         (staging / OBJECTS_DIR).mkdir(mode=0o700)
         objects = os.fspath(staging / OBJECTS_DIR)
 
-        def work(piece: engine.Piece) -> list[bytes]:
+        def work(piece: engine.Piece) -> engine.PieceResult:
             item = source.files[piece.file]
             object_id = object_ids[piece.file]
             cipher = segment_cipher(keys.object_key(bytes.fromhex(object_id)))
             target = f"{objects}/{object_id}"
             return engine.seal_piece(item.absolute, target, item.size, cipher, piece)
 
-        def done(piece: engine.Piece, result: list[bytes]) -> None:
-            hashes[piece.file][piece.first : piece.stop] = result
-            if progress is not None:
-                size = source.files[piece.file].size
-                progress(min(size, piece.stop * SEGMENT_SIZE) - piece.first * SEGMENT_SIZE)
-
-        batches = engine.plan_batches([f.size for f in source.files])
-        try:
-            engine.run_batches(batches, work, workers or engine.default_workers(), done)
-        except OSError as exc:
-            raise VolumeError(f"cannot encrypt into {dst}: {exc.strerror or exc}") from None
+        sizes = [f.size for f in source.files]
+        digests = _collect(sizes, work, workers, progress, f"cannot encrypt into {dst}")
         manifest = Manifest(
             dirs=tuple(DirEntry(path, mode) for path, mode in source.dirs),
             files=tuple(
-                FileEntry(f.path, f.mode, f.size, object_ids[i], object_digest(hashes[i]))
+                FileEntry(f.path, f.mode, f.size, object_ids[i], digests[i])
                 for i, f in enumerate(source.files)
             ),
         )
@@ -119,6 +107,38 @@ def encrypt_tree(
         tree.discard(staging)
         raise
     return VolumeResult(tag.hex(), len(source.files), source.total_bytes)
+
+
+def _collect(
+    sizes: list[int],
+    work: Callable[[engine.Piece], engine.PieceResult],
+    workers: int | None,
+    progress: Progress | None,
+    failure: str,
+) -> list[str]:
+    """Run ``work`` over every segment of files of ``sizes``; return each object digest."""
+    digests = [""] * len(sizes)
+    split: dict[int, list[bytes]] = {}
+
+    def done(piece: engine.Piece, result: engine.PieceResult) -> None:
+        if isinstance(result, str):
+            digests[piece.file] = result
+        else:
+            hashes = split.setdefault(piece.file, [b""] * segment_count(sizes[piece.file]))
+            hashes[piece.first : piece.stop] = result
+        if progress is not None:
+            end = min(sizes[piece.file], piece.stop * SEGMENT_SIZE)
+            progress(end - piece.first * SEGMENT_SIZE)
+
+    try:
+        engine.run_batches(
+            engine.plan_batches(sizes), work, workers or engine.default_workers(), done
+        )
+    except OSError as exc:
+        raise VolumeError(f"{failure}: {exc.strerror or exc}") from None
+    for index, hashes in split.items():
+        digests[index] = object_digest(hashes)
+    return digests
 
 
 def _write_volume_file(staging: Path, keys: VolumeKeys, vvid: bytes, manifest: Manifest) -> bytes:
@@ -218,46 +238,25 @@ def _open_objects(
         raise IntegrityError(
             f"volume {name}: unexpected object {extras[0]!r} (added to the volume)"
         )
-    for item in manifest.files:
-        path = objects / item.object_id
-        try:
-            actual = path.stat(follow_symlinks=False).st_size
-        except OSError:
-            raise IntegrityError(
-                f"volume {name}: file {item.path!r} is missing its object"
-            ) from None
-        if actual != sealed_size(item.size):
-            raise IntegrityError(
-                f"volume {name}: file {item.path!r} failed authentication (object has "
-                f"the wrong size: truncated or extended)"
-            )
-    hashes = [[b""] * segment_count(f.size) for f in manifest.files]
+    object_dir = os.fspath(objects)
+    target_root = None if target_dir is None else os.fspath(target_dir)
 
-    def work(piece: engine.Piece) -> list[bytes]:
+    def work(piece: engine.Piece) -> engine.PieceResult:
         item = manifest.files[piece.file]
         cipher = segment_cipher(keys.object_key(bytes.fromhex(item.object_id)))
-        target = None if target_dir is None else os.fspath(target_dir / item.path)
+        target = None if target_root is None else f"{target_root}/{item.path}"
         try:
             return engine.open_piece(
-                os.fspath(objects / item.object_id), target, item.size, cipher, piece
+                f"{object_dir}/{item.object_id}", target, item.size, item.mode, cipher, piece
             )
-        except SegmentAuthenticationError:
-            raise engine.integrity_failure(name, item.path) from None
+        except engine.ObjectDefectError as defect:
+            raise IntegrityError(f"volume {name}: file {item.path!r} {defect}") from None
 
-    def done(piece: engine.Piece, result: list[bytes]) -> None:
-        hashes[piece.file][piece.first : piece.stop] = result
-        if progress is not None:
-            size = manifest.files[piece.file].size
-            progress(min(size, piece.stop * SEGMENT_SIZE) - piece.first * SEGMENT_SIZE)
-
-    batches = engine.plan_batches([f.size for f in manifest.files])
-    try:
-        engine.run_batches(batches, work, workers or engine.default_workers(), done)
-    except OSError as exc:
-        raise VolumeError(f"cannot decrypt volume {name}: {exc.strerror or exc}") from None
-    for index, item in enumerate(manifest.files):
-        if object_digest(hashes[index]) != item.digest:
-            raise engine.integrity_failure(name, item.path)
+    sizes = [f.size for f in manifest.files]
+    digests = _collect(sizes, work, workers, progress, f"cannot decrypt volume {name}")
+    for item, digest in zip(manifest.files, digests, strict=True):
+        if digest != item.digest:
+            raise IntegrityError(f"volume {name}: file {item.path!r} failed authentication")
 
 
 def verify_tree(
@@ -301,7 +300,8 @@ def decrypt_tree(
                 (staging / directory.path).mkdir(mode=0o700)
             _open_objects(src, keys, manifest, staging, workers=workers, progress=progress)
             for item in manifest.files:
-                os.chmod(staging / item.path, item.mode)
+                if segment_count(item.size) > engine.BATCH_SEGMENTS:  # written in pieces
+                    os.chmod(staging / item.path, item.mode)
             for directory in sorted(manifest.dirs, key=lambda d: d.path, reverse=True):
                 os.chmod(staging / directory.path, directory.mode)
             os.chmod(staging, 0o755 & ~_umask())

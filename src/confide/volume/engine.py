@@ -11,19 +11,28 @@ the file sizes.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import signal
+import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confide.crypto.segment import SegmentAuthenticationError, SegmentCipher
-from confide.errors import IntegrityError, VolumeError
-from confide.volume.format import SEALED_SEGMENT_SIZE, SEGMENT_SIZE, segment_count
+from confide.errors import VolumeError
+from confide.volume.format import (
+    SEALED_SEGMENT_SIZE,
+    SEGMENT_SIZE,
+    object_digest,
+    sealed_size,
+    segment_count,
+)
 
 BATCH_SEGMENTS = 8
-BATCH_FILES = 64
+BATCH_FILES = 256
 T = TypeVar("T")
 _OPEN_FLAGS = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 
@@ -38,17 +47,23 @@ class Piece:
 
 
 def plan_batches(sizes: Sequence[int]) -> list[list[Piece]]:
-    """Group the segments of files of the given sizes into batches of similar work."""
+    """Group the segments of files of the given sizes into batches of similar work.
+
+    A batch closes at ``BATCH_SEGMENTS`` segments' worth of bytes or ``BATCH_FILES``
+    files, whichever comes first; a large file is cut into pieces of ``BATCH_SEGMENTS``
+    segments so that its pieces run in parallel.
+    """
     batches: list[list[Piece]] = []
     current: list[Piece] = []
     weight = 0
+    limit = BATCH_SEGMENTS * SEGMENT_SIZE
     for index, size in enumerate(sizes):
         count = segment_count(size)
         for first in range(0, count, BATCH_SEGMENTS):
             stop = min(count, first + BATCH_SEGMENTS)
             current.append(Piece(index, first, stop))
-            weight += stop - first
-            if weight >= BATCH_SEGMENTS or len(current) >= BATCH_FILES:
+            weight += min(size, stop * SEGMENT_SIZE) - first * SEGMENT_SIZE
+            if weight >= limit or len(current) >= BATCH_FILES:
                 batches.append(current)
                 current, weight = [], 0
     if current:
@@ -82,10 +97,22 @@ def _write_all(fd: int, view: memoryview, offset: int) -> None:
         done += os.pwritev(fd, [view[done:]], offset + done)
 
 
+PieceResult = str | list[bytes]
+"""A whole file's object digest, or the segment hashes of a slice of a split file."""
+
+
+class ObjectDefectError(Exception):
+    """An object is missing, of the wrong kind or size, or fails authentication."""
+
+
+def _finish(hashes: list[bytes], piece: Piece, count: int) -> PieceResult:
+    return object_digest(hashes) if piece.first == 0 and piece.stop == count else hashes
+
+
 def seal_piece(
     source: str, target: str, size: int, cipher: SegmentCipher, piece: Piece
-) -> list[bytes]:
-    """Seal a piece of ``source`` into the object file ``target``; return segment hashes."""
+) -> PieceResult:
+    """Seal a piece of file ``source`` into the object file ``target``."""
     data, sealed = memoryview(_buffers.data), memoryview(_buffers.sealed)
     count = segment_count(size)
     hashes: list[bytes] = []
@@ -109,20 +136,38 @@ def seal_piece(
             os.close(fd_out)
     finally:
         os.close(fd_in)
-    return hashes
+    return _finish(hashes, piece, count)
+
+
+def _open_object(source: str, size: int) -> int:
+    try:
+        fd = os.open(source, os.O_RDONLY | _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise ObjectDefectError("is missing its object") from None
+    except OSError:
+        raise ObjectDefectError("has an object that is not a regular file") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ObjectDefectError("has an object that is not a regular file")
+    if info.st_size != sealed_size(size):
+        os.close(fd)
+        raise ObjectDefectError("failed authentication (object truncated or extended)")
+    return fd
 
 
 def open_piece(
-    source: str, target: str | None, size: int, cipher: SegmentCipher, piece: Piece
-) -> list[bytes]:
+    source: str, target: str | None, size: int, mode: int, cipher: SegmentCipher, piece: Piece
+) -> PieceResult:
     """Authenticate and decrypt a piece of object ``source`` into ``target`` (or nowhere).
 
-    Raises SegmentAuthenticationError on any authentication failure.
+    A whole file gets its ``mode`` here; the caller sets it on files split in pieces.
+    Raises ObjectDefectError on any failure of the object.
     """
     data, sealed = memoryview(_buffers.data), memoryview(_buffers.sealed)
     count = segment_count(size)
     hashes: list[bytes] = []
-    fd_in = os.open(source, os.O_RDONLY | _OPEN_FLAGS)
+    fd_in = _open_object(source, size)
     fd_out = -1
     try:
         if target is not None:
@@ -131,16 +176,21 @@ def open_piece(
             length = min(SEGMENT_SIZE, size - index * SEGMENT_SIZE)
             view = sealed[: length + SEALED_SEGMENT_SIZE - SEGMENT_SIZE]
             if not _read_exact(fd_in, view, index * SEALED_SEGMENT_SIZE):
-                raise SegmentAuthenticationError
+                raise ObjectDefectError("failed authentication (object truncated)")
             hashes.append(hashlib.sha256(view).digest())
-            opened = cipher.open_into(index, index == count - 1, view, _buffers.data)
+            try:
+                opened = cipher.open_into(index, index == count - 1, view, _buffers.data)
+            except SegmentAuthenticationError:
+                raise ObjectDefectError("failed authentication") from None
             if fd_out >= 0:
                 _write_all(fd_out, data[:opened], index * SEGMENT_SIZE)
+        if fd_out >= 0 and piece.first == 0 and piece.stop == count:
+            os.fchmod(fd_out, mode)
     finally:
         if fd_out >= 0:
             os.close(fd_out)
         os.close(fd_in)
-    return hashes
+    return _finish(hashes, piece, count)
 
 
 def default_workers() -> int:
@@ -153,23 +203,84 @@ def run_batches(
     workers: int,
     on_piece: Callable[[Piece, T], None],
 ) -> None:
-    """Run ``work`` on every piece, ``workers`` threads at a time, in a bounded window.
+    """Run ``work`` on every piece with ``workers`` processes (or threads), in order of
+    completion, calling ``on_piece`` on the calling thread for each result.
 
-    ``on_piece`` runs on the calling thread. On the first error no new batch starts, the
-    running ones finish, and the error is raised: nothing writes behind the caller's back
-    once this returns or raises.
+    On the first error every worker is stopped before the error is raised: nothing
+    writes behind the caller's back once this returns or raises.
     """
+    if workers <= 1 or len(batches) <= 1:
+        for batch in batches:
+            for piece in batch:
+                on_piece(piece, work(piece))
+    elif _fork_is_safe() and sum(map(len, batches)) >= 2 * len(batches):
+        # Many small files: per-file Python work dominates and threads would queue on
+        # the GIL, so use processes. Large files release the GIL in the crypto and I/O
+        # calls, and threads do as well without forking.
+        _run_in_processes(batches, work, workers, on_piece)
+    else:
+        _run_in_threads(batches, work, workers, on_piece)
 
+
+def _fork_is_safe() -> bool:
+    """Forking a process that runs other threads can deadlock the child: only fork alone."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+# What the forked workers run. The parent fills it just before forking and empties it
+# right after, so the children find the work (and the keys inside its closure) in their
+# copy of the parent's memory: no key is ever pickled or sent through a pipe. Only batch
+# numbers go to the children and only segment hashes come back.
+_forked: dict[str, Any] = {}
+
+
+def _init_forked_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C
+
+
+def _run_forked_batch(index: int) -> list[tuple[int, int, int, Any]]:
+    batch: list[Piece] = _forked["batches"][index]
+    work: Callable[[Piece], Any] = _forked["work"]
+    return [(piece.file, piece.first, piece.stop, work(piece)) for piece in batch]
+
+
+def _run_in_processes(
+    batches: Sequence[list[Piece]],
+    work: Callable[[Piece], T],
+    workers: int,
+    on_piece: Callable[[Piece, T], None],
+) -> None:
+    context = multiprocessing.get_context("fork")
+    _forked.update(batches=batches, work=work)
+    try:
+        pool = context.Pool(workers, initializer=_init_forked_worker)
+    finally:
+        _forked.clear()
+    try:
+        results = pool.imap_unordered(_run_forked_batch, range(len(batches)))
+        for done in results:
+            for file, first, stop, value in done:
+                on_piece(Piece(file, first, stop), value)
+        pool.close()
+    finally:
+        pool.terminate()  # stops every worker (at once, on an error) and waits for them
+        pool.join()
+
+
+def _run_in_threads(
+    batches: Sequence[list[Piece]],
+    work: Callable[[Piece], T],
+    workers: int,
+    on_piece: Callable[[Piece, T], None],
+) -> None:
     def run(batch: list[Piece]) -> list[tuple[Piece, T]]:
         return [(piece, work(piece)) for piece in batch]
 
     window = workers * 4
-    queue: Iterator[list[Piece]] = iter(batches)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="confide-volume") as pool:
         running: set[Future[list[tuple[Piece, T]]]] = set()
-        failure: BaseException | None = None
         try:
-            for batch in queue:
+            for batch in batches:
                 running.add(pool.submit(run, batch))
                 if len(running) < window:
                     continue
@@ -180,14 +291,8 @@ def run_batches(
             for future in running:
                 for piece, result in future.result():
                     on_piece(piece, result)
-        except BaseException as exc:
-            failure = exc
-        if failure is not None:
+        except BaseException:
             for future in running:
                 future.cancel()
             wait(running)
-            raise failure
-
-
-def integrity_failure(volume: str, path: str) -> IntegrityError:
-    return IntegrityError(f"volume {volume}: file {path!r} failed authentication")
+            raise
