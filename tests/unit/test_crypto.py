@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from confide.crypto import SymmetricKey, lp, read_key_file, segment_cipher, write_key_file
+from confide.crypto.digest import chunk_digest, list_digest
 from confide.crypto.kdf import SubkeyDeriver, derive_subkey
 from confide.crypto.segment import SegmentAuthenticationError, stream_nonce
 from confide.errors import KeyFileError
@@ -134,3 +135,23 @@ def test_malformed_key_file_refused_without_echo(tmp_path: Path, content: str) -
 def test_missing_key_file(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="does not exist"):
         read_key_file(tmp_path / "nope.key")
+
+
+def test_chunk_digest_is_blake3_known_answer() -> None:
+    # BLAKE3 reference test: BLAKE3("abc").
+    expected = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+    assert chunk_digest(b"abc").hex() == expected
+    assert chunk_digest(memoryview(bytearray(b"abcdef"))[:3]).hex() == expected
+    # BLAKE3 of the empty input, from the BLAKE3 specification's test vectors.
+    assert chunk_digest(b"").hex() == (
+        "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    )
+
+
+def test_list_digest_binds_label_count_and_order() -> None:
+    leaves = [chunk_digest(b"a"), chunk_digest(b"b")]
+    value = list_digest(b"label", leaves)
+    assert value == chunk_digest(lp(b"label") + (2).to_bytes(8, "big") + b"".join(leaves))
+    assert value != list_digest(b"label", leaves[::-1])
+    assert value != list_digest(b"other", leaves)
+    assert list_digest(b"label", []) != list_digest(b"label", [b""])

@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from blake3 import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -144,8 +145,8 @@ def open_object(
             plaintext += aead.decrypt(nonce, sealed, b"")
         except InvalidTag as exc:
             raise ReferenceError(f"object {object_id.hex()}: segment {i} fails") from exc
-        digest_input += hashlib.sha256(sealed).digest()
-    return bytes(plaintext), hashlib.sha256(digest_input).hexdigest()
+        digest_input += blake3(sealed).digest()
+    return bytes(plaintext), blake3(digest_input).hexdigest()
 
 
 def read_header_and_tag(

@@ -39,9 +39,16 @@ def warn(text: str) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """Yield an ``advance(n)`` callback; draws a bar on stderr when it is a terminal."""
-    if not enabled or not sys.stderr.isatty() or total <= 0:
+def progress_bar(
+    description: str, total: Callable[[], int], enabled: bool
+) -> Iterator[Callable[[int], None]]:
+    """Yield an ``advance(n)`` callback; draws a bar on stderr when it is a terminal.
+
+    ``total`` is called only when a bar is drawn, so sizing the work costs nothing
+    otherwise.
+    """
+    size = total() if enabled and sys.stderr.isatty() else 0
+    if size <= 0:
         yield lambda _n: None
         return
     # rich is imported only when a bar is drawn: it costs start-up time otherwise.
@@ -58,5 +65,5 @@ def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callab
     with Progress(
         f"[bold]{description}", *columns, console=Console(stderr=True), transient=True
     ) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=size)
         yield lambda n: bar.advance(task, n)

@@ -91,7 +91,7 @@ def encrypt(
         write_key_file(key_file, key)
         created = key_file
     try:
-        with progress_bar("encrypting", _tree_size(src), not json_out) as advance:
+        with progress_bar("encrypting", lambda: _tree_size(src), not json_out) as advance:
             result = encrypt_tree(src, dst, key, force=force, progress=advance)
     except BaseException:
         if created is not None:
@@ -128,7 +128,7 @@ def decrypt(
 ) -> None:
     """Restore the tree of VOLUME into DST; nothing is written unless all of it checks."""
     key = _load_key(key_file)
-    with progress_bar("decrypting", _volume_size(src), not json_out) as advance:
+    with progress_bar("decrypting", lambda: _volume_size(src), not json_out) as advance:
         result = decrypt_tree(src, dst, key, expected_tag=tag, force=force, progress=advance)
     if json_out:
         emit_json(
@@ -153,7 +153,7 @@ def verify(
 ) -> None:
     """Check every byte of VOLUME without writing anything."""
     key = _load_key(key_file)
-    with progress_bar("verifying", _volume_size(src), not json_out) as advance:
+    with progress_bar("verifying", lambda: _volume_size(src), not json_out) as advance:
         result = verify_tree(src, key, expected_tag=tag, progress=advance)
     if json_out:
         emit_json({"ok": True, "tag": result.tag, "files": result.files, "bytes": result.bytes})

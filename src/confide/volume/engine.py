@@ -10,8 +10,6 @@ the file sizes.
 
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
 import os
 import signal
 import stat
@@ -21,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from confide.crypto.digest import chunk_digest
 from confide.crypto.segment import SegmentAuthenticationError, SegmentCipher
 from confide.errors import VolumeError
 from confide.volume.format import (
@@ -128,7 +127,7 @@ def seal_piece(
                 written = cipher.seal_into(
                     index, index == count - 1, data[:length], _buffers.sealed
                 )
-                hashes.append(hashlib.sha256(sealed[:written]).digest())
+                hashes.append(chunk_digest(sealed[:written]))
                 _write_all(fd_out, sealed[:written], index * SEALED_SEGMENT_SIZE)
             if piece.stop == count and os.pread(fd_in, 1, size):
                 raise VolumeError(f"{source} grew while it was being encrypted")
@@ -177,7 +176,7 @@ def open_piece(
             view = sealed[: length + SEALED_SEGMENT_SIZE - SEGMENT_SIZE]
             if not _read_exact(fd_in, view, index * SEALED_SEGMENT_SIZE):
                 raise ObjectDefectError("failed authentication (object truncated)")
-            hashes.append(hashlib.sha256(view).digest())
+            hashes.append(chunk_digest(view))
             try:
                 opened = cipher.open_into(index, index == count - 1, view, _buffers.data)
             except SegmentAuthenticationError:
@@ -250,6 +249,8 @@ def _run_in_processes(
     workers: int,
     on_piece: Callable[[Piece, T], None],
 ) -> None:
+    import multiprocessing  # noqa: PLC0415  (start-up time: only small-file jobs need it)
+
     context = multiprocessing.get_context("fork")
     _forked.update(batches=batches, work=work)
     try:

@@ -11,11 +11,11 @@ work in parallel live in :mod:`confide.volume.engine`.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 
-from confide.crypto import SymmetricKey, constant_time_equal, lp, volume_tag
+from confide.crypto import SymmetricKey, constant_time_equal, volume_tag
+from confide.crypto.digest import list_digest
 from confide.crypto.encoding import u16
 from confide.crypto.kdf import SubkeyDeriver
 from confide.crypto.keys import Redacted
@@ -108,17 +108,13 @@ def sealed_size(size: int) -> int:
     return size + segment_count(size) * SEGMENT_OVERHEAD
 
 
-def object_digest(segment_hashes: list[bytes]) -> str:
-    """The object's ciphertext digest: a hash over the SHA-256 of each sealed segment.
+def object_digest(segment_digests: list[bytes]) -> str:
+    """The object's ciphertext digest: a digest over the digest of each sealed segment.
 
-    Two levels rather than one SHA-256 of the whole object, so that the segments of one
+    Two levels rather than one hash of the whole object, so that the segments of one
     large file can be sealed and hashed on all cores at once.
     """
-    digest = hashlib.sha256(lp(_LABEL_DIGEST))
-    digest.update(struct.pack(">Q", len(segment_hashes)))
-    for segment_hash in segment_hashes:
-        digest.update(segment_hash)
-    return digest.hexdigest()
+    return list_digest(_LABEL_DIGEST, segment_digests).hex()
 
 
 def compute_tag(keys: VolumeKeys, header: bytes, manifest_ciphertext: bytes) -> bytes:
