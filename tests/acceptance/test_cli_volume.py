@@ -208,3 +208,42 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, source: Path) -> None:
     assert proc.returncode == 0
     assert b"encrypting" in drawn  # the bar, on the terminal
     assert len(proc.stdout.strip()) == 64  # stdout still holds only the tag
+
+
+def test_no_command_ever_prints_the_key_or_plaintext(tmp_path: Path, source: Path) -> None:
+    """Every volume command, in text and JSON mode, succeeding and refusing."""
+    run_cli("volume", "encrypt", source, tmp_path / "vol", "--key-file", tmp_path / "k")
+    key_hex = (tmp_path / "k").read_text().strip()
+    wrong = tmp_path / "wrong"
+    wrong.write_text("cd" * 32 + "\n")
+    wrong.chmod(0o600)
+    outputs = []
+    for extra in ([], ["--json"]):
+        for key in (tmp_path / "k", wrong):
+            outputs += [
+                run_cli("volume", "verify", tmp_path / "vol", "--key-file", key, *extra),
+                run_cli(
+                    "volume",
+                    "decrypt",
+                    tmp_path / "vol",
+                    tmp_path / f"o{len(outputs)}",
+                    "--key-file",
+                    key,
+                    *extra,
+                ),
+            ]
+        outputs.append(run_cli("volume", "info", tmp_path / "vol", *extra))
+        outputs.append(
+            run_cli(
+                "volume",
+                "encrypt",
+                source,
+                tmp_path / f"v{len(outputs)}",
+                "--key-file",
+                tmp_path / "k",
+                *extra,
+            )
+        )
+    assert {p.returncode for p in outputs} == {0, 1}
+    for proc in outputs:
+        _no_leak(proc, key_hex, "cd" * 32)

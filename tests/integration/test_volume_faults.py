@@ -143,6 +143,10 @@ def test_killed_decrypt_leaves_no_destination_and_can_be_rerun(tmp_path: Path) -
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not out.exists()
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    assert len(leftovers) == 1  # what the killed process could not clean up
     proc = run_cli("volume", "decrypt", vol, out, "--key-file", key_file, "--tag", tag)
     assert proc.returncode == 0, proc.stderr
     assert tree_state(out) == tree_state(tmp_path / "src")
+    assert not leftovers[0].exists()  # swept: it may have held unverified plaintext
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.key", "out", "src", "vol"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,21 @@ def test_source_and_destination_must_not_nest(source: Path, key: SymmetricKey) -
 def test_malformed_expected_tag(volume: tuple[Path, VolumeResult], key: SymmetricKey) -> None:
     with pytest.raises(VolumeError, match="64 hex"):
         verify_tree(volume[0], key, expected_tag="zz")
+
+
+def test_staging_of_a_live_process_is_not_swept(
+    tmp_path: Path, source: Path, key: SymmetricKey
+) -> None:
+    from confide.volume.tree import sweep_stale_staging
+
+    live = tmp_path / f".vol.partial-{os.getpid()}-abc"
+    dead = tmp_path / ".vol.partial-999999999-abc"
+    other = tmp_path / ".other.partial-999999999-abc"
+    for path in (live, dead, other):
+        (path / "d").mkdir(parents=True)
+        (path / "d" / "f").write_text("plaintext")
+    (dead / "d").chmod(0o500)
+    assert sweep_stale_staging(tmp_path / "vol") == [dead]
+    assert live.exists() and other.exists() and not dead.exists()
+    encrypt_tree(source, tmp_path / "vol", key)
+    assert live.exists()

@@ -106,13 +106,45 @@ def check_not_nested(src: Path, dst: Path) -> None:
 
 
 def make_staging_dir(dst: Path) -> Path:
-    """A private, hidden directory beside ``dst`` (same file system, so rename works)."""
-    staging = dst.parent / f".{dst.name}.partial-{os.urandom(6).hex()}"
+    """A private, hidden directory beside ``dst`` (same file system, so rename works).
+
+    Its name carries the owner's process id. A process killed part way cannot clean up,
+    and what it leaves may hold unverified plaintext, so every new staging directory
+    first removes those of ``dst`` whose process is gone.
+    """
+    sweep_stale_staging(dst)
+    staging = dst.parent / f".{dst.name}.partial-{os.getpid()}-{os.urandom(6).hex()}"
     try:
         staging.mkdir(mode=0o700)
     except OSError as exc:
         raise VolumeError(f"cannot create {staging}: {exc.strerror}") from None
     return staging
+
+
+def sweep_stale_staging(dst: Path) -> list[Path]:
+    """Remove the staging directories of ``dst`` left by processes that no longer run."""
+    removed: list[Path] = []
+    prefix = f".{dst.name}.partial-"
+    try:
+        candidates = [p for p in dst.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for candidate in candidates:
+        pid_text = candidate.name[len(prefix) :].partition("-")[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)) and candidate.is_dir():
+            discard(candidate)
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def publish(staging: Path, dst: Path) -> None:
