@@ -217,7 +217,7 @@ def test_no_command_ever_prints_the_key_or_plaintext(tmp_path: Path, source: Pat
     wrong = tmp_path / "wrong"
     wrong.write_text("cd" * 32 + "\n")
     wrong.chmod(0o600)
-    outputs = []
+    outputs: list[subprocess.CompletedProcess[str]] = []
     for extra in ([], ["--json"]):
         for key in (tmp_path / "k", wrong):
             outputs += [
