@@ -57,6 +57,8 @@ from confide.volume import decrypt_tree, encrypt_tree, read_volume_info
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks-volume.json"
 DEFAULT_PLOT = ROOT / "docs" / "img" / "volume-bench.png"
+QUICK_OUT = ROOT / "bench" / "results" / "volume-quick.json"
+QUICK_PLOT = ROOT / "bench" / "results" / "volume-quick.png"
 MIB = 1 << 20
 GIB = 1 << 30
 RSS_TARGET_MIB = 200.0
@@ -1086,20 +1088,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_OUT,
-        help="JSON results file (default: docs/benchmarks-volume.json)",
+        default=None,
+        help="JSON results file (default: docs/benchmarks-volume.json; with --quick, "
+        "bench/results/volume-quick.json, so a smoke run never replaces recorded results)",
     )
     parser.add_argument(
         "--plot",
         type=Path,
-        default=DEFAULT_PLOT,
-        help="PNG plot (default: docs/img/volume-bench.png)",
+        default=None,
+        help="PNG plot (default: docs/img/volume-bench.png; with --quick, under bench/results/)",
     )
     parser.add_argument(
         "--rounds",
         type=int,
         default=None,
-        help="timed rounds per section (default: 5, CLI 3; quick: 3)",
+        help="timed rounds per section (default: 5; quick: 3)",
     )
     parser.add_argument("--no-gocryptfs", action="store_true", help="skip gocryptfs")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -1108,6 +1111,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else DEFAULT_OUT
+    if args.plot is None:
+        args.plot = QUICK_PLOT if args.quick else DEFAULT_PLOT
     if args.rounds is not None and args.rounds < 1:
         print("--rounds must be at least 1", file=sys.stderr)
         return 2
