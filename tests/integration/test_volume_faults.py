@@ -34,16 +34,21 @@ def _userns_available() -> bool:
 needs_userns = pytest.mark.skipif(not _userns_available(), reason="no user namespaces")
 
 
-@pytest.fixture
-def big_volume(tmp_path: Path) -> tuple[Path, Path, str]:
+def _make_volume(tmp_path: Path, files: int, size: int) -> tuple[Path, Path, str]:
+    """A source tree of ``files`` random files, its volume, key file and tag."""
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
-    for index in range(4):
-        (src / "d" / f"part{index}").write_bytes(os.urandom(3 * MIB))
+    for index in range(files):
+        (src / "d" / f"part{index}").write_bytes(os.urandom(size))
     key = SymmetricKey.generate()
     write_key_file(tmp_path / "k.key", key)
     result = encrypt_tree(src, tmp_path / "vol", key)
     return tmp_path / "vol", tmp_path / "k.key", result.tag
+
+
+@pytest.fixture
+def big_volume(tmp_path: Path) -> tuple[Path, Path, str]:
+    return _make_volume(tmp_path, 4, 3 * MIB)
 
 
 def _in_small_tmpfs(mountpoint: Path, size: str, command: list[str]) -> list[str]:
@@ -122,14 +127,7 @@ def test_permission_error_on_destination(
 
 
 def test_killed_decrypt_leaves_no_destination_and_can_be_rerun(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for index in range(32):
-        (src / f"part{index}").write_bytes(os.urandom(4 * MIB))
-    key = SymmetricKey.generate()
-    key_file = tmp_path / "k.key"
-    write_key_file(key_file, key)
-    vol, tag = tmp_path / "vol", encrypt_tree(src, tmp_path / "vol", key).tag
+    vol, key_file, tag = _make_volume(tmp_path, 32, 4 * MIB)
     out = tmp_path / "out"
     process = subprocess.Popen(
         [*CONFIDE, "volume", "decrypt", str(vol), str(out), "--key-file", str(key_file)],
