@@ -9,14 +9,16 @@ from typing import Annotated
 import typer
 
 from confide import __version__
-from confide.cli import volume
+from confide.cli import app as app_commands
+from confide.cli import attestation, volume
 from confide.errors import ConfideError
 
 app = typer.Typer(
     name="confide",
     help=(
         "confide: confidential computing without leaking secrets.\n\n"
-        "Encrypt data into volumes whose tag catches tampering and rollback. "
+        "Encrypt data into volumes whose tag catches tampering and rollback; measure app "
+        "bundles; verify hardware attestation quotes. "
         "Run `confide COMMAND --help` for the options of a command."
     ),
     no_args_is_help=True,
@@ -24,6 +26,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(volume.app, name="volume")
+app.add_typer(app_commands.app, name="app")
+app.add_typer(attestation.app, name="attestation")
 
 
 def _version(value: bool) -> None:

@@ -10,6 +10,7 @@ with other tools matters more than speed.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Sequence
 
@@ -32,3 +33,17 @@ def list_digest(label: bytes, leaves: Sequence[bytes]) -> bytes:
     for leaf in leaves:
         hasher.update(leaf)
     return hasher.digest()
+
+
+def sha256_hex(data: bytes) -> str:
+    """SHA-256, for identities other tools must recompute (measurements, blob addresses)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,122 @@
+"""The simulation backend: works anywhere, protects nothing from the host.
+
+The evidence is a statement (measurement, report data, debug flag, platform key) signed
+by an Ed25519 *platform key* that the worker registered with the sms. It proves only
+that a registered platform vouched for the statement; a host can run anything under
+that key. A policy refuses it unless it tolerates ``simulation``, and the best status
+it ever earns is ``warning``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from confide.attestation.evidence import Appraisal, Evidence
+from confide.attestation.measurement import Measurement
+from confide.attestation.policy import SIMULATED
+from confide.crypto.signing import SigningKey, verify_signature
+from confide.errors import AttestationError
+
+FORMAT = "confide-sim-evidence-v1"
+MAX_EVIDENCE_BYTES = 16 * 1024
+_FIELDS = {"debug", "format", "measurement", "platform", "report_data"}
+
+
+class PlatformRegistry(Protocol):
+    def is_registered(self, platform_key: bytes) -> bool: ...
+
+
+class MemoryPlatformRegistry:
+    def __init__(self, keys: set[bytes] | None = None) -> None:
+        self._keys = set(keys or ())
+
+    def register(self, platform_key: bytes) -> None:
+        self._keys.add(platform_key)
+
+    def is_registered(self, platform_key: bytes) -> bool:
+        return platform_key in self._keys
+
+
+def _canonical(statement: dict[str, Any]) -> bytes:
+    return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+
+
+class SimAttester:
+    """Makes sim evidence for one measured app on one platform."""
+
+    tee = "sim"
+
+    def __init__(self, platform: SigningKey, measurement: Measurement, debug: bool = False) -> None:
+        if measurement.tee != "sim":
+            raise AttestationError(f"the sim attester cannot claim {measurement.short()}")
+        self._platform = platform
+        self._measurement = measurement
+        self._debug = debug
+
+    def evidence(self, report_data: bytes) -> Evidence:
+        statement = {
+            "debug": self._debug,
+            "format": FORMAT,
+            "measurement": str(self._measurement),
+            "platform": self._platform.public_bytes().hex(),
+            "report_data": report_data.hex(),
+        }
+        signature = self._platform.sign(FORMAT.encode(), _canonical(statement))
+        document = {"statement": statement, "signature": signature.hex()}
+        return Evidence("sim", _canonical(document))
+
+
+class SimVerifier:
+    """Checks sim evidence against the registry of platform keys."""
+
+    tee = "sim"
+
+    def __init__(self, registry: PlatformRegistry) -> None:
+        self._registry = registry
+
+    def appraise(self, evidence: Evidence, now: int) -> Appraisal:
+        del now  # a sim statement carries no collateral to expire
+        statement, signature = _parse(evidence.data)
+        platform = bytes.fromhex(statement["platform"])
+        if not self._registry.is_registered(platform):
+            raise AttestationError(f"sim platform key {platform.hex()[:16]}… is not registered")
+        if not verify_signature(platform, FORMAT.encode(), _canonical(statement), signature):
+            raise AttestationError("sim evidence signature does not verify")
+        measurement = Measurement.parse(statement["measurement"])
+        if measurement.tee != "sim":
+            raise AttestationError("sim evidence claims a non-sim measurement")
+        return Appraisal(
+            tee="sim",
+            measurement=measurement,
+            report_data=bytes.fromhex(statement["report_data"]),
+            debug=statement["debug"],
+            tcb_status=SIMULATED,
+            platform=platform.hex(),
+        )
+
+
+def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
+    if len(data) > MAX_EVIDENCE_BYTES:
+        raise AttestationError("sim evidence is too large")
+    try:
+        document = json.loads(data)
+        statement = document["statement"]
+        signature = bytes.fromhex(document["signature"])
+        valid = (
+            isinstance(document, dict)
+            and set(document) == {"statement", "signature"}
+            and isinstance(statement, dict)
+            and set(statement) == _FIELDS
+            and statement["format"] == FORMAT
+            and isinstance(statement["debug"], bool)
+            and isinstance(statement["measurement"], str)
+            and len(bytes.fromhex(statement["platform"])) == 32
+            and len(bytes.fromhex(statement["report_data"])) == 64
+            and len(signature) == 64
+        )
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        valid = False
+    if not valid:
+        raise AttestationError("sim evidence is malformed")
+    return statement, signature

@@ -1,0 +1,104 @@
+"""Attestation result tokens, in the spirit of the RATS EAR format.
+
+After a successful verification the sms signs a JWS (``Ed25519``) saying what it
+verified and for whom: status, TEE type, measurement, TCB status, advisories, both
+enclave keys, the session or task, service, worker and configuration hash. Clients
+check it offline against the sms's published JWKS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from confide.attestation.verifier import AFFIRMING, WARNING, EnclaveBinding, Verdict
+from confide.crypto.signing import SigningKey
+from confide.crypto.tokens import public_jwk, sign_token, verify_token_signature
+from confide.errors import AttestationError
+
+PROFILE = "tag:confide.dev,2026:ear-v1"
+DEFAULT_TTL_SECONDS = 3600
+
+
+class TokenIssuer:
+    """Signs attestation results for one sms."""
+
+    def __init__(self, sms_id: str, key: SigningKey) -> None:
+        self.sms_id = sms_id
+        self._key = key
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [public_jwk(self._key.public_bytes())]}
+
+    def issue(
+        self,
+        verdict: Verdict,
+        binding: EnclaveBinding,
+        *,
+        audience: str,
+        config_hash: str,
+        now: int,
+        ttl: int = DEFAULT_TTL_SECONDS,
+    ) -> str:
+        if not verdict.ok or verdict.appraisal is None:
+            raise AttestationError("no token for a refused attestation")
+        appraisal = verdict.appraisal
+        claims = {
+            "eat_profile": PROFILE,
+            "iss": self.sms_id,
+            "aud": audience,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": os.urandom(16).hex(),
+            "status": verdict.status,
+            "tee": appraisal.tee,
+            "measurement": str(appraisal.measurement),
+            "tcb_status": appraisal.tcb_status,
+            "advisories": list(appraisal.advisories),
+            "debug": appraisal.debug,
+            "enclave_keys": {
+                "x25519": binding.x25519_public.hex(),
+                "ed25519": binding.ed25519_public.hex(),
+            },
+            "subject": binding.subject,
+            "service": binding.service,
+            "worker": binding.worker,
+            "config_hash": config_hash,
+        }
+        return sign_token(self._key, claims)
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    issuer: str
+    audience: str
+    now: int
+    allow_sim: bool = False
+
+
+def verify_token(token: str, jwks: dict[str, Any], check: TokenCheck) -> dict[str, Any]:
+    """Verify an attestation token offline; return its claims or raise naming the check."""
+    claims = verify_token_signature(token, jwks)
+    if claims.get("eat_profile") != PROFILE:
+        raise AttestationError("token is not a confide attestation result")
+    if claims.get("iss") != check.issuer:
+        raise AttestationError(f"token issuer {claims.get('iss')!r} is not {check.issuer!r}")
+    if claims.get("aud") != check.audience:
+        raise AttestationError(f"token audience {claims.get('aud')!r} is not {check.audience!r}")
+    expiry, issued = claims.get("exp"), claims.get("iat")
+    if not isinstance(expiry, int) or not isinstance(issued, int):
+        raise AttestationError("token has no valid iat/exp")
+    if check.now >= expiry:
+        raise AttestationError("token expired")
+    if issued > check.now + 300:
+        raise AttestationError("token issued in the future")
+    status = claims.get("status")
+    if status == WARNING and not check.allow_sim:
+        raise AttestationError(
+            "token status is warning (simulation or a tolerated TCB issue): "
+            "pass --allow-sim to accept it"
+        )
+    if status not in (AFFIRMING, WARNING):
+        raise AttestationError(f"token status {status!r} is not acceptable")
+    return claims

@@ -1,0 +1,53 @@
+"""``confide app``: scaffold an app bundle and print its measurement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from confide.bundle import init_bundle, measure_bundle
+from confide.cli.output import JsonOption, emit_json, say
+
+app = typer.Typer(
+    help="App bundles: a directory with confide-app.yml and the app's files.",
+    no_args_is_help=True,
+)
+
+Bundle = Annotated[
+    Path, typer.Argument(metavar="DIR", help="The app bundle directory.", show_default=False)
+]
+
+
+@app.command("init")
+def init(
+    directory: Bundle,
+    lang: Annotated[
+        str, typer.Option("--lang", metavar="python|node", help="The app's language.")
+    ] = "python",
+    name: Annotated[
+        str | None, typer.Option("--name", help="App name (default: the directory's name).")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Create an app bundle in DIR: confide-app.yml and app.py (or app.js)."""
+    written = init_bundle(directory, lang, name)
+    measurement = measure_bundle(directory)
+    if json_out:
+        emit_json({"files": [str(p) for p in written], "measurement": str(measurement)})
+        return
+    for path in written:
+        say(f"wrote {path}")
+    say(f"measurement {measurement}")
+    say(f"next: edit {written[1].name}, then `confide app measure {directory}`")
+
+
+@app.command("measure")
+def measure(directory: Bundle, json_out: JsonOption = False) -> None:
+    """Print the bundle's simulation measurement (sim:<sha256>)."""
+    measurement = measure_bundle(directory)
+    if json_out:
+        emit_json({"measurement": str(measurement)})
+        return
+    say(str(measurement))
