@@ -155,6 +155,9 @@ def test_command_lines_that_do_not_parse_exit_2(tmp_path: Path, args: list[str])
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
+    as_json = run_cli(*args, "--json", cwd=tmp_path)
+    assert as_json.returncode == 2
+    assert json.loads(as_json.stdout) == {"ok": False, "error": "the command line does not parse"}
 
 
 def test_malformed_and_unsafe_key_files(tmp_path: Path, source: Path) -> None:

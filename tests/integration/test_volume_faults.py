@@ -148,3 +148,23 @@ def test_killed_decrypt_leaves_no_destination_and_can_be_rerun(tmp_path: Path) -
     assert tree_state(out) == tree_state(tmp_path / "src")
     assert not leftovers[0].exists()  # swept: it may have held unverified plaintext
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.key", "out", "src", "vol"]
+
+
+def test_sigterm_during_decrypt_cleans_up(tmp_path: Path) -> None:
+    vol, key_file, _tag = _make_volume(tmp_path, 32, 4 * MIB)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [*CONFIDE, "volume", "decrypt", str(vol), str(out), "--key-file", str(key_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.001)
+    process.send_signal(signal.SIGTERM)
+    _stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.key", "src", "vol"]

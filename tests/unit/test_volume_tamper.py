@@ -155,6 +155,18 @@ def test_rollback_to_an_older_version_is_caught_with_the_tag(
     assert not (tmp_path / "out").exists()
 
 
+def test_children_may_be_listed_before_their_parents(tmp_path: Path, key: SymmetricKey) -> None:
+    forge(
+        tmp_path / "vol",
+        key,
+        b'{"entries":[{"mode":448,"path":"a/b","type":"dir"},'
+        b'{"mode":493,"path":"a","type":"dir"}],"format":1}',
+    )
+    decrypt_tree(tmp_path / "vol", tmp_path / "out", key)
+    assert (tmp_path / "out/a/b").is_dir()
+    assert (tmp_path / "out/a/b").stat().st_mode & 0o777 == 0o700
+
+
 def test_old_manifest_with_new_objects_is_refused(
     tmp_path: Path, tree: Path, key: SymmetricKey
 ) -> None:
@@ -195,6 +207,8 @@ def _file(path: str) -> str:
         (_file("./x"), "escape"),
         (_file("a//b"), "escape"),
         (_file("nodir/x"), "not a listed directory"),
+        (_file("\\ud800"), "escape"),
+        (_file("f") + "," + _file("f/x").replace("1" * 32, "2" * 32), "not a listed directory"),
         ('{"mode":493,"path":"d","type":"dir"},' + '{"mode":493,"path":"d","type":"dir"}', "twice"),
         ('{"mode":4095,"path":"d","type":"dir"}', "mode"),
         ('{"mode":493,"path":"d","type":"dir","extra":1}', "unexpected fields"),
@@ -226,6 +240,8 @@ def test_malicious_manifest_is_refused_before_any_write(
         b'{"format":1,"entries":[{"mode":493,"path":"d","type":"dir","path":"e"}]}',
         b'{"format":1,"entries":[{"mode":true,"path":"d","type":"dir"}]}',
         b'{"format":1,"entries":[{"mode":493.0,"path":"d","type":"dir"}]}',
+        b'{"format":1.0,"entries":[]}',
+        b"[" * 100000,
     ],
 )
 def test_garbled_manifest_is_refused(tmp_path: Path, key: SymmetricKey, document: bytes) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 import dcap_qvl
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from confide.attestation.evidence import Appraisal, Evidence
 from confide.attestation.measurement import Measurement
@@ -22,6 +25,7 @@ from confide.errors import AttestationError
 MAX_QUOTE_BYTES = 64 * 1024
 _SGX_DEBUG = 0x02  # ATTRIBUTES.DEBUG, bit 1 of the first byte
 _TD_DEBUG = 0x01  # TDATTRIBUTES.DEBUG, bit 0 of the first byte
+_ROOT_CA_FILE = "intel_sgx_root_ca.der"
 
 
 class CollateralSource(Protocol):
@@ -80,6 +84,11 @@ class PccsCollateral:
         return result
 
 
+def intel_root_ca() -> bytes:
+    """Intel's SGX root CA certificate (DER), the trust anchor of every DCAP quote."""
+    return resources.files("confide.attestation").joinpath(_ROOT_CA_FILE).read_bytes()
+
+
 class DcapVerifier:
     """Verifies ``sgx`` (quote v3) or ``tdx`` (quote v4/v5) evidence."""
 
@@ -88,7 +97,8 @@ class DcapVerifier:
             raise ValueError(tee)
         self.tee = tee
         self._source = source
-        self._verifier = dcap_qvl.QuoteVerifier(root_ca_der)
+        self._root = root_ca_der or intel_root_ca()
+        self._verifier = dcap_qvl.QuoteVerifier(self._root)
 
     def appraise(self, evidence: Evidence, now: int) -> Appraisal:
         claims = self.verify_quote(evidence.data, now)
@@ -99,6 +109,7 @@ class DcapVerifier:
         kind = quote_type(quote)
         if kind != self.tee:
             raise AttestationError(f"evidence is a {kind.upper()} quote, not {self.tee.upper()}")
+        self._check_chain_root(quote)
         collateral = self._source.collateral(quote)
         policy = dcap_qvl.QuotePolicy.claims_only(now)
         try:
@@ -107,6 +118,23 @@ class DcapVerifier:
             raise AttestationError(f"quote verification failed: {_clean(exc)}") from None
         result: dict[str, Any] = json.loads(claims.to_json())
         return result
+
+    def _check_chain_root(self, quote: bytes) -> None:
+        """The quote's certification chain must end in the trusted root itself.
+
+        dcap-qvl anchors the chain to the root it is given and does not read the copy
+        at the chain's end; refusing a chain whose copy differs means no byte of the
+        certification data goes unchecked.
+        """
+        pem = dcap_qvl.parse_quote(quote).cert_chain_pem_bytes()
+        try:
+            chain = x509.load_pem_x509_certificates(pem or b"")
+        except ValueError:
+            raise AttestationError("quote certification data is malformed") from None
+        if not chain or chain[-1].public_bytes(serialization.Encoding.DER) != self._root:
+            raise AttestationError(
+                "quote certification chain does not end in the trusted Intel root CA"
+            )
 
 
 def quote_type(quote: bytes) -> str:

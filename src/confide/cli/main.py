@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import traceback
 from typing import Annotated
 
 import typer
@@ -55,25 +58,48 @@ def _refuse(message: str, json_mode: bool) -> int:
     return 1
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like an error, so half-written outputs are cleaned up."""
+    del frame
+    raise SystemExit(128 + signum)
+
+
 def run(argv: list[str]) -> int:
     """Run the CLI on ``argv``; return the exit status (0 ok, 1 refused, 2 bad usage).
 
     Typer reports a command line that does not parse (exit 2); everything confide
-    refuses becomes one ``error: …`` line and exit 1, never a traceback.
+    refuses becomes one ``error: …`` line and exit 1, never a traceback. With ``--json``
+    stdout always holds one JSON document, whatever happened.
     """
     json_mode = "--json" in argv
     try:
         app(args=argv, prog_name="confide")
     except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 2 and json_mode:
+            sys.stdout.write(
+                json.dumps({"ok": False, "error": "the command line does not parse"}) + "\n"
+            )
+        return code
     except ConfideError as exc:
         return _refuse(str(exc), json_mode)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         return _refuse(f"{exc.strerror or exc}{where}", json_mode)
+    except KeyboardInterrupt:
+        _refuse("interrupted", json_mode)
+        return 130
+    except Exception as exc:
+        if os.environ.get("CONFIDE_DEBUG"):
+            traceback.print_exc()
+        # The message of an unexpected error could carry data: only its type is shown.
+        return _refuse(
+            f"internal error ({type(exc).__name__}); rerun with CONFIDE_DEBUG=1 for details",
+            json_mode,
+        )
     return 0
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(run(sys.argv[1:]))

@@ -79,7 +79,8 @@ def encrypt(
     """Encrypt the directory tree SRC into the volume DST and print its tag."""
     created: Path | None = None
     if key_file is None:
-        key_file = dst.with_name(dst.name + ".key")
+        named = dst if dst.name else dst.resolve()  # DST "." or "..": name it after the dir
+        key_file = named.with_name(named.name + ".key")
         if key_file.exists():
             raise KeyFileError(
                 f"{key_file} already exists; pass --key-file {key_file} to reuse that key"

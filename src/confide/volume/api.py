@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from confide.volume.format import (
     HEADER_BYTES,
     ID_BYTES,
     MANIFEST_NONCE,
+    MAX_MANIFEST_BYTES,
     OBJECTS_DIR,
     SEGMENT_SIZE,
     SUITE_AES256GCM_HKDF_SHA256,
@@ -28,6 +30,7 @@ from confide.volume.format import (
     compute_tag,
     object_digest,
     parse_header,
+    sealed_size,
     segment_count,
     tags_equal,
 )
@@ -80,8 +83,7 @@ def encrypt_tree(
     vvid = rng(ID_BYTES)
     keys = VolumeKeys(key, vvid)
     object_ids = [rng(ID_BYTES).hex() for _ in source.files]
-    staging = tree.make_staging_dir(dst)
-    try:
+    with tree.staging_dir(dst) as staging:
         (staging / OBJECTS_DIR).mkdir(mode=0o700)
         objects = os.fspath(staging / OBJECTS_DIR)
 
@@ -93,6 +95,7 @@ def encrypt_tree(
             return engine.seal_piece(item.absolute, target, item.size, cipher, piece)
 
         sizes = [f.size for f in source.files]
+        engine.precreate_split_files([f"{objects}/{oid}" for oid in object_ids], sizes)
         digests = _collect(sizes, work, workers, progress, f"cannot encrypt into {dst}")
         manifest = Manifest(
             dirs=tuple(DirEntry(path, mode) for path, mode in source.dirs),
@@ -102,10 +105,7 @@ def encrypt_tree(
             ),
         )
         tag = _write_volume_file(staging, keys, vvid, manifest)
-        tree.publish(staging, dst)
-    except BaseException:
-        tree.discard(staging)
-        raise
+        tree.publish(staging, dst, force)
     return VolumeResult(tag.hex(), len(source.files), source.total_bytes)
 
 
@@ -194,14 +194,31 @@ def _open_volume(
 
 
 def _read_volume_file(src: Path) -> bytes:
+    """Read ``volume.fspf``: a regular file (no link, FIFO or device) of bounded size."""
     if not src.is_dir():
         raise VolumeError(f"volume {src} does not exist or is not a directory")
+    path = src / VOLUME_FILE
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return (src / VOLUME_FILE).read_bytes()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise VolumeError(f"{src} is not a confide volume (no {VOLUME_FILE})") from None
     except OSError as exc:
-        raise VolumeError(f"cannot read {src / VOLUME_FILE}: {exc.strerror}") from None
+        raise IntegrityError(
+            f"volume {src}: {VOLUME_FILE} cannot be opened: {exc.strerror}"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise IntegrityError(f"volume {src}: {VOLUME_FILE} is not a regular file")
+        if info.st_size > HEADER_BYTES + MAX_MANIFEST_BYTES + TAG_BYTES:
+            raise IntegrityError(f"volume {src}: {VOLUME_FILE} is larger than any valid one")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(info.st_size + 1)
+    except OSError as exc:
+        raise VolumeError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _parse_tag(text: str) -> bytes:
@@ -226,18 +243,7 @@ def _open_objects(
     """Authenticate every object (and decrypt it into ``target_dir`` when given)."""
     name = str(src)
     objects = src / OBJECTS_DIR
-    expected = {f.object_id for f in manifest.files}
-    if objects.is_dir():
-        present = set(os.listdir(objects))
-    elif expected:
-        raise IntegrityError(f"volume {name}: the {OBJECTS_DIR} directory is missing")
-    else:
-        present = set()
-    extras = sorted(present - expected)
-    if extras:
-        raise IntegrityError(
-            f"volume {name}: unexpected object {extras[0]!r} (added to the volume)"
-        )
+    _check_objects(name, objects, manifest)
     object_dir = os.fspath(objects)
     target_root = None if target_dir is None else os.fspath(target_dir)
 
@@ -253,10 +259,43 @@ def _open_objects(
             raise IntegrityError(f"volume {name}: file {item.path!r} {defect}") from None
 
     sizes = [f.size for f in manifest.files]
+    if target_root is not None:
+        engine.precreate_split_files([f"{target_root}/{f.path}" for f in manifest.files], sizes)
     digests = _collect(sizes, work, workers, progress, f"cannot decrypt volume {name}")
     for item, digest in zip(manifest.files, digests, strict=True):
         if digest != item.digest:
             raise IntegrityError(f"volume {name}: file {item.path!r} failed authentication")
+
+
+def _check_objects(name: str, objects: Path, manifest: Manifest) -> None:
+    """Spec step 4, before any work is planned: exactly the manifest's objects, each a
+    regular file of the length its size implies (so no claimed size costs anything)."""
+    try:
+        entries = {e.name: e.stat(follow_symlinks=False) for e in os.scandir(objects)}
+    except FileNotFoundError:
+        entries = {}
+    except OSError as exc:
+        raise VolumeError(f"cannot read {objects}: {exc.strerror}") from None
+    if not entries and manifest.files and not objects.is_dir():
+        raise IntegrityError(f"volume {name}: the {OBJECTS_DIR} directory is missing")
+    extras = sorted(set(entries) - {f.object_id for f in manifest.files})
+    if extras:
+        raise IntegrityError(
+            f"volume {name}: unexpected object {extras[0]!r} (added to the volume)"
+        )
+    for item in manifest.files:
+        info = entries.get(item.object_id)
+        if info is None:
+            raise IntegrityError(f"volume {name}: file {item.path!r} is missing its object")
+        if not stat.S_ISREG(info.st_mode):
+            raise IntegrityError(
+                f"volume {name}: file {item.path!r} has an object that is not a regular file"
+            )
+        if info.st_size != sealed_size(item.size):
+            raise IntegrityError(
+                f"volume {name}: file {item.path!r} failed authentication "
+                f"(object truncated or extended)"
+            )
 
 
 def verify_tree(
@@ -292,9 +331,9 @@ def decrypt_tree(
     """
     src, dst = Path(src), Path(dst)
     tree.check_destination(dst, force)
+    tree.check_not_nested(src, dst)
     keys, manifest, tag = _open_volume(src, key, expected_tag)
-    staging = tree.make_staging_dir(dst)
-    try:
+    with tree.staging_dir(dst) as staging:
         try:
             for directory in manifest.dirs:
                 (staging / directory.path).mkdir(mode=0o700)
@@ -307,10 +346,7 @@ def decrypt_tree(
             os.chmod(staging, 0o755 & ~_umask())
         except OSError as exc:
             raise VolumeError(f"cannot write {dst}: {exc.strerror or exc}") from None
-        tree.publish(staging, dst)
-    except BaseException:
-        tree.discard(staging)
-        raise
+        tree.publish(staging, dst, force)
     return VolumeResult(tag, len(manifest.files), manifest.total_bytes)
 
 

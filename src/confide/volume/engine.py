@@ -104,6 +104,24 @@ class ObjectDefectError(Exception):
     """An object is missing, of the wrong kind or size, or fails authentication."""
 
 
+def _output_flags(piece: Piece, count: int) -> int:
+    """A whole file is created here, exclusively; a split file was pre-created."""
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    whole = piece.first == 0 and piece.stop == count
+    return flags | os.O_CREAT | os.O_EXCL if whole else flags
+
+
+def precreate_split_files(paths: Sequence[str], sizes: Sequence[int]) -> None:
+    """Create (exclusively) the outputs of files that will be written in several pieces.
+
+    Exclusive creation means two manifest paths can never land in one file (a
+    case-folding file system, say) and nothing planted at a path is written through.
+    """
+    for path, size in zip(paths, sizes, strict=True):
+        if segment_count(size) > BATCH_SEGMENTS:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
 def _finish(hashes: list[bytes], piece: Piece, count: int) -> PieceResult:
     return object_digest(hashes) if piece.first == 0 and piece.stop == count else hashes
 
@@ -117,7 +135,7 @@ def seal_piece(
     hashes: list[bytes] = []
     fd_in = os.open(source, os.O_RDONLY | _OPEN_FLAGS)
     try:
-        fd_out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd_out = os.open(target, _output_flags(piece, count), 0o600)
         try:
             for index in range(piece.first, piece.stop):
                 offset = index * SEGMENT_SIZE
@@ -140,7 +158,7 @@ def seal_piece(
 
 def _open_object(source: str, size: int) -> int:
     try:
-        fd = os.open(source, os.O_RDONLY | _OPEN_FLAGS)
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)  # never wait on a FIFO
     except FileNotFoundError:
         raise ObjectDefectError("is missing its object") from None
     except OSError:
@@ -170,7 +188,7 @@ def open_piece(
     fd_out = -1
     try:
         if target is not None:
-            fd_out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd_out = os.open(target, _output_flags(piece, count), 0o600)
         for index in range(piece.first, piece.stop):
             length = min(SEGMENT_SIZE, size - index * SEGMENT_SIZE)
             view = sealed[: length + SEALED_SEGMENT_SIZE - SEGMENT_SIZE]
@@ -226,15 +244,15 @@ def _fork_is_safe() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
 
 
-# What the forked workers run. The parent fills it just before forking and empties it
-# right after, so the children find the work (and the keys inside its closure) in their
-# copy of the parent's memory: no key is ever pickled or sent through a pipe. Only batch
-# numbers go to the children and only segment hashes come back.
+# What the forked workers run. The parent fills it just before the pool forks and empties
+# it once the pool is shut down, so the children find the work (and the keys inside its
+# closure) in their copy of the parent's memory: no key is ever pickled or sent through a
+# pipe. Only batch numbers go to the children and only digests come back.
 _forked: dict[str, Any] = {}
 
 
 def _init_forked_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
 
 
 def _run_forked_batch(index: int) -> list[tuple[int, int, int, Any]]:
@@ -250,22 +268,34 @@ def _run_in_processes(
     on_piece: Callable[[Piece, T], None],
 ) -> None:
     import multiprocessing  # noqa: PLC0415  (start-up time: only small-file jobs need it)
+    from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
+    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
 
-    context = multiprocessing.get_context("fork")
     _forked.update(batches=batches, work=work)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_init_forked_worker,
+    )
     try:
-        pool = context.Pool(workers, initializer=_init_forked_worker)
-    finally:
-        _forked.clear()
-    try:
-        results = pool.imap_unordered(_run_forked_batch, range(len(batches)))
-        for done in results:
-            for file, first, stop, value in done:
+        futures = [pool.submit(_run_forked_batch, index) for index in range(len(batches))]
+        for future in as_completed(futures):
+            for file, first, stop, value in future.result():
                 on_piece(Piece(file, first, stop), value)
-        pool.close()
+    except BrokenProcessPool:
+        raise VolumeError("a worker process died (out of memory, or killed)") from None
+    except BaseException:
+        _stop_workers(pool)
+        raise
     finally:
-        pool.terminate()  # stops every worker (at once, on an error) and waits for them
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+        _forked.clear()
+
+
+def _stop_workers(pool: Any) -> None:
+    """Kill the workers at once: after an error or ^C nothing may keep writing."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
 
 
 def _run_in_threads(

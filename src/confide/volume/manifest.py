@@ -67,9 +67,11 @@ class Manifest:
 
 
 def check_relative_path(path: str) -> None:
-    """Refuse a path that is empty, absolute, or would climb out (``..``) or alias (``.``)."""
+    """Refuse a path that is empty, absolute, not UTF-8, or would climb out (``..``) or
+    alias (``.``)."""
     if not path or path.startswith("/") or "\x00" in path:
         raise ValueError(path)
+    path.encode("utf-8")  # a lone surrogate cannot name a file: UnicodeEncodeError
     for part in path.split("/"):
         if part in ("", ".", ".."):
             raise ValueError(path)
@@ -90,13 +92,14 @@ def parse_manifest(plaintext: bytes, volume: str) -> Manifest:
 
     try:
         document = json.loads(plaintext, object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise bad("not JSON") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise bad("not JSON (or nested too deeply)") from None
     except ValueError as exc:
         raise bad(str(exc)) from None
     if not isinstance(document, dict) or set(document) != {"format", "entries"}:
         raise bad("not a manifest object")
-    if document["format"] != FORMAT_VERSION or isinstance(document["format"], bool):
+    version = document["format"]
+    if type(version) is not int or version != FORMAT_VERSION:
         raise bad("unknown format")
     raw_entries = document.get("entries")
     if not isinstance(raw_entries, list):
@@ -105,10 +108,12 @@ def parse_manifest(plaintext: bytes, volume: str) -> Manifest:
     files: list[FileEntry] = []
     kinds: dict[str, str] = {}
     objects: set[str] = set()
-    for raw in raw_entries:
-        entry = _parse_entry(raw, bad)
+    entries = [_parse_entry(raw, bad) for raw in raw_entries]
+    for entry in entries:
         if entry.path in kinds:
             raise bad(f"path {entry.path!r} listed twice")
+        kinds[entry.path] = "dir" if isinstance(entry, DirEntry) else "file"
+    for entry in entries:  # entry order is not checked: parents may come after children
         parent = entry.path.rpartition("/")[0]
         if parent and kinds.get(parent) != "dir":
             raise bad(f"parent of {entry.path!r} is not a listed directory")
@@ -117,10 +122,9 @@ def parse_manifest(plaintext: bytes, volume: str) -> Manifest:
                 raise bad(f"object {entry.object_id} used twice")
             objects.add(entry.object_id)
             files.append(entry)
-            kinds[entry.path] = "file"
         else:
             dirs.append(entry)
-            kinds[entry.path] = "dir"
+    dirs.sort(key=lambda d: d.path)  # parents before children when directories are made
     return Manifest(tuple(dirs), tuple(files))
 
 
@@ -132,7 +136,7 @@ def _parse_entry(raw: Any, bad: Any) -> DirEntry | FileEntry:
         raise bad("entry without a path")
     try:
         check_relative_path(path)
-    except ValueError:
+    except ValueError:  # UnicodeEncodeError included
         raise bad(f"path {path!r} would escape the destination") from None
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
         raise bad(f"mode of {path!r} is out of range")

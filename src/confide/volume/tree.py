@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
-import shutil
+import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,35 +109,55 @@ def check_not_nested(src: Path, dst: Path) -> None:
         raise VolumeError(f"source {src} and destination {dst} must not contain each other")
 
 
-def make_staging_dir(dst: Path) -> Path:
-    """A private, hidden directory beside ``dst`` (same file system, so rename works).
+@contextmanager
+def staging_dir(dst: Path) -> Iterator[Path]:
+    """A private, hidden directory beside ``dst`` (same file system, so rename works),
+    removed with everything in it if the block fails, is interrupted or is signalled.
 
-    Its name carries the owner's process id. A process killed part way cannot clean up,
-    and what it leaves may hold unverified plaintext, so every new staging directory
-    first removes those of ``dst`` whose process is gone.
+    It is made inside the cleanup scope, so no moment exists where it exists and an
+    error would leave it behind. Its name carries the owner's process id: what a
+    process killed outright leaves (it may hold unverified plaintext) is swept by the
+    next run for the same destination.
     """
     sweep_stale_staging(dst)
     staging = dst.parent / f".{dst.name}.partial-{os.getpid()}-{os.urandom(6).hex()}"
     try:
-        staging.mkdir(mode=0o700)
-    except OSError as exc:
-        raise VolumeError(f"cannot create {staging}: {exc.strerror}") from None
-    return staging
+        try:
+            staging.mkdir(mode=0o700)
+        except OSError as exc:
+            raise VolumeError(f"cannot create {staging}: {exc.strerror}") from None
+        yield staging
+    except BaseException:
+        discard(staging)
+        raise
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:partial|old)-(?P<pid>[0-9]{1,10})-[0-9a-f]{12}")
 
 
 def sweep_stale_staging(dst: Path) -> list[Path]:
-    """Remove the staging directories of ``dst`` left by processes that no longer run."""
+    """Remove what processes that no longer run left beside ``dst``; never raises.
+
+    Only real directories (not links) owned by this user, named like our staging
+    (``.NAME.partial-PID-…``) or replaced trees (``.NAME.old-PID-…``), are touched.
+    """
     removed: list[Path] = []
-    prefix = f".{dst.name}.partial-"
     try:
-        candidates = [p for p in dst.parent.iterdir() if p.name.startswith(prefix)]
+        candidates = list(os.scandir(dst.parent))
     except OSError:
         return removed
-    for candidate in candidates:
-        pid_text = candidate.name[len(prefix) :].partition("-")[0]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)) and candidate.is_dir():
-            discard(candidate)
-            removed.append(candidate)
+    for entry in candidates:
+        match = _LEFTOVER.fullmatch(entry.name)
+        if match is None or match["name"] != dst.name or _process_alive(int(match["pid"])):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+            path = Path(entry.path)
+            if remove_tree(path):
+                removed.append(path)
     return removed
 
 
@@ -142,36 +166,97 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid: leave it alone
     return True
 
 
-def publish(staging: Path, dst: Path) -> None:
-    """Move a finished tree into place; replace an existing ``dst`` only once it is done.
+def remove_tree(path: Path) -> bool:
+    """Delete a directory tree without following any link, read-only entries included.
 
-    The old tree is renamed aside first, and restored if the final rename fails, so at
-    every moment ``dst`` is either the old tree or the complete new one.
+    Every step goes through directory file descriptors opened with ``O_NOFOLLOW``, so a
+    link planted anywhere in or at the tree is removed, never followed. Returns whether
+    the tree is gone.
     """
-    backup: Path | None = None
-    if dst.is_dir():
-        if any(dst.iterdir()):
-            backup = dst.parent / f".{dst.name}.old-{os.urandom(6).hex()}"
-            dst.rename(backup)
-        else:
-            dst.rmdir()
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        parent = os.open(path.parent, flags & ~os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        _remove_entry(parent, path.name, flags)
+    except OSError:
+        return False
+    finally:
+        os.close(parent)
+    return True
+
+
+def _remove_entry(parent: int, name: str, flags: int) -> None:
+    info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    if not stat.S_ISDIR(info.st_mode):
+        os.unlink(name, dir_fd=parent)
+        return
+    if info.st_uid == os.getuid():
+        os.chmod(name, 0o700, dir_fd=parent)  # a real directory (checked just above)
+    fd = os.open(name, flags, dir_fd=parent)
+    try:
+        for child in os.listdir(fd):
+            _remove_entry(fd, child, flags)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def publish(staging: Path, dst: Path, force: bool) -> None:
+    """Move a finished tree into place.
+
+    Without ``force``, one ``rename``: it succeeds onto nothing or an empty directory and
+    fails on a non-empty one, so a tree that appeared at ``dst`` meanwhile is never
+    replaced. With ``force``, the new tree and an existing ``dst`` are exchanged in one
+    ``renameat2(RENAME_EXCHANGE)`` where the kernel offers it (``dst`` is the old tree
+    or the new one at every moment), then the old tree is deleted.
+    """
+    if force and dst.is_dir() and not dst.is_symlink() and _exchange(staging, dst):
+        if not remove_tree(staging):
+            raise VolumeError(f"replaced {dst}, but could not delete the old tree at {staging}")
+        return
+    if force and dst.is_dir() and not dst.is_symlink():
+        backup = dst.parent / f".{dst.name}.old-{os.getpid()}-{os.urandom(6).hex()}"
+        dst.rename(backup)
+        try:
+            staging.rename(dst)
+        except OSError as exc:
+            backup.rename(dst)
+            raise VolumeError(f"cannot move the result into {dst}: {exc.strerror}") from None
+        remove_tree(backup)
+        return
     try:
         staging.rename(dst)
     except OSError as exc:
-        if backup is not None:
-            backup.rename(dst)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise VolumeError(
+                f"destination {dst} was filled while this ran; nothing was replaced "
+                f"(use --force to replace it)"
+            ) from None
         raise VolumeError(f"cannot move the result into {dst}: {exc.strerror}") from None
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2``); False where that is not offered."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return bool(result == 0)
 
 
 def discard(staging: Path) -> None:
-    """Remove a staging directory, including read-only entries."""
-    for directory, _subdirs, _files in os.walk(staging):
-        os.chmod(directory, 0o700)
-    shutil.rmtree(staging, ignore_errors=True)
+    """Remove a staging directory (and any plaintext in it), links never followed."""
+    remove_tree(staging)

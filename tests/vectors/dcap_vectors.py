@@ -1,0 +1,52 @@
+"""The real Intel DCAP quotes of ../shared/vectors/dcap (see its PROVENANCE.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DCAP_DIR = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "dcap"
+
+needs_vectors = pytest.mark.skipif(not DCAP_DIR.is_dir(), reason=f"{DCAP_DIR} is missing")
+
+
+@dataclass(frozen=True)
+class QuoteVector:
+    name: str
+    tee: str
+    now: int  # pinned inside the collateral's validity window (PROVENANCE.md)
+
+    @property
+    def quote(self) -> Path:
+        return DCAP_DIR / self.name
+
+    @property
+    def collateral(self) -> Path:
+        return DCAP_DIR / f"{self.name}_collateral.json"
+
+    def validity(self) -> tuple[int, int]:
+        """(latest issueDate, earliest nextUpdate) of the TCB info and QE identity."""
+        data = json.loads(self.collateral.read_text())
+        documents = [json.loads(data["tcb_info"]), json.loads(data["qe_identity"])]
+        issued = max(_seconds(d["issueDate"]) for d in documents)
+        expires = min(_seconds(d["nextUpdate"]) for d in documents)
+        return issued, expires
+
+
+def _seconds(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
+SGX = QuoteVector("sgx_quote", "sgx", 1750334171)
+TDX = QuoteVector("tdx_quote", "tdx", 1750331763)
+TDX_OUTDATED = QuoteVector("tdx_quote_outdated", "tdx", 1771415931)
+SGX_MR_ENCLAVE = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+SGX_MR_SIGNER = "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
+TDX_MR_TD = (
+    "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407"
+    "de03ae6dc5f87f27428b2538873118b7"
+)
