@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 from confide.attestation.evidence import Evidence
@@ -45,6 +46,15 @@ class GramineAttester:
         return Evidence("sgx", quote)
 
 
+def _wait_for(path: Path, timeout: float = 2.0) -> None:
+    """configfs makes an entry's attributes with the entry; allow a slower provider."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AttestationError(f"configfs-tsm entry has no {path.name}")
+        time.sleep(0.001)
+
+
 class ConfigfsTsmAttester:
     tee = "tdx"
 
@@ -61,6 +71,7 @@ class ConfigfsTsmAttester:
                 f"configfs-tsm interface {self._root} unavailable: {exc.strerror}"
             ) from None
         try:
+            _wait_for(entry / "inblob")
             (entry / "inblob").write_bytes(report_data)
             quote = (entry / "outblob").read_bytes()
             generation = (entry / "generation").read_text().strip()

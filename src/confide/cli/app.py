@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from confide.bundle import init_bundle, measure_bundle
 from confide.cli.output import JsonOption, emit_json, say
 
 app = typer.Typer(
@@ -32,6 +31,8 @@ def init(
     json_out: JsonOption = False,
 ) -> None:
     """Create an app bundle in DIR: confide-app.yml and app.py (or app.js)."""
+    from confide.bundle import init_bundle, measure_bundle  # noqa: PLC0415  (start-up time)
+
     written = init_bundle(directory, lang, name)
     measurement = measure_bundle(directory)
     if json_out:
@@ -46,6 +47,8 @@ def init(
 @app.command("measure")
 def measure(directory: Bundle, json_out: JsonOption = False) -> None:
     """Print the bundle's simulation measurement (sim:<sha256>)."""
+    from confide.bundle import measure_bundle  # noqa: PLC0415  (start-up time)
+
     measurement = measure_bundle(directory)
     if json_out:
         emit_json({"measurement": str(measurement)})

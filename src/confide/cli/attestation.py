@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
-from confide.attestation import Evidence, Policy, appraise_evidence
-from confide.attestation.dcap import CollateralFile, DcapVerifier, quote_type
 from confide.cli.output import JsonOption, emit_json, say
 from confide.crypto.binding import REPORT_DATA_BYTES
 from confide.errors import AttestationError
+
+if TYPE_CHECKING:
+    from confide.attestation.policy import Policy
 
 app = typer.Typer(help="Attestation: verify evidence against a policy.", no_args_is_help=True)
 
@@ -31,6 +31,10 @@ def _report_data(value: str | None) -> bytes | None:
 
 
 def _load_policy(path: Path | None) -> Policy:
+    import yaml  # noqa: PLC0415  (imports are deferred to keep every command's start-up fast)
+
+    from confide.attestation.policy import Policy  # noqa: PLC0415
+
     if path is None:
         return Policy()  # any measurement; TCB UpToDate, no advisory (deny by default)
     try:
@@ -77,6 +81,9 @@ def verify(
     json_out: JsonOption = False,
 ) -> None:
     """Verify a hardware quote offline; exit 0 only when the policy accepts it."""
+    from confide.attestation import Evidence, appraise_evidence  # noqa: PLC0415
+    from confide.attestation.dcap import CollateralFile, DcapVerifier, quote_type  # noqa: PLC0415
+
     policy = _load_policy(policy_file)
     expected = report_data if report_data is None else bytes.fromhex(str(report_data))
     at = int(time.time()) if now is None else now

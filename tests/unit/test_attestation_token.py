@@ -1,0 +1,115 @@
+"""Attestation result tokens: issued after a verdict, checked offline by clients."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from confide.attestation import (
+    Appraisal,
+    EnclaveBinding,
+    TokenCheck,
+    TokenIssuer,
+    Verdict,
+    verify_token,
+)
+from confide.attestation.measurement import Measurement
+from confide.crypto.signing import SigningKey
+from confide.errors import AttestationError
+
+NOW = 1_800_000_000
+BINDING = EnclaveBinding(bytes(32), bytes(range(32)), "sms-1", "task-9", "app", "0xw")
+
+
+def _verdict(status: str = "affirming", tee: str = "tdx") -> Verdict:
+    appraisal = Appraisal(
+        tee=tee,
+        measurement=Measurement(tee, "ab" * (48 if tee == "tdx" else 32)),
+        report_data=bytes(64),
+        debug=False,
+        tcb_status="UpToDate" if tee != "sim" else "Simulated",
+    )
+    return Verdict(True, status, appraisal, ())
+
+
+@pytest.fixture
+def issuer() -> TokenIssuer:
+    return TokenIssuer("sms-1", SigningKey.generate())
+
+
+def _check(**changes: object) -> TokenCheck:
+    values: dict[str, object] = {"issuer": "sms-1", "audience": "deploy-1/sms", "now": NOW + 10}
+    values.update(changes)
+    return TokenCheck(**values)  # type: ignore[arg-type]
+
+
+def _issue(issuer: TokenIssuer, verdict: Verdict | None = None) -> str:
+    return issuer.issue(
+        verdict or _verdict(), BINDING, audience="deploy-1/sms", config_hash="cafe", now=NOW
+    )
+
+
+def test_token_carries_the_ear_claims(issuer: TokenIssuer) -> None:
+    claims = verify_token(_issue(issuer), issuer.jwks(), _check())
+    assert claims["status"] == "affirming"
+    assert claims["tee"] == "tdx"
+    assert claims["measurement"].startswith("tdx:")
+    assert claims["enclave_keys"] == {"x25519": "00" * 32, "ed25519": bytes(range(32)).hex()}
+    assert (claims["subject"], claims["service"], claims["worker"]) == ("task-9", "app", "0xw")
+    assert claims["config_hash"] == "cafe"
+    assert claims["exp"] > claims["iat"] == NOW
+    assert len(claims["jti"]) == 32
+    assert issuer.jwks()["keys"][0]["kty"] == "OKP"
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        (_check(issuer="sms-2"), "issuer"),
+        (_check(audience="deploy-2/sms"), "audience"),
+        (_check(now=NOW + 3600), "expired"),
+        (_check(now=NOW - 1000), "issued in the future"),
+    ],
+)
+def test_claim_checks(issuer: TokenIssuer, check: TokenCheck, message: str) -> None:
+    with pytest.raises(AttestationError, match=message):
+        verify_token(_issue(issuer), issuer.jwks(), check)
+
+
+def test_warning_needs_allow_sim(issuer: TokenIssuer) -> None:
+    token = _issue(issuer, _verdict("warning", "sim"))
+    with pytest.raises(AttestationError, match="--allow-sim"):
+        verify_token(token, issuer.jwks(), _check())
+    assert verify_token(token, issuer.jwks(), _check(allow_sim=True))["tee"] == "sim"
+
+
+def test_refused_verdict_gets_no_token(issuer: TokenIssuer) -> None:
+    with pytest.raises(AttestationError, match="no token"):
+        issuer.issue(
+            Verdict(False, "contraindicated", None, ("x",)),
+            BINDING,
+            audience="a",
+            config_hash="c",
+            now=NOW,
+        )
+
+
+def test_other_key_tampering_and_alg_none_are_refused(issuer: TokenIssuer) -> None:
+    token = _issue(issuer)
+    other = TokenIssuer("sms-1", SigningKey.generate())
+    with pytest.raises(AttestationError, match="signature"):
+        verify_token(token, other.jwks(), _check())
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["status"] = "affirming"
+    claims["tee"] = "sgx"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(AttestationError, match="signature"):
+        verify_token(f"{header}.{forged}.{signature}", issuer.jwks(), _check())
+    none = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    with pytest.raises(AttestationError, match="signature"):
+        verify_token(f"{none}.{payload}.", issuer.jwks(), _check())
+    with pytest.raises(AttestationError):
+        verify_token("not a token", issuer.jwks(), _check())
