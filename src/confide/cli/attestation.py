@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Attestation: verify evidence against a policy.", no_args_is_help=True)
 
 
-def _report_data(value: str | None) -> bytes | None:
+def _report_data(value: str | None) -> str | None:
+    """Check ``--report-data`` and pad it to 64 bytes (as SGX pads user data)."""
     if value is None:
         return None
     try:
@@ -27,7 +28,7 @@ def _report_data(value: str | None) -> bytes | None:
         raise typer.BadParameter("report data is hex") from None
     if len(data) > REPORT_DATA_BYTES:
         raise typer.BadParameter(f"report data is at most {REPORT_DATA_BYTES} bytes")
-    return data.ljust(REPORT_DATA_BYTES, b"\x00")
+    return data.ljust(REPORT_DATA_BYTES, b"\x00").hex()
 
 
 def _load_policy(path: Path | None) -> Policy:
@@ -85,7 +86,7 @@ def verify(
     from confide.attestation.dcap import CollateralFile, DcapVerifier, quote_type  # noqa: PLC0415
 
     policy = _load_policy(policy_file)
-    expected = report_data if report_data is None else bytes.fromhex(str(report_data))
+    expected = None if report_data is None else bytes.fromhex(report_data)
     at = int(time.time()) if now is None else now
     try:
         quote = quote_file.read_bytes()
