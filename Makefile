@@ -18,6 +18,7 @@ bench:
 	@scripts/bootstrap.sh dev,bench
 	@bench/install-tools.sh
 	.venv/bin/python bench/volume_bench.py
+	.venv/bin/python bench/attestation_bench.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
