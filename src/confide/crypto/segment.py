@@ -10,12 +10,15 @@ segment that carries the last flag, so each of those fails authentication.
 
 from __future__ import annotations
 
+import mmap
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from confide.crypto.keys import Redacted
 
 TAG_BYTES = 16
+WritableBuffer = bytearray | mmap.mmap
 SEGMENT_OVERHEAD = TAG_BYTES
 _MAX_COUNTER = (1 << 88) - 1
 
@@ -39,7 +42,7 @@ class SegmentCipher(Redacted):
     def __init__(self, file_key: bytes) -> None:
         self._aead = AESGCM(file_key)
 
-    def seal_into(self, index: int, last: bool, plaintext: memoryview, out: bytearray) -> int:
+    def seal_into(self, index: int, last: bool, plaintext: memoryview, out: WritableBuffer) -> int:
         """Write the sealed segment to ``out`` (len(plaintext) + 16 bytes); return its size."""
         size = len(plaintext) + TAG_BYTES
         self._aead.encrypt_into(stream_nonce(index, last), plaintext, None, memoryview(out)[:size])
@@ -48,7 +51,7 @@ class SegmentCipher(Redacted):
     def seal(self, index: int, last: bool, plaintext: bytes) -> bytes:
         return self._aead.encrypt(stream_nonce(index, last), plaintext, None)
 
-    def open_into(self, index: int, last: bool, sealed: memoryview, out: bytearray) -> int:
+    def open_into(self, index: int, last: bool, sealed: memoryview, out: WritableBuffer) -> int:
         """Authenticate and decrypt one segment into ``out``; return the plaintext size."""
         size = len(sealed) - TAG_BYTES
         if size < 0:
