@@ -126,20 +126,26 @@ def test_permission_error_on_destination(
         subprocess.run(["chattr", "-i", str(locked)], check=True)
 
 
-def test_killed_decrypt_leaves_no_destination_and_can_be_rerun(tmp_path: Path) -> None:
+def _decrypt_caught_mid_way(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, Path, str]:
+    """Start a CLI decrypt of a 128 MiB volume; return once its staging directory exists."""
     vol, key_file, tag = _make_volume(tmp_path, 32, 4 * MIB)
-    out = tmp_path / "out"
     process = subprocess.Popen(
-        [*CONFIDE, "volume", "decrypt", str(vol), str(out), "--key-file", str(key_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        [*CONFIDE, "volume", "decrypt", str(vol), str(tmp_path / "out"), "--key-file",
+         str(key_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     deadline = time.monotonic() + 30
     while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.001)
+    return process, vol, key_file, tag
+
+
+def test_killed_decrypt_leaves_no_destination_and_can_be_rerun(tmp_path: Path) -> None:
+    process, vol, key_file, tag = _decrypt_caught_mid_way(tmp_path)
+    out = tmp_path / "out"
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.communicate(timeout=60)
     assert not out.exists()
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
     assert len(leftovers) == 1  # what the killed process could not clean up
@@ -151,18 +157,7 @@ def test_killed_decrypt_leaves_no_destination_and_can_be_rerun(tmp_path: Path) -
 
 
 def test_sigterm_during_decrypt_cleans_up(tmp_path: Path) -> None:
-    vol, key_file, _tag = _make_volume(tmp_path, 32, 4 * MIB)
-    out = tmp_path / "out"
-    process = subprocess.Popen(
-        [*CONFIDE, "volume", "decrypt", str(vol), str(out), "--key-file", str(key_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.001)
+    process, _vol, _key_file, _tag = _decrypt_caught_mid_way(tmp_path)
     process.send_signal(signal.SIGTERM)
     _stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
