@@ -138,3 +138,25 @@ def test_bad_inputs(tmp_path: Path) -> None:
                        "--report-data", "00" * 65)  # fmt: skip
     assert too_long.returncode == 2
     assert DCAP_DIR.is_dir()
+
+
+@needs_vectors
+def test_cli_input_errors_exit_2_or_give_a_verdict(tmp_path: Path) -> None:
+    for now in ("-1", str(2**63)):
+        proc = run_cli("attestation", "verify", SGX.quote, "--collateral", SGX.collateral,
+                       "--now", now)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+    assert run_cli("app", "init", tmp_path / "x", "--lang", "ruby").returncode == 2
+    missing = run_cli("attestation", "verify", tmp_path / "none", "--collateral", SGX.collateral,
+                      "--json")  # fmt: skip
+    assert missing.returncode == 1
+    verdict = json.loads(missing.stdout)
+    assert verdict["ok"] is False and verdict["reasons"][0].startswith("cannot read")
+    binary = tmp_path / "policy.yml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    assert_refusal(
+        run_cli(
+            "attestation", "verify", SGX.quote, "--collateral", SGX.collateral, "--policy", binary
+        ),
+        "not valid YAML",
+    )

@@ -23,6 +23,10 @@ APP = Measurement("sim", "ab" * 32)
 SIM_POLICY = Policy(measurements=frozenset({APP}), tolerate=frozenset({"simulation"}))
 
 
+def _canonical(document: object) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _binding(**changes: bytes | str) -> EnclaveBinding:
     values = {
         "x25519_public": bytes(range(32)),
@@ -63,7 +67,7 @@ class World:
         if tamper:
             document = json.loads(evidence.data)
             document["statement"]["debug"] = not document["statement"]["debug"]
-            evidence = Evidence("sim", json.dumps(document).encode())
+            evidence = Evidence("sim", _canonical(document))
         return verify_attestation(
             evidence,
             nonce=nonce,
@@ -137,7 +141,7 @@ def test_forged_signature(world: World) -> None:
     document = json.loads(evidence.data)
     document["signature"] = "00" * 64
     verdict = verify_attestation(
-        Evidence("sim", json.dumps(document).encode()),
+        Evidence("sim", _canonical(document)),
         nonce=nonce,
         binding=_binding(),
         policy=SIM_POLICY,
@@ -176,7 +180,14 @@ def test_hardware_only_policy_refuses_sim_evidence(world: World) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"not json", b"{}", b'{"statement": {}, "signature": "00"}', b"x" * 20000],
+    [
+        b"",
+        b"not json",
+        b"{}",
+        b'{"statement": {}, "signature": "00"}',
+        b"x" * 20000,
+        b"[" * 8000,  # nesting deep enough to overflow a recursive parser
+    ],
 )
 def test_malformed_sim_evidence(world: World, data: bytes) -> None:
     nonce = world.nonces.issue(NOW)
@@ -198,3 +209,52 @@ def test_sim_attester_cannot_claim_a_hardware_measurement() -> None:
 
     with pytest.raises(AttestationError, match="cannot claim"):
         SimAttester(SigningKey.generate(), Measurement("sgx", "ab" * 32))
+
+
+@pytest.mark.parametrize(
+    "recode",
+    [
+        lambda d: json.dumps(d).encode(),  # spaces
+        lambda d: b"\xef\xbb\xbf" + _canonical(d),  # a BOM
+        lambda d: _canonical(d).replace(b'"debug":false', b'"debug":true,"debug":false'),
+        lambda d: _canonical({**d, "signature": d["signature"].upper()}),
+    ],
+    ids=["spaces", "bom", "duplicate key", "upper-case hex"],
+)
+def test_only_the_canonical_encoding_is_accepted(world: World, recode: object) -> None:
+    """One statement, one byte string: no parser differential can hide in the encoding."""
+    nonce = world.nonces.issue(NOW)
+    evidence = SimAttester(world.platform, APP).evidence(_binding().report_data(nonce))
+    data = recode(json.loads(evidence.data))  # type: ignore[operator]
+    verdict = verify_attestation(
+        Evidence("sim", data),
+        nonce=nonce,
+        binding=_binding(),
+        policy=SIM_POLICY,
+        verifiers=world.verifiers,
+        nonces=world.nonces,
+        now=NOW,
+    )
+    assert verdict.reasons == ("sim evidence is malformed",)
+
+
+def test_a_service_policy_must_name_measurements(world: World) -> None:
+    """No measurement list means "any" only offline; the sms path refuses it."""
+    verdict = world.attest(policy=Policy(tolerate=frozenset({"simulation"})))
+    assert verdict.reasons == (
+        "the policy names no measurement: nothing is accepted (deny by default)",
+    )
+
+
+def test_nonce_store_limits_and_types() -> None:
+    from confide.errors import AttestationError
+
+    store = MemoryNonceStore(ttl=60, limit=3)
+    nonces = [store.issue(NOW) for _ in range(3)]
+    with pytest.raises(AttestationError, match="too many outstanding"):
+        store.issue(NOW)
+    assert len(store.issue(NOW + 61)) == 32  # the old ones expired and were pruned
+    with pytest.raises(AttestationError, match="32 bytes"):
+        store.consume("not bytes", NOW)  # type: ignore[arg-type]
+    with pytest.raises(AttestationError, match="unknown or already used"):
+        store.consume(nonces[0], NOW + 61)

@@ -16,20 +16,24 @@ from confide.attestation import (
     verify_token,
 )
 from confide.attestation.measurement import Measurement
+from confide.attestation.token import PROFILE
 from confide.crypto.signing import SigningKey
+from confide.crypto.tokens import public_jwk, sign_token
 from confide.errors import AttestationError
 
 NOW = 1_800_000_000
 BINDING = EnclaveBinding(bytes(32), bytes(range(32)), "sms-1", "task-9", "app", "0xw")
 
 
-def _verdict(status: str = "affirming", tee: str = "tdx") -> Verdict:
+def _verdict(
+    status: str = "affirming", tee: str = "tdx", tcb: str = "UpToDate", debug: bool = False
+) -> Verdict:
     appraisal = Appraisal(
         tee=tee,
         measurement=Measurement(tee, "ab" * (48 if tee == "tdx" else 32)),
         report_data=bytes(64),
-        debug=False,
-        tcb_status="UpToDate" if tee != "sim" else "Simulated",
+        debug=debug,
+        tcb_status=tcb if tee != "sim" else "Simulated",
     )
     return Verdict(True, status, appraisal, ())
 
@@ -78,11 +82,49 @@ def test_claim_checks(issuer: TokenIssuer, check: TokenCheck, message: str) -> N
         verify_token(_issue(issuer), issuer.jwks(), check)
 
 
-def test_warning_needs_allow_sim(issuer: TokenIssuer) -> None:
-    token = _issue(issuer, _verdict("warning", "sim"))
-    with pytest.raises(AttestationError, match="--allow-sim"):
-        verify_token(token, issuer.jwks(), _check())
-    assert verify_token(token, issuer.jwks(), _check(allow_sim=True))["tee"] == "sim"
+def test_each_weakness_must_be_allowed_on_its_own(issuer: TokenIssuer) -> None:
+    sim = _issue(issuer, _verdict("warning", "sim"))
+    with pytest.raises(AttestationError, match="simulated TEE"):
+        verify_token(sim, issuer.jwks(), _check())
+    assert verify_token(sim, issuer.jwks(), _check(allow_sim=True))["tee"] == "sim"
+    hardened = _issue(issuer, _verdict("warning", "sgx", tcb="SWHardeningNeeded"))
+    with pytest.raises(AttestationError, match="TCB status 'SWHardeningNeeded'"):
+        verify_token(hardened, issuer.jwks(), _check(allow_sim=True))
+    statuses = frozenset({"UpToDate", "SWHardeningNeeded"})
+    assert verify_token(hardened, issuer.jwks(), _check(tcb_statuses=statuses))
+    with pytest.raises(AttestationError, match="simulated TEE"):
+        verify_token(sim, issuer.jwks(), _check(tcb_statuses=statuses))
+    debug = _issue(issuer, _verdict("warning", "tdx", debug=True))
+    with pytest.raises(AttestationError, match="debug enclave"):
+        verify_token(debug, issuer.jwks(), _check())
+    assert verify_token(debug, issuer.jwks(), _check(allow_debug=True))
+
+
+def test_expected_claims(issuer: TokenIssuer) -> None:
+    token = _issue(issuer)
+    assert verify_token(token, issuer.jwks(), _check(expect=(("subject", "task-9"),)))
+    with pytest.raises(AttestationError, match="token subject 'task-9' is not 'task-8'"):
+        verify_token(token, issuer.jwks(), _check(expect=(("subject", "task-8"),)))
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"exp": True}, "no valid iat/exp"),
+        ({"iat": "1"}, "no valid iat/exp"),
+        ({"exp": NOW + 10 * 86400}, "lives longer"),
+        ({"nbf": NOW + 100}, "not valid yet"),
+    ],
+)
+def test_time_claims(claims: dict[str, object], message: str) -> None:
+    key = SigningKey.generate()
+    base = {"eat_profile": PROFILE, "iss": "sms-1", "aud": "deploy-1/sms", "iat": NOW,
+            "exp": NOW + 60, "status": "affirming", "tee": "tdx", "debug": False,
+            "tcb_status": "UpToDate", "advisories": []}  # fmt: skip
+    token = sign_token(key, {**base, **claims})
+    jwks = {"keys": [public_jwk(key.public_bytes())]}
+    with pytest.raises(AttestationError, match=message):
+        verify_token(token, jwks, _check())
 
 
 def test_refused_verdict_gets_no_token(issuer: TokenIssuer) -> None:

@@ -133,3 +133,43 @@ def test_not_a_bundle_and_links(tmp_path: Path, bundle: Path) -> None:
     (bundle / "link").symlink_to("/etc/passwd")
     with pytest.raises(AttestationError, match="symbolic links"):
         measure_bundle(bundle)
+
+
+def test_special_bits_and_empty_directories_count(bundle: Path) -> None:
+    before = _remeasure(bundle)
+    (bundle / "empty").mkdir()
+    with_dir = _remeasure(bundle)
+    assert with_dir != before
+    (bundle / "empty").chmod(0o700)
+    assert _remeasure(bundle) != with_dir
+    (bundle / "app.py").chmod(0o4644)
+    assert _remeasure(bundle) not in (before, with_dir)
+
+
+def test_a_directory_that_cannot_be_read_fails_the_measurement(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_walk = os.walk
+
+    def walk(top: str, onerror: object = None, **kw: object) -> object:
+        error = PermissionError(13, "Permission denied", str(bundle / "json"))
+        onerror(error)  # type: ignore[operator]
+        return real_walk(top, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "walk", walk)
+    with pytest.raises(AttestationError, match=r"cannot read .*json while measuring"):
+        measure_bundle(bundle)
+
+
+def test_duplicate_manifest_keys_are_refused(bundle: Path) -> None:
+    _edit(bundle, "entrypoint: app.py", "entrypoint: app.py\nentrypoint: other.py")
+    with pytest.raises(AttestationError, match="given twice"):
+        measure_bundle(bundle)
+
+
+@pytest.mark.parametrize("name", ["x\nentrypoint: other.py", "#", "a: b", "- list"])
+def test_a_name_cannot_inject_manifest_fields(tmp_path: Path, name: str) -> None:
+    init_bundle(tmp_path / "app", "python", name=name)
+    manifest = read_manifest(tmp_path / "app")
+    assert manifest.name == name
+    assert manifest.entrypoint == "app.py"

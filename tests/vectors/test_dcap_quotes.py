@@ -119,11 +119,20 @@ def test_sgx_report_data_binding() -> None:
     assert any("report data does not match" in r for r in wrong.reasons)
 
 
-def test_tdx_sample_up_to_date_and_affirming() -> None:
-    verdict = _verify(TDX, Policy(measurements=frozenset({Measurement("tdx", TDX_MR_TD)})))
+def test_tdx_sample_up_to_date_but_hyperthreading_must_be_tolerated() -> None:
+    strict = Policy(measurements=frozenset({Measurement("tdx", TDX_MR_TD)}))
+    assert _verify(TDX, strict).reasons == (
+        "platform runs with hyperthreading (SMT) on: not tolerated",
+    )
+    tolerant = Policy(
+        measurements=frozenset({Measurement("tdx", TDX_MR_TD)}),
+        tolerate=frozenset({"hyperthreading"}),
+    )
+    verdict = _verify(TDX, tolerant)
     assert verdict.ok, verdict.reasons
-    assert verdict.status == "affirming"
+    assert verdict.status == "warning"  # a tolerated weakness is never "affirming"
     assert verdict.appraisal is not None
+    assert verdict.appraisal.smt_enabled is True
     assert verdict.appraisal.tcb_status == "UpToDate"
     assert verdict.appraisal.advisories == ()
     assert verdict.appraisal.report_data.hex().startswith("9a9d48e7")
@@ -131,7 +140,10 @@ def test_tdx_sample_up_to_date_and_affirming() -> None:
 
 
 def test_tdx_rtmr_and_config_pins() -> None:
-    policy = Policy(tdx_pins=(TdxPins(rtmrs=((2, "00" * 48),), mr_config_id="11" * 48),))
+    smt = frozenset({"hyperthreading"})
+    policy = Policy(
+        tolerate=smt, tdx_pins=(TdxPins(rtmrs=((2, "00" * 48),), mr_config_id="11" * 48),)
+    )
     verdict = _verify(TDX, policy)
     assert verdict.reasons == (
         "RTMR2 does not match the policy",
@@ -139,7 +151,7 @@ def test_tdx_rtmr_and_config_pins() -> None:
     )
     assert verdict.appraisal is not None
     actual = verdict.appraisal.rtmrs[2]
-    pinned = Policy(tdx_pins=(TdxPins(rtmrs=((2, actual),), mr_config_id="00" * 48),))
+    pinned = Policy(tolerate=smt, tdx_pins=(TdxPins(rtmrs=((2, actual),), mr_config_id="00" * 48),))
     assert _verify(TDX, pinned).ok
 
 
@@ -153,7 +165,7 @@ def test_outdated_tdx_quote_is_refused() -> None:
 def test_refused_a_day_after_collateral_expires_and_before_it_is_issued(
     vector: QuoteVector,
 ) -> None:
-    policy = SGX_TOLERANT if vector is SGX else Policy()
+    policy = SGX_TOLERANT if vector is SGX else Policy.offline_default()
     assert _verify(vector, policy).ok
     issued, expires = vector.validity()
     late = _verify(vector, policy, now=expires + DAY)
@@ -200,7 +212,7 @@ SGX_SIG, TDX_SIG = 48 + 384 + 4, 48 + 584 + 4
     ],
 )
 def test_a_flipped_byte_anywhere_is_refused(vector: QuoteVector, offset: int, region: str) -> None:
-    policy = SGX_TOLERANT if vector is SGX else Policy()
+    policy = SGX_TOLERANT if vector is SGX else Policy.offline_default()
     data = bytearray(vector.quote.read_bytes())
     data[offset] ^= 0x01
     verdict = _verify(vector, policy, data=bytes(data))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +26,6 @@ from confide.errors import AttestationError
 
 MAX_QUOTE_BYTES = 64 * 1024
 _SGX_DEBUG = 0x02  # ATTRIBUTES.DEBUG, bit 1 of the first byte
-_TD_DEBUG = 0x01  # TDATTRIBUTES.DEBUG, bit 0 of the first byte
 _ROOT_CA_FILE = "intel_sgx_root_ca.der"
 
 
@@ -51,6 +52,8 @@ class CollateralFile:
             text = self._path.read_text()
         except OSError as exc:
             raise AttestationError(f"cannot read collateral {self._path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise AttestationError(f"collateral {self._path} is not JSON text") from None
         return _load_collateral(text, str(self._path))
 
 
@@ -61,7 +64,12 @@ class CollateralDirectory:
         self._directory = directory
 
     def collateral(self, quote: bytes) -> dcap_qvl.QuoteCollateralV3:
-        fmspc = dcap_qvl.parse_quote(quote).fmspc().lower()
+        try:
+            fmspc = dcap_qvl.parse_quote(quote).fmspc().lower()
+        except (ValueError, TypeError) as exc:
+            raise AttestationError(f"quote names no platform family (FMSPC): {exc}") from None
+        if not re.fullmatch(r"[0-9a-f]{12}", fmspc):
+            raise AttestationError("quote names a malformed FMSPC")
         path = self._directory / f"{fmspc}.json"
         if not path.is_file():
             raise AttestationError(f"no collateral for FMSPC {fmspc} in {self._directory}")
@@ -71,17 +79,21 @@ class CollateralDirectory:
 class PccsCollateral:
     """Collateral fetched from a PCCS (or Intel PCS) at verification time."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
         self._url = url
+        self._timeout = timeout
 
     def collateral(self, quote: bytes) -> dcap_qvl.QuoteCollateralV3:
+        async def fetch() -> dcap_qvl.QuoteCollateralV3:
+            return await asyncio.wait_for(dcap_qvl.get_collateral(self._url, quote), self._timeout)
+
         try:
-            result: dcap_qvl.QuoteCollateralV3 = asyncio.run(
-                dcap_qvl.get_collateral(self._url, quote)
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise AttestationError(f"cannot fetch collateral from {self._url}: {exc}") from None
-        return result
+            with ThreadPoolExecutor(1) as pool:  # its own event loop, even inside a server's
+                return pool.submit(asyncio.run, fetch()).result()
+        except Exception as exc:  # network, PCCS or parse failure: refuse with the reason
+            raise AttestationError(
+                f"cannot fetch collateral from {self._url}: {exc or type(exc).__name__}"
+            ) from None
 
 
 def intel_root_ca() -> bytes:
@@ -148,7 +160,28 @@ def quote_type(quote: bytes) -> str:
     return "tdx" if parsed.is_tdx() else "sgx"
 
 
+def _td_report_fields(report: dict[str, Any]) -> dict[str, Any]:
+    """The TD report's fields, whatever its version: dcap-qvl nests the TD 1.0 fields
+    under ``base`` for TD 1.5 (and twice for TD 1.5 with extensions)."""
+    (body,) = report.values()  # {"TD10": …} or {"TD15": …} or {"TD15Ex": …}
+    fields: dict[str, Any] = {}
+    while isinstance(body, dict):
+        fields = {**body, **fields}  # outer fields win; the innermost base supplies the rest
+        body = body.get("base")
+    return fields
+
+
 def appraisal_from_claims(tee: str, claims: dict[str, Any]) -> Appraisal:
+    """Build the appraisal from dcap-qvl's claims; malformed claims are an AttestationError."""
+    try:
+        return _appraisal_from_claims(tee, claims)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise AttestationError(
+            f"quote claims are incomplete ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _appraisal_from_claims(tee: str, claims: dict[str, Any]) -> Appraisal:
     report = claims["report"]
     tcb = claims["tcb"]
     smt = claims.get("platform", {}).get("pck", {}).get("smt_enabled")
@@ -169,12 +202,14 @@ def appraisal_from_claims(tee: str, claims: dict[str, Any]) -> Appraisal:
             isv_svn=int(body["isv_svn"]),
             **common,
         )
-    body = next(iter(report.values()))  # TD10, TD15 or TD15Ex
+    body = _td_report_fields(report)
     return Appraisal(
         tee="tdx",
         measurement=Measurement.parse(f"tdx:{body['mr_td']}"),
         report_data=bytes.fromhex(body["report_data"]),
-        debug=bool(bytes.fromhex(body["td_attributes"])[0] & _TD_DEBUG),
+        # TDATTRIBUTES bits 7:0 are the TD-under-debug group (DEBUG is bit 0): any one
+        # of them set makes the TD untrusted.
+        debug=bytes.fromhex(body["td_attributes"])[0] != 0,
         rtmrs=tuple(str(body[f"rt_mr{i}"]) for i in range(4)),
         mr_config_id=str(body["mr_config_id"]),
         td_attributes=str(body["td_attributes"]),

@@ -26,10 +26,6 @@ TOLERATIONS = frozenset(
     }
 )
 
-# "hyperthreading" is accepted for SCONE compatibility. Intel reports the risks that
-# depend on SMT through the TCB status and advisories, which the other tolerations and
-# ignore_advisories govern; the PCK certificate's SMT flag is reported, not judged.
-
 # Intel's TCB status names, verbatim, and the tolerations each one needs. Anything not
 # listed (Revoked, a status a future collateral invents) is never accepted.
 TCB_REQUIREMENTS: dict[str, frozenset[str]] = {
@@ -70,6 +66,18 @@ class Policy:
     ignore_advisories: frozenset[str] = frozenset()
     sgx_pins: tuple[SgxPins, ...] = field(default=())
     tdx_pins: tuple[TdxPins, ...] = field(default=())
+    # The PCK certificate says whether the platform runs with SMT (hyperthreading) on;
+    # like SCONE, a policy refuses that unless it tolerates "hyperthreading". Only the
+    # offline default of ``confide attestation verify`` (TCB UpToDate, no advisory, as
+    # documented) leaves it unjudged.
+    judge_smt: bool = True
+
+    @classmethod
+    def offline_default(cls) -> Policy:
+        """``attestation verify`` without ``--policy``: any measurement, TCB UpToDate, no
+        advisory. Never used by a service: :func:`verify_attestation` refuses a policy
+        that names no measurement."""
+        return cls(judge_smt=False)
 
     def allowed_tees(self) -> frozenset[str]:
         allowed = frozenset(TEE_TYPES)
@@ -88,6 +96,7 @@ class Policy:
             ignore_advisories=self.ignore_advisories & other.ignore_advisories,
             sgx_pins=self.sgx_pins + other.sgx_pins,
             tdx_pins=self.tdx_pins + other.tdx_pins,
+            judge_smt=self.judge_smt or other.judge_smt,
         )
 
     def evaluate(self, appraisal: Appraisal) -> list[str]:
@@ -120,7 +129,15 @@ class Policy:
         for advisory in appraisal.advisories:
             if advisory not in self.ignore_advisories:
                 reasons.append(f"advisory {advisory} not ignored")
+        if self.judge_smt and appraisal.smt_enabled and "hyperthreading" not in self.tolerate:
+            reasons.append("platform runs with hyperthreading (SMT) on: not tolerated")
         return reasons
+
+    def pins_tdx_software(self) -> bool:
+        """Whether the policy pins RTMR1 and RTMR2 (the TD's kernel, command line and
+        initrd): MRTD alone measures only the TD firmware."""
+        pinned = {index for pin in self.tdx_pins for index, _ in pin.rtmrs}
+        return {1, 2} <= pinned
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str) -> Policy:

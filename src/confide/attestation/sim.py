@@ -10,6 +10,7 @@ it ever earns is ``warning``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Protocol
 
 from confide.attestation.evidence import Appraisal, Evidence
@@ -21,6 +22,7 @@ from confide.errors import AttestationError
 FORMAT = "confide-sim-evidence-v1"
 MAX_EVIDENCE_BYTES = 16 * 1024
 _FIELDS = {"debug", "format", "measurement", "platform", "report_data"}
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 
 class PlatformRegistry(Protocol):
@@ -100,7 +102,7 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
     if len(data) > MAX_EVIDENCE_BYTES:
         raise AttestationError("sim evidence is too large")
     try:
-        document = json.loads(data)
+        document = json.loads(data, object_pairs_hook=_no_duplicates)
         statement = document["statement"]
         signature = bytes.fromhex(document["signature"])
         valid = (
@@ -115,8 +117,27 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
             and len(bytes.fromhex(statement["report_data"])) == 64
             and len(signature) == 64
         )
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        # One byte string per statement: no BOM, no spacing, no escapes, lower-case hex.
+        valid = (
+            valid
+            and data == _canonical(document)
+            and all(
+                _LOWER_HEX.fullmatch(value)
+                for value in (
+                    document["signature"],
+                    statement["platform"],
+                    statement["report_data"],
+                )
+            )
+        )
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         valid = False
     if not valid:
         raise AttestationError("sim evidence is malformed")
     return statement, signature
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise ValueError("duplicate key")
+    return dict(pairs)

@@ -69,12 +69,21 @@ class TokenIssuer:
         return sign_token(self._key, claims)
 
 
+MAX_LIFETIME_SECONDS = 24 * 3600
+
+
 @dataclass(frozen=True)
 class TokenCheck:
+    """What a client accepts. Each weakness must be allowed on its own: accepting a
+    hardware platform that needs SW hardening does not accept a simulation."""
+
     issuer: str
     audience: str
     now: int
     allow_sim: bool = False
+    allow_debug: bool = False
+    tcb_statuses: frozenset[str] = frozenset({"UpToDate"})
+    expect: tuple[tuple[str, str], ...] = ()  # e.g. (("subject", task_id), ("tee", "sgx"))
 
 
 def verify_token(token: str, jwks: dict[str, Any], check: TokenCheck) -> dict[str, Any]:
@@ -86,19 +95,34 @@ def verify_token(token: str, jwks: dict[str, Any], check: TokenCheck) -> dict[st
         raise AttestationError(f"token issuer {claims.get('iss')!r} is not {check.issuer!r}")
     if claims.get("aud") != check.audience:
         raise AttestationError(f"token audience {claims.get('aud')!r} is not {check.audience!r}")
-    expiry, issued = claims.get("exp"), claims.get("iat")
-    if not isinstance(expiry, int) or not isinstance(issued, int):
-        raise AttestationError("token has no valid iat/exp")
-    if check.now >= expiry:
-        raise AttestationError("token expired")
-    if issued > check.now + 300:
-        raise AttestationError("token issued in the future")
+    _check_times(claims, check.now)
     status = claims.get("status")
-    if status == WARNING and not check.allow_sim:
-        raise AttestationError(
-            "token status is warning (simulation or a tolerated TCB issue): "
-            "pass --allow-sim to accept it"
-        )
     if status not in (AFFIRMING, WARNING):
         raise AttestationError(f"token status {status!r} is not acceptable")
+    tee = claims.get("tee")
+    if tee == "sim" and not check.allow_sim:
+        raise AttestationError("token is for a simulated TEE, which this check does not allow")
+    if claims.get("debug") is not False and not check.allow_debug:
+        raise AttestationError("token is for a debug enclave, which this check does not allow")
+    if tee != "sim" and claims.get("tcb_status") not in check.tcb_statuses:
+        raise AttestationError(f"token TCB status {claims.get('tcb_status')!r} is not accepted")
+    if claims.get("advisories") and check.tcb_statuses == {"UpToDate"}:
+        raise AttestationError("token lists advisories, which this check does not accept")
+    for name, expected in check.expect:
+        if claims.get(name) != expected:
+            raise AttestationError(f"token {name} {claims.get(name)!r} is not {expected!r}")
     return claims
+
+
+def _check_times(claims: dict[str, Any], now: int) -> None:
+    issued, expiry, not_before = claims.get("iat"), claims.get("exp"), claims.get("nbf")
+    if type(issued) is not int or type(expiry) is not int:
+        raise AttestationError("token has no valid iat/exp")
+    if now >= expiry:
+        raise AttestationError("token expired")
+    if issued > now + 300:
+        raise AttestationError("token issued in the future")
+    if expiry - issued > MAX_LIFETIME_SECONDS:
+        raise AttestationError("token lives longer than any confide issues")
+    if not_before is not None and (type(not_before) is not int or now < not_before):
+        raise AttestationError("token not valid yet")

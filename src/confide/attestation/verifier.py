@@ -81,19 +81,15 @@ def appraise_evidence(
     expected_report_data: bytes | None,
 ) -> Verdict:
     """Verify ``evidence`` and judge it by ``policy``; never raises for bad evidence."""
-    allowed = policy.allowed_tees()
-    if evidence.tee not in allowed:
-        accepts = ", ".join(sorted(allowed)) or "nothing"
-        return refused(f"{evidence.tee} evidence not accepted by the policy (accepts: {accepts})")
-    verifier = verifiers.get(evidence.tee)
-    if verifier is None:
-        if evidence.tee == "sim":
-            return refused("simulation evidence refused: simulation is not allowed here")
-        return refused(f"no {evidence.tee} verifier is configured")
+    verifier = _backend(evidence, policy, verifiers)
+    if isinstance(verifier, str):
+        return refused(verifier)
     try:
         appraisal = verifier.appraise(evidence, now)
     except AttestationError as exc:
         return refused(str(exc))
+    except Exception as exc:  # a backend's parser on hostile bytes: refuse, never crash
+        return refused(f"evidence could not be verified ({type(exc).__name__})")
     reasons: list[str] = []
     if appraisal.tee != verifier.tee or appraisal.measurement.tee != verifier.tee:
         reasons.append("evidence type does not match its verifier")
@@ -110,13 +106,31 @@ def appraise_evidence(
     return Verdict(True, _status(appraisal), appraisal, ())
 
 
+def _backend(
+    evidence: Evidence, policy: Policy, verifiers: Mapping[str, Verifier]
+) -> Verifier | str:
+    """The verifier for ``evidence`` among those the policy allows, or why there is none."""
+    allowed = policy.allowed_tees()
+    if evidence.tee not in allowed:
+        accepts = ", ".join(sorted(allowed)) or "nothing"
+        return f"{evidence.tee} evidence not accepted by the policy (accepts: {accepts})"
+    verifier = verifiers.get(evidence.tee)
+    if verifier is None:
+        if evidence.tee == "sim":
+            return "simulation evidence refused: simulation is not allowed here"
+        return f"no {evidence.tee} verifier is configured"
+    return verifier
+
+
 def _status(appraisal: Appraisal) -> str:
-    """Simulation, debug and any tolerated TCB issue are never better than ``warning``."""
+    """Simulation, debug, SMT and any tolerated TCB issue are never better than
+    ``warning``."""
     clean = (
         appraisal.tee != "sim"
         and appraisal.tcb_status == "UpToDate"
         and not appraisal.advisories
         and not appraisal.debug
+        and not appraisal.smt_enabled
     )
     return AFFIRMING if clean else WARNING
 
@@ -131,11 +145,22 @@ def verify_attestation(
     nonces: NonceStore,
     now: int,
 ) -> Verdict:
-    """The full check the sms makes: a fresh nonce, bound into the evidence, then policy."""
+    """The full check the sms makes: a fresh nonce, bound into the evidence, then policy.
+
+    Stricter than :func:`appraise_evidence` in two ways a service needs: the policy must
+    name the measurements it accepts, and a TDX policy must pin RTMR1 and RTMR2.
+    """
     try:
         nonces.consume(nonce, now)
     except AttestationError as exc:
         return refused(str(exc))
+    if policy.measurements is None:
+        return refused("the policy names no measurement: nothing is accepted (deny by default)")
+    if evidence.tee == "tdx" and not policy.pins_tdx_software():
+        return refused(
+            "a TDX policy must pin RTMR1 and RTMR2: MRTD measures only the TD firmware, "
+            "not the kernel and initrd that run"
+        )
     return appraise_evidence(
         evidence,
         policy=policy,

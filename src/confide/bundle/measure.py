@@ -1,10 +1,11 @@
 """App bundles and their simulation measurement.
 
 A bundle is a directory with ``confide-app.yml`` and the app's files. Its ``sim``
-measurement is SHA-256 over a canonical manifest: every file's path, permission bits and
-SHA-256, sorted by path, plus the entrypoint, runtime, heap, stack, threads and the
-enclave runtime's identity. As with SGX's MRENCLAVE, changing any file, mode, the heap
-or the stack changes it; touching files or listing them in another order does not.
+measurement is SHA-256 over a canonical manifest: every directory's and file's path and
+mode (special bits included) and every file's SHA-256, sorted by path, plus the
+entrypoint, runtime, heap, stack, threads and the enclave runtime's identity. As with
+SGX's MRENCLAVE, changing any file, mode, the heap or the stack changes it; touching
+files or listing them in another order does not.
 Every file counts, hidden ones and ``__pycache__`` included: a file that can change what
 runs must change the measurement.
 """
@@ -35,6 +36,26 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _FIELDS = {"name", "entrypoint", "runtime", "heap", "stack", "threads"}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice (PyYAML keeps the last silently,
+    so a reader and the runtime could see different entrypoints)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    keys = [loader.construct_object(key) for key, _ in node.value]
+    duplicated = {k for k in keys if keys.count(k) > 1}
+    if duplicated:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"key {sorted(map(str, duplicated))[0]!r} is given twice", node.start_mark
+        )
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
 @dataclass(frozen=True)
 class AppManifest:
     name: str
@@ -56,7 +77,7 @@ def parse_size(value: Any, where: str) -> int:
 def read_manifest(bundle: Path) -> AppManifest:
     path = bundle / MANIFEST_NAME
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (safe loader)
     except FileNotFoundError:
         raise AttestationError(
             f"{bundle} is not an app bundle (no {MANIFEST_NAME}; create one with "
@@ -92,22 +113,33 @@ def read_manifest(bundle: Path) -> AppManifest:
     )
 
 
-def bundle_files(bundle: Path) -> list[tuple[str, int, str]]:
-    """(path, permission bits, SHA-256) of every file, sorted; links and devices refused."""
-    files: list[tuple[str, int, str]] = []
-    for directory, subdirs, names in os.walk(bundle):
-        subdirs.sort()
+def _refuse_walk_error(error: OSError) -> None:
+    raise AttestationError(f"cannot read {error.filename} while measuring: {error.strerror}")
+
+
+def bundle_entries(bundle: Path) -> list[list[object]]:
+    """Every directory and file with its full mode (setuid and sticky bits included) and,
+    for files, SHA-256; sorted. Links and devices are refused, and so is anything that
+    cannot be read: an unreadable file must not drop out of the measurement."""
+    entries: list[list[object]] = []
+    for directory, subdirs, names in os.walk(bundle, onerror=_refuse_walk_error):
         for name in [*subdirs, *names]:
             full = os.path.join(directory, name)
             info = os.lstat(full)
             relative = Path(full).relative_to(bundle).as_posix()
+            mode = stat.S_IMODE(info.st_mode)
             if stat.S_ISLNK(info.st_mode):
                 raise AttestationError(f"{relative}: bundles cannot hold symbolic links")
-            if stat.S_ISREG(info.st_mode):
-                files.append((relative, stat.S_IMODE(info.st_mode) & 0o777, sha256_file(full)))
-            elif not stat.S_ISDIR(info.st_mode):
+            if stat.S_ISDIR(info.st_mode):
+                entries.append([relative, mode, "dir"])
+            elif stat.S_ISREG(info.st_mode):
+                try:
+                    entries.append([relative, mode, sha256_file(full)])
+                except OSError as exc:
+                    raise AttestationError(f"cannot read {relative}: {exc.strerror}") from None
+            else:
                 raise AttestationError(f"{relative}: not a regular file or directory")
-    return sorted(files)
+    return sorted(entries, key=lambda entry: str(entry[0]))
 
 
 def measure_bundle(bundle: Path) -> Measurement:
@@ -122,7 +154,7 @@ def measure_bundle(bundle: Path) -> Measurement:
         "heap": manifest.heap,
         "stack": manifest.stack,
         "threads": manifest.threads,
-        "files": [[path, mode, digest] for path, mode, digest in bundle_files(bundle)],
+        "entries": bundle_entries(bundle),
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     return Measurement("sim", sha256_hex(lp(_LABEL) + canonical))

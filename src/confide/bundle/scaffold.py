@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from confide.bundle.measure import MANIFEST_NAME, RUNTIMES
 from confide.errors import ConfideError
 
-_MANIFEST = """\
-# The app bundle's manifest: every field here is part of the app's measurement.
-name: {name}
-entrypoint: {entrypoint}
-runtime: {runtime}
-heap: 64M
-stack: 8M
-threads: 4
-"""
+_MANIFEST_HEADER = (
+    "# The app bundle's manifest: every field here is part of the app's measurement.\n"
+)
 
 _PYTHON = '''\
 """A confide app. It follows the iExec contract:
@@ -96,7 +92,15 @@ def init_bundle(directory: Path, runtime: str = "python", name: str | None = Non
         raise ConfideError(f"{existing[0]} already exists; nothing was written")
     directory.mkdir(parents=True, exist_ok=True)
     app_name = name or directory.resolve().name or "app"
-    manifest = _MANIFEST.format(name=app_name, entrypoint=entrypoint, runtime=runtime)
-    targets[0].write_text(manifest)
+    fields = {
+        "name": app_name,
+        "entrypoint": entrypoint,
+        "runtime": runtime,
+        "heap": "64M",
+        "stack": "8M",
+        "threads": 4,
+    }
+    # Dumped, not formatted: a name can never inject a field.
+    targets[0].write_text(_MANIFEST_HEADER + yaml.safe_dump(fields, sort_keys=False))
     targets[1].write_text(_PYTHON if runtime == "python" else _NODE)
     return targets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+
+class Language(StrEnum):
+    python = "python"
+    node = "node"
+
+
 Bundle = Annotated[
     Path, typer.Argument(metavar="DIR", help="The app bundle directory.", show_default=False)
 ]
@@ -22,9 +29,7 @@ Bundle = Annotated[
 @app.command("init")
 def init(
     directory: Bundle,
-    lang: Annotated[
-        str, typer.Option("--lang", metavar="python|node", help="The app's language.")
-    ] = "python",
+    lang: Annotated[Language, typer.Option("--lang", help="The app's language.")] = Language.python,
     name: Annotated[
         str | None, typer.Option("--name", help="App name (default: the directory's name).")
     ] = None,
@@ -33,7 +38,7 @@ def init(
     """Create an app bundle in DIR: confide-app.yml and app.py (or app.js)."""
     from confide.bundle import init_bundle, measure_bundle  # noqa: PLC0415  (start-up time)
 
-    written = init_bundle(directory, lang, name)
+    written = init_bundle(directory, lang.value, name)
     measurement = measure_bundle(directory)
     if json_out:
         emit_json({"files": [str(p) for p in written], "measurement": str(measurement)})

@@ -37,12 +37,12 @@ def _load_policy(path: Path | None) -> Policy:
     from confide.attestation.policy import Policy  # noqa: PLC0415
 
     if path is None:
-        return Policy()  # any measurement; TCB UpToDate, no advisory (deny by default)
+        return Policy.offline_default()
     try:
         data: Any = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise AttestationError(f"cannot read policy {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise AttestationError(f"policy {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise AttestationError(f"policy {path}: expected a mapping")
@@ -59,7 +59,13 @@ def verify(
     ],
     now: Annotated[
         int | None,
-        typer.Option("--now", metavar="UNIX_SECONDS", help="Judge validity at this time."),
+        typer.Option(
+            "--now",
+            metavar="UNIX_SECONDS",
+            min=0,
+            max=2**40,
+            help="Judge validity at this time (default: now).",
+        ),
     ] = None,
     policy_file: Annotated[
         Path | None,
@@ -90,10 +96,9 @@ def verify(
     at = int(time.time()) if now is None else now
     try:
         quote = quote_file.read_bytes()
-    except OSError as exc:
-        raise AttestationError(f"cannot read quote {quote_file}: {exc.strerror}") from None
-    try:
         tee: str | None = quote_type(quote)
+    except OSError as exc:
+        tee, verdict_reasons, appraisal = None, [f"cannot read {quote_file}: {exc.strerror}"], None
     except AttestationError as exc:
         tee, verdict_reasons, appraisal = None, [str(exc)], None
     if tee is not None:
