@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,30 @@ def assert_refusal(proc: subprocess.CompletedProcess[str], *fragments: str) -> N
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
+
+
+def _postgres_url() -> str | None:
+    return os.environ.get("CONFIDE_TEST_PG") or None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: an SQLite file, or a private schema of CONFIDE_TEST_PG's database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'confide.db'}"
+        return
+    base = _postgres_url()
+    if base is None:
+        pytest.skip("CONFIDE_TEST_PG is not set")
+    import psycopg
+
+    schema = f"confide_test_{os.urandom(6).hex()}"
+    plain = base.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')

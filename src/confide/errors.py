@@ -53,3 +53,11 @@ class TaskError(ConfideError):
 
 class StorageError(ConfideError):
     """A blob cannot be stored or fetched."""
+
+
+class AuthError(ConfideError):
+    """A request is unsigned, wrongly signed, stale, replayed or meant for another service."""
+
+
+class WalletError(ConfideError):
+    """A wallet keystore is missing, malformed, or its password is wrong."""

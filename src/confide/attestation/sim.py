@@ -18,6 +18,7 @@ from confide.attestation.measurement import Measurement
 from confide.attestation.policy import SIMULATED
 from confide.crypto.signing import SigningKey, verify_signature
 from confide.errors import AttestationError
+from confide.jsonsafe import loads_bounded
 
 FORMAT = "confide-sim-evidence-v1"
 MAX_EVIDENCE_BYTES = 16 * 1024
@@ -102,7 +103,7 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
     if len(data) > MAX_EVIDENCE_BYTES:
         raise AttestationError("sim evidence is too large")
     try:
-        document = json.loads(data, object_pairs_hook=_no_duplicates)
+        document = loads_bounded(data, 3, object_pairs_hook=_no_duplicates)
         statement = document["statement"]
         signature = bytes.fromhex(document["signature"])
         valid = (

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confide.errors import IntegrityError
+from confide.jsonsafe import JsonTooDeepError, loads_bounded
 from confide.volume.format import FORMAT_VERSION
 
 _OBJECT_NAME = re.compile(r"[0-9a-f]{32}")
@@ -91,8 +92,8 @@ def parse_manifest(plaintext: bytes, volume: str) -> Manifest:
         return IntegrityError(f"volume {volume}: manifest is invalid: {why}")
 
     try:
-        document = json.loads(plaintext, object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        document = loads_bounded(plaintext, 4, object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, JsonTooDeepError):
         raise bad("not JSON (or nested too deeply)") from None
     except ValueError as exc:
         raise bad(str(exc)) from None

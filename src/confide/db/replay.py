@@ -1,0 +1,40 @@
+"""Replay protection: each (address, nonce) is accepted once, in the request's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, insert
+from sqlalchemy.exc import IntegrityError
+
+from confide.crypto.requests import WINDOW_SECONDS, SignedBy
+from confide.db.schema import request_nonces
+from confide.errors import AuthError
+
+KEEP_SECONDS = 2 * WINDOW_SECONDS  # >= 600 s: longer than any timestamp stays acceptable
+
+
+def record_request(connection: Connection, signed: SignedBy, now: int) -> None:
+    """Record the request's nonce in the caller's transaction; AuthError on a replay.
+
+    The UNIQUE constraint does the work, so two replicas racing with the same request
+    cannot both succeed, and a restart does not forget. On a replay the caller's
+    transaction must roll back, which it does when this exception leaves its block.
+    """
+    try:
+        with connection.begin_nested():
+            connection.execute(
+                insert(request_nonces).values(
+                    address=signed.address, nonce=signed.nonce, seen_at=now
+                )
+            )
+    except IntegrityError:
+        raise AuthError(
+            f"request replayed: nonce {signed.nonce} from {signed.address} was already used"
+        ) from None
+
+
+def prune_request_nonces(connection: Connection, now: int) -> int:
+    """Forget nonces older than any request that could still carry them; rows removed."""
+    result = connection.execute(
+        delete(request_nonces).where(request_nonces.c.seen_at < now - KEEP_SECONDS)
+    )
+    return int(result.rowcount or 0)
