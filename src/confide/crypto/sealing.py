@@ -1,0 +1,74 @@
+"""Sealing configuration to an attested enclave: HPKE (RFC 9180), base mode.
+
+The sms seals an enclave's configuration (its secrets) to the X25519 key the enclave
+made inside the TEE and bound into its evidence; ``info`` binds the sms, the session or
+task, the service and the attestation nonce, so a sealed blob opens only in that
+enclave, for that context. Suite: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM.
+(The ML-KEM-768+X25519 hybrid is offered by the library; moving to it changes the
+enclave's key type, hence the report data, so it is a protocol version of its own.)
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from confide.crypto.encoding import lp
+from confide.crypto.keys import Redacted
+from confide.crypto.signing import SigningKey
+from confide.errors import AttestationError
+
+_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+_INFO_LABEL = b"confide-sealed-config-v1"
+
+
+def sealing_info(*, sms_id: str, subject: str, service: str, nonce: bytes) -> bytes:
+    """HPKE ``info``: what the sealed configuration is bound to."""
+    fields = (_INFO_LABEL, sms_id.encode(), subject.encode(), service.encode(), nonce)
+    return b"".join(lp(field) for field in fields)
+
+
+class EnclaveKeys(Redacted):
+    """The two ephemeral keys an enclave makes inside the TEE: X25519 to receive sealed
+    configuration, Ed25519 to sign results and tag updates."""
+
+    __slots__ = ("_x25519", "signing")
+
+    def __init__(self, x25519: X25519PrivateKey, signing: SigningKey) -> None:
+        self._x25519 = x25519
+        self.signing = signing
+
+    @classmethod
+    def generate(cls) -> EnclaveKeys:
+        return cls(X25519PrivateKey.generate(), SigningKey.generate())
+
+    @property
+    def x25519_public(self) -> bytes:
+        return self._x25519.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    @property
+    def ed25519_public(self) -> bytes:
+        return self.signing.public_bytes()
+
+    def open_sealed(self, sealed: bytes, info: bytes) -> bytes:
+        """Open a configuration sealed to this enclave; AttestationError if it is not."""
+        try:
+            plaintext: bytes = _SUITE.decrypt(sealed, self._x25519, info=info)
+        except (InvalidTag, ValueError):
+            raise AttestationError(
+                "sealed configuration does not open: not for this enclave or context"
+            ) from None
+        return plaintext
+
+
+def seal_for_enclave(plaintext: bytes, enclave_x25519_public: bytes, info: bytes) -> bytes:
+    """HPKE-seal ``plaintext`` to the enclave's key: ``enc (32 bytes) || ciphertext``."""
+    try:
+        public = X25519PublicKey.from_public_bytes(enclave_x25519_public)
+    except ValueError:
+        raise AttestationError("the enclave's X25519 key is malformed") from None
+    sealed: bytes = _SUITE.encrypt(plaintext, public, info=info)
+    return sealed
