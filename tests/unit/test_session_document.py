@@ -1,0 +1,117 @@
+"""Session documents: the DESIGN.md example, templates, references, errors with lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from confide.errors import SessionError
+from confide.sms.session_document import parse_session
+
+EXAMPLE = """\
+name: cubic-prod
+version: "0.3"
+predecessor: null
+access_policy: {read: [owner], update: [owner]}
+services:
+  - name: app
+    measurements: ["sim:$SIM", "sgx:${SGX}"]
+    command: python3 /app/app.py --n 3
+    pwd: /app
+    environment:
+      MODE: production
+      API_KEY: "$$confide:secrets:api_key$$"
+      PRICE: "$$5"
+    volumes: [input, output]
+volumes:
+  - name: input
+  - name: output
+    mode: output
+secrets:
+  - name: api_key
+    kind: ascii
+    value: "s3cret-value"
+  - name: signing
+    kind: key
+security:
+  tolerate: [simulation, outdated-tcb]
+  ignore_advisories: [INTEL-SA-00289]
+"""
+VARS = {"SIM": "ab" * 32, "SGX": "cd" * 32}
+
+
+def test_the_design_example() -> None:
+    session = parse_session(EXAMPLE, VARS, "s.yml")
+    assert session.name == "cubic-prod" and session.version == "0.3"
+    (app,) = session.services
+    assert [str(m) for m in app.measurements] == ["sim:" + "ab" * 32, "sgx:" + "cd" * 32]
+    env = dict(app.environment)
+    assert env["API_KEY"] == "$$confide:secrets:api_key$$"  # a reference, kept as such
+    assert env["PRICE"] == "$5"  # $$ elsewhere is a literal $
+    assert [(v.name, v.mode, v.path) for v in session.volumes] == [
+        ("input", "input", "/encryptedInputs"),
+        ("output", "output", "/encryptedOutputs"),
+    ]
+    assert session.read == session.update == ("owner",)
+    assert session.tolerate == ("simulation", "outdated-tcb")
+
+
+def test_hash_never_holds_a_secret_and_is_stable() -> None:
+    session = parse_session(EXAMPLE, VARS)
+    assert "s3cret-value" not in str(session.canonical())
+    assert "s3cret-value" not in repr(session)
+    assert session.session_hash() == parse_session(EXAMPLE, VARS).session_hash()
+    changed = parse_session(EXAMPLE.replace("--n 3", "--n 4"), VARS)
+    assert changed.session_hash() != session.session_hash()
+
+
+def test_a_template_value_cannot_inject_structure() -> None:
+    hostile = {"SIM": "ab" * 32, "SGX": 'cd"]\n    command: evil'}
+    with pytest.raises(SessionError, match="sgx measurement is 64 hex"):
+        parse_session(EXAMPLE, hostile)
+    text = EXAMPLE.replace("MODE: production", "MODE: $MODE")
+    session = parse_session(text, {**VARS, "MODE": "x\nsecrets: []"})
+    assert dict(session.services[0].environment)["MODE"] == "x\nsecrets: []"
+    assert len(session.secrets) == 2  # the "structure" stayed a string
+
+
+def test_variables_come_only_from_vars(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIM", "ab" * 32)
+    with pytest.raises(SessionError, match=r"s.yml:7: .*template variable \$SIM is not set"):
+        parse_session(EXAMPLE, {"SGX": "cd" * 32}, "s.yml")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("    pwd: /app", "    pwd: /app\n    comand: x"), r":10: unknown field 'comand'"),
+        (("name: cubic-prod", "name: cubic-prod\nextra: 1"), r":2: unknown field 'extra'"),
+        (
+            ('    measurements: ["sim:$SIM", "sgx:${SGX}"]', "    measurements: []"),
+            "has no measurements",
+        ),
+        (('"sgx:${SGX}"', '"${SGX}"'), r":7: .*is not typed"),
+        (("  - name: output\n", "  - name: input\n"), r":17: duplicate volume name 'input'"),
+        (
+            ("  - name: signing\n    kind: key", "  - name: api_key\n    kind: key"),
+            "duplicate secret name",
+        ),
+        (("secrets:api_key$$", "secrets:missing$$"), r":12: secret 'missing' is not declared"),
+        (('version: "0.3"\n', ""), "needs a 'version' field"),
+        (("[simulation, outdated-tcb]", "[everything]"), "unknown toleration 'everything'"),
+        (("MODE: production", "MODE: cost $5"), "lone '\\$'"),
+        (("[input, output]", "[input, scratch]"), "undeclared volume 'scratch'"),
+        (("{read: [owner], update: [owner]}", "{read: [bob]}"), "'owner' or a wallet address"),
+        (('    kind: ascii\n    value: "s3cret-value"', "    kind: ascii"), "needs a value"),
+        (("predecessor: null", "predecessor: abc"), "predecessor is a session hash"),
+    ],
+)
+def test_errors_name_the_line(edit: tuple[str, str], message: str) -> None:
+    assert edit[0] in EXAMPLE
+    with pytest.raises(SessionError, match=message):
+        parse_session(EXAMPLE.replace(*edit), VARS, "s.yml")
+
+
+@pytest.mark.parametrize("text", ["", "[1, 2]", "name: [unclosed", "a: b\na: c"])
+def test_not_a_session(text: str) -> None:
+    with pytest.raises(SessionError):
+        parse_session(text, {}, "s.yml")
