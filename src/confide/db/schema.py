@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -16,4 +26,38 @@ request_nonces = Table(
     Column("seen_at", BigInteger, nullable=False),
     UniqueConstraint("address", "nonce", name="uq_request_nonces_address_nonce"),
     Index("ix_request_nonces_seen_at", "seen_at"),
+)
+
+# The audit log: a gapless hash chain. UNIQUE(seq) and UNIQUE(prev_hash) make two writers
+# that read the same head collide, so appends serialise and the chain never forks.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("detail", Text, nullable=False),  # canonical JSON, never a secret value
+    UniqueConstraint("seq", name="uq_audit_log_seq"),
+    UniqueConstraint("prev_hash", name="uq_audit_log_prev_hash"),
+)
+
+# Attestation challenges: single use (consumed by DELETE), expiring.
+attest_nonces = Table(
+    "attest_nonces",
+    metadata,
+    Column("nonce", LargeBinary(32), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+# Simulation platform keys registered by wallets (sim evidence is accepted only from these).
+sim_platforms = Table(
+    "sim_platforms",
+    metadata,
+    Column("platform_key", LargeBinary(32), primary_key=True),
+    Column("owner", String(42), nullable=False),
+    Column("registered_at", BigInteger, nullable=False),
 )

@@ -1,0 +1,73 @@
+"""Database implementations of the attestation layer's stores, for the sms."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from confide.attestation.nonces import NONCE_BYTES, NONCE_TTL_SECONDS
+from confide.db.schema import attest_nonces, sim_platforms
+from confide.errors import AttestationError
+
+
+class DatabaseNonceStore:
+    """Attestation nonces as rows: single use (consumed by one DELETE), expiring, shared
+    by every replica of the sms."""
+
+    def __init__(self, engine: Engine, ttl: int = NONCE_TTL_SECONDS) -> None:
+        self._engine = engine
+        self._ttl = ttl
+
+    def issue(self, now: float) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        with self._engine.begin() as connection:
+            connection.execute(delete(attest_nonces).where(attest_nonces.c.expires_at <= now))
+            connection.execute(
+                insert(attest_nonces).values(nonce=nonce, expires_at=int(now) + self._ttl)
+            )
+        return nonce
+
+    def consume(self, nonce: bytes, now: float) -> None:
+        if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+            raise AttestationError(f"a nonce is {NONCE_BYTES} bytes")
+        with self._engine.begin() as connection:
+            row = connection.execute(
+                delete(attest_nonces)
+                .where(attest_nonces.c.nonce == nonce)
+                .returning(attest_nonces.c.expires_at)
+            ).first()
+        if row is None:
+            raise AttestationError("nonce unknown or already used (replayed evidence?)")
+        if now >= row.expires_at:
+            raise AttestationError("nonce expired: ask for a new challenge")
+
+
+class DatabasePlatformRegistry:
+    """Sim platform keys that wallets registered; the sim verifier accepts only these."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def register(self, platform_key: bytes, owner: str, now: int) -> bool:
+        """Record the key; False if it was already registered."""
+        if len(platform_key) != 32:
+            raise AttestationError("a platform key is a 32-byte Ed25519 public key")
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    insert(sim_platforms).values(
+                        platform_key=platform_key, owner=owner, registered_at=now
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def is_registered(self, platform_key: bytes) -> bool:
+        with self._engine.connect() as connection:
+            found = connection.execute(
+                select(sim_platforms.c.owner).where(sim_platforms.c.platform_key == platform_key)
+            ).first()
+        return found is not None

@@ -1,0 +1,115 @@
+"""The audit chain and the attestation stores on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+from sqlalchemy import Engine, update
+
+from confide.attestation import EnclaveBinding, Measurement, Policy, verify_attestation
+from confide.attestation.sim import SimAttester, SimVerifier
+from confide.crypto.signing import SigningKey
+from confide.db import make_engine, upgrade
+from confide.db.audit import append, append_now, entries, verify_chain
+from confide.db.schema import audit_log
+from confide.db.stores import DatabaseNonceStore, DatabasePlatformRegistry
+from confide.errors import AttestationError, ConfideError
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return engine
+
+
+def test_audit_chain_appends_and_verifies(engine: Engine) -> None:
+    for index in range(5):
+        append_now(engine, at=NOW + index, actor="0xa", action="secret.write",
+                   subject=f"requester/x{index}", detail={"version": 1})  # fmt: skip
+    with engine.connect() as connection:
+        assert verify_chain(connection) == 5
+        log = entries(connection)
+    assert [e.seq for e in log] == [0, 1, 2, 3, 4]
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(log))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [("detail", '{"version": 2}', "was altered"), ("actor", "0xb", "was altered")],
+)
+def test_audit_tampering_is_found(engine: Engine, column: str, value: str, message: str) -> None:
+    for index in range(3):
+        append_now(engine, at=NOW, actor="0xa", action="a", subject=f"s{index}",
+                   detail={"version": 1})  # fmt: skip
+    with engine.begin() as connection:
+        connection.execute(update(audit_log).where(audit_log.c.seq == 1).values({column: value}))
+    with engine.connect() as connection, pytest.raises(ConfideError, match=message):
+        verify_chain(connection)
+
+
+def test_a_forked_chain_is_refused_by_the_database(engine: Engine) -> None:
+    with engine.begin() as connection:
+        append(connection, at=NOW, actor="a", action="a", subject="s")
+    with pytest.raises(Exception), engine.begin() as connection:  # noqa: B017, PT011
+        connection.execute(audit_log.insert().values(
+            seq=1, prev_hash="0" * 64, hash="1" * 64, at=NOW, actor="x", action="x",
+            subject="x", detail="{}"))  # fmt: skip
+
+
+def test_concurrent_appends_keep_one_gapless_chain(engine: Engine) -> None:
+    def writer(name: str) -> None:
+        for index in range(15):
+            append_now(engine, at=NOW, actor=name, action="a", subject=str(index))
+
+    threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    with engine.connect() as connection:
+        assert verify_chain(connection) == 45
+
+
+def test_database_nonces_are_single_use_shared_and_expire(
+    engine: Engine, database_url: str
+) -> None:
+    store = DatabaseNonceStore(engine)
+    nonce = store.issue(NOW)
+    replica = DatabaseNonceStore(make_engine(database_url))  # another sms process
+    replica.consume(nonce, NOW + 1)
+    with pytest.raises(AttestationError, match="already used"):
+        store.consume(nonce, NOW + 2)
+    late = store.issue(NOW)
+    with pytest.raises(AttestationError, match="expired"):
+        store.consume(late, NOW + 61)
+
+
+def test_sim_attestation_against_the_database_stores(engine: Engine) -> None:
+    platform = SigningKey.generate()
+    registry = DatabasePlatformRegistry(engine)
+    assert registry.register(platform.public_bytes(), "0xowner", NOW)
+    assert not registry.register(platform.public_bytes(), "0xowner", NOW)
+    nonces = DatabaseNonceStore(engine)
+    app = Measurement("sim", "ab" * 32)
+    binding = EnclaveBinding(bytes(32), bytes(32), "sms", "session", "app", "0xw")
+    nonce = nonces.issue(NOW)
+    evidence = SimAttester(platform, app).evidence(binding.report_data(nonce))
+    verdict = verify_attestation(
+        evidence, nonce=nonce, binding=binding,
+        policy=Policy(measurements=frozenset({app}), tolerate=frozenset({"simulation"})),
+        verifiers={"sim": SimVerifier(registry)}, nonces=nonces, now=NOW,
+    )  # fmt: skip
+    assert verdict.ok, verdict.reasons
+    stranger = SimAttester(SigningKey.generate(), app)
+    nonce = nonces.issue(NOW)
+    refused = verify_attestation(
+        stranger.evidence(binding.report_data(nonce)), nonce=nonce, binding=binding,
+        policy=Policy(measurements=frozenset({app}), tolerate=frozenset({"simulation"})),
+        verifiers={"sim": SimVerifier(registry)}, nonces=nonces, now=NOW,
+    )  # fmt: skip
+    assert "is not registered" in refused.reasons[0]
