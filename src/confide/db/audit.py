@@ -4,8 +4,8 @@ Each entry is one row with a gapless sequence number and
 ``hash = SHA-256(prev_hash || canonical entry)``; the first entry's ``prev_hash`` is 64
 zeros. Appends are serialised (a PostgreSQL advisory lock, SQLite's write lock), and should two
 writers ever read the same head, both try to insert the same ``seq`` and ``prev_hash``:
-the UNIQUE constraints let one win, and the loser retries on the new head. Entries never hold a secret value (the caller passes names, versions,
-reasons).
+the UNIQUE constraints let one win, and the loser retries on the new head. Entries never
+hold a secret value (the caller passes names, versions, reasons).
 """
 
 from __future__ import annotations
