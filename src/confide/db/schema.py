@@ -61,3 +61,20 @@ sim_platforms = Table(
     Column("owner", String(42), nullable=False),
     Column("registered_at", BigInteger, nullable=False),
 )
+
+# Secret values, one row per version, sealed with envelope encryption (confide.crypto.envelope).
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("row_id", String(32), primary_key=True),
+    Column("owner", String(42), nullable=False),
+    Column("kind", String(16), nullable=False),  # app | requester | dataset | result-key
+    Column("name", String(64), nullable=False),
+    Column("subject", String(42), nullable=False),  # app or dataset address, or ""
+    Column("version", BigInteger, nullable=False),
+    Column("kek_id", String(32), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("owner", "kind", "subject", "name", "version", name="uq_secrets_version"),
+)

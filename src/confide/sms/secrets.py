@@ -1,0 +1,135 @@
+"""The secret store: create-only by default, versioned updates, never a value in the clear.
+
+Kinds (DESIGN.md, "Secrets"): the app developer secret (index ``1``, the app's owner),
+named requester secrets, dataset keys (the dataset's owner) and result-encryption public
+keys. A push creates version 1 and refuses an existing secret (409, as iExec); an update
+adds a version (rotation); old versions are never released again. Every write is one
+audit entry naming the secret and its version, never its value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from confide.crypto.envelope import (
+    KeyEncryptionKey,
+    SealedValue,
+    SecretContext,
+    open_value,
+    seal_value,
+)
+from confide.db import audit
+from confide.db.schema import secrets
+from confide.errors import SecretError
+
+MAX_VALUE_BYTES = 64 * 1024
+KINDS = ("app", "requester", "dataset", "result-key")
+SECRET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class SecretExistsError(SecretError):
+    """Create-only push of a secret that exists (HTTP 409)."""
+
+
+class SecretNotFoundError(SecretError):
+    """No such secret (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    owner: str  # lower-case wallet address
+    kind: str
+    name: str
+    subject: str = ""  # the app or dataset address for app and dataset secrets
+
+    def check(self) -> None:
+        if self.kind not in KINDS:
+            raise SecretError(f"unknown secret kind {self.kind!r}")
+        if not SECRET_NAME.fullmatch(self.name):
+            raise SecretError(
+                f"secret name {self.name!r} is not allowed: 1 to 64 of A-Z a-z 0-9 _ -"
+            )
+
+    def label(self) -> str:
+        return f"{self.kind}/{self.subject + '/' if self.subject else ''}{self.name}"
+
+
+class SecretStore:
+    def __init__(self, engine: Engine, kek: KeyEncryptionKey,
+                 older_keks: tuple[KeyEncryptionKey, ...] = ()) -> None:  # fmt: skip
+        self._engine = engine
+        self._kek = kek
+        self._keks = {k.kek_id: k for k in (*older_keks, kek)}
+
+    def put(self, ref: SecretRef, value: bytes, *, update: bool, now: int) -> int:
+        """Store ``value``; return its version. Create-only unless ``update``."""
+        ref.check()
+        if len(value) > MAX_VALUE_BYTES:
+            raise SecretError(f"a secret value is at most {MAX_VALUE_BYTES} bytes (64 KiB)")
+        try:
+            with self._engine.begin() as connection:
+                current = connection.execute(
+                    select(func.max(secrets.c.version)).where(*self._match(ref))
+                ).scalar()
+                if current is not None and not update:
+                    raise SecretExistsError(
+                        f"secret {ref.label()} exists (version {current}); use --update to "
+                        f"add a new version"
+                    )
+                if current is None and update:
+                    raise SecretNotFoundError(f"secret {ref.label()} does not exist yet")
+                version = (current or 0) + 1
+                row_id = os.urandom(16).hex()
+                context = SecretContext(row_id, ref.owner, ref.kind, ref.name, version, ref.subject)
+                sealed = seal_value(self._kek, value, context)
+                connection.execute(
+                    insert(secrets).values(
+                        row_id=row_id, owner=ref.owner, kind=ref.kind, name=ref.name,
+                        subject=ref.subject, version=version, kek_id=sealed.kek_id,
+                        wrapped_key=sealed.wrapped_key, ciphertext=sealed.ciphertext,
+                        created_at=now,
+                    )
+                )  # fmt: skip
+                audit.append(
+                    connection, at=now, actor=ref.owner, action="secret.write",
+                    subject=ref.label(), detail={"version": version},
+                )  # fmt: skip
+        except IntegrityError:
+            raise SecretExistsError(f"secret {ref.label()} was written concurrently") from None
+        return version
+
+    def exists(self, ref: SecretRef) -> bool:
+        ref.check()
+        with self._engine.connect() as connection:
+            found = connection.execute(
+                select(secrets.c.version).where(*self._match(ref)).limit(1)
+            ).first()
+        return found is not None
+
+    def latest(self, ref: SecretRef) -> tuple[int, bytes]:
+        """The current version and value, for a release to an attested enclave only."""
+        ref.check()
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(secrets).where(*self._match(ref)).order_by(secrets.c.version.desc()).limit(1)
+            ).first()
+        if row is None:
+            raise SecretNotFoundError(f"secret {ref.label()} does not exist")
+        context = SecretContext(row.row_id, row.owner, row.kind, row.name, int(row.version),
+                                row.subject)  # fmt: skip
+        sealed = SealedValue(row.kek_id, bytes(row.wrapped_key), bytes(row.ciphertext))
+        return int(row.version), open_value(self._keks, sealed, context)
+
+    @staticmethod
+    def _match(ref: SecretRef) -> tuple[ColumnElement[bool], ...]:
+        return (
+            secrets.c.owner == ref.owner,
+            secrets.c.kind == ref.kind,
+            secrets.c.subject == ref.subject,
+            secrets.c.name == ref.name,
+        )

@@ -1,0 +1,104 @@
+"""The secret store on real SQLite and PostgreSQL: create-only, versions, no plaintext."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from confide.crypto.envelope import KeyEncryptionKey
+from confide.db import make_engine, upgrade
+from confide.db.audit import entries, verify_chain
+from confide.db.schema import secrets
+from confide.errors import SecretError
+from confide.sms.secrets import (
+    MAX_VALUE_BYTES,
+    SecretExistsError,
+    SecretNotFoundError,
+    SecretRef,
+    SecretStore,
+)
+
+NOW = 1_800_000_000
+ALICE = "0x" + "a1" * 20
+VALUE = b"TOP-SECRET-VALUE-4242"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return engine
+
+
+@pytest.fixture
+def store(engine: Engine, tmp_path: Path) -> SecretStore:
+    return SecretStore(engine, KeyEncryptionKey.load_or_create(tmp_path / "kek"))
+
+
+X1 = SecretRef(ALICE, "requester", "x1")
+
+
+def test_create_only_then_versions(store: SecretStore, engine: Engine) -> None:
+    assert not store.exists(X1)
+    assert store.put(X1, VALUE, update=False, now=NOW) == 1
+    assert store.exists(X1)
+    with pytest.raises(SecretExistsError, match=r"exists \(version 1\); use --update"):
+        store.put(X1, b"other", update=False, now=NOW)
+    assert store.put(X1, b"rotated", update=True, now=NOW) == 2
+    assert store.latest(X1) == (2, b"rotated")
+    with pytest.raises(SecretNotFoundError):
+        store.put(SecretRef(ALICE, "requester", "new"), b"v", update=True, now=NOW)
+    with engine.connect() as connection:
+        log = entries(connection)
+        assert verify_chain(connection) == 2
+    assert [(e.action, e.subject, e.detail) for e in log] == [
+        ("secret.write", "requester/x1", {"version": 1}),
+        ("secret.write", "requester/x1", {"version": 2}),
+    ]
+
+
+def test_no_plaintext_in_the_database_file(store: SecretStore, database_url: str) -> None:
+    store.put(X1, VALUE, update=False, now=NOW)
+    if database_url.startswith("sqlite"):
+        path = Path(database_url.removeprefix("sqlite:///"))
+        raw = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+        assert VALUE not in raw
+    with store._engine.connect() as connection:
+        row = connection.execute(select(secrets)).one()
+    assert VALUE not in bytes(row.ciphertext) + bytes(row.wrapped_key)
+
+
+def test_a_ciphertext_moved_to_another_row_is_refused(store: SecretStore, engine: Engine) -> None:
+    other = SecretRef(ALICE, "requester", "x2")
+    store.put(X1, VALUE, update=False, now=NOW)
+    store.put(other, b"the other value", update=False, now=NOW)
+    with engine.begin() as connection:
+        source = connection.execute(select(secrets).where(secrets.c.name == "x1")).one()
+        connection.execute(
+            update(secrets).where(secrets.c.name == "x2").values(
+                wrapped_key=source.wrapped_key, ciphertext=source.ciphertext)
+        )  # fmt: skip
+    with pytest.raises(SecretError, match="failed authentication"):
+        store.latest(other)
+    assert store.latest(X1) == (1, VALUE)
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a/b", "../x", "x" * 65, "é", "x1; DROP TABLE secrets", "a b", "x\x00"]
+)
+def test_bad_names_are_refused(store: SecretStore, name: str) -> None:
+    with pytest.raises(SecretError, match="is not allowed"):
+        store.put(SecretRef(ALICE, "requester", name), b"v", update=False, now=NOW)
+
+
+def test_size_limit_and_namespaces(store: SecretStore) -> None:
+    with pytest.raises(SecretError, match="64 KiB"):
+        store.put(X1, b"x" * (MAX_VALUE_BYTES + 1), update=False, now=NOW)
+    assert store.put(X1, b"x" * MAX_VALUE_BYTES, update=False, now=NOW) == 1
+    bob = SecretRef("0x" + "b2" * 20, "requester", "x1")
+    assert not store.exists(bob)  # same name, other owner: another secret
+    app = SecretRef(ALICE, "app", "1", subject="0x" + "c3" * 20)
+    assert store.put(app, b"app secret", update=False, now=NOW) == 1
+    assert not store.exists(SecretRef(ALICE, "app", "1", subject="0x" + "d4" * 20))
