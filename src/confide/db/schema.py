@@ -70,11 +70,26 @@ secrets = Table(
     Column("owner", String(42), nullable=False),
     Column("kind", String(16), nullable=False),  # app | requester | dataset | result-key
     Column("name", String(64), nullable=False),
-    Column("subject", String(42), nullable=False),  # app or dataset address, or ""
+    Column("subject", String(128), nullable=False),  # app/dataset address, session@hash, or ""
     Column("version", BigInteger, nullable=False),
     Column("kek_id", String(32), nullable=False),
     Column("wrapped_key", LargeBinary, nullable=False),
     Column("ciphertext", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("owner", "kind", "subject", "name", "version", name="uq_secrets_version"),
+)
+
+# CAS sessions: every version kept; the session's secret values live in ``secrets``
+# (kind "session"), never here. UNIQUE(owner, name, predecessor) makes a stale update lose.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("owner", String(42), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("predecessor", String(64), nullable=False),  # "" for the first version
+    Column("document", Text, nullable=False),  # canonical JSON, secret values replaced
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("owner", "name", "predecessor", name="uq_sessions_successor"),
+    UniqueConstraint("owner", "name", "hash", name="uq_sessions_hash"),
 )

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Engine, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.crypto.envelope import (
@@ -28,7 +28,7 @@ from confide.db.schema import secrets
 from confide.errors import SecretError
 
 MAX_VALUE_BYTES = 64 * 1024
-KINDS = ("app", "requester", "dataset", "result-key")
+KINDS = ("app", "requester", "dataset", "result-key", "session")
 SECRET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -68,39 +68,45 @@ class SecretStore:
 
     def put(self, ref: SecretRef, value: bytes, *, update: bool, now: int) -> int:
         """Store ``value``; return its version. Create-only unless ``update``."""
+        try:
+            with self._engine.begin() as connection:
+                return self.put_in(connection, ref, value, update=update, now=now)
+        except IntegrityError:
+            raise SecretExistsError(f"secret {ref.label()} was written concurrently") from None
+
+    def put_in(
+        self, connection: Connection, ref: SecretRef, value: bytes, *, update: bool, now: int
+    ) -> int:
+        """:meth:`put` inside the caller's transaction (with the write it belongs to)."""
         ref.check()
         if len(value) > MAX_VALUE_BYTES:
             raise SecretError(f"a secret value is at most {MAX_VALUE_BYTES} bytes (64 KiB)")
-        try:
-            with self._engine.begin() as connection:
-                current = connection.execute(
-                    select(func.max(secrets.c.version)).where(*self._match(ref))
-                ).scalar()
-                if current is not None and not update:
-                    raise SecretExistsError(
-                        f"secret {ref.label()} exists (version {current}); use --update to "
-                        f"add a new version"
-                    )
-                if current is None and update:
-                    raise SecretNotFoundError(f"secret {ref.label()} does not exist yet")
-                version = (current or 0) + 1
-                row_id = os.urandom(16).hex()
-                context = SecretContext(row_id, ref.owner, ref.kind, ref.name, version, ref.subject)
-                sealed = seal_value(self._kek, value, context)
-                connection.execute(
-                    insert(secrets).values(
-                        row_id=row_id, owner=ref.owner, kind=ref.kind, name=ref.name,
-                        subject=ref.subject, version=version, kek_id=sealed.kek_id,
-                        wrapped_key=sealed.wrapped_key, ciphertext=sealed.ciphertext,
-                        created_at=now,
-                    )
-                )  # fmt: skip
-                audit.append(
-                    connection, at=now, actor=ref.owner, action="secret.write",
-                    subject=ref.label(), detail={"version": version},
-                )  # fmt: skip
-        except IntegrityError:
-            raise SecretExistsError(f"secret {ref.label()} was written concurrently") from None
+        current = connection.execute(
+            select(func.max(secrets.c.version)).where(*self._match(ref))
+        ).scalar()
+        if current is not None and not update:
+            raise SecretExistsError(
+                f"secret {ref.label()} exists (version {current}); use --update to "
+                f"add a new version"
+            )
+        if current is None and update:
+            raise SecretNotFoundError(f"secret {ref.label()} does not exist yet")
+        version = (current or 0) + 1
+        row_id = os.urandom(16).hex()
+        context = SecretContext(row_id, ref.owner, ref.kind, ref.name, version, ref.subject)
+        sealed = seal_value(self._kek, value, context)
+        connection.execute(
+            insert(secrets).values(
+                row_id=row_id, owner=ref.owner, kind=ref.kind, name=ref.name,
+                subject=ref.subject, version=version, kek_id=sealed.kek_id,
+                wrapped_key=sealed.wrapped_key, ciphertext=sealed.ciphertext,
+                created_at=now,
+            )
+        )  # fmt: skip
+        audit.append(
+            connection, at=now, actor=ref.owner, action="secret.write",
+            subject=ref.label(), detail={"version": version},
+        )  # fmt: skip
         return version
 
     def exists(self, ref: SecretRef) -> bool:

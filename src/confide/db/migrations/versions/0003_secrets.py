@@ -18,7 +18,7 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(42), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("name", sa.String(64), nullable=False),
-        sa.Column("subject", sa.String(42), nullable=False),
+        sa.Column("subject", sa.String(128), nullable=False),
         sa.Column("version", sa.BigInteger, nullable=False),
         sa.Column("kek_id", sa.String(32), nullable=False),
         sa.Column("wrapped_key", sa.LargeBinary, nullable=False),

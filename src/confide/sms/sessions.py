@@ -1,0 +1,137 @@
+"""The CAS session store: owner namespaces, every version kept, compare-and-swap updates.
+
+A session is created once per (owner, name); an update must name the current version's
+hash as ``predecessor``, so two concurrent updates cannot both win and nobody overwrites
+a version they have not seen. Secret values go to the secret store (kind ``session``,
+subject = the session name), so the stored document, its hash and its history never hold
+one; a secret without a value is generated (32 random bytes, as hex). Reads and updates
+follow the session's access policy (``owner`` or wallet addresses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from confide.db import audit
+from confide.db.schema import sessions
+from confide.errors import SessionError
+from confide.sms.secrets import SecretRef, SecretStore
+from confide.sms.session_document import SessionDocument
+
+
+class SessionNotFoundError(SessionError):
+    """No such session in that owner's namespace (HTTP 404)."""
+
+
+class SessionConflictError(SessionError):
+    """Create of an existing session, or update from a stale predecessor (HTTP 409)."""
+
+
+class SessionForbiddenError(SessionError):
+    """The caller may not read or update this session (HTTP 403)."""
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    owner: str
+    name: str
+    hash: str
+    predecessor: str | None
+    document: dict[str, Any]
+    created_at: int
+
+
+class SessionStore:
+    def __init__(self, engine: Engine, secrets: SecretStore) -> None:
+        self._engine = engine
+        self._secrets = secrets
+
+    def create(self, owner: str, document: SessionDocument, now: int) -> StoredSession:
+        if document.predecessor is not None:
+            raise SessionError("a new session has no predecessor (predecessor: null)")
+        return self._write(owner, document, now, expected_head=None)
+
+    def update(self, caller: str, owner: str, document: SessionDocument, now: int) -> StoredSession:
+        head = self.current(caller, owner, document.name, for_update=True)
+        if document.predecessor != head.hash:
+            raise SessionConflictError(
+                f"session {owner}/{document.name}: predecessor "
+                f"{document.predecessor or 'null'} is not the current hash {head.hash}; "
+                f"fetch the session and base your update on it"
+            )
+        return self._write(owner, document, now, expected_head=head.hash)
+
+    def current(
+        self, caller: str, owner: str, name: str, *, for_update: bool = False
+    ) -> StoredSession:
+        history = self._history(owner, name)
+        if not history:
+            raise SessionNotFoundError(f"no session {name!r} in {owner}'s namespace")
+        head = history[-1]
+        allowed = head.document["access_policy"]["update" if for_update else "read"]
+        if not _permits(allowed, caller, owner):
+            what = "update" if for_update else "read"
+            raise SessionForbiddenError(f"{caller} may not {what} session {owner}/{name}")
+        return head
+
+    def history(self, caller: str, owner: str, name: str) -> list[StoredSession]:
+        self.current(caller, owner, name)  # access check
+        return self._history(owner, name)
+
+    def _history(self, owner: str, name: str) -> list[StoredSession]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(sessions).where(sessions.c.owner == owner, sessions.c.name == name)
+                .order_by(sessions.c.created_at, sessions.c.hash)
+            ).all()  # fmt: skip
+        by_predecessor = {row.predecessor: row for row in rows}
+        chain: list[StoredSession] = []
+        cursor = ""
+        while cursor in by_predecessor:  # follow predecessor links from the first version
+            row = by_predecessor[cursor]
+            chain.append(StoredSession(row.owner, row.name, row.hash, row.predecessor or None,
+                                       json.loads(row.document), int(row.created_at)))  # fmt: skip
+            cursor = row.hash
+        return chain
+
+    def _write(self, owner: str, document: SessionDocument, now: int,
+               expected_head: str | None) -> StoredSession:  # fmt: skip
+        canonical = document.canonical()
+        digest = document.session_hash()
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    insert(sessions).values(
+                        owner=owner, name=document.name, hash=digest,
+                        predecessor=expected_head or "",
+                        document=json.dumps(canonical, sort_keys=True), created_at=now,
+                    )
+                )  # fmt: skip
+                audit.append(connection, at=now, actor=owner, action="session.write",
+                             subject=f"{owner}/{document.name}",
+                             detail={"hash": digest, "predecessor": expected_head})  # fmt: skip
+                for secret in document.secrets:  # in the same transaction: all or nothing
+                    value = (
+                        secret.value.encode()
+                        if secret.value is not None
+                        else os.urandom(32).hex().encode()
+                    )
+                    ref = SecretRef(owner, "session", secret.name,
+                                    subject=f"{document.name}@{digest[:16]}")  # fmt: skip
+                    self._secrets.put_in(connection, ref, value, update=False, now=now)
+        except IntegrityError:
+            raise SessionConflictError(
+                f"session {owner}/{document.name} "
+                + ("already exists" if expected_head is None else "was updated concurrently")
+            ) from None
+        return StoredSession(owner, document.name, digest, expected_head, canonical, now)
+
+
+def _permits(allowed: list[str], caller: str, owner: str) -> bool:
+    return any(entry == caller or (entry == "owner" and caller == owner) for entry in allowed)
