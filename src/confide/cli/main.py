@@ -13,7 +13,7 @@ import typer
 
 from confide import __version__
 from confide.cli import app as app_commands
-from confide.cli import attestation, volume, wallet
+from confide.cli import attestation, sms, volume, wallet
 from confide.errors import ConfideError
 
 app = typer.Typer(
@@ -32,6 +32,8 @@ app.add_typer(volume.app, name="volume")
 app.add_typer(app_commands.app, name="app")
 app.add_typer(attestation.app, name="attestation")
 app.add_typer(wallet.app, name="wallet")
+app.add_typer(sms.requester_app, name="requester")
+app.add_typer(sms.serve_app, name="serve")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,87 @@
+"""``confide serve sms`` and ``confide requester`` as a user types them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import CONFIDE, assert_refusal, run_cli
+from tests.integration.sms_server import free_port
+
+
+@pytest.fixture
+def sms(tmp_path: Path) -> Iterator[tuple[dict[str, str], subprocess.Popen[str]]]:
+    port = free_port()
+    env = {**os.environ, "CONFIDE_HOME": str(tmp_path / "home"),
+           "CONFIDE_SMS": f"http://127.0.0.1:{port}", "CONFIDE_WALLET_PASSWORD": "pw"}  # fmt: skip
+    server = subprocess.Popen(
+        [*CONFIDE, "serve", "sms", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health")
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline and server.poll() is None, server.stderr
+            time.sleep(0.05)
+    try:
+        yield env, server
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.communicate(timeout=30)
+
+
+def test_push_and_check_secrets(sms: tuple[dict[str, str], subprocess.Popen[str]]) -> None:
+    env, _ = sms
+    assert run_cli("wallet", "create", env=env).returncode == 0
+    pushed = run_cli("requester", "push-secret", "x1", "--secret-value", "SECRET-41", env=env)
+    assert pushed.stdout.strip() == 'secret "x1" stored (version 1)'
+    from_stdin = subprocess.run(
+        [*CONFIDE, "requester", "push-secret", "x2", "--json"], input="SECRET-42\n",
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert json.loads(from_stdin.stdout) == {"name": "x2", "version": 1}
+    assert_refusal(
+        run_cli("requester", "push-secret", "x1", "--secret-value", "other", env=env),
+        "409",
+        "use --update",
+    )
+    updated = run_cli("requester", "push-secret", "x1", "--secret-value", "v2", "--update",
+                      "--json", env=env)  # fmt: skip
+    assert json.loads(updated.stdout)["version"] == 2
+    checked = run_cli("requester", "check-secret", "x1", env=env)
+    assert (checked.returncode, checked.stdout.strip()) == (0, 'secret "x1" is set')
+    missing = run_cli("requester", "check-secret", "nope", "--json", env=env)
+    assert missing.returncode == 1
+    assert json.loads(missing.stdout) == {"name": "nope", "exists": False}
+    bad = run_cli("requester", "push-secret", "a/b", "--secret-value", "v", env=env)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    for proc in (pushed, from_stdin, updated, checked, missing, bad):
+        assert "SECRET-4" not in proc.stdout + proc.stderr
+
+
+def test_server_refuses_a_public_bind_without_tls(tmp_path: Path) -> None:
+    env = {**os.environ, "CONFIDE_HOME": str(tmp_path)}
+    proc = run_cli("serve", "sms", "--host", "0.0.0.0", "--port", "1", env=env)  # noqa: S104 (refused)
+    assert_refusal(proc, "--tls-cert", "--behind-tls-proxy")
+
+
+def test_sigterm_stops_the_server_cleanly(
+    sms: tuple[dict[str, str], subprocess.Popen[str]],
+) -> None:
+    _, server = sms
+    server.send_signal(signal.SIGTERM)
+    _, stderr = server.communicate(timeout=30)
+    assert server.returncode in (0, 143)
+    assert "Traceback" not in stderr
