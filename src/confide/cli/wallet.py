@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from confide.cli.output import JsonOption, emit_json, note, say
 from confide.config import default_wallet_path
 from confide.errors import WalletError
+
+if TYPE_CHECKING:
+    from confide.crypto.wallet import Wallet
 
 app = typer.Typer(
     help=(
@@ -64,19 +67,10 @@ def create(
     json_out: JsonOption = False,
 ) -> None:
     """Create a new wallet (a fresh key, encrypted with your password)."""
-    from confide.crypto.wallet import Wallet, save_wallet  # noqa: PLC0415  (start-up time)
+    from confide.crypto.wallet import Wallet  # noqa: PLC0415  (start-up time)
 
-    path = wallet_path(wallet)
-    if path.exists() and not force:
-        raise WalletError(f"{path} already exists; not overwritten (use --force, or --wallet)")
-    secret = read_password(password, confirm=True)
-    created = Wallet.generate()
-    save_wallet(path, created, secret, overwrite=force)
-    if json_out:
-        emit_json({"address": created.address, "wallet": str(path)})
-        return
-    say(created.address)
-    note(f"wallet written to {path} (mode 0600); keep the password: nothing can recover it")
+    path = _new_wallet_path(wallet, force)
+    _store(path, Wallet.generate(), password, force, json_out)
 
 
 @app.command("show")
@@ -108,11 +102,9 @@ def import_key(
     json_out: JsonOption = False,
 ) -> None:
     """Import an existing private key into an encrypted wallet."""
-    from confide.crypto.wallet import Wallet, save_wallet  # noqa: PLC0415
+    from confide.crypto.wallet import Wallet  # noqa: PLC0415
 
-    path = wallet_path(wallet)
-    if path.exists() and not force:
-        raise WalletError(f"{path} already exists; not overwritten (use --force, or --wallet)")
+    path = _new_wallet_path(wallet, force)
     if key_file is not None:
         try:
             key = key_file.read_text().strip()
@@ -122,10 +114,23 @@ def import_key(
         key = typer.prompt("private key", hide_input=True)
     else:
         key = sys.stdin.readline().strip()
-    imported = Wallet.from_private_key(key)
-    secret = read_password(password, confirm=True)
-    save_wallet(path, imported, secret, overwrite=force)
+    _store(path, Wallet.from_private_key(key), password, force, json_out)
+
+
+def _new_wallet_path(option: Path | None, force: bool) -> Path:
+    path = wallet_path(option)
+    if path.exists() and not force:
+        raise WalletError(f"{path} already exists; not overwritten (use --force, or --wallet)")
+    return path
+
+
+def _store(path: Path, new: Wallet, password: str | None, force: bool, json_out: bool) -> None:
+    """Encrypt ``new`` with the password into ``path`` and report its address."""
+    from confide.crypto.wallet import save_wallet  # noqa: PLC0415
+
+    save_wallet(path, new, read_password(password, confirm=True), overwrite=force)
     if json_out:
-        emit_json({"address": imported.address, "wallet": str(path)})
+        emit_json({"address": new.address, "wallet": str(path)})
         return
-    say(imported.address)
+    say(new.address)
+    note(f"wallet written to {path} (mode 0600); keep the password: nothing can recover it")
