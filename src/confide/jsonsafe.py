@@ -37,7 +37,12 @@ def loads_bounded(
     max_depth: int,
     object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
 ) -> Any:
-    """``json.loads`` after checking that ``data`` nests at most ``max_depth`` levels."""
-    if nesting_depth(data) > max_depth:
+    """``json.loads`` after checking that ``data`` nests at most ``max_depth`` levels.
+
+    The bytes must be UTF-8 (as RFC 8259 requires between systems): ``json.loads`` would
+    otherwise guess UTF-16 or UTF-32, whose brackets the depth check cannot see.
+    """
+    text = data.decode("utf-8")  # UnicodeDecodeError (a ValueError) for anything else
+    if nesting_depth(text.encode()) > max_depth:
         raise JsonTooDeepError(f"JSON nested deeper than {max_depth} levels")
-    return json.loads(data, object_pairs_hook=object_pairs_hook)
+    return json.loads(text, object_pairs_hook=object_pairs_hook)

@@ -160,7 +160,8 @@ def _read_value(value: str | None, path: Path | None) -> bytes:
         return value.encode()
     if sys.stdin.isatty():
         return typer.prompt("secret value", hide_input=True).encode()
-    return sys.stdin.buffer.read().rstrip(b"\n")
+    piped = sys.stdin.buffer.read()
+    return piped[:-1] if piped.endswith(b"\n") else piped  # only the newline echo adds
 
 
 def _client(sms: str | None, wallet: Path | None, password: str | None) -> SmsClient:

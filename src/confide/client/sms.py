@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -11,9 +13,10 @@ from typing import Any
 
 import httpx
 
-from confide.crypto.requests import sign_request
+from confide.crypto.requests import canonical_query, sign_request
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError, SecretError
+from confide.sms.secrets import SECRET_NAME
 
 
 class SmsClient:
@@ -27,6 +30,7 @@ class SmsClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        _require_tls_beyond_loopback(self.base_url)
         self._wallet = wallet
         self._trust_dir = trust_dir
         self._clock = clock
@@ -43,14 +47,17 @@ class SmsClient:
 
     def push_requester_secret(self, name: str, value: bytes, *, update: bool = False) -> int:
         wallet = self._need_wallet()
-        path = f"/v1/requesters/{wallet.address}/secrets/{name}"
-        query = "update=true" if update else ""
+        path = f"/v1/requesters/{wallet.address}/secrets/{_checked_name(name)}"
+        query = canonical_query([("update", "true")] if update else [])
         response = self._signed("PUT", path, query, value, "application/octet-stream")
         return int(response.json()["version"])
 
     def requester_secret_exists(self, address: str, name: str) -> bool:
-        path = f"/v1/requesters/{normalise_address(address)}/secrets/{name}"
-        response = self._http.request("HEAD", path)
+        path = f"/v1/requesters/{normalise_address(address)}/secrets/{_checked_name(name)}"
+        try:
+            response = self._http.request("HEAD", path)
+        except httpx.HTTPError as exc:
+            raise ConfideError(f"cannot reach the sms at {self.base_url}: {exc}") from None
         if response.status_code in (200, 404):
             return response.status_code == 200
         raise _error(response)
@@ -104,6 +111,25 @@ class SmsClient:
                 )
             return
         path.write_text(json.dumps({"url": self.base_url, "jwks": keys}) + "\n")
+
+
+def _checked_name(name: str) -> str:
+    if not SECRET_NAME.fullmatch(name):
+        raise SecretError(f"secret name {name!r} is not allowed: 1 to 64 of A-Z a-z 0-9 _ -")
+    return name
+
+
+def _require_tls_beyond_loopback(url: str) -> None:
+    """Secrets never cross a network in the clear: plain http only to this machine."""
+    parsed = httpx.URL(url)
+    if parsed.scheme == "https":
+        return
+    host = parsed.host
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if parsed.scheme != "http" or not loopback:
+        raise AuthError(f"refusing {url}: use https:// (plain http only to 127.0.0.1)")
 
 
 def _error(response: httpx.Response) -> ConfideError:

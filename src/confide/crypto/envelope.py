@@ -44,7 +44,8 @@ class KeyEncryptionKey(Redacted):
 
     @classmethod
     def load_or_create(cls, path: Path) -> KeyEncryptionKey:
-        """Read the KEK file, or create it (mode 0600) with a new key and id ``k1``."""
+        """Read the KEK file, or create it (mode 0600) with a new key and a random id (so
+        keys made on different hosts are told apart, not taken for tampering)."""
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
@@ -53,7 +54,7 @@ class KeyEncryptionKey(Redacted):
                 pass  # another process made it first: read theirs
             else:
                 with os.fdopen(fd, "w") as handle:
-                    handle.write(f"k1:{os.urandom(32).hex()}\n")
+                    handle.write(f"k-{os.urandom(6).hex()}:{os.urandom(32).hex()}\n")
                     handle.flush()
                     os.fsync(handle.fileno())
         return cls.parse(path.read_text(), str(path))

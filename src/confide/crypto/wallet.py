@@ -57,7 +57,10 @@ class Wallet(Redacted):
     def from_private_key(cls, key_hex: str) -> Wallet:
         if not _PRIVATE_KEY.fullmatch(key_hex.strip()):
             raise WalletError("a private key is 64 hex characters (optionally 0x-prefixed)")
-        return cls(Account.from_key(key_hex.strip()))
+        try:
+            return cls(Account.from_key(key_hex.strip()))
+        except ValueError:  # zero, or not below the curve order
+            raise WalletError("that private key is not a valid secp256k1 key") from None
 
     def sign_text(self, message: str) -> str:
         """EIP-191 signature of ``message``, as 0x-prefixed hex (65 bytes)."""
@@ -93,7 +96,18 @@ def save_wallet(path: Path, wallet: Wallet, password: str, *, overwrite: bool = 
             json.dump(wallet.keystore(password), handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if a wallet appeared meanwhile: never replaced
+            except FileExistsError:
+                raise WalletError(f"{path} already exists; not overwritten") from None
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the new name survives a crash too
+        finally:
+            os.close(directory)
     finally:
         tmp.unlink(missing_ok=True)
 

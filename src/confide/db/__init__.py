@@ -5,7 +5,14 @@ is stateless over its database, so replicas share one and a restart loses nothin
 was committed.
 """
 
-from confide.db.engine import connect_url, make_engine, upgrade
+from confide.db.engine import connect_url, make_engine, reading, upgrade
 from confide.db.replay import prune_request_nonces, record_request
 
-__all__ = ["connect_url", "make_engine", "prune_request_nonces", "record_request", "upgrade"]
+__all__ = [
+    "connect_url",
+    "make_engine",
+    "prune_request_nonces",
+    "reading",
+    "record_request",
+    "upgrade",
+]

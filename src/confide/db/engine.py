@@ -7,11 +7,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
 from confide.errors import ConfideError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x6D6967726174  # "migrat"
 
 
 def connect_url(url: str) -> str:
@@ -32,13 +33,21 @@ def make_engine(url: str, **options: Any) -> Engine:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    """Start every transaction ourselves, taking the write lock at once.
+    """Start every transaction ourselves: writers take the write lock at once.
 
     pysqlite otherwise emits BEGIN lazily, which breaks SAVEPOINTs (a released savepoint
     commits) and lets two deferred writers deadlock on the lock upgrade; IMMEDIATE makes
     writers queue on busy_timeout instead (SQLAlchemy's documented pysqlite recipe).
+    Reads opened with :func:`reading` begin DEFERRED: in WAL mode they never block on,
+    or block, a writer.
     """
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    mode = "DEFERRED" if connection.get_execution_options().get("confide_read") else "IMMEDIATE"
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only (on SQLite it does not take the write lock)."""
+    return engine.connect().execution_options(confide_read=True)
 
 
 def _sqlite_pragmas(connection: Any, record: Any) -> None:
@@ -57,5 +66,7 @@ def upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # replicas starting together queue here
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.nonces import NONCE_BYTES, NONCE_TTL_SECONDS
+from confide.db.engine import reading
 from confide.db.schema import attest_nonces, sim_platforms
 from confide.errors import AttestationError
 
@@ -66,7 +67,7 @@ class DatabasePlatformRegistry:
         return True
 
     def is_registered(self, platform_key: bytes) -> bool:
-        with self._engine.connect() as connection:
+        with reading(self._engine) as connection:
             found = connection.execute(
                 select(sim_platforms.c.owner).where(sim_platforms.c.platform_key == platform_key)
             ).first()

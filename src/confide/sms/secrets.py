@@ -24,6 +24,7 @@ from confide.crypto.envelope import (
     seal_value,
 )
 from confide.db import audit
+from confide.db.engine import reading
 from confide.db.schema import secrets
 from confide.errors import SecretError
 
@@ -111,7 +112,7 @@ class SecretStore:
 
     def exists(self, ref: SecretRef) -> bool:
         ref.check()
-        with self._engine.connect() as connection:
+        with reading(self._engine) as connection:
             found = connection.execute(
                 select(secrets.c.version).where(*self._match(ref)).limit(1)
             ).first()
@@ -120,7 +121,7 @@ class SecretStore:
     def latest(self, ref: SecretRef) -> tuple[int, bytes]:
         """The current version and value, for a release to an attested enclave only."""
         ref.check()
-        with self._engine.connect() as connection:
+        with reading(self._engine) as connection:
             row = connection.execute(
                 select(secrets).where(*self._match(ref)).order_by(secrets.c.version.desc()).limit(1)
             ).first()

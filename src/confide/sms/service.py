@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ class SmsConfig:
     home: Path  # $CONFIDE_HOME/sms: KEK and signing key files live here
     db_url: str
     sms_id: str = "sms"
-    deployment_id: str = "local"
+    deployment_id: str = ""  # "": the id made at first start, kept in home/deployment-id
     allow_sim: bool = False
 
     @property
@@ -39,6 +40,9 @@ class Sms:
         self.engine = engine or make_engine(config.db_url)
         upgrade(self.engine)
         config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not config.deployment_id:
+            deployment = _create_once(config.home / "deployment-id", f"d-{os.urandom(8).hex()}")
+            self.config = config = dataclasses.replace(config, deployment_id=deployment)
         kek = _kek(config.home)
         self.secrets = SecretStore(self.engine, kek)
         self.sessions = SessionStore(self.engine, self.secrets)
@@ -67,10 +71,27 @@ def _kek(home: Path) -> KeyEncryptionKey:
 
 
 def _signing_key(path: Path) -> SigningKey:
+    seed = _create_once(path, SigningKey.generate().seed().hex())
+    return SigningKey.from_seed(bytes.fromhex(seed))
+
+
+def _create_once(path: Path, value: str) -> str:
+    """The file's content; written (0600, complete or not at all) if it does not exist.
+
+    The value is written to a temporary file and linked into place, so processes that
+    start together agree on one value and none reads half a file.
+    """
     if not path.exists():
-        key = SigningKey.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(key.seed().hex() + "\n")
-        return key
-    return SigningKey.from_seed(bytes.fromhex(path.read_text().strip()))
+            handle.write(value + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won: use its value
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

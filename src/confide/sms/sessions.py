@@ -19,6 +19,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.db import audit
+from confide.db.engine import reading
 from confide.db.schema import sessions
 from confide.errors import SessionError
 from confide.sms.secrets import SecretRef, SecretStore
@@ -55,7 +56,7 @@ class SessionStore:
     def create(self, owner: str, document: SessionDocument, now: int) -> StoredSession:
         if document.predecessor is not None:
             raise SessionError("a new session has no predecessor (predecessor: null)")
-        return self._write(owner, document, now, expected_head=None)
+        return self._write(owner, owner, document, now, expected_head=None)
 
     def update(self, caller: str, owner: str, document: SessionDocument, now: int) -> StoredSession:
         head = self.current(caller, owner, document.name, for_update=True)
@@ -65,7 +66,7 @@ class SessionStore:
                 f"{document.predecessor or 'null'} is not the current hash {head.hash}; "
                 f"fetch the session and base your update on it"
             )
-        return self._write(owner, document, now, expected_head=head.hash)
+        return self._write(caller, owner, document, now, expected_head=head.hash)
 
     def current(
         self, caller: str, owner: str, name: str, *, for_update: bool = False
@@ -85,7 +86,7 @@ class SessionStore:
         return self._history(owner, name)
 
     def _history(self, owner: str, name: str) -> list[StoredSession]:
-        with self._engine.connect() as connection:
+        with reading(self._engine) as connection:
             rows = connection.execute(
                 select(sessions).where(sessions.c.owner == owner, sessions.c.name == name)
                 .order_by(sessions.c.created_at, sessions.c.hash)
@@ -100,7 +101,7 @@ class SessionStore:
             cursor = row.hash
         return chain
 
-    def _write(self, owner: str, document: SessionDocument, now: int,
+    def _write(self, actor: str, owner: str, document: SessionDocument, now: int,
                expected_head: str | None) -> StoredSession:  # fmt: skip
         canonical = document.canonical()
         digest = document.session_hash()
@@ -113,7 +114,7 @@ class SessionStore:
                         document=json.dumps(canonical, sort_keys=True), created_at=now,
                     )
                 )  # fmt: skip
-                audit.append(connection, at=now, actor=owner, action="session.write",
+                audit.append(connection, at=now, actor=actor, action="session.write",
                              subject=f"{owner}/{document.name}",
                              detail={"hash": digest, "predecessor": expected_head})  # fmt: skip
                 for secret in document.secrets:  # in the same transaction: all or nothing
