@@ -104,32 +104,13 @@ def test_unreadable_quote_gives_a_verdict_not_a_crash(tmp_path: Path) -> None:
 @needs_vectors
 def test_bad_inputs(tmp_path: Path) -> None:
     bad_policy = tmp_path / "p.yml"
-    bad_policy.write_text("tolerate: [everything]\n")
-    assert_refusal(
-        run_cli(
-            "attestation",
-            "verify",
-            SGX.quote,
-            "--collateral",
-            SGX.collateral,
-            "--policy",
-            bad_policy,
-        ),
-        "unknown toleration 'everything'",
-    )
-    bad_policy.write_text("measurements: ['" + "33" * 32 + "']\n")
-    assert_refusal(
-        run_cli(
-            "attestation",
-            "verify",
-            SGX.quote,
-            "--collateral",
-            SGX.collateral,
-            "--policy",
-            bad_policy,
-        ),
-        "is not typed",
-    )
+    for policy, reason in (
+        ("tolerate: [everything]\n", "unknown toleration 'everything'"),
+        ("measurements: ['" + "33" * 32 + "']\n", "is not typed"),
+    ):
+        bad_policy.write_text(policy)
+        command = ("attestation", "verify", SGX.quote, "--collateral", SGX.collateral)
+        assert_refusal(run_cli(*command, "--policy", bad_policy), reason)
     assert_refusal(
         run_cli("attestation", "verify", SGX.quote, "--collateral", tmp_path / "none.json"),
         "cannot read collateral",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,24 @@ class World:
         self.registry = MemoryPlatformRegistry({self.platform.public_bytes()})
         self.nonces = MemoryNonceStore()
         self.verifiers = {"sim": SimVerifier(self.registry)}
+
+    def honest_statement(self) -> tuple[bytes, dict[str, Any]]:
+        """A fresh nonce and the parsed evidence an honest attester makes for it."""
+        nonce = self.nonces.issue(NOW)
+        evidence = SimAttester(self.platform, APP).evidence(_binding().report_data(nonce))
+        return nonce, json.loads(evidence.data)
+
+    def submit(self, data: bytes, nonce: bytes) -> Verdict:
+        """Verify raw evidence bytes under the standard binding and policy."""
+        return verify_attestation(
+            Evidence("sim", data),
+            nonce=nonce,
+            binding=_binding(),
+            policy=SIM_POLICY,
+            verifiers=self.verifiers,
+            nonces=self.nonces,
+            now=NOW,
+        )
 
     def attest(
         self,
@@ -136,19 +155,9 @@ def test_tampered_statement(world: World) -> None:
 
 
 def test_forged_signature(world: World) -> None:
-    nonce = world.nonces.issue(NOW)
-    evidence = SimAttester(world.platform, APP).evidence(_binding().report_data(nonce))
-    document = json.loads(evidence.data)
+    nonce, document = world.honest_statement()
     document["signature"] = "00" * 64
-    verdict = verify_attestation(
-        Evidence("sim", _canonical(document)),
-        nonce=nonce,
-        binding=_binding(),
-        policy=SIM_POLICY,
-        verifiers=world.verifiers,
-        nonces=world.nonces,
-        now=NOW,
-    )
+    verdict = world.submit(_canonical(document), nonce)
     assert verdict.reasons == ("sim evidence signature does not verify",)
 
 
@@ -190,16 +199,7 @@ def test_hardware_only_policy_refuses_sim_evidence(world: World) -> None:
     ],
 )
 def test_malformed_sim_evidence(world: World, data: bytes) -> None:
-    nonce = world.nonces.issue(NOW)
-    verdict = verify_attestation(
-        Evidence("sim", data),
-        nonce=nonce,
-        binding=_binding(),
-        policy=SIM_POLICY,
-        verifiers=world.verifiers,
-        nonces=world.nonces,
-        now=NOW,
-    )
+    verdict = world.submit(data, world.nonces.issue(NOW))
     assert not verdict.ok
     assert "sim evidence is" in verdict.reasons[0]
 
@@ -223,18 +223,8 @@ def test_sim_attester_cannot_claim_a_hardware_measurement() -> None:
 )
 def test_only_the_canonical_encoding_is_accepted(world: World, recode: object) -> None:
     """One statement, one byte string: no parser differential can hide in the encoding."""
-    nonce = world.nonces.issue(NOW)
-    evidence = SimAttester(world.platform, APP).evidence(_binding().report_data(nonce))
-    data = recode(json.loads(evidence.data))  # type: ignore[operator]
-    verdict = verify_attestation(
-        Evidence("sim", data),
-        nonce=nonce,
-        binding=_binding(),
-        policy=SIM_POLICY,
-        verifiers=world.verifiers,
-        nonces=world.nonces,
-        now=NOW,
-    )
+    nonce, document = world.honest_statement()
+    verdict = world.submit(recode(document), nonce)  # type: ignore[operator]
     assert verdict.reasons == ("sim evidence is malformed",)
 
 
