@@ -85,3 +85,67 @@ def test_sigterm_stops_the_server_cleanly(
     _, stderr = server.communicate(timeout=30)
     assert server.returncode in (0, 143)
     assert "Traceback" not in stderr
+
+
+SESSION = """\
+name: cubic
+version: "1"
+predecessor: PRED
+services:
+  - name: app
+    measurements: ["sim:$SIM"]
+    command: python3 /app/app.py
+    environment: {API_KEY: "$$confide:secrets:api_key$$"}
+    volumes: [input]
+volumes:
+  - name: input
+secrets:
+  - {name: api_key, value: "SESSION-SECRET-9"}
+security: {tolerate: [simulation]}
+"""
+
+
+def test_sessions_create_show_update_history(
+    tmp_path: Path, sms: tuple[dict[str, str], subprocess.Popen[str]]
+) -> None:
+    env, _ = sms
+    assert run_cli("wallet", "create", env=env).returncode == 0
+    file = tmp_path / "cubic.yml"
+    file.write_text(SESSION.replace("PRED", "null"))
+    var = ("--var", "SIM=" + "ab" * 32)
+    created = run_cli("session", "create", file, *var, "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    first = json.loads(created.stdout)
+    shown = json.loads(run_cli("session", "show", "cubic", "--json", env=env).stdout)
+    assert shown["hash"] == first["hash"]
+    assert shown["volumes"] == [
+        {"name": "input", "mode": "input", "path": "/encryptedInputs", "tag": None}
+    ]
+    as_yaml = run_cli("session", "show", "cubic", env=env).stdout
+    assert "name: cubic" in as_yaml
+    stale = tmp_path / "stale.yml"
+    stale.write_text(SESSION.replace("PRED", "0" * 64).replace("app.py", "v2.py"))
+    assert_refusal(run_cli("session", "update", stale, *var, env=env), "409", first["hash"])
+    file.write_text(SESSION.replace("PRED", first["hash"]).replace("app.py", "v2.py"))
+    updated = json.loads(run_cli("session", "update", file, *var, "--json", env=env).stdout)
+    history = json.loads(run_cli("session", "history", "cubic", "--json", env=env).stdout)
+    assert [h["hash"] for h in history["history"]] == [first["hash"], updated["hash"]]
+    outputs = [created.stdout, created.stderr, as_yaml, json.dumps(shown), json.dumps(history)]
+    assert not any("SESSION-SECRET-9" in text for text in outputs)
+
+
+def test_session_errors(tmp_path: Path, sms: tuple[dict[str, str], subprocess.Popen[str]]) -> None:
+    env, _ = sms
+    assert run_cli("wallet", "create", env=env).returncode == 0
+    file = tmp_path / "bad.yml"
+    file.write_text(SESSION.replace("PRED", "null").replace("command:", "comand:"))
+    assert_refusal(run_cli("session", "create", file, "--var", "SIM=" + "ab" * 32, env=env),
+                   f"{file}:7", "unknown field 'comand'")  # fmt: skip
+    file.write_text(SESSION.replace("PRED", "null"))
+    assert_refusal(run_cli("session", "create", file, env=env), "$SIM is not set")
+    other = {**env, "CONFIDE_HOME": str(tmp_path / "other")}
+    assert run_cli("wallet", "create", env=other).returncode == 0
+    assert run_cli("session", "create", file, "--var", "SIM=" + "ab" * 32,
+                   env=env).returncode == 0  # fmt: skip
+    owner = json.loads(run_cli("wallet", "show", "--json", env=env).stdout)["address"]
+    assert_refusal(run_cli("session", "show", "cubic", "--owner", owner, env=other), "403")

@@ -113,3 +113,34 @@ def test_changed_sms_key_is_refused_after_first_contact(tmp_path: Path, database
         pin.rename(trust / f"sms-{url_hash}.json")  # ...answering where sms-a was pinned
         with pytest.raises(AuthError, match="differ from the ones pinned"):
             SmsClient(second, wallet=ALICE, trust_dir=trust).info()
+
+
+SESSION_TEXT = """\
+name: s1
+version: "1"
+predecessor: PRED
+services:
+  - {name: app, measurements: ["sim:$SIM"], command: run}
+secrets:
+  - {name: k, kind: key}
+"""
+
+
+def test_sessions_over_http(tmp_path: Path, database_url: str) -> None:
+    sim = {"SIM": "ab" * 32}
+    with running_sms(tmp_path / "sms", database_url) as base:
+        alice = SmsClient(base, wallet=ALICE)
+        created = alice.create_session(SESSION_TEXT.replace("PRED", "null"), sim, "s.yml")
+        assert created["owner"] == ALICE.address and created["secrets"][0]["value"] is None
+        assert alice.session(ALICE.address, "s1")["hash"] == created["hash"]
+        with pytest.raises(SecretError, match="409"):
+            alice.create_session(SESSION_TEXT.replace("PRED", "null"), sim, "s.yml")
+        with pytest.raises(SecretError, match=r"400.*s.yml:5: .*\$SIM is not set"):
+            alice.create_session(SESSION_TEXT.replace("PRED", "null"), {}, "s.yml")
+        updated = alice.update_session(
+            ALICE.address, "s1", SESSION_TEXT.replace("PRED", created["hash"]).replace(
+                "run", "run2"), sim, "s.yml")  # fmt: skip
+        history = alice.session_history(ALICE.address, "s1")["history"]
+        assert [h["hash"] for h in history] == [created["hash"], updated["hash"]]
+        with pytest.raises(AuthError, match="403"):
+            SmsClient(base, wallet=BOB).session(ALICE.address, "s1")

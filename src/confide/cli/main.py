@@ -13,7 +13,7 @@ import typer
 
 from confide import __version__
 from confide.cli import app as app_commands
-from confide.cli import attestation, sms, volume, wallet
+from confide.cli import attestation, session, sms, volume, wallet
 from confide.errors import ConfideError
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.add_typer(attestation.app, name="attestation")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(sms.requester_app, name="requester")
 app.add_typer(sms.serve_app, name="serve")
+app.add_typer(session.app, name="session")
 
 
 def _version(value: bool) -> None:

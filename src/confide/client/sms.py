@@ -62,6 +62,29 @@ class SmsClient:
             return response.status_code == 200
         raise _error(response)
 
+    def create_session(self, text: str, variables: dict[str, str], source: str) -> dict[str, Any]:
+        body = json.dumps({"yaml": text, "vars": variables, "source": source}).encode()
+        response = self._signed("POST", "/v1/sessions", "", body, "application/json")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def update_session(self, owner: str, name: str, text: str, variables: dict[str, str],
+                       source: str) -> dict[str, Any]:  # fmt: skip
+        body = json.dumps({"yaml": text, "vars": variables, "source": source}).encode()
+        path = f"/v1/sessions/{normalise_address(owner)}/{_checked_name(name)}"
+        result: dict[str, Any] = self._signed("PUT", path, "", body, "application/json").json()
+        return result
+
+    def session(self, owner: str, name: str) -> dict[str, Any]:
+        path = f"/v1/sessions/{normalise_address(owner)}/{_checked_name(name)}"
+        result: dict[str, Any] = self._signed("GET", path, "", b"", "").json()
+        return result
+
+    def session_history(self, owner: str, name: str) -> dict[str, Any]:
+        path = f"/v1/sessions/{normalise_address(owner)}/{_checked_name(name)}/history"
+        result: dict[str, Any] = self._signed("GET", path, "", b"", "").json()
+        return result
+
     def _need_wallet(self) -> Wallet:
         if self._wallet is None:
             raise AuthError("this request must be signed: a wallet is needed")
@@ -80,7 +103,8 @@ class SmsClient:
             body=body,
             now=int(self._clock()),
         )
-        headers["content-type"] = content_type
+        if content_type:
+            headers["content-type"] = content_type
         url = f"{path}?{query}" if query else path
         return self._request(method, url, content=body, headers=headers)
 
@@ -140,6 +164,6 @@ def _error(response: httpx.Response) -> ConfideError:
     kind: type[ConfideError] = ConfideError
     if response.status_code in (401, 403):
         kind = AuthError
-    elif response.status_code in (404, 409, 413):
+    elif response.status_code in (400, 404, 409, 413):
         kind = SecretError
     return kind(f"sms refused ({response.status_code}): {detail}")

@@ -20,7 +20,8 @@ from starlette.routing import Route
 from confide.crypto.requests import SignedBy, canonical_query, verify_request
 from confide.crypto.wallet import normalise_address
 from confide.db.replay import prune_request_nonces, record_request
-from confide.errors import AuthError, ConfideError, SecretError
+from confide.errors import AuthError, ConfideError, SecretError, SessionError
+from confide.jsonsafe import loads_bounded
 from confide.sms.secrets import (
     MAX_VALUE_BYTES,
     SecretExistsError,
@@ -28,8 +29,16 @@ from confide.sms.secrets import (
     SecretRef,
 )
 from confide.sms.service import Sms
+from confide.sms.session_document import SessionDocument, parse_session
+from confide.sms.sessions import (
+    SessionConflictError,
+    SessionForbiddenError,
+    SessionNotFoundError,
+    StoredSession,
+)
 
 Clock = Callable[[], float]
+SESSION_BODY_LIMIT = 1 << 20
 
 
 class HttpProblemError(Exception):
@@ -58,85 +67,189 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def create_app(sms: Sms, clock: Clock) -> Starlette:
-    def now() -> int:
-        return int(clock())
+class _Handlers:
+    """The routes' handlers, over one :class:`Sms` and a clock."""
 
-    def authenticate(request: Request, body: bytes) -> SignedBy:
+    def __init__(self, sms: Sms, clock: Clock) -> None:
+        self.sms = sms
+        self.clock = clock
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def authenticate(self, request: Request, body: bytes) -> SignedBy:
         try:
             return verify_request(
                 request.headers,
-                audience=sms.config.audience,
+                audience=self.sms.config.audience,
                 method=request.method,
                 path=request.url.path,
                 query=canonical_query(request.query_params.multi_items()),
                 content_type=request.headers.get("content-type", ""),
                 body=body,
-                now=now(),
+                now=self.now(),
             )
         except AuthError as exc:
             raise HttpProblemError(401, "Unauthorized", str(exc)) from None
 
-    def burn(signed: SignedBy) -> None:
+    def burn(self, signed: SignedBy) -> None:
         """A refused request's nonce is used up too, in a transaction of its own: replaying
         it later (when it would no longer be refused) must not succeed."""
         try:
-            with sms.engine.begin() as connection:
-                record_request(connection, signed, now())
+            with self.sms.engine.begin() as connection:
+                record_request(connection, signed, self.now())
         except AuthError:
             pass  # already recorded
 
-    def maybe_prune() -> None:
+    def maybe_prune(self) -> None:
         """Now and then, forget request nonces too old to be replayed anyway."""
         if secrets_module.randbelow(100) == 0:
-            with sms.engine.begin() as connection:
-                prune_request_nonces(connection, now())
+            with self.sms.engine.begin() as connection:
+                prune_request_nonces(connection, self.now())
 
-    async def info(request: Request) -> Response:
-        return JSONResponse(sms.info())
+    async def info(self, request: Request) -> Response:
+        return JSONResponse(self.sms.info())
 
-    async def health(request: Request) -> Response:
+    async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def requester_secret(request: Request) -> Response:
+    async def requester_secret(self, request: Request) -> Response:
         owner = _address(request.path_params["address"])
         ref = SecretRef(owner, "requester", request.path_params["name"])
         _check_ref(ref)
         if request.method == "HEAD":
-            found = sms.secrets.exists(ref)
+            found = self.sms.secrets.exists(ref)
             return Response(status_code=200 if found else 404, headers={"content-length": "0"})
         body = await read_body(request, MAX_VALUE_BYTES)
-        signed = authenticate(request, body)
+        signed = self.authenticate(request, body)
         if signed.address != owner:
             raise HttpProblemError(403, "Forbidden", "only the owner may write a requester secret")
         update = request.query_params.get("update") == "true"
         try:
-            with sms.engine.begin() as connection:
-                record_request(connection, signed, now())
-                version = sms.secrets.put_in(connection, ref, body, update=update, now=now())
+            with self.sms.engine.begin() as connection:
+                record_request(connection, signed, self.now())
+                version = self.sms.secrets.put_in(
+                    connection, ref, body, update=update, now=self.now()
+                )
         except AuthError as exc:
             raise HttpProblemError(401, "Unauthorized", str(exc)) from None
         except (SecretExistsError, IntegrityError) as exc:
-            burn(signed)
+            self.burn(signed)
             detail = str(exc) if isinstance(exc, SecretError) else "written concurrently: retry"
             raise HttpProblemError(409, "Conflict", detail) from None
         except SecretNotFoundError as exc:
-            burn(signed)
+            self.burn(signed)
             raise HttpProblemError(404, "Not Found", str(exc)) from None
         except BaseException:
-            burn(signed)
+            self.burn(signed)
             raise
-        maybe_prune()
+        self.maybe_prune()
         return JSONResponse({"name": ref.name, "version": version}, status_code=201)
 
+    async def signed_json(self, request: Request) -> tuple[SignedBy, dict[str, Any]]:
+        body = await read_body(request, SESSION_BODY_LIMIT)
+        signed = self.authenticate(request, body)
+        try:
+            document = loads_bounded(body, 4)
+        except ValueError:
+            self.burn(signed)
+            raise HttpProblemError(400, "Bad Request", "the body is not JSON") from None
+        if not isinstance(document, dict):
+            self.burn(signed)
+            raise HttpProblemError(400, "Bad Request", "the body is not a JSON object")
+        return signed, document
+
+    def parsed_session(self, signed: SignedBy, body: dict[str, Any]) -> SessionDocument:
+        text, variables = body.get("yaml"), body.get("vars", {})
+        if (
+            not isinstance(text, str)
+            or not isinstance(variables, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in variables.items())
+        ):
+            self.burn(signed)
+            raise HttpProblemError(400, "Bad Request", 'expected {"yaml": "...", "vars": {...}}')
+        try:
+            return parse_session(text, variables, str(body.get("source") or "session"))
+        except SessionError as exc:
+            self.burn(signed)
+            raise HttpProblemError(400, "Bad Request", str(exc)) from None
+
+    def session_call(self, signed: SignedBy, action: Callable[[], StoredSession]) -> StoredSession:
+        """Run a session store call; its refusals become HTTP problems, nonce used up."""
+        try:
+            with self.sms.engine.begin() as connection:
+                record_request(connection, signed, self.now())
+        except AuthError as exc:
+            raise HttpProblemError(401, "Unauthorized", str(exc)) from None
+        try:
+            return action()
+        except SessionNotFoundError as exc:
+            raise HttpProblemError(404, "Not Found", str(exc)) from None
+        except SessionForbiddenError as exc:
+            raise HttpProblemError(403, "Forbidden", str(exc)) from None
+        except (SessionConflictError, SecretExistsError) as exc:
+            raise HttpProblemError(409, "Conflict", str(exc)) from None
+        except (SessionError, SecretError) as exc:
+            raise HttpProblemError(400, "Bad Request", str(exc)) from None
+
+    async def create_session(self, request: Request) -> Response:
+        signed, body = await self.signed_json(request)
+        document = self.parsed_session(signed, body)
+        stored = self.session_call(
+            signed, lambda: self.sms.sessions.create(signed.address, document, self.now())
+        )
+        return JSONResponse(session_json(stored), status_code=201)
+
+    async def session_resource(self, request: Request) -> Response:
+        owner = _address(request.path_params["owner"])
+        name = request.path_params["name"]
+        if request.method == "GET":
+            signed = self.authenticate(request, b"")
+            stored = self.session_call(
+                signed, lambda: self.sms.sessions.current(signed.address, owner, name)
+            )
+            return JSONResponse(session_json(stored))
+        signed, body = await self.signed_json(request)
+        document = self.parsed_session(signed, body)
+        if document.name != name:
+            self.burn(signed)
+            raise HttpProblemError(400, "Bad Request", f"the document names {document.name!r}")
+        stored = self.session_call(
+            signed, lambda: self.sms.sessions.update(signed.address, owner, document, self.now())
+        )
+        return JSONResponse(session_json(stored))
+
+    async def session_history(self, request: Request) -> Response:
+        owner = _address(request.path_params["owner"])
+        name = request.path_params["name"]
+        signed = self.authenticate(request, b"")
+        versions: list[StoredSession] = []
+
+        def load() -> StoredSession:
+            versions.extend(self.sms.sessions.history(signed.address, owner, name))
+            return versions[-1]
+
+        self.session_call(signed, load)
+        history = [
+            {"hash": v.hash, "predecessor": v.predecessor, "created_at": v.created_at}
+            for v in versions
+        ]
+        return JSONResponse({"owner": owner, "name": name, "history": history})
+
+
+def create_app(sms: Sms, clock: Clock) -> Starlette:
+    h = _Handlers(sms, clock)
     routes = [
-        Route("/v1/info", info, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
+        Route("/v1/info", h.info, methods=["GET"]),
+        Route("/health", h.health, methods=["GET"]),
         Route(
             "/v1/requesters/{address}/secrets/{name}",
-            requester_secret,
+            h.requester_secret,
             methods=["PUT", "HEAD"],
         ),
+        Route("/v1/sessions", h.create_session, methods=["POST"]),
+        Route("/v1/sessions/{owner}/{name}", h.session_resource, methods=["GET", "PUT"]),
+        Route("/v1/sessions/{owner}/{name}/history", h.session_history, methods=["GET"]),
     ]
     handlers: dict[Any, Any] = {
         HttpProblemError: on_problem,
@@ -166,6 +279,24 @@ async def on_refusal(request: Request, exc: Exception) -> Response:
 async def on_error(request: Request, exc: Exception) -> Response:
     # Nothing about the failure leaves the server: it could carry data.
     return problem(500, "Internal Server Error", "the sms failed; see its log")
+
+
+def session_json(stored: StoredSession) -> dict[str, Any]:
+    """A session as clients see it: never a secret value (the document holds none)."""
+    document = stored.document
+    return {
+        "name": stored.name,
+        "owner": stored.owner,
+        "hash": stored.hash,
+        "predecessor": stored.predecessor,
+        "version": document["version"],
+        "services": document["services"],
+        "volumes": [{**volume, "tag": None} for volume in document["volumes"]],
+        "secrets": document["secrets"],
+        "access_policy": document["access_policy"],
+        "security": document["security"],
+        "created_at": stored.created_at,
+    }
 
 
 def _address(text: str) -> str:

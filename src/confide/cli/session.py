@@ -1,0 +1,144 @@
+"""``confide session``: CAS sessions (SCONE semantics) on the sms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from confide.cli.output import JsonOption, emit_json, say
+from confide.cli.sms import SmsOption, sms_url
+from confide.cli.wallet import PasswordOption, WalletOption, read_password, wallet_path
+from confide.config import confide_home
+from confide.errors import SessionError
+
+app = typer.Typer(
+    help=(
+        "CAS sessions: YAML documents that name the measured services, their environment, "
+        "volumes and secrets, and the platform weaknesses they tolerate."
+    ),
+    no_args_is_help=True,
+)
+
+VarOption = Annotated[
+    list[str] | None,
+    typer.Option("--var", metavar="NAME=VALUE", help="A template value ($NAME, ${NAME}); repeat."),
+]
+OwnerOption = Annotated[
+    str | None, typer.Option("--owner", metavar="ADDR", help="Whose namespace (default: yours).")
+]
+
+
+def _variables(pairs: list[str] | None) -> dict[str, str]:
+    variables: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"--var takes NAME=VALUE, got {pair!r}")
+        variables[name] = value
+    return variables
+
+
+def _document(path: Path, variables: dict[str, str]) -> tuple[str, str]:
+    """The file's text and name, checked locally first (the same parser as the sms)."""
+    from confide.sms.session_document import parse_session  # noqa: PLC0415
+
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SessionError(f"cannot read {path}: {exc}") from None
+    return text, parse_session(text, variables, str(path)).name
+
+
+def _client(sms: str | None, wallet: Path | None, password: str | None) -> Any:
+    from confide.client.sms import SmsClient  # noqa: PLC0415
+    from confide.crypto.wallet import load_wallet  # noqa: PLC0415
+
+    unlocked = load_wallet(wallet_path(wallet), read_password(password))
+    return SmsClient(sms_url(sms), wallet=unlocked, trust_dir=confide_home() / "trust")
+
+
+def _owner(option: str | None, wallet: Path | None) -> str:
+    from confide.crypto.wallet import keystore_address  # noqa: PLC0415
+
+    return option or keystore_address(wallet_path(wallet))
+
+
+def _report(result: dict[str, Any], json_out: bool, verb: str) -> None:
+    if json_out:
+        emit_json(result)
+        return
+    say(f"session {result['owner']}/{result['name']} {verb}")
+    say(f"hash {result['hash']}")
+
+
+@app.command("create")
+def create(
+    file: Annotated[Path, typer.Argument(metavar="FILE.yml", show_default=False)],
+    var: VarOption = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Create a session in your namespace from a YAML file."""
+    variables = _variables(var)
+    text, _ = _document(file, variables)
+    result = _client(sms, wallet, password).create_session(text, variables, str(file))
+    _report(result, json_out, "created")
+
+
+@app.command("update")
+def update(
+    file: Annotated[Path, typer.Argument(metavar="FILE.yml", show_default=False)],
+    var: VarOption = None,
+    owner: OwnerOption = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Replace a session; the file must name the current hash as its predecessor."""
+    variables = _variables(var)
+    text, name = _document(file, variables)
+    client = _client(sms, wallet, password)
+    result = client.update_session(_owner(owner, wallet), name, text, variables, str(file))
+    _report(result, json_out, "updated")
+
+
+@app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    owner: OwnerOption = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show the current version of a session (as YAML; secret values are never shown)."""
+    import yaml  # noqa: PLC0415
+
+    result = _client(sms, wallet, password).session(_owner(owner, wallet), name)
+    if json_out:
+        emit_json(result)
+        return
+    say(yaml.safe_dump(result, sort_keys=False).rstrip())
+
+
+@app.command("history")
+def history(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    owner: OwnerOption = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List every version of a session, oldest first."""
+    result = _client(sms, wallet, password).session_history(_owner(owner, wallet), name)
+    if json_out:
+        emit_json(result)
+        return
+    for entry in result["history"]:
+        say(f"{entry['hash']}  (predecessor {entry['predecessor'] or 'none'})")
