@@ -22,6 +22,7 @@ from confide.crypto.wallet import normalise_address
 from confide.db.replay import prune_request_nonces, record_request
 from confide.errors import AuthError, ConfideError, SecretError, SessionError
 from confide.jsonsafe import loads_bounded
+from confide.sms.openapi import openapi_document
 from confide.sms.secrets import (
     MAX_VALUE_BYTES,
     SecretExistsError,
@@ -109,6 +110,9 @@ class _Handlers:
 
     async def info(self, request: Request) -> Response:
         return JSONResponse(self.sms.info())
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -242,6 +246,7 @@ def create_app(sms: Sms, clock: Clock) -> Starlette:
     routes = [
         Route("/v1/info", h.info, methods=["GET"]),
         Route("/health", h.health, methods=["GET"]),
+        Route("/openapi.json", h.openapi, methods=["GET"]),
         Route(
             "/v1/requesters/{address}/secrets/{name}",
             h.requester_secret,
