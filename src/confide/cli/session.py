@@ -8,9 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from confide.cli.output import JsonOption, emit_json, say
-from confide.cli.sms import SmsOption, sms_url
-from confide.cli.wallet import PasswordOption, WalletOption, read_password, wallet_path
-from confide.config import confide_home
+from confide.cli.sms import SmsOption, signing_client
+from confide.cli.wallet import PasswordOption, WalletOption, address_or_own
 from confide.errors import SessionError
 
 app = typer.Typer(
@@ -51,20 +50,6 @@ def _document(path: Path, variables: dict[str, str]) -> tuple[str, str]:
     return text, parse_session(text, variables, str(path)).name
 
 
-def _client(sms: str | None, wallet: Path | None, password: str | None) -> Any:
-    from confide.client.sms import SmsClient  # noqa: PLC0415
-    from confide.crypto.wallet import load_wallet  # noqa: PLC0415
-
-    unlocked = load_wallet(wallet_path(wallet), read_password(password))
-    return SmsClient(sms_url(sms), wallet=unlocked, trust_dir=confide_home() / "trust")
-
-
-def _owner(option: str | None, wallet: Path | None) -> str:
-    from confide.crypto.wallet import keystore_address  # noqa: PLC0415
-
-    return option or keystore_address(wallet_path(wallet))
-
-
 def _report(result: dict[str, Any], json_out: bool, verb: str) -> None:
     if json_out:
         emit_json(result)
@@ -85,7 +70,7 @@ def create(
     """Create a session in your namespace from a YAML file."""
     variables = _variables(var)
     text, _ = _document(file, variables)
-    result = _client(sms, wallet, password).create_session(text, variables, str(file))
+    result = signing_client(sms, wallet, password).create_session(text, variables, str(file))
     _report(result, json_out, "created")
 
 
@@ -102,8 +87,8 @@ def update(
     """Replace a session; the file must name the current hash as its predecessor."""
     variables = _variables(var)
     text, name = _document(file, variables)
-    client = _client(sms, wallet, password)
-    result = client.update_session(_owner(owner, wallet), name, text, variables, str(file))
+    client = signing_client(sms, wallet, password)
+    result = client.update_session(address_or_own(owner, wallet), name, text, variables, str(file))
     _report(result, json_out, "updated")
 
 
@@ -119,7 +104,7 @@ def show(
     """Show the current version of a session (as YAML; secret values are never shown)."""
     import yaml  # noqa: PLC0415
 
-    result = _client(sms, wallet, password).session(_owner(owner, wallet), name)
+    result = signing_client(sms, wallet, password).session(address_or_own(owner, wallet), name)
     if json_out:
         emit_json(result)
         return
@@ -136,7 +121,9 @@ def history(
     json_out: JsonOption = False,
 ) -> None:
     """List every version of a session, oldest first."""
-    result = _client(sms, wallet, password).session_history(_owner(owner, wallet), name)
+    result = signing_client(sms, wallet, password).session_history(
+        address_or_own(owner, wallet), name
+    )
     if json_out:
         emit_json(result)
         return

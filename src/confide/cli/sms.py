@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from confide.cli.output import JsonOption, emit_json, say
-from confide.cli.wallet import PasswordOption, WalletOption, read_password, wallet_path
+from confide.cli.wallet import (
+    PasswordOption,
+    WalletOption,
+    address_or_own,
+    read_password,
+    wallet_path,
+)
 from confide.config import confide_home
 from confide.errors import ConfideError, SecretError
 
@@ -116,7 +122,7 @@ def push_secret(
 ) -> None:
     """Store a named secret (create-only unless --update); it is never shown again."""
     value = _read_value(secret_value, secret_file)
-    client = _client(sms, wallet, password)
+    client = signing_client(sms, wallet, password)
     version = client.push_requester_secret(name, value, update=update)
     if json_out:
         emit_json({"name": name, "version": version})
@@ -136,9 +142,8 @@ def check_secret(
 ) -> None:
     """Tell whether a secret exists (never its value); exit 1 when it does not."""
     from confide.client.sms import SmsClient  # noqa: PLC0415
-    from confide.crypto.wallet import keystore_address  # noqa: PLC0415
 
-    owner = address or keystore_address(wallet_path(wallet))
+    owner = address_or_own(address, wallet)
     exists = SmsClient(sms_url(sms)).requester_secret_exists(owner, name)
     if json_out:
         emit_json({"name": name, "exists": exists})
@@ -164,7 +169,8 @@ def _read_value(value: str | None, path: Path | None) -> bytes:
     return piped[:-1] if piped.endswith(b"\n") else piped  # only the newline echo adds
 
 
-def _client(sms: str | None, wallet: Path | None, password: str | None) -> SmsClient:
+def signing_client(sms: str | None, wallet: Path | None, password: str | None) -> SmsClient:
+    """An sms client that signs with the unlocked wallet and pins the sms's keys."""
     from confide.client.sms import SmsClient  # noqa: PLC0415
     from confide.crypto.wallet import load_wallet  # noqa: PLC0415
 

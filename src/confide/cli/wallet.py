@@ -40,8 +40,18 @@ PasswordOption = Annotated[
 ]
 
 
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing wallet.")]
+
+
 def wallet_path(option: Path | None) -> Path:
     return option or default_wallet_path()
+
+
+def address_or_own(address: str | None, wallet: Path | None) -> str:
+    """``address`` if given, else the address of the user's wallet (no password needed)."""
+    from confide.crypto.wallet import keystore_address  # noqa: PLC0415
+
+    return address or keystore_address(wallet_path(wallet))
 
 
 def read_password(option: str | None, *, confirm: bool = False) -> str:
@@ -63,7 +73,7 @@ def read_password(option: str | None, *, confirm: bool = False) -> str:
 def create(
     wallet: WalletOption = None,
     password: PasswordOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing wallet.")] = False,
+    force: ForceOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Create a new wallet (a fresh key, encrypted with your password)."""
@@ -76,9 +86,7 @@ def create(
 @app.command("show")
 def show(wallet: WalletOption = None, json_out: JsonOption = False) -> None:
     """Print the wallet's address (no password needed)."""
-    from confide.crypto.wallet import keystore_address  # noqa: PLC0415
-
-    address = keystore_address(wallet_path(wallet))
+    address = address_or_own(None, wallet)
     if json_out:
         emit_json({"address": address})
         return
@@ -98,7 +106,7 @@ def import_key(
     ] = None,
     wallet: WalletOption = None,
     password: PasswordOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing wallet.")] = False,
+    force: ForceOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Import an existing private key into an encrypted wallet."""
