@@ -76,6 +76,9 @@ secrets = Table(
     Column("wrapped_key", LargeBinary, nullable=False),
     Column("ciphertext", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The owner's release policy (canonical JSON; "" = the default), bound into the value's
+    # associated data so that editing it in the database makes the value undecryptable.
+    Column("policy", Text, nullable=False, server_default=""),
     UniqueConstraint("owner", "kind", "subject", "name", "version", name="uq_secrets_version"),
 )
 
@@ -92,4 +95,50 @@ sessions = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("owner", "name", "predecessor", name="uq_sessions_successor"),
     UniqueConstraint("owner", "name", "hash", name="uq_sessions_hash"),
+)
+
+# Granted attestations: which enclave keys the sms attested, for what, until when. A tag
+# update is accepted only under an enclave key found here (and unexpired).
+attestations = Table(
+    "attestations",
+    metadata,
+    Column("jti", String(32), primary_key=True),
+    Column("ed25519_public", String(64), nullable=False),
+    Column("subject", String(80), nullable=False),  # session hash or task id
+    Column("scope", String(160), nullable=False),  # owner/name of the session, or the task id
+    Column("service", String(64), nullable=False),
+    Column("worker", String(128), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_attestations_ed25519_public", "ed25519_public"),
+)
+
+# At most one release per task lease: the UNIQUE constraint is the guarantee.
+task_releases = Table(
+    "task_releases",
+    metadata,
+    Column("task_id", String(66), nullable=False),
+    Column("lease_token", String(128), nullable=False),
+    Column("jti", String(32), nullable=False),
+    Column("worker", String(42), nullable=False),
+    Column("released_at", BigInteger, nullable=False),
+    UniqueConstraint("task_id", "lease_token", name="uq_task_releases_lease"),
+)
+
+# Each session volume's tag history. UNIQUE(owner, session, volume, previous_tag) makes the
+# compare-and-swap hold across replicas: two updates from the same tag cannot both win.
+volume_tags = Table(
+    "volume_tags",
+    metadata,
+    Column("owner", String(42), nullable=False),
+    Column("session", String(64), nullable=False),
+    Column("volume", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("previous_tag", String(64), nullable=False),  # "" before the first tag
+    Column("tag", String(64), nullable=False),
+    Column("blob_digest", String(64), nullable=False),
+    Column("reported_by", String(64), nullable=False),  # enclave Ed25519 key, or the owner
+    Column("at", BigInteger, nullable=False),
+    UniqueConstraint("owner", "session", "volume", "previous_tag", name="uq_volume_tags_cas"),
+    UniqueConstraint("owner", "session", "volume", "seq", name="uq_volume_tags_seq"),
 )

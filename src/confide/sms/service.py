@@ -14,6 +14,7 @@ from confide.attestation.token import TokenIssuer
 from confide.crypto.envelope import KeyEncryptionKey
 from confide.crypto.signing import SigningKey
 from confide.db import make_engine, upgrade
+from confide.sms.registry import MemoryRegistry, Registry
 from confide.sms.secrets import SecretStore
 from confide.sms.sessions import SessionStore
 
@@ -35,8 +36,12 @@ class SmsConfig:
 class Sms:
     """Everything the sms knows and does, callable without a server."""
 
-    def __init__(self, config: SmsConfig, engine: Engine | None = None) -> None:
+    def __init__(
+        self, config: SmsConfig, engine: Engine | None = None, registry: Registry | None = None
+    ) -> None:
         self.config = config
+        # Apps, datasets, workerpools and tasks: the hub's, or a static file's (see registry).
+        self.registry: Registry = registry if registry is not None else MemoryRegistry()
         self.engine = engine or make_engine(config.db_url)
         upgrade(self.engine)
         config.home.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -1,0 +1,121 @@
+"""A secret's release policy: which TEEs may receive it, and (dataset keys) for whom.
+
+Set by the secret's owner when pushing (``--tee sgx,tdx``, ``--tolerate …``, and for
+dataset keys ``--app-measurement``, ``--requester``, ``--workerpool``). At attestation the
+sms enforces the intersection of the session's or task's policy and the policy of every
+secret it would release (anti-downgrade: a secret pushed for hardware at UpToDate is never
+released to a simulation or an out-of-date platform, whatever the session tolerates).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from confide.attestation.measurement import HARDWARE_TEES, TEE_TYPES, Measurement
+from confide.attestation.policy import TOLERATIONS, Policy
+from confide.crypto.wallet import normalise_address
+from confide.errors import AuthError, SecretError
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    tee: frozenset[str] | None = None  # None: the default (hardware; sim where allowed)
+    tolerate: frozenset[str] = frozenset()
+    apps: frozenset[Measurement] | None = None  # dataset keys: only these app measurements
+    requesters: frozenset[str] | None = None  # dataset keys: only for these requesters
+    workerpools: frozenset[str] | None = None  # dataset keys: only on these workerpools
+
+    @classmethod
+    def default(cls) -> ReleasePolicy:
+        return cls()
+
+    def is_default(self) -> bool:
+        return self == ReleasePolicy()
+
+    def to_policy(self, *, allow_sim: bool) -> Policy:
+        """The attestation policy this secret's release needs (measurements: any)."""
+        if self.tee is None:
+            tees = set(HARDWARE_TEES) | ({"sim"} if allow_sim else set())
+            tolerate = set(self.tolerate) | ({"simulation"} if allow_sim else set())
+            return Policy(tee_types=frozenset(tees), tolerate=frozenset(tolerate))
+        return Policy(tee_types=self.tee, tolerate=self.tolerate)
+
+    def refusals(self, *, measurement: Measurement, requester: str, workerpool: str) -> list[str]:
+        """Why this secret may not go to that task (empty when it may)."""
+        reasons: list[str] = []
+        if self.apps is not None and measurement not in self.apps:
+            reasons.append(f"not released to app measurement {measurement.short()}")
+        if self.requesters is not None and requester.lower() not in self.requesters:
+            reasons.append(f"not released for requester {requester}")
+        if self.workerpools is not None and workerpool.lower() not in self.workerpools:
+            reasons.append(f"not released on workerpool {workerpool}")
+        return reasons
+
+    def to_json(self) -> dict[str, Any]:
+        def listed(values: frozenset[Any] | None) -> list[str] | None:
+            return None if values is None else sorted(str(v) for v in values)
+
+        return {
+            "tee": listed(self.tee),
+            "tolerate": sorted(self.tolerate),
+            "apps": listed(self.apps),
+            "requesters": listed(self.requesters),
+            "workerpools": listed(self.workerpools),
+        }
+
+    def canonical(self) -> str:
+        """ "" for the default, else canonical JSON (stored, and bound into the AAD)."""
+        if self.is_default():
+            return ""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: Any) -> ReleasePolicy:
+        if data in (None, "", {}):
+            return cls()
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise SecretError("a release policy is a JSON object") from None
+        if not isinstance(data, dict):
+            raise SecretError("a release policy is a JSON object")
+        unknown = set(data) - {"tee", "tolerate", "apps", "requesters", "workerpools"}
+        if unknown:
+            raise SecretError(f"unknown release policy fields {sorted(unknown)}")
+        tee = _strings(data.get("tee"), "tee")
+        if tee is not None and (not tee or not tee <= set(TEE_TYPES)):
+            raise SecretError(f"tee must name some of {', '.join(TEE_TYPES)}")
+        tolerate = _strings(data.get("tolerate"), "tolerate") or frozenset()
+        if not tolerate <= TOLERATIONS:
+            raise SecretError(f"unknown tolerations {sorted(tolerate - TOLERATIONS)}")
+        apps = _strings(data.get("apps"), "apps")
+        try:
+            return cls(
+                tee=tee,
+                tolerate=tolerate,
+                apps=None if apps is None else frozenset(Measurement.parse(a) for a in apps),
+                requesters=_addresses(data.get("requesters"), "requesters"),
+                workerpools=_addresses(data.get("workerpools"), "workerpools"),
+            )
+        except AuthError as exc:
+            raise SecretError(str(exc)) from None
+        except Exception as exc:
+            if isinstance(exc, SecretError):
+                raise
+            raise SecretError(f"release policy: {exc}") from None
+
+
+def _strings(value: Any, where: str) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SecretError(f"release policy: {where} must be a list of strings")
+    return frozenset(value)
+
+
+def _addresses(value: Any, where: str) -> frozenset[str] | None:
+    names = _strings(value, where)
+    return None if names is None else frozenset(normalise_address(n) for n in names)
