@@ -19,6 +19,7 @@ bench:
 	@bench/install-tools.sh
 	.venv/bin/python bench/volume_bench.py
 	.venv/bin/python bench/attestation_bench.py
+	.venv/bin/python bench/sms_bench.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

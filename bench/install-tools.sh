@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the external tools that bench/volume_bench.py compares against:
-# age (age, age-keygen), gocryptfs and fuse3 (fusermount3). Idempotent: a tool
+# age (age, age-keygen), gocryptfs and fuse3 (fusermount3); and wrk, the HTTP load
+# generator of bench/sms_bench.py. Idempotent: a tool
 # that is already on PATH is left alone, and apt-get runs only when something is
 # missing. Needs root (or sudo) and Debian's package registry.
 set -euo pipefail
@@ -10,10 +11,11 @@ declare -A package_for=(
     [age-keygen]=age
     [gocryptfs]=gocryptfs
     [fusermount3]=fuse3
+    [wrk]=wrk
 )
 
 missing=()
-for tool in age age-keygen gocryptfs fusermount3; do
+for tool in age age-keygen gocryptfs fusermount3 wrk; do
     if command -v "$tool" >/dev/null 2>&1; then
         echo "install-tools: $tool already present ($(command -v "$tool"))"
     else

@@ -5,13 +5,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy import Engine
 
 from confide.sms.http import create_app
+from confide.sms.registry import Registry
 from confide.sms.service import Sms, SmsConfig
 
 
@@ -22,11 +24,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_sms(home: Path, db_url: str, deployment: str = "test") -> Iterator[str]:
-    sms = Sms(SmsConfig(home=home, db_url=db_url, deployment_id=deployment))
+def running_sms(
+    home: Path,
+    db_url: str,
+    deployment: str = "test",
+    *,
+    allow_sim: bool = False,
+    registry: Registry | None = None,
+    clock: Callable[[], float] = time.time,
+    engine: Engine | None = None,
+    collateral: Path | None = None,
+) -> Iterator[str]:
+    config = SmsConfig(home=home, db_url=db_url, deployment_id=deployment, allow_sim=allow_sim,
+                       collateral=collateral)  # fmt: skip
+    sms = Sms(config, engine=engine, registry=registry)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(sms, time.time), host="127.0.0.1", port=port, log_level="error")
+        uvicorn.Config(create_app(sms, clock), host="127.0.0.1", port=port, log_level="error")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, update
 
+from confide.attestation.measurement import Measurement
 from confide.crypto.envelope import KeyEncryptionKey
 from confide.db import make_engine, upgrade
 from confide.db.audit import entries, verify_chain
 from confide.db.schema import secrets
 from confide.errors import SecretError
+from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secrets import (
     MAX_VALUE_BYTES,
     SecretExistsError,
@@ -102,3 +104,63 @@ def test_size_limit_and_namespaces(store: SecretStore) -> None:
     app = SecretRef(ALICE, "app", "1", subject="0x" + "c3" * 20)
     assert store.put(app, b"app secret", update=False, now=NOW) == 1
     assert not store.exists(SecretRef(ALICE, "app", "1", subject="0x" + "d4" * 20))
+
+
+STRICT = ReleasePolicy(
+    tee=frozenset({"sgx"}),
+    tolerate=frozenset({"outdated-tcb"}),
+    apps=frozenset({Measurement.parse("sgx:" + "ab" * 32)}),
+    requesters=frozenset({"0x" + "b2" * 20}),
+    workerpools=frozenset({"0x" + "c3" * 20}),
+)
+DATASET = SecretRef(ALICE, "dataset", "key", subject="0x" + "d4" * 20)
+
+
+def test_the_release_policy_round_trips_and_is_audited(store: SecretStore, engine: Engine) -> None:
+    assert store.put(DATASET, VALUE, update=False, now=NOW, policy=STRICT) == 1
+    released = store.release(DATASET)
+    assert (released.version, released.value, released.policy) == (1, VALUE, STRICT)
+    assert VALUE.decode() not in repr(released)
+    assert store.put(DATASET, b"v2", update=True, now=NOW) == 2  # a version, its own policy
+    assert store.release(DATASET).policy == ReleasePolicy()
+    assert store.latest(DATASET) == (2, b"v2")
+    with engine.connect() as connection:
+        details = [e.detail for e in entries(connection)]
+    assert details == [{"version": 1, "policy": STRICT.to_json()}, {"version": 2}]
+
+
+def test_a_policy_edited_in_the_database_makes_the_secret_unreleasable(
+    store: SecretStore, engine: Engine
+) -> None:
+    store.put(DATASET, VALUE, update=False, now=NOW, policy=STRICT)
+    widened = ReleasePolicy(tee=frozenset({"sgx", "sim"}), tolerate=frozenset({"simulation"}))
+    for edited in (widened.canonical(), ""):  # widened, or dropped to the default
+        with engine.begin() as connection:
+            connection.execute(update(secrets).values(policy=edited))
+        with pytest.raises(SecretError, match=r"failed authentication.*release policy"):
+            store.release(DATASET)
+    with engine.begin() as connection:
+        connection.execute(update(secrets).values(policy=STRICT.canonical()))
+    assert store.release(DATASET).value == VALUE  # put back as sealed: it opens again
+
+
+def test_an_app_secret_moved_to_a_dataset_row_does_not_open(
+    store: SecretStore, engine: Engine
+) -> None:
+    app = SecretRef(ALICE, "app", "1", subject="0x" + "e5" * 20)
+    store.put(app, VALUE, update=False, now=NOW)
+    store.put(DATASET, b"dataset key", update=False, now=NOW)
+    with engine.begin() as connection:
+        source = connection.execute(select(secrets).where(secrets.c.kind == "app")).one()
+        connection.execute(
+            update(secrets).where(secrets.c.kind == "dataset").values(
+                wrapped_key=source.wrapped_key, ciphertext=source.ciphertext)
+        )  # fmt: skip
+    with pytest.raises(SecretError, match="failed authentication"):
+        store.release(DATASET)
+
+
+def test_update_none_creates_then_adds_versions(store: SecretStore) -> None:
+    key = SecretRef(ALICE, "result-key", "result-key")
+    assert [store.put(key, bytes([i]) * 32, update=None, now=NOW) for i in (1, 2)] == [1, 2]
+    assert store.latest(key) == (2, b"\x02" * 32)

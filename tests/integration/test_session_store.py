@@ -70,6 +70,21 @@ def test_create_read_update_and_history(stores: tuple[SessionStore, SecretStore,
     assert secrets.latest(ref)[1] == b"VERY-SECRET-VALUE"
     generated = SecretRef(ALICE, "session", "generated", subject=f"cubic@{second.hash[:16]}")
     assert len(secrets.latest(generated)[1]) == 64
+    original = SecretRef(ALICE, "session", "generated", subject=f"cubic@{first.hash[:16]}")
+    assert secrets.latest(generated)[1] == secrets.latest(original)[1]  # carried forward
+
+
+def test_a_generated_secret_declared_anew_gets_a_new_value(
+    stores: tuple[SessionStore, SecretStore, Engine],
+) -> None:
+    store, secrets, _ = stores
+    first = store.create(ALICE, _doc(), NOW)
+    renamed = TEXT.replace("{name: generated, kind: key}", "{name: generated2, kind: key}")
+    text = renamed.replace("PRED", first.hash).replace("BOB", BOB)
+    second = store.update(ALICE, ALICE, parse_session(text, {}), NOW + 1)
+    before = SecretRef(ALICE, "session", "generated", subject=f"cubic@{first.hash[:16]}")
+    after = SecretRef(ALICE, "session", "generated2", subject=f"cubic@{second.hash[:16]}")
+    assert secrets.latest(before)[1] != secrets.latest(after)[1]
 
 
 def test_stale_predecessor_and_duplicates(stores: tuple[SessionStore, SecretStore, Engine]) -> None:

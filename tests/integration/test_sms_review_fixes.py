@@ -78,11 +78,11 @@ def test_query_order_does_not_matter_and_unknown_routes_are_problems(
         path = f"/v1/requesters/{ALICE.address}/secrets/q"
         assert _put(base, path, "", b"v", audience).status_code == 201
         headers = sign_request(
-            ALICE, audience=audience, method="PUT", path=path, query="a=1&update=true",
+            ALICE, audience=audience, method="PUT", path=path, query="tee=sgx&update=true",
             body=b"v2", content_type="application/octet-stream", now=int(time.time()),
         )  # fmt: skip
         headers["content-type"] = "application/octet-stream"
-        sent = httpx.put(base + path + "?update=true&a=1", content=b"v2", headers=headers)
+        sent = httpx.put(base + path + "?update=true&tee=sgx", content=b"v2", headers=headers)
         assert sent.status_code == 201  # the server signs over the canonical (sorted) query
         missing = httpx.get(base + "/v1/nowhere")
         assert missing.status_code == 404

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from confide.crypto.encoding import lp
 from confide.crypto.envelope import (
     KeyEncryptionKey,
     SealedValue,
@@ -71,13 +72,28 @@ def test_round_trip_and_nothing_in_the_clear(kek: KeyEncryptionKey) -> None:
     assert open_value({kek.kek_id: kek}, sealed, CONTEXT) == b"the secret value"
 
 
-@pytest.mark.parametrize("field", ["row_id", "owner", "kind", "name", "version", "subject"])
+@pytest.mark.parametrize(
+    "field", ["row_id", "owner", "kind", "name", "version", "subject", "policy"]
+)
 def test_a_value_moved_to_another_context_does_not_open(kek: KeyEncryptionKey, field: str) -> None:
     sealed = seal_value(kek, b"value", CONTEXT)
     changes: dict[str, object] = {field: 3 if field == "version" else "other"}
     other = dataclasses.replace(CONTEXT, **changes)  # type: ignore[arg-type]
     with pytest.raises(SecretError, match="failed authentication"):
         open_value({kek.kek_id: kek}, sealed, other)
+
+
+def test_a_release_policy_is_bound_and_the_default_adds_no_field(kek: KeyEncryptionKey) -> None:
+    strict = dataclasses.replace(CONTEXT, policy='{"tee":["sgx"]}')
+    sealed = seal_value(kek, b"value", strict)
+    assert open_value({kek.kek_id: kek}, sealed, strict) == b"value"
+    for widened in ("", '{"tee":["sgx","sim"]}'):  # dropped, or edited to allow more
+        with pytest.raises(SecretError, match="release policy"):
+            open_value({kek.kek_id: kek}, sealed, dataclasses.replace(strict, policy=widened))
+    # Rows sealed before policies existed (default policy) keep their associated data.
+    fields = (b"confide-secret-at-rest-v1", b"r-1", b"0xowner", b"requester", b"x1", b"2", b"",
+              kek.kek_id.encode())  # fmt: skip
+    assert CONTEXT.aad(kek.kek_id) == b"".join(lp(field) for field in fields)
 
 
 def test_tampering_and_unknown_or_wrong_kek(kek: KeyEncryptionKey) -> None:

@@ -28,6 +28,15 @@ class TokenIssuer:
         self.sms_id = sms_id
         self._key = key
 
+    def public_key(self) -> bytes:
+        """The Ed25519 public key that task orders pin (``sms_key``) and runtimes trust."""
+        return self._key.public_bytes()
+
+    def sign_blob(self, label: bytes, message: bytes) -> bytes:
+        """Sign a sealed configuration with the token key, so an enclave that pinned
+        this sms can tell its configuration from one a host made up."""
+        return self._key.sign(label, message)
+
     def jwks(self) -> dict[str, Any]:
         return {"keys": [public_jwk(self._key.public_bytes())]}
 
@@ -40,6 +49,7 @@ class TokenIssuer:
         config_hash: str,
         now: int,
         ttl: int = DEFAULT_TTL_SECONDS,
+        jti: str | None = None,
     ) -> str:
         if not verdict.ok or verdict.appraisal is None:
             raise AttestationError("no token for a refused attestation")
@@ -50,7 +60,7 @@ class TokenIssuer:
             "aud": audience,
             "iat": now,
             "exp": now + ttl,
-            "jti": os.urandom(16).hex(),
+            "jti": jti or os.urandom(16).hex(),
             "status": verdict.status,
             "tee": appraisal.tee,
             "measurement": str(appraisal.measurement),

@@ -1,4 +1,4 @@
-"""``confide app``: scaffold an app bundle and print its measurement."""
+"""``confide app``: scaffold an app bundle, print its measurement, push its secret."""
 
 from __future__ import annotations
 
@@ -9,9 +9,23 @@ from typing import Annotated
 import typer
 
 from confide.cli.output import JsonOption, emit_json, say
+from confide.cli.sms import (
+    SecretFileOption,
+    SecretValueOption,
+    SmsOption,
+    TeeOption,
+    TolerateOption,
+    UpdateOption,
+    read_secret_value,
+    release_policy,
+    signing_client,
+    sms_url,
+)
+from confide.cli.wallet import PasswordOption, WalletOption
 
 app = typer.Typer(
-    help="App bundles: a directory with confide-app.yml and the app's files.",
+    help="App bundles (a directory with confide-app.yml and the app's files) and the app "
+    "developer secret.",
     no_args_is_help=True,
 )
 
@@ -23,6 +37,9 @@ class Language(StrEnum):
 
 Bundle = Annotated[
     Path, typer.Argument(metavar="DIR", help="The app bundle directory.", show_default=False)
+]
+AppAddress = Annotated[
+    str, typer.Argument(metavar="APP", help="The app's address (0x and 40 hex, any case).")
 ]
 
 
@@ -59,3 +76,62 @@ def measure(directory: Bundle, json_out: JsonOption = False) -> None:
         emit_json({"measurement": str(measurement)})
         return
     say(str(measurement))
+
+
+@app.command("push-secret")
+def push_secret(
+    address: AppAddress,
+    secret_value: SecretValueOption = None,
+    secret_file: SecretFileOption = None,
+    update: UpdateOption = False,
+    tee: TeeOption = None,
+    tolerate: TolerateOption = None,
+    app_measurements: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--app-measurement",
+            metavar="M",
+            help="The app measurement that may receive the secret (typed: sgx:<64 hex>, "
+            "tdx:<96 hex>, sim:<64 hex>, as `confide app measure` prints); repeat for "
+            "several. Required for a new secret; an --update without it keeps the current.",
+        ),
+    ] = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Store the app developer secret (your wallet must own the app); it is never shown
+    again. The app's tasks receive it as IEXEC_APP_DEVELOPER_SECRET, and only inside an
+    enclave that runs one of the --app-measurement values you sign here (the registry is
+    not trusted to choose). Create-only unless --update.
+    The value is read from --secret-value, --secret-file, or else a hidden prompt (stdin
+    when it is not a terminal)."""
+    from confide.crypto.wallet import normalise_address  # noqa: PLC0415
+
+    target = normalise_address(address)
+    policy = release_policy(tee, tolerate, apps=app_measurements)
+    value = read_secret_value(secret_value, secret_file)
+    version = signing_client(sms, wallet, password).push_app_secret(
+        target, value, update=update, policy=policy
+    )
+    if json_out:
+        emit_json({"app": target, "version": version})
+        return
+    say(f"app secret of {target} stored (version {version})")
+
+
+@app.command("check-secret")
+def check_secret(address: AppAddress, sms: SmsOption = None, json_out: JsonOption = False) -> None:
+    """Tell whether the app has a developer secret (never its value); exit 1 if not."""
+    from confide.client.sms import SmsClient  # noqa: PLC0415
+    from confide.crypto.wallet import normalise_address  # noqa: PLC0415
+
+    target = normalise_address(address)
+    exists = SmsClient(sms_url(sms)).app_secret_exists(target)
+    if json_out:
+        emit_json({"app": target, "exists": exists})
+    else:
+        say(f"app secret of {target} is {'set' if exists else 'not set'}")
+    if not exists:
+        raise typer.Exit(1)

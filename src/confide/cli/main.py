@@ -13,7 +13,7 @@ import typer
 
 from confide import __version__
 from confide.cli import app as app_commands
-from confide.cli import attestation, session, sms, volume, wallet
+from confide.cli import attestation, audit, dataset, result, session, sms, volume, wallet
 from confide.errors import ConfideError
 
 app = typer.Typer(
@@ -33,8 +33,11 @@ app.add_typer(app_commands.app, name="app")
 app.add_typer(attestation.app, name="attestation")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(sms.requester_app, name="requester")
+app.add_typer(dataset.app, name="dataset")
+app.add_typer(result.app, name="result")
 app.add_typer(sms.serve_app, name="serve")
 app.add_typer(session.app, name="session")
+app.add_typer(audit.app, name="audit")
 
 
 def _version(value: bool) -> None:

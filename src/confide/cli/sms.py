@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +26,7 @@ from confide.errors import ConfideError, SecretError
 
 if TYPE_CHECKING:
     from confide.client.sms import SmsClient
+    from confide.sms.release_policy import ReleasePolicy
 
 serve_app = typer.Typer(help="Run confide's services.", no_args_is_help=True)
 requester_app = typer.Typer(
@@ -36,6 +40,59 @@ SmsOption = Annotated[
         "--sms", metavar="URL", help="The sms (default: $CONFIDE_SMS or http://127.0.0.1:8090)."
     ),
 ]
+
+
+SecretValueOption = Annotated[
+    str | None,
+    typer.Option("--secret-value", help="The value (lands in shell history: prefer the prompt)."),
+]
+SecretFileOption = Annotated[
+    Path | None, typer.Option("--secret-file", metavar="F", help="Read the value from a file.")
+]
+UpdateOption = Annotated[
+    bool,
+    typer.Option(
+        "--update",
+        help="Add a new version of an existing secret (it keeps the current release policy "
+        "unless policy options are given).",
+    ),
+]
+TeeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tee",
+        metavar="TEES",
+        help="Which TEE types may receive it, comma-separated: sgx, tdx (and sim, which "
+        "an sms accepts only with --allow-sim). Default: sgx and tdx, plus sim where allowed.",
+    ),
+]
+TolerateOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tolerate",
+        metavar="WEAKNESSES",
+        help="Platform weaknesses under which it may still be released, comma-separated: "
+        "outdated-tcb, sw-hardening-needed, configuration-needed, hyperthreading, "
+        "debug-mode, simulation. Default: none (an up-to-date platform only).",
+    ),
+]
+
+
+def release_policy(
+    tee: list[str] | None,
+    tolerate: list[str] | None,
+    *,
+    apps: list[str] | None = None,
+    requesters: list[str] | None = None,
+    workerpools: list[str] | None = None,
+) -> ReleasePolicy:
+    """The push options as a release policy, checked here before anything is sent."""
+    from confide.sms.release_policy import ReleasePolicy  # noqa: PLC0415
+
+    given = {"tee": tee, "tolerate": tolerate, "app": apps, "requester": requesters,
+             "workerpool": workerpools}  # fmt: skip
+    items = [(key, value) for key, values in given.items() for value in values or []]
+    return ReleasePolicy.from_query(items, restrictable=True)
 
 
 def sms_url(option: str | None) -> str:
@@ -53,11 +110,40 @@ def serve_sms(
         bool, typer.Option("--allow-sim", help="Accept simulation evidence (development only).")
     ] = False,
     deployment: Annotated[
-        str, typer.Option("--deployment", help="Deployment id (part of every request's audience).")
-    ] = "local",
+        str,
+        typer.Option(
+            "--deployment",
+            help="Deployment id, part of every signed request's audience (default: a random "
+            "id made at first start and kept in $CONFIDE_HOME/sms/deployment-id).",
+        ),
+    ] = "",
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key")] = None,
     behind_tls_proxy: Annotated[bool, typer.Option("--behind-tls-proxy")] = False,
+    collateral: Annotated[
+        Path | None,
+        typer.Option(
+            "--collateral",
+            metavar="PATH",
+            help="Accept SGX/TDX quotes, verified with this collateral: a JSON file, or a "
+            "directory of <fmspc>.json files (offline cache).",
+        ),
+    ] = None,
+    pccs: Annotated[
+        str | None,
+        typer.Option(
+            "--pccs", metavar="URL", help="Accept SGX/TDX quotes, collateral from a PCCS."
+        ),
+    ] = None,
+    registry_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--registry",
+            metavar="FILE.yml",
+            help="Apps (owner, measurements), datasets (owner) and workerpools (members), "
+            "the stand-in for the hub; see docs/sms.md. Without it none are known.",
+        ),
+    ] = None,
 ) -> None:
     """Run the secret management service (and CAS) until SIGTERM or ^C."""
     import time  # noqa: PLC0415
@@ -65,6 +151,7 @@ def serve_sms(
     import uvicorn  # noqa: PLC0415
 
     from confide.sms.http import create_app  # noqa: PLC0415
+    from confide.sms.registry import StaticRegistry  # noqa: PLC0415
     from confide.sms.service import Sms, SmsConfig  # noqa: PLC0415
 
     if not _is_loopback(host) and not (tls_cert and tls_key) and not behind_tls_proxy:
@@ -72,21 +159,64 @@ def serve_sms(
             f"binding {host} exposes the sms beyond this machine: give --tls-cert and "
             f"--tls-key, or --behind-tls-proxy if a TLS proxy fronts it"
         )
+    registry = StaticRegistry.load(registry_file) if registry_file else StaticRegistry()
     home = confide_home() / "sms"
-    url = db or f"sqlite:///{home / 'sms.db'}"
+    url = sms_database_url(db)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    sms = Sms(SmsConfig(home=home, db_url=url, deployment_id=deployment, allow_sim=allow_sim))
+    with reaching_the_database(url):
+        sms = Sms(
+            SmsConfig(
+                home=home,
+                db_url=url,
+                deployment_id=deployment,
+                allow_sim=allow_sim,
+                collateral=collateral,
+                pccs_url=pccs,
+            ),
+            registry=registry,
+        )
     if allow_sim:
         sys.stderr.write(
             "warning: --allow-sim: simulation evidence is accepted; it protects nothing from "
             "the host (development only)\n"
         )
-    sys.stderr.write(f"sms {sms.config.sms_id} on {host}:{port}, database {url.split('@')[-1]}\n")
+    backends = ", ".join(sorted(sms.verifiers())) or "none (give --collateral or --pccs)"
+    sys.stderr.write(
+        f"sms {sms.config.sms_id} on {host}:{port}, deployment {sms.config.deployment_id}, "
+        f"database {shown_url(url)}, attestation: {backends}\n"
+    )
     uvicorn.run(
         create_app(sms, time.time), host=host, port=port, log_level="warning",
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )  # fmt: skip
+
+
+def sms_database_url(db: str | None) -> str:
+    """``--db``, or the sms's own SQLite file under ``$CONFIDE_HOME`` (``serve sms`` and
+    ``audit`` agree on it)."""
+    return db or f"sqlite:///{confide_home() / 'sms' / 'sms.db'}"
+
+
+def shown_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    return re.sub(r"(//[^/@:]*):[^/]*@", r"\1:***@", url)
+
+
+@contextmanager
+def reaching_the_database(url: str) -> Iterator[None]:
+    """A database that is unreachable or locked is a refusal naming it, not a traceback."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError  # noqa: PLC0415
+
+    from confide.db.availability import reason, unavailability  # noqa: PLC0415
+
+    try:
+        yield
+    except (DBAPIError, PoolTimeoutError) as exc:
+        if unavailability(exc) is None:
+            raise
+        raise ConfideError(f"cannot reach the database {shown_url(url)}: {reason(exc)}") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -103,27 +233,23 @@ def push_secret(
     name: Annotated[
         str, typer.Argument(metavar="NAME", help="Secret name: 1-64 of A-Z a-z 0-9 _ -.")
     ],
-    secret_value: Annotated[
-        str | None,
-        typer.Option(
-            "--secret-value", help="The value (lands in shell history: prefer the prompt)."
-        ),
-    ] = None,
-    secret_file: Annotated[
-        Path | None, typer.Option("--secret-file", metavar="F", help="Read the value from a file.")
-    ] = None,
-    update: Annotated[
-        bool, typer.Option("--update", help="Add a new version of an existing secret.")
-    ] = False,
+    secret_value: SecretValueOption = None,
+    secret_file: SecretFileOption = None,
+    update: UpdateOption = False,
+    tee: TeeOption = None,
+    tolerate: TolerateOption = None,
     sms: SmsOption = None,
     wallet: WalletOption = None,
     password: PasswordOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Store a named secret (create-only unless --update); it is never shown again."""
-    value = _read_value(secret_value, secret_file)
+    """Store a named secret (create-only unless --update); it is never shown again.
+    Your tasks map it with --secret 1=NAME. The value is read from --secret-value,
+    --secret-file, or else a hidden prompt (stdin when it is not a terminal)."""
+    policy = release_policy(tee, tolerate)
+    value = read_secret_value(secret_value, secret_file)
     client = signing_client(sms, wallet, password)
-    version = client.push_requester_secret(name, value, update=update)
+    version = client.push_requester_secret(name, value, update=update, policy=policy)
     if json_out:
         emit_json({"name": name, "version": version})
         return
@@ -153,7 +279,8 @@ def check_secret(
         raise typer.Exit(1)
 
 
-def _read_value(value: str | None, path: Path | None) -> bytes:
+def read_secret_value(value: str | None, path: Path | None) -> bytes:
+    """--secret-value, --secret-file, else a hidden prompt (stdin when not a terminal)."""
     if value is not None and path is not None:
         raise SecretError("give --secret-value or --secret-file, not both")
     if path is not None:

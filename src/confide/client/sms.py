@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,15 @@ from typing import Any
 
 import httpx
 
+from confide.crypto.info_proof import CHALLENGE_BYTES, check_info_proof
 from confide.crypto.requests import canonical_query, sign_request
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError, SecretError
+from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secrets import SECRET_NAME
+
+RETRIES = 3  # after a 503 (the sms's database is locked or unreachable), then give up
+RETRY_CAP_SECONDS = 5.0  # the longest wait between attempts, whatever Retry-After says
 
 
 class SmsClient:
@@ -28,36 +34,90 @@ class SmsClient:
         trust_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        retries: int = RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         _require_tls_beyond_loopback(self.base_url)
         self._wallet = wallet
         self._trust_dir = trust_dir
         self._clock = clock
+        self._retries = retries
+        self._sleep = sleep
         self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=30)
         self._info: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:
         if self._info is None:
-            response = self._request("GET", "/v1/info")
+            challenge = os.urandom(CHALLENGE_BYTES)
+            response = self._request("GET", f"/v1/info?challenge={challenge.hex()}")
             info: dict[str, Any] = response.json()
-            self._pin(info)
+            check_info_proof(info, challenge)  # it holds the key it presents
+            self._pin(info)  # and that key is the one we pinned
             self._info = info
         return self._info
 
-    def push_requester_secret(self, name: str, value: bytes, *, update: bool = False) -> int:
+    def push_requester_secret(self, name: str, value: bytes, *, update: bool = False,
+                              policy: ReleasePolicy | None = None) -> int:  # fmt: skip
         wallet = self._need_wallet()
         path = f"/v1/requesters/{wallet.address}/secrets/{_checked_name(name)}"
-        query = canonical_query([("update", "true")] if update else [])
-        response = self._signed("PUT", path, query, value, "application/octet-stream")
-        return int(response.json()["version"])
+        return self._push_secret(path, value, update, policy)
 
     def requester_secret_exists(self, address: str, name: str) -> bool:
         path = f"/v1/requesters/{normalise_address(address)}/secrets/{_checked_name(name)}"
-        try:
-            response = self._http.request("HEAD", path)
-        except httpx.HTTPError as exc:
-            raise ConfideError(f"cannot reach the sms at {self.base_url}: {exc}") from None
+        return self._exists(path)
+
+    def push_app_secret(self, app: str, value: bytes, *, update: bool = False,
+                        policy: ReleasePolicy | None = None) -> int:  # fmt: skip
+        """The app developer secret; the wallet must be the app's owner."""
+        self._need_wallet()
+        path = f"/v1/apps/{normalise_address(app)}/secret"
+        return self._push_secret(path, value, update, policy)
+
+    def app_secret_exists(self, app: str) -> bool:
+        return self._exists(f"/v1/apps/{normalise_address(app)}/secret")
+
+    def push_dataset_key(self, dataset: str, value: bytes, *, update: bool = False,
+                         policy: ReleasePolicy | None = None) -> int:  # fmt: skip
+        """The dataset's key; the wallet must be the dataset's owner."""
+        self._need_wallet()
+        path = f"/v1/datasets/{normalise_address(dataset)}/key"
+        return self._push_secret(path, value, update, policy)
+
+    def dataset_key_exists(self, dataset: str) -> bool:
+        return self._exists(f"/v1/datasets/{normalise_address(dataset)}/key")
+
+    def push_result_key(self, public_key: bytes) -> dict[str, Any]:
+        """A new version of the wallet's result-encryption public key (raw 32 bytes):
+        ``{address, sha256, version}``."""
+        path = f"/v1/requesters/{self._need_wallet().address}/result-key"
+        response = self._signed("PUT", path, "", public_key, "application/octet-stream")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def result_key(self, address: str) -> dict[str, Any] | None:
+        """``{address, public_key, sha256, version}``, or None when there is none."""
+        path = f"/v1/requesters/{normalise_address(address)}/result-key"
+        response = self._retrying(lambda: self._send("GET", path))
+        if response.status_code == 404:
+            return None
+        result: dict[str, Any] = _raise_for_status(response).json()
+        return result
+
+    def _push_secret(
+        self, path: str, value: bytes, update: bool, policy: ReleasePolicy | None
+    ) -> int:
+        """PUT a secret value; ``update`` and the release policy go in the signed query."""
+        items = [("update", "true")] if update else []
+        items += (policy or ReleasePolicy()).query_items()
+        response = self._signed(
+            "PUT", path, canonical_query(items), value, "application/octet-stream"
+        )
+        return int(response.json()["version"])
+
+    def _exists(self, path: str) -> bool:
+        """A public existence check (HEAD): never a value."""
+        response = self._retrying(lambda: self._send("HEAD", path))
         if response.status_code in (200, 404):
             return response.status_code == 200
         raise _error(response)
@@ -85,6 +145,20 @@ class SmsClient:
         result: dict[str, Any] = self._signed("GET", path, "", b"", "").json()
         return result
 
+    def call_json(
+        self, method: str, path: str, document: dict[str, Any] | None, *, signed: bool
+    ) -> dict[str, Any]:
+        """A JSON call to any route; signed with the wallet when ``signed``."""
+        body = b"" if document is None else json.dumps(document).encode()
+        content_type = "" if document is None else "application/json"
+        if signed:
+            response = self._signed(method, path, "", body, content_type)
+        else:
+            headers = {"content-type": content_type} if content_type else {}
+            response = self._request(method, path, content=body, headers=headers)
+        result: dict[str, Any] = response.json()
+        return result
+
     def _need_wallet(self) -> Wallet:
         if self._wallet is None:
             raise AuthError("this request must be signed: a wallet is needed")
@@ -93,29 +167,43 @@ class SmsClient:
     def _signed(
         self, method: str, path: str, query: str, body: bytes, content_type: str
     ) -> httpx.Response:
-        headers = sign_request(
-            self._need_wallet(),
-            audience=str(self.info()["audience"]),
-            method=method,
-            path=path,
-            query=query,
-            content_type=content_type,
-            body=body,
-            now=int(self._clock()),
-        )
-        if content_type:
-            headers["content-type"] = content_type
+        wallet, audience = self._need_wallet(), str(self.info()["audience"])
         url = f"{path}?{query}" if query else path
-        return self._request(method, url, content=body, headers=headers)
+
+        def attempt() -> httpx.Response:  # signed anew each time: a fresh nonce and timestamp
+            headers = sign_request(
+                wallet, audience=audience, method=method, path=path, query=query,
+                content_type=content_type, body=body, now=int(self._clock()),
+            )  # fmt: skip
+            if content_type:
+                headers["content-type"] = content_type
+            return self._send(method, url, content=body, headers=headers)
+
+        return _raise_for_status(self._retrying(attempt))
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return _raise_for_status(self._retrying(lambda: self._send(method, url, **kwargs)))
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, url, **kwargs)
+            return self._http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise ConfideError(f"cannot reach the sms at {self.base_url}: {exc}") from None
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
+
+    def _retrying(self, attempt: Callable[[], httpx.Response]) -> httpx.Response:
+        """``attempt()``, again after each 503 (the sms's database is locked or unreachable:
+        nothing was written), up to ``retries`` times, waiting as Retry-After says (capped)
+        or backing off exponentially; then the sms is unavailable."""
+        for retry in range(self._retries + 1):
+            response = attempt()
+            if response.status_code != 503:
+                return response
+            if retry < self._retries:
+                self._sleep(_retry_delay(response, retry))
+        raise ConfideError(
+            f"the sms is unavailable: {_detail(response)} "
+            f"(503 on each of {self._retries + 1} attempts)"
+        )
 
     def _pin(self, info: dict[str, Any]) -> None:
         """Trust on first use: remember the sms's JWKS; refuse a changed one afterwards."""
@@ -156,11 +244,32 @@ def _require_tls_beyond_loopback(url: str) -> None:
         raise AuthError(f"refusing {url}: use https:// (plain http only to 127.0.0.1)")
 
 
-def _error(response: httpx.Response) -> ConfideError:
+def _retry_delay(response: httpx.Response, retry: int) -> float:
+    """Back off 0.25 s doubling per retry, never sooner than Retry-After (seconds; an HTTP
+    date is ignored), never longer than RETRY_CAP_SECONDS."""
+    backoff = 0.25 * (1 << retry)
     try:
-        detail = str(response.json().get("detail"))
+        asked = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        asked = 0.0
+    return min(max(asked, backoff), RETRY_CAP_SECONDS)
+
+
+def _raise_for_status(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        raise _error(response)
+    return response
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail"))
     except (ValueError, AttributeError):
-        detail = response.reason_phrase
+        return response.reason_phrase
+
+
+def _error(response: httpx.Response) -> ConfideError:
+    detail = _detail(response)
     kind: type[ConfideError] = ConfideError
     if response.status_code in (401, 403):
         kind = AuthError

@@ -2,8 +2,10 @@
 
 Each secret value gets a fresh 256-bit data key; the value is AES-256-GCM under the data
 key, and the data key is AES-256-GCM under the KEK. Both use the same associated data:
-the owner, kind, name, version, app or dataset address, KEK id and the row's id, so a
-ciphertext copied to another row, secret, version or owner does not decrypt. The KEK
+the owner, kind, name, version, app or dataset address, KEK id, the row's id and the
+owner's release policy, so a ciphertext copied to another row, secret, version or owner
+does not decrypt, and neither does one whose release policy was edited in the database
+(a policy cannot be widened behind its owner's back). The KEK
 lives in a 0600 file (created on first start) or an environment variable, and has an id
 so it can be rotated: rows name the KEK that wrapped them.
 """
@@ -76,9 +78,10 @@ class SecretContext:
     name: str
     version: int
     subject: str = ""  # the app or dataset address, when the secret belongs to one
+    policy: str = ""  # the release policy, canonical JSON ("" for the default)
 
     def aad(self, kek_id: str) -> bytes:
-        fields = (
+        fields = [
             _LABEL,
             self.row_id.encode(),
             self.owner.encode(),
@@ -87,7 +90,11 @@ class SecretContext:
             str(self.version).encode(),
             self.subject.encode(),
             kek_id.encode(),
-        )
+        ]
+        # The default policy adds no field, so rows sealed before policies existed still
+        # open; any other policy is one more length-prefixed field (unambiguous either way).
+        if self.policy:
+            fields.append(self.policy.encode())
         return b"".join(lp(field) for field in fields)
 
 
@@ -123,5 +130,6 @@ def open_value(
     except (InvalidTag, ValueError):
         raise SecretError(
             f"stored secret {context.kind}/{context.name} v{context.version} failed "
-            f"authentication (moved, altered, or sealed under another key)"
+            f"authentication (moved to another row, its release policy or another field "
+            f"altered, or sealed under another key): it cannot be released"
         ) from None

@@ -21,12 +21,19 @@ from confide.errors import AttestationError
 
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _INFO_LABEL = b"confide-sealed-config-v1"
+SEALED_CONFIG_LABEL = b"confide-sealed-config-sig-v1"  # the sms's signature over a sealed blob
 
 
 def sealing_info(*, sms_id: str, subject: str, service: str, nonce: bytes) -> bytes:
     """HPKE ``info``: what the sealed configuration is bound to."""
     fields = (_INFO_LABEL, sms_id.encode(), subject.encode(), service.encode(), nonce)
     return b"".join(lp(field) for field in fields)
+
+
+def signed_sealed_message(info: bytes, sealed: bytes) -> bytes:
+    """What the sms signs for a sealed configuration: the HPKE context and the sealed
+    bytes, length-prefixed (so the signature cannot be moved to another context)."""
+    return lp(info) + lp(sealed)
 
 
 class EnclaveKeys(Redacted):

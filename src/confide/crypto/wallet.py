@@ -18,8 +18,10 @@ from confide.crypto.keys import Redacted
 from confide.errors import AuthError, WalletError
 
 _RECURSION_LIMIT = sys.getrecursionlimit()
+from coincurve import PublicKey  # noqa: E402
 from eth_account import Account  # noqa: E402
 from eth_account.messages import encode_defunct  # noqa: E402
+from eth_hash.auto import keccak  # noqa: E402
 
 # py_ecc (imported by eth-account, for curves confide does not use) raises the recursion
 # limit to 100,000, process-wide; deep recursion would then overflow the C stack and
@@ -73,15 +75,31 @@ class Wallet(Redacted):
 
 
 def recover_signer(message: str, signature: str) -> str:
-    """The address (lower case) whose key made ``signature`` over ``message``."""
+    """The address (lower case) whose key made ``signature`` over ``message``.
+
+    EIP-191 (``personal_sign``): Keccak-256 of ``"\\x19Ethereum Signed Message:\\n" +
+    len(bytes) + bytes``, then libsecp256k1's public-key recovery (coincurve) and the
+    address as the last 20 bytes of the key's Keccak-256: what eth-account's
+    ``recover_message`` does through eth-keys' coincurve backend, without the ~110 µs of
+    Python conversions around it (half the cost of verifying a signed request). ``v`` is
+    27/28 (or 0/1); eth-account's EIP-155 forms (35 and up) mean transactions, not
+    messages, and are refused.
+    """
     try:
         raw = bytes.fromhex(signature.removeprefix("0x"))
-        if len(raw) != 65:
-            raise ValueError("length")
-        address = Account.recover_message(encode_defunct(text=message), signature=raw)
+        if len(raw) != 65 or raw[64] not in _RECOVERY_ID:
+            raise ValueError("length or v")
+        data = message.encode()
+        digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+        public = PublicKey.from_signature_and_message(
+            raw[:64] + bytes((_RECOVERY_ID[raw[64]],)), digest, hasher=None
+        )
     except Exception:  # any malformed signature is one refusal
         raise AuthError("the signature is malformed or does not verify") from None
-    return str(address).lower()
+    return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
+
+
+_RECOVERY_ID = {27: 0, 28: 1, 0: 0, 1: 1}  # v -> libsecp256k1's recovery id
 
 
 def save_wallet(path: Path, wallet: Wallet, password: str, *, overwrite: bool = False) -> None:

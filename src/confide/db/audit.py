@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from confide.db.schema import audit_log
 from confide.errors import ConfideError
@@ -24,6 +25,11 @@ from confide.errors import ConfideError
 GENESIS = "0" * 64
 _RETRIES = 20
 _LOCK_KEY = 0x636F6E666964  # "confid": the audit log's advisory lock
+# Built once (values as bound parameters): SQLAlchemy reuses their compiled form without
+# rebuilding and hashing a new statement per append (see confide.sms.secrets).
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_HEAD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+_INSERT = insert(audit_log)
 
 
 @dataclass(frozen=True)
@@ -57,64 +63,102 @@ def append(
     if connection.dialect.name == "postgresql":
         # Writers queue on a transaction-scoped lock instead of colliding and retrying;
         # SQLite's BEGIN IMMEDIATE already serialises writers.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    head = connection.execute(
-        select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-    ).first()
+        connection.execute(_LOCK, {"key": _LOCK_KEY})
+    head = connection.execute(_HEAD).first()
     seq, prev = (0, GENESIS) if head is None else (int(head.seq) + 1, str(head.hash))
     digest = entry_hash(prev, seq, at, actor, action, subject, detail)
     connection.execute(
-        insert(audit_log).values(
-            seq=seq, prev_hash=prev, hash=digest, at=at, actor=actor, action=action,
-            subject=subject, detail=json.dumps(detail, sort_keys=True),
-        )
+        _INSERT,
+        {
+            "seq": seq, "prev_hash": prev, "hash": digest, "at": at, "actor": actor,
+            "action": action, "subject": subject, "detail": json.dumps(detail, sort_keys=True),
+        },
     )  # fmt: skip
     return AuditEntry(seq, prev, digest, at, actor, action, subject, detail)
 
 
 def append_now(engine: Engine, **fields: Any) -> AuditEntry:
-    """Append in a transaction of its own, retrying when another writer took the head."""
+    """Append in a transaction of its own, retrying when another writer took the head.
+
+    A database that is locked or unreachable is not retried here (each try would wait the
+    busy timeout): its error goes up, and the HTTP layer answers 503.
+    """
     for _ in range(_RETRIES):
         try:
             with engine.begin() as connection:
                 return append(connection, **fields)
-        except (IntegrityError, OperationalError):
+        except IntegrityError:
             continue
     raise ConfideError("the audit log is too busy: try again")
 
 
-def entries(connection: Connection, since: int = 0) -> list[AuditEntry]:
-    rows = connection.execute(
-        select(audit_log).where(audit_log.c.seq >= since).order_by(audit_log.c.seq)
-    )
-    return [
-        AuditEntry(
-            int(r.seq),
-            r.prev_hash,
-            r.hash,
-            int(r.at),
-            r.actor,
-            r.action,
-            r.subject,
-            json.loads(r.detail),
-        )
-        for r in rows
-    ]
+def entries(connection: Connection, since: int = 0, limit: int | None = None) -> list[AuditEntry]:
+    """Entries from ``since`` on, oldest first (at most ``limit``)."""
+    return list(_iter_entries(connection, since, limit))
+
+
+def _iter_entries(connection: Connection, since: int = 0,
+                  limit: int | None = None) -> Iterator[AuditEntry]:  # fmt: skip
+    query = select(audit_log).where(audit_log.c.seq >= since).order_by(audit_log.c.seq)
+    for r in connection.execute(query if limit is None else query.limit(limit)):
+        yield AuditEntry(int(r.seq), r.prev_hash, r.hash, int(r.at), r.actor, r.action,
+                         r.subject, json.loads(r.detail))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What :func:`check_chain` found: the rows present, the last one, the first break."""
+
+    entries: int
+    head: AuditEntry | None
+    error: str | None  # None: the chain holds (and the expected entry, if any, is there)
+
+
+def check_chain(connection: Connection, expect: tuple[int, str] | None = None) -> ChainReport:
+    """Recompute the whole chain and report the first break, naming its entry.
+
+    ``expect`` = (seq, hash) written down earlier: entry ``seq`` must still exist with that
+    hash. The chain alone cannot tell that its last entries were removed (what is left is
+    a valid chain) or that the whole log was rewritten from some entry on; a head noted
+    down outside the database can.
+    """
+    previous, count, head, error = GENESIS, 0, None, None
+    expected_hash: str | None = None
+    for expected_seq, entry in enumerate(_iter_entries(connection)):
+        count, head = count + 1, entry
+        if error is not None:
+            continue  # keep counting: the report names the head as stored
+        if entry.seq != expected_seq:
+            error = (f"audit log entry {expected_seq} is missing (a gap: the next entry is "
+                     f"{entry.seq})")  # fmt: skip
+        elif entry.prev_hash != previous:
+            error = f"audit log entry {entry.seq} does not follow entry {entry.seq - 1}"
+        elif entry_hash(entry.prev_hash, entry.seq, entry.at, entry.actor, entry.action,
+                        entry.subject, entry.detail) != entry.hash:  # fmt: skip
+            error = f"audit log entry {entry.seq} was altered (its hash does not match it)"
+        if expect is not None and entry.seq == expect[0]:
+            expected_hash = entry.hash
+        previous = entry.hash
+    if error is None and expect is not None:
+        error = _expectation(expect, expected_hash, head)
+    return ChainReport(count, head, error)
+
+
+def _expectation(expect: tuple[int, str], found: str | None, head: AuditEntry | None) -> str | None:
+    seq, wanted = expect
+    if found is None:
+        end = "the log is empty" if head is None else f"the log ends at entry {head.seq}"
+        return (f"audit log entry {seq} is missing: {end} (entries removed from the end "
+                f"since {seq}:{wanted[:12]}… was written down)")  # fmt: skip
+    if found != wanted.lower():
+        return (f"audit log entry {seq} has hash {found[:12]}…, not the expected "
+                f"{wanted[:12]}… (the log was rewritten since it was written down)")  # fmt: skip
+    return None
 
 
 def verify_chain(connection: Connection) -> int:
     """Recompute the whole chain; return the number of entries or raise naming the break."""
-    previous = GENESIS
-    count = 0
-    for expected_seq, entry in enumerate(entries(connection)):
-        if entry.seq != expected_seq:
-            raise ConfideError(f"audit log has a gap: entry {expected_seq} is missing")
-        if entry.prev_hash != previous:
-            raise ConfideError(f"audit log entry {entry.seq} does not follow entry {entry.seq - 1}")
-        recomputed = entry_hash(entry.prev_hash, entry.seq, entry.at, entry.actor, entry.action,
-                                entry.subject, entry.detail)  # fmt: skip
-        if recomputed != entry.hash:
-            raise ConfideError(f"audit log entry {entry.seq} was altered")
-        previous = entry.hash
-        count += 1
-    return count
+    report = check_chain(connection)
+    if report.error is not None:
+        raise ConfideError(report.error)
+    return report.entries

@@ -51,6 +51,7 @@ attest_nonces = Table(
     metadata,
     Column("nonce", LargeBinary(32), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),
+    Index("ix_attest_nonces_expires_at", "expires_at"),
 )
 
 # Simulation platform keys registered by wallets (sim evidence is accepted only from these).
@@ -104,7 +105,7 @@ attestations = Table(
     metadata,
     Column("jti", String(32), primary_key=True),
     Column("ed25519_public", String(64), nullable=False),
-    Column("subject", String(80), nullable=False),  # session hash or task id
+    Column("subject", String(256), nullable=False),  # owner/name@hash, or the task id
     Column("scope", String(160), nullable=False),  # owner/name of the session, or the task id
     Column("service", String(64), nullable=False),
     Column("worker", String(128), nullable=False),
@@ -141,4 +142,5 @@ volume_tags = Table(
     Column("at", BigInteger, nullable=False),
     UniqueConstraint("owner", "session", "volume", "previous_tag", name="uq_volume_tags_cas"),
     UniqueConstraint("owner", "session", "volume", "seq", name="uq_volume_tags_seq"),
+    UniqueConstraint("owner", "session", "volume", "tag", name="uq_volume_tags_tag"),
 )

@@ -7,7 +7,7 @@ import os
 from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from confide.attestation.nonces import NONCE_BYTES, NONCE_TTL_SECONDS
+from confide.attestation.nonces import MAX_LIVE_NONCES, NONCE_BYTES, NONCE_TTL_SECONDS
 from confide.db.engine import reading
 from confide.db.schema import attest_nonces, sim_platforms
 from confide.errors import AttestationError
@@ -17,14 +17,26 @@ class DatabaseNonceStore:
     """Attestation nonces as rows: single use (consumed by one DELETE), expiring, shared
     by every replica of the sms."""
 
-    def __init__(self, engine: Engine, ttl: int = NONCE_TTL_SECONDS) -> None:
+    def __init__(
+        self, engine: Engine, ttl: int = NONCE_TTL_SECONDS, limit: int = MAX_LIVE_NONCES
+    ) -> None:
         self._engine = engine
         self._ttl = ttl
+        self._limit = limit
 
     def issue(self, now: float) -> bytes:
+        """A new nonce; refused while ``limit`` are live (the endpoint is public, so the
+        table must not grow without bound). Expired rows go through an index."""
         nonce = os.urandom(NONCE_BYTES)
         with self._engine.begin() as connection:
             connection.execute(delete(attest_nonces).where(attest_nonces.c.expires_at <= now))
+            full = connection.execute(
+                select(attest_nonces.c.expires_at).offset(self._limit - 1).limit(1)
+            ).first()
+            if full is not None:
+                raise AttestationError(
+                    f"too many outstanding attestation challenges ({self._limit}): retry later"
+                )
             connection.execute(
                 insert(attest_nonces).values(nonce=nonce, expires_at=int(now) + self._ttl)
             )
@@ -66,9 +78,13 @@ class DatabasePlatformRegistry:
             return False
         return True
 
-    def is_registered(self, platform_key: bytes) -> bool:
+    def owner(self, platform_key: bytes) -> str | None:
+        """The wallet that registered the key, or None."""
         with reading(self._engine) as connection:
             found = connection.execute(
                 select(sim_platforms.c.owner).where(sim_platforms.c.platform_key == platform_key)
             ).first()
-        return found is not None
+        return None if found is None else str(found.owner)
+
+    def is_registered(self, platform_key: bytes) -> bool:
+        return self.owner(platform_key) is not None

@@ -6,29 +6,34 @@ A signed request's replay record is written in the same transaction as its effec
 
 from __future__ import annotations
 
+import logging
 import secrets as secrets_module
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from confide.attestation.verifier import Verifier
+from confide.crypto.info_proof import CHALLENGE_BYTES, INFO_LABEL, info_message
 from confide.crypto.requests import SignedBy, canonical_query, verify_request
-from confide.crypto.wallet import normalise_address
+from confide.db.availability import UNAVAILABLE_DETAIL, cause, unavailability
 from confide.db.replay import prune_request_nonces, record_request
+from confide.db.stores import DatabaseNonceStore
 from confide.errors import AuthError, ConfideError, SecretError, SessionError
 from confide.jsonsafe import loads_bounded
+from confide.sms.attest import Attestations, current_tag
+from confide.sms.http_attest import AttestHandlers
+from confide.sms.http_common import HttpProblemError, path_address, problem, read_body
+from confide.sms.http_secrets import SecretHandlers
 from confide.sms.openapi import openapi_document
-from confide.sms.secrets import (
-    MAX_VALUE_BYTES,
-    SecretExistsError,
-    SecretNotFoundError,
-    SecretRef,
-)
+from confide.sms.secrets import SecretExistsError
 from confide.sms.service import Sms
 from confide.sms.session_document import SessionDocument, parse_session
 from confide.sms.sessions import (
@@ -40,32 +45,8 @@ from confide.sms.sessions import (
 
 Clock = Callable[[], float]
 SESSION_BODY_LIMIT = 1 << 20
-
-
-class HttpProblemError(Exception):
-    def __init__(self, status: int, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail = status, title, detail
-
-
-def problem(status: int, title: str, detail: str) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` (never read in full)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpProblemError(413, "Payload Too Large", f"a secret value is at most {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HttpProblemError(
-                413, "Payload Too Large", f"a secret value is at most {limit} bytes"
-            )
-    return bytes(body)
+RETRY_AFTER_SECONDS = 1  # what a 503 (database unavailable) tells clients to wait
+_log = logging.getLogger("confide.sms")
 
 
 class _Handlers:
@@ -95,7 +76,11 @@ class _Handlers:
 
     def burn(self, signed: SignedBy) -> None:
         """A refused request's nonce is used up too, in a transaction of its own: replaying
-        it later (when it would no longer be refused) must not succeed."""
+        it later (when it would no longer be refused) must not succeed. Not when the
+        database is what failed: it cannot take the write either, and the client retries
+        with a new signature (a fresh nonce)."""
+        if unavailability(sys.exception()) is not None:
+            return
         try:
             with self.sms.engine.begin() as connection:
                 record_request(connection, signed, self.now())
@@ -103,52 +88,37 @@ class _Handlers:
             pass  # already recorded
 
     def maybe_prune(self) -> None:
-        """Now and then, forget request nonces too old to be replayed anyway."""
+        """Now and then, forget request nonces too old to be replayed anyway. Skipped when
+        the database is busy: the request's own write is committed, and a 503 now would
+        make its client retry a write that succeeded."""
         if secrets_module.randbelow(100) == 0:
-            with self.sms.engine.begin() as connection:
-                prune_request_nonces(connection, self.now())
+            try:
+                with self.sms.engine.begin() as connection:
+                    prune_request_nonces(connection, self.now())
+            except (DBAPIError, PoolTimeoutError) as exc:
+                if unavailability(exc) is None:
+                    raise
 
     async def info(self, request: Request) -> Response:
-        return JSONResponse(self.sms.info())
+        """Public. With ``?challenge=<64 hex>``, also a ``proof``: the token key's
+        signature over the challenge and this document (confide.crypto.info_proof)."""
+        info = self.sms.info()
+        challenge = request.query_params.get("challenge")
+        if challenge is not None:
+            try:
+                raw = bytes.fromhex(challenge)
+            except ValueError:
+                raw = b""
+            if len(raw) != CHALLENGE_BYTES:
+                raise HttpProblemError(400, "Bad Request", "challenge is 32 bytes as 64 hex")
+            info["proof"] = self.sms.tokens.sign_blob(INFO_LABEL, info_message(raw, info)).hex()
+        return JSONResponse(info)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
-
-    async def requester_secret(self, request: Request) -> Response:
-        owner = _address(request.path_params["address"])
-        ref = SecretRef(owner, "requester", request.path_params["name"])
-        _check_ref(ref)
-        if request.method == "HEAD":
-            found = self.sms.secrets.exists(ref)
-            return Response(status_code=200 if found else 404, headers={"content-length": "0"})
-        body = await read_body(request, MAX_VALUE_BYTES)
-        signed = self.authenticate(request, body)
-        if signed.address != owner:
-            raise HttpProblemError(403, "Forbidden", "only the owner may write a requester secret")
-        update = request.query_params.get("update") == "true"
-        try:
-            with self.sms.engine.begin() as connection:
-                record_request(connection, signed, self.now())
-                version = self.sms.secrets.put_in(
-                    connection, ref, body, update=update, now=self.now()
-                )
-        except AuthError as exc:
-            raise HttpProblemError(401, "Unauthorized", str(exc)) from None
-        except (SecretExistsError, IntegrityError) as exc:
-            self.burn(signed)
-            detail = str(exc) if isinstance(exc, SecretError) else "written concurrently: retry"
-            raise HttpProblemError(409, "Conflict", detail) from None
-        except SecretNotFoundError as exc:
-            self.burn(signed)
-            raise HttpProblemError(404, "Not Found", str(exc)) from None
-        except BaseException:
-            self.burn(signed)
-            raise
-        self.maybe_prune()
-        return JSONResponse({"name": ref.name, "version": version}, status_code=201)
 
     async def signed_json(self, request: Request) -> tuple[SignedBy, dict[str, Any]]:
         body = await read_body(request, SESSION_BODY_LIMIT)
@@ -196,13 +166,20 @@ class _Handlers:
         except (SessionError, SecretError) as exc:
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
 
+    def tags(self, stored: StoredSession) -> dict[str, str | None]:
+        """Each volume's current tag (None before its first)."""
+        return {
+            v["name"]: current_tag(self.sms, stored.owner, stored.name, v["name"])
+            for v in stored.document["volumes"]
+        }
+
     async def create_session(self, request: Request) -> Response:
         signed, body = await self.signed_json(request)
         document = self.parsed_session(signed, body)
         stored = self.session_call(
             signed, lambda: self.sms.sessions.create(signed.address, document, self.now())
         )
-        return JSONResponse(session_json(stored), status_code=201)
+        return JSONResponse(session_json(stored, self.tags(stored)), status_code=201)
 
     async def session_resource(self, request: Request) -> Response:
         owner = _address(request.path_params["owner"])
@@ -212,7 +189,7 @@ class _Handlers:
             stored = self.session_call(
                 signed, lambda: self.sms.sessions.current(signed.address, owner, name)
             )
-            return JSONResponse(session_json(stored))
+            return JSONResponse(session_json(stored, self.tags(stored)))
         signed, body = await self.signed_json(request)
         document = self.parsed_session(signed, body)
         if document.name != name:
@@ -221,7 +198,7 @@ class _Handlers:
         stored = self.session_call(
             signed, lambda: self.sms.sessions.update(signed.address, owner, document, self.now())
         )
-        return JSONResponse(session_json(stored))
+        return JSONResponse(session_json(stored, self.tags(stored)))
 
     async def session_history(self, request: Request) -> Response:
         owner = _address(request.path_params["owner"])
@@ -241,25 +218,31 @@ class _Handlers:
         return JSONResponse({"owner": owner, "name": name, "history": history})
 
 
-def create_app(sms: Sms, clock: Clock) -> Starlette:
+def create_app(
+    sms: Sms, clock: Clock, verifiers: Mapping[str, Verifier] | None = None
+) -> Starlette:
+    """The sms's ASGI app. ``verifiers`` defaults to what the sms's configuration enables
+    (sim only with ``allow_sim``; sgx/tdx with collateral)."""
     h = _Handlers(sms, clock)
+    attestations = Attestations(
+        sms, sms.verifiers() if verifiers is None else verifiers, DatabaseNonceStore(sms.engine)
+    )
     routes = [
         Route("/v1/info", h.info, methods=["GET"]),
         Route("/health", h.health, methods=["GET"]),
         Route("/openapi.json", h.openapi, methods=["GET"]),
-        Route(
-            "/v1/requesters/{address}/secrets/{name}",
-            h.requester_secret,
-            methods=["PUT", "HEAD"],
-        ),
+        *SecretHandlers(h).routes(),
         Route("/v1/sessions", h.create_session, methods=["POST"]),
         Route("/v1/sessions/{owner}/{name}", h.session_resource, methods=["GET", "PUT"]),
         Route("/v1/sessions/{owner}/{name}/history", h.session_history, methods=["GET"]),
+        *AttestHandlers(h, attestations).routes(),
     ]
     handlers: dict[Any, Any] = {
         HttpProblemError: on_problem,
         HTTPException: on_http,
         ConfideError: on_refusal,
+        DBAPIError: on_database,
+        PoolTimeoutError: on_database,
         Exception: on_error,
     }
     return Starlette(routes=routes, exception_handlers=handlers)
@@ -281,12 +264,25 @@ async def on_refusal(request: Request, exc: Exception) -> Response:
     return problem(400, "Bad Request", str(exc))
 
 
+async def on_database(request: Request, exc: Exception) -> Response:
+    """A locked, timed-out or unreachable database is 503 with Retry-After: nothing was
+    written (one transaction per write) and the same request, re-signed, may succeed."""
+    what = unavailability(exc)
+    if what is None:
+        raise exc  # not availability: the 500 path (on_error), with the traceback logged
+    _log.warning("database %s (%s) on %s %s: answered 503", what, cause(exc), request.method,
+                 request.url.path)  # fmt: skip
+    response = problem(503, "Service Unavailable", UNAVAILABLE_DETAIL)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 async def on_error(request: Request, exc: Exception) -> Response:
     # Nothing about the failure leaves the server: it could carry data.
     return problem(500, "Internal Server Error", "the sms failed; see its log")
 
 
-def session_json(stored: StoredSession) -> dict[str, Any]:
+def session_json(stored: StoredSession, tags: Mapping[str, str | None]) -> dict[str, Any]:
     """A session as clients see it: never a secret value (the document holds none)."""
     document = stored.document
     return {
@@ -296,7 +292,7 @@ def session_json(stored: StoredSession) -> dict[str, Any]:
         "predecessor": stored.predecessor,
         "version": document["version"],
         "services": document["services"],
-        "volumes": [{**volume, "tag": None} for volume in document["volumes"]],
+        "volumes": [{**volume, "tag": tags.get(volume["name"])} for volume in document["volumes"]],
         "secrets": document["secrets"],
         "access_policy": document["access_policy"],
         "security": document["security"],
@@ -304,15 +300,4 @@ def session_json(stored: StoredSession) -> dict[str, Any]:
     }
 
 
-def _address(text: str) -> str:
-    try:
-        return normalise_address(text)
-    except AuthError as exc:
-        raise HttpProblemError(400, "Bad Request", str(exc)) from None
-
-
-def _check_ref(ref: SecretRef) -> None:
-    try:
-        ref.check()
-    except SecretError as exc:
-        raise HttpProblemError(400, "Bad Request", str(exc)) from None
+_address = path_address

@@ -37,6 +37,35 @@ _SESSION_BODY = {
 }
 
 
+def _query(name: str, description: str, *, repeatable: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "array", "items": {"type": "string"}} if repeatable
+            else {"type": "string"}, "explode": True}  # fmt: skip
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}}  # fmt: skip
+
+
+_UPDATE = _query("update", "true: add a version of an existing secret (else create-only, 409)")
+_POLICY = [
+    _query("tee", "TEE types that may receive it, comma-separated (sgx,tdx,sim); "
+           "default: hardware, sim only where the sms allows it"),
+    _query("tolerate", "tolerated platform weaknesses, comma-separated (e.g. outdated-tcb)"),
+]  # fmt: skip
+_RESTRICTIONS = [
+    _query("app", "only to these app measurements (typed, e.g. sgx:<64 hex>)", repeatable=True),
+    _query("requester", "only for tasks of these requesters (addresses)", repeatable=True),
+    _query("workerpool", "only on these workerpools (addresses)", repeatable=True),
+]
+_VALUE_BODY = {
+    "required": True,
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                                        "maxLength": 65536}}},
+}  # fmt: skip
+
+
 def _op(summary: str, *, signed: bool, ok: str, **extra: Any) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
@@ -66,13 +95,60 @@ def openapi_document() -> dict[str, Any]:
                     "Store a requester secret (create-only unless ?update=true)",
                     signed=True,
                     ok="201",
-                    parameters=secret_params,
+                    parameters=[*secret_params, _UPDATE, *_POLICY],
+                    requestBody=_VALUE_BODY,
                 ),
                 "head": _op(
                     "Whether the secret exists (never its value)",
                     signed=False,
                     ok="200",
                     parameters=secret_params,
+                ),
+            },
+            "/v1/requesters/{address}/result-key": {
+                "get": _op(
+                    "The requester's result-encryption public key: {address, public_key, "
+                    "sha256, version}",
+                    signed=False,
+                    ok="200",
+                    parameters=[_path("address")],
+                ),
+                "put": _op(
+                    "Store a new version of the result-encryption key (raw 32-byte X25519)",
+                    signed=True,
+                    ok="201",
+                    parameters=[_path("address")],
+                    requestBody=_VALUE_BODY,
+                ),
+            },
+            "/v1/apps/{app}/secret": {
+                "put": _op(
+                    "Store the app developer secret (the app's owner only)",
+                    signed=True,
+                    ok="201",
+                    parameters=[_path("app"), _UPDATE, *_POLICY],
+                    requestBody=_VALUE_BODY,
+                ),
+                "head": _op(
+                    "Whether the app developer secret exists (never its value)",
+                    signed=False,
+                    ok="200",
+                    parameters=[_path("app")],
+                ),
+            },
+            "/v1/datasets/{dataset}/key": {
+                "put": _op(
+                    "Store the dataset key (the dataset's owner only)",
+                    signed=True,
+                    ok="201",
+                    parameters=[_path("dataset"), _UPDATE, *_POLICY, *_RESTRICTIONS],
+                    requestBody=_VALUE_BODY,
+                ),
+                "head": _op(
+                    "Whether the dataset key exists (never its value)",
+                    signed=False,
+                    ok="200",
+                    parameters=[_path("dataset")],
                 ),
             },
             "/v1/sessions": {
@@ -93,6 +169,7 @@ def openapi_document() -> dict[str, Any]:
                     "Every version, oldest first", signed=True, ok="200", parameters=_OWNER_NAME
                 )
             },
+            **_attestation_paths(),
         },
         "components": {
             "securitySchemes": {
@@ -116,5 +193,83 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+        },
+    }
+
+
+_VOLUME = [*_OWNER_NAME, {"name": "volume", "in": "path", "required": True,
+                          "schema": {"type": "string"}}]  # fmt: skip
+
+
+def _json_body(*required: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "required": list(required)}}},
+    }
+
+
+def _attestation_paths() -> dict[str, Any]:
+    """Sim platforms, attestation with sealed configuration, and session volume tags."""
+    return {
+        "/v1/platforms": {
+            "post": _op(
+                "Register a sim platform key (Ed25519, 64 hex); only registered keys sign "
+                "accepted sim evidence, and only on an sms run with --allow-sim",
+                signed=True,
+                ok="201",
+                requestBody=_json_body("platform_key"),
+            )
+        },
+        "/v1/attest/challenge": {
+            "post": _op(
+                "A fresh attestation nonce {nonce, expires_in}: single use, 60 s",
+                signed=False,
+                ok="200",
+            )
+        },
+        "/v1/attest": {
+            "post": _op(
+                "Evidence, both enclave public keys, service, worker and a session "
+                "{owner, name, hash} or a task {id, lease_token}; on success "
+                "{sealed (HPKE, base64), signature (sms token key), token, config_hash, "
+                "status}; 403 names every reason. A task's request is signed by its worker.",
+                signed=False,
+                ok="200",
+                requestBody=_json_body(
+                    "evidence", "nonce", "x25519_public", "ed25519_public", "service"
+                ),
+            )
+        },
+        "/v1/task-orders/check": {
+            "post": _op(
+                "Whether a signed task order could be released {task_id, ok, problems}: "
+                "each missing secret, unknown app or dataset, bad signature, named",
+                signed=False,
+                ok="200",
+                requestBody=_json_body("order", "signature"),
+            )
+        },
+        "/v1/sessions/{owner}/{name}/volumes/{volume}": {
+            "put": _op(
+                "The session owner sets a volume's key (once) and its tag "
+                "{key?, previous_tag?, tag}; 409 when previous_tag is not current",
+                signed=True,
+                ok="201",
+                parameters=_VOLUME,
+                requestBody=_json_body("tag"),
+            )
+        },
+        "/v1/sessions/{owner}/{name}/volumes/{volume}/tags": {
+            "get": _op(
+                "The volume's tag history, oldest first", signed=True, ok="200", parameters=_VOLUME
+            ),
+            "post": _op(
+                "An attested enclave reports an output volume's new tag {previous_tag, tag, "
+                "blob_digest, enclave_key, signature}: compare-and-swap, 409 otherwise",
+                signed=False,
+                ok="201",
+                parameters=_VOLUME,
+                requestBody=_json_body("tag", "blob_digest", "enclave_key", "signature"),
+            ),
         },
     }

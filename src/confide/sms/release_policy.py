@@ -10,13 +10,17 @@ released to a simulation or an out-of-date platform, whatever the session tolera
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from confide.attestation.measurement import HARDWARE_TEES, TEE_TYPES, Measurement
 from confide.attestation.policy import TOLERATIONS, Policy
 from confide.crypto.wallet import normalise_address
-from confide.errors import AuthError, SecretError
+from confide.errors import AttestationError, AuthError, SecretError
+
+QUERY_OPTIONS = ("tee", "tolerate", "app", "requester", "workerpool")
+_RESTRICTIONS = ("app", "requester", "workerpool")  # dataset keys only
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,51 @@ class ReleasePolicy:
             return ""
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
+    def query_items(self) -> list[tuple[str, str]]:
+        """The policy as a push's (signed) query parameters; :meth:`from_query` reads it."""
+        items: list[tuple[str, str]] = []
+        if self.tee is not None:
+            items.append(("tee", ",".join(sorted(self.tee))))
+        if self.tolerate:
+            items.append(("tolerate", ",".join(sorted(self.tolerate))))
+        items += [("app", str(m)) for m in sorted(self.apps or ())]
+        items += [("requester", a) for a in sorted(self.requesters or ())]
+        items += [("workerpool", a) for a in sorted(self.workerpools or ())]
+        return items
+
+    @classmethod
+    def from_query(cls, items: Iterable[tuple[str, str]], *, restrictable: bool) -> ReleasePolicy:
+        """The policy given with a push: ``tee`` and ``tolerate``, and for a dataset key
+        (``restrictable``) ``app`` (typed measurement), ``requester`` and ``workerpool``
+        (addresses); each comma-separated or repeated. Refusals name the bad value."""
+        given: dict[str, list[str]] = {}
+        for key, value in items:
+            if key not in QUERY_OPTIONS:
+                raise SecretError(
+                    f"unknown release policy option {key!r} (known: {', '.join(QUERY_OPTIONS)})"
+                )
+            if key in _RESTRICTIONS and not restrictable:
+                raise SecretError(
+                    f"{key!r}: only a dataset key can be restricted to apps, requesters or "
+                    f"workerpools"
+                )
+            values = [v.strip() for v in value.split(",")]
+            if "" in values:
+                raise SecretError(f"release policy option {key!r} has an empty value")
+            given.setdefault(key, []).extend(values)
+        tee = _known(given.get("tee"), "TEE type", frozenset(TEE_TYPES))
+        try:
+            apps = given.get("app")
+            return cls(
+                tee=tee,
+                tolerate=_known(given.get("tolerate"), "toleration", TOLERATIONS) or frozenset(),
+                apps=None if apps is None else frozenset(Measurement.parse(a) for a in apps),
+                requesters=_given_addresses(given.get("requester"), "requester"),
+                workerpools=_given_addresses(given.get("workerpool"), "workerpool"),
+            )
+        except AttestationError as exc:
+            raise SecretError(f"app: {exc}") from None
+
     @classmethod
     def from_json(cls, data: Any) -> ReleasePolicy:
         if data in (None, "", {}):
@@ -119,3 +168,22 @@ def _strings(value: Any, where: str) -> frozenset[str] | None:
 def _addresses(value: Any, where: str) -> frozenset[str] | None:
     names = _strings(value, where)
     return None if names is None else frozenset(normalise_address(n) for n in names)
+
+
+def _known(values: list[str] | None, what: str, known: frozenset[str]) -> frozenset[str] | None:
+    if values is None:
+        return None
+    lowered = frozenset(v.lower() for v in values)
+    bad = sorted(lowered - known)
+    if bad:
+        raise SecretError(f"unknown {what} {bad[0]!r} (known: {', '.join(sorted(known))})")
+    return lowered
+
+
+def _given_addresses(values: list[str] | None, what: str) -> frozenset[str] | None:
+    if values is None:
+        return None
+    try:
+        return frozenset(normalise_address(v) for v in values)
+    except AuthError as exc:
+        raise SecretError(f"{what}: {exc}") from None

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.crypto.envelope import (
@@ -27,10 +27,12 @@ from confide.db import audit
 from confide.db.engine import reading
 from confide.db.schema import secrets
 from confide.errors import SecretError
+from confide.sms.release_policy import ReleasePolicy
 
 MAX_VALUE_BYTES = 64 * 1024
-KINDS = ("app", "requester", "dataset", "result-key", "session")
+KINDS = ("app", "requester", "dataset", "result-key", "session", "volume")
 SECRET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DEFAULT_POLICY = ReleasePolicy()  # hardware TEEs at UpToDate; sim only where the sms allows
 
 
 class SecretExistsError(SecretError):
@@ -39,6 +41,15 @@ class SecretExistsError(SecretError):
 
 class SecretNotFoundError(SecretError):
     """No such secret (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    """A secret's current version as released: its value and its owner's release policy."""
+
+    version: int
+    value: bytes = field(repr=False)
+    policy: ReleasePolicy
 
 
 @dataclass(frozen=True)
@@ -67,76 +78,99 @@ class SecretStore:
         self._kek = kek
         self._keks = {k.kek_id: k for k in (*older_keks, kek)}
 
-    def put(self, ref: SecretRef, value: bytes, *, update: bool, now: int) -> int:
-        """Store ``value``; return its version. Create-only unless ``update``."""
+    def put(self, ref: SecretRef, value: bytes, *, update: bool | None, now: int,
+            policy: ReleasePolicy = DEFAULT_POLICY) -> int:  # fmt: skip
+        """Store ``value`` under ``policy``; return its version. Create-only unless
+        ``update``; ``update=None`` creates or adds a version (result keys)."""
         try:
             with self._engine.begin() as connection:
-                return self.put_in(connection, ref, value, update=update, now=now)
+                return self.put_in(connection, ref, value, update=update, now=now, policy=policy)
         except IntegrityError:
             raise SecretExistsError(f"secret {ref.label()} was written concurrently") from None
 
     def put_in(
-        self, connection: Connection, ref: SecretRef, value: bytes, *, update: bool, now: int
-    ) -> int:
+        self, connection: Connection, ref: SecretRef, value: bytes, *, update: bool | None,
+        now: int, policy: ReleasePolicy = DEFAULT_POLICY,
+    ) -> int:  # fmt: skip
         """:meth:`put` inside the caller's transaction (with the write it belongs to)."""
         ref.check()
         if len(value) > MAX_VALUE_BYTES:
             raise SecretError(f"a secret value is at most {MAX_VALUE_BYTES} bytes (64 KiB)")
-        current = connection.execute(
-            select(func.max(secrets.c.version)).where(*self._match(ref))
-        ).scalar()
-        if current is not None and not update:
+        current = connection.execute(_MAX_VERSION, self._match(ref)).scalar()
+        if current is not None and update is False:
             raise SecretExistsError(
                 f"secret {ref.label()} exists (version {current}); use --update to "
                 f"add a new version"
             )
-        if current is None and update:
+        if current is None and update is True:
             raise SecretNotFoundError(f"secret {ref.label()} does not exist yet")
         version = (current or 0) + 1
         row_id = os.urandom(16).hex()
-        context = SecretContext(row_id, ref.owner, ref.kind, ref.name, version, ref.subject)
+        canonical_policy = policy.canonical()
+        context = SecretContext(row_id, ref.owner, ref.kind, ref.name, version, ref.subject,
+                                canonical_policy)  # fmt: skip
         sealed = seal_value(self._kek, value, context)
         connection.execute(
-            insert(secrets).values(
-                row_id=row_id, owner=ref.owner, kind=ref.kind, name=ref.name,
-                subject=ref.subject, version=version, kek_id=sealed.kek_id,
-                wrapped_key=sealed.wrapped_key, ciphertext=sealed.ciphertext,
-                created_at=now,
-            )
+            _INSERT,
+            {
+                "row_id": row_id, "owner": ref.owner, "kind": ref.kind, "name": ref.name,
+                "subject": ref.subject, "version": version, "kek_id": sealed.kek_id,
+                "wrapped_key": sealed.wrapped_key, "ciphertext": sealed.ciphertext,
+                "created_at": now, "policy": canonical_policy,
+            },
         )  # fmt: skip
+        detail: dict[str, object] = {"version": version}
+        if canonical_policy:
+            detail["policy"] = policy.to_json()
         audit.append(
             connection, at=now, actor=ref.owner, action="secret.write",
-            subject=ref.label(), detail={"version": version},
+            subject=ref.label(), detail=detail,
         )  # fmt: skip
         return version
 
     def exists(self, ref: SecretRef) -> bool:
         ref.check()
         with reading(self._engine) as connection:
-            found = connection.execute(
-                select(secrets.c.version).where(*self._match(ref)).limit(1)
-            ).first()
+            found = connection.execute(_EXISTS, self._match(ref)).first()
         return found is not None
 
     def latest(self, ref: SecretRef) -> tuple[int, bytes]:
         """The current version and value, for a release to an attested enclave only."""
+        stored = self.release(ref)
+        return stored.version, stored.value
+
+    def release(self, ref: SecretRef) -> StoredSecret:
+        """The current version, its value and release policy, for a release to an attested
+        enclave only. The policy is authenticated with the value: one edited in the database
+        makes the secret unreleasable (SecretError), never more widely released."""
         ref.check()
         with reading(self._engine) as connection:
-            row = connection.execute(
-                select(secrets).where(*self._match(ref)).order_by(secrets.c.version.desc()).limit(1)
-            ).first()
+            row = connection.execute(_LATEST, self._match(ref)).first()
         if row is None:
             raise SecretNotFoundError(f"secret {ref.label()} does not exist")
         context = SecretContext(row.row_id, row.owner, row.kind, row.name, int(row.version),
-                                row.subject)  # fmt: skip
+                                row.subject, row.policy)  # fmt: skip
         sealed = SealedValue(row.kek_id, bytes(row.wrapped_key), bytes(row.ciphertext))
-        return int(row.version), open_value(self._keks, sealed, context)
+        value = open_value(self._keks, sealed, context)  # authenticates the policy too
+        return StoredSecret(int(row.version), value, ReleasePolicy.from_json(row.policy))
 
     @staticmethod
-    def _match(ref: SecretRef) -> tuple[ColumnElement[bool], ...]:
-        return (
-            secrets.c.owner == ref.owner,
-            secrets.c.kind == ref.kind,
-            secrets.c.subject == ref.subject,
-            secrets.c.name == ref.name,
-        )
+    def _match(ref: SecretRef) -> dict[str, str]:
+        """The parameters of ``_KEY``."""
+        return {"owner": ref.owner, "kind": ref.kind, "subject": ref.subject, "name": ref.name}
+
+
+# Statements built once, with bound parameters: SQLAlchemy then finds their compiled form
+# by a memoised cache key, where a statement built per call (with its values inlined as
+# literals) is built and hashed again every time. That was most of the server's time for
+# a HEAD check or a push (docs/benchmarks.md, "Secret service").
+_KEY = (
+    secrets.c.owner == bindparam("owner"),
+    secrets.c.kind == bindparam("kind"),
+    secrets.c.subject == bindparam("subject"),
+    secrets.c.name == bindparam("name"),
+)
+_EXISTS = select(secrets.c.version).where(*_KEY).limit(1)
+_MAX_VERSION = select(func.max(secrets.c.version)).where(*_KEY)
+_LATEST = select(secrets).where(*_KEY).order_by(secrets.c.version.desc()).limit(1)
+_INSERT = insert(secrets)

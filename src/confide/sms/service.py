@@ -7,13 +7,26 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from confide import __version__
+from confide.attestation.dcap import (
+    CollateralDirectory,
+    CollateralFile,
+    CollateralSource,
+    DcapVerifier,
+    PccsCollateral,
+)
+from confide.attestation.sim import SimVerifier
 from confide.attestation.token import TokenIssuer
+from confide.attestation.verifier import Verifier
 from confide.crypto.envelope import KeyEncryptionKey
 from confide.crypto.signing import SigningKey
 from confide.db import make_engine, upgrade
+from confide.db.engine import reading
+from confide.db.schema import secrets as secrets_table
+from confide.db.stores import DatabasePlatformRegistry
+from confide.errors import ConfideError
 from confide.sms.registry import MemoryRegistry, Registry
 from confide.sms.secrets import SecretStore
 from confide.sms.sessions import SessionStore
@@ -23,9 +36,11 @@ from confide.sms.sessions import SessionStore
 class SmsConfig:
     home: Path  # $CONFIDE_HOME/sms: KEK and signing key files live here
     db_url: str
-    sms_id: str = "sms"
+    sms_id: str = ""  # "": "sms-" + the deployment id (bound into report data and tokens)
     deployment_id: str = ""  # "": the id made at first start, kept in home/deployment-id
     allow_sim: bool = False
+    collateral: Path | None = None  # SGX/TDX collateral: a JSON file or an FMSPC directory
+    pccs_url: str | None = None  # or a PCCS to fetch it from
 
     @property
     def audience(self) -> str:
@@ -48,13 +63,34 @@ class Sms:
         if not config.deployment_id:
             deployment = _create_once(config.home / "deployment-id", f"d-{os.urandom(8).hex()}")
             self.config = config = dataclasses.replace(config, deployment_id=deployment)
-        kek = _kek(config.home)
-        self.secrets = SecretStore(self.engine, kek)
+        if not config.sms_id:  # distinct per deployment, so evidence and tokens are too
+            sms_id = f"sms-{config.deployment_id}"
+            self.config = config = dataclasses.replace(config, sms_id=sms_id)
+        kek, older = _kek(config.home), _previous_keks()
+        _check_kek(self.engine, (kek, *older))
+        self.secrets = SecretStore(self.engine, kek, older)
         self.sessions = SessionStore(self.engine, self.secrets)
         self.tokens = TokenIssuer(config.sms_id, _signing_key(config.home / "token-key"))
 
+    def verifiers(self) -> dict[str, Verifier]:
+        """The attestation backends this sms accepts: sim only with ``allow_sim`` (and
+        only from registered platform keys); sgx and tdx when collateral is configured."""
+        found: dict[str, Verifier] = {}
+        source: CollateralSource | None = None
+        if self.config.collateral is not None:
+            path = self.config.collateral
+            source = CollateralDirectory(path) if path.is_dir() else CollateralFile(path)
+        elif self.config.pccs_url:
+            source = PccsCollateral(self.config.pccs_url)
+        if source is not None:
+            found["sgx"] = DcapVerifier("sgx", source)
+            found["tdx"] = DcapVerifier("tdx", source)
+        if self.config.allow_sim:
+            found["sim"] = SimVerifier(DatabasePlatformRegistry(self.engine))
+        return found
+
     def info(self) -> dict[str, object]:
-        backends = ["sgx", "tdx"] + (["sim"] if self.config.allow_sim else [])
+        backends = sorted(self.verifiers())
         return {
             "service": "sms",
             "version": __version__,
@@ -73,6 +109,36 @@ def _kek(home: Path) -> KeyEncryptionKey:
     if text:
         return KeyEncryptionKey.parse(text, "CONFIDE_KEK")
     return KeyEncryptionKey.load_or_create(home / "kek")
+
+
+def _previous_keks() -> tuple[KeyEncryptionKey, ...]:
+    """CONFIDE_KEK_PREVIOUS: comma-separated ``ID:64 hex`` keys still needed to open
+    secrets sealed before a rotation (new secrets are sealed under CONFIDE_KEK)."""
+    text = os.environ.get("CONFIDE_KEK_PREVIOUS", "")
+    return tuple(
+        KeyEncryptionKey.parse(part.strip(), "CONFIDE_KEK_PREVIOUS")
+        for part in text.split(",")
+        if part.strip()
+    )
+
+
+def _check_kek(engine: Engine, keks: tuple[KeyEncryptionKey, ...]) -> None:
+    """Refuse to serve a database whose secrets are sealed under another KEK.
+
+    Replicas behind one database must share one KEK (CONFIDE_KEK, or the same file); a
+    host that made its own would accept new secrets that no other replica can open, and
+    fail every release of the existing ones. Better to stop at start, saying so.
+    """
+    with reading(engine) as connection:
+        found = connection.execute(select(secrets_table.c.kek_id).distinct()).scalars().all()
+    foreign = sorted(set(found) - {kek.kek_id for kek in keks})
+    if foreign:
+        raise ConfideError(
+            f"this database holds secrets sealed under KEK id(s) {', '.join(foreign)}, but this "
+            f"sms has KEK id(s) {', '.join(k.kek_id for k in keks)}: every replica must use the "
+            f"same key-encryption key (set CONFIDE_KEK, or copy the kek file; after a rotation, "
+            f"list the old one in CONFIDE_KEK_PREVIOUS)"
+        )
 
 
 def _signing_key(path: Path) -> SigningKey:

@@ -81,6 +81,16 @@ class SessionStore:
             raise SessionForbiddenError(f"{caller} may not {what} session {owner}/{name}")
         return head
 
+    def head(self, owner: str, name: str) -> StoredSession | None:
+        """The current version, without an access check: for attestation, where the
+        enclave's evidence (not a wallet) is what is judged."""
+        history = self._history(owner, name)
+        return history[-1] if history else None
+
+    def version(self, owner: str, name: str, digest: str) -> StoredSession | None:
+        """One version by its hash (any version, not only the current one)."""
+        return next((s for s in self._history(owner, name) if s.hash == digest), None)
+
     def history(self, caller: str, owner: str, name: str) -> list[StoredSession]:
         self.current(caller, owner, name)  # access check
         return self._history(owner, name)
@@ -105,6 +115,7 @@ class SessionStore:
                expected_head: str | None) -> StoredSession:  # fmt: skip
         canonical = document.canonical()
         digest = document.session_hash()
+        carried = self._generated_values(owner, document, expected_head)
         try:
             with self._engine.begin() as connection:
                 connection.execute(
@@ -118,11 +129,10 @@ class SessionStore:
                              subject=f"{owner}/{document.name}",
                              detail={"hash": digest, "predecessor": expected_head})  # fmt: skip
                 for secret in document.secrets:  # in the same transaction: all or nothing
-                    value = (
-                        secret.value.encode()
-                        if secret.value is not None
-                        else os.urandom(32).hex().encode()
-                    )
+                    if secret.value is not None:
+                        value = secret.value.encode()
+                    else:
+                        value = carried.get(secret.name) or os.urandom(32).hex().encode()
                     ref = SecretRef(owner, "session", secret.name,
                                     subject=f"{document.name}@{digest[:16]}")  # fmt: skip
                     self._secrets.put_in(connection, ref, value, update=False, now=now)
@@ -132,6 +142,28 @@ class SessionStore:
                 + ("already exists" if expected_head is None else "was updated concurrently")
             ) from None
         return StoredSession(owner, document.name, digest, expected_head, canonical, now)
+
+    def _generated_values(
+        self, owner: str, document: SessionDocument, predecessor: str | None
+    ) -> dict[str, bytes]:
+        """The values of generated secrets that the predecessor version generated too (same
+        name and kind): an update keeps them, so data sealed under a generated key stays
+        readable. A secret given a value, or declared anew, gets that value or a new one."""
+        if predecessor is None:
+            return {}
+        previous = self.version(owner, document.name, predecessor)
+        if previous is None:
+            return {}
+        generated_before = {
+            s["name"]: s["kind"] for s in previous.document["secrets"] if s["value"] is None
+        }
+        carried = {}
+        for secret in document.secrets:
+            if secret.value is None and generated_before.get(secret.name) == secret.kind:
+                ref = SecretRef(owner, "session", secret.name,
+                                subject=f"{document.name}@{predecessor[:16]}")  # fmt: skip
+                carried[secret.name] = self._secrets.latest(ref)[1]
+        return carried
 
 
 def _permits(allowed: list[str], caller: str, owner: str) -> bool:

@@ -29,6 +29,7 @@ _FIELDS = {
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SALT = re.compile(r"[0-9a-f]{32}")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INDEX = re.compile(r"[1-9][0-9]{0,3}", re.ASCII)  # one spelling per index: no "01", no "²"
 MAX_MAPPED_SECRETS = 64
 
 
@@ -194,7 +195,7 @@ def _mapping(value: Any) -> tuple[tuple[int, str], ...]:
         )
     pairs: list[tuple[int, str]] = []
     for key, name in value.items():
-        if not isinstance(key, str) or not key.isdigit() or not 1 <= int(key) <= 1000:
+        if not isinstance(key, str) or not _INDEX.fullmatch(key) or int(key) > 1000:
             raise TaskOrderError(f"task order: secret index {key!r} is not 1 to 1000")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise TaskOrderError(f"task order: secret name {name!r} is not allowed")

@@ -14,11 +14,12 @@ down_revision = "0004"
 def upgrade() -> None:
     with op.batch_alter_table("secrets") as batch:
         batch.add_column(sa.Column("policy", sa.Text, nullable=False, server_default=""))
+    op.create_index("ix_attest_nonces_expires_at", "attest_nonces", ["expires_at"])
     op.create_table(
         "attestations",
         sa.Column("jti", sa.String(32), primary_key=True),
         sa.Column("ed25519_public", sa.String(64), nullable=False),
-        sa.Column("subject", sa.String(80), nullable=False),
+        sa.Column("subject", sa.String(256), nullable=False),
         sa.Column("scope", sa.String(160), nullable=False),
         sa.Column("service", sa.String(64), nullable=False),
         sa.Column("worker", sa.String(128), nullable=False),
@@ -50,6 +51,7 @@ def upgrade() -> None:
             "owner", "session", "volume", "previous_tag", name="uq_volume_tags_cas"
         ),
         sa.UniqueConstraint("owner", "session", "volume", "seq", name="uq_volume_tags_seq"),
+        sa.UniqueConstraint("owner", "session", "volume", "tag", name="uq_volume_tags_tag"),
     )
 
 
@@ -58,5 +60,6 @@ def downgrade() -> None:
     op.drop_table("task_releases")
     op.drop_index("ix_attestations_ed25519_public", "attestations")
     op.drop_table("attestations")
+    op.drop_index("ix_attest_nonces_expires_at", "attest_nonces")
     with op.batch_alter_table("secrets") as batch:
         batch.drop_column("policy")

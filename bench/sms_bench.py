@@ -1,0 +1,621 @@
+"""Secret-service load benchmark: a real ``confide serve sms`` under load over loopback.
+
+    python bench/sms_bench.py [--quick] [--repeat N] [--duration S] [--pushes N]
+                              [--scenario NAME ...] [--profile DIR] [--out FILE]
+
+The server runs as a subprocess (``.venv/bin/confide serve sms --port P --db URL
+--deployment bench``, ``CONFIDE_HOME`` in a temporary directory), one process, on a free
+loopback port; this process (and the wrk it starts) is the load generator, with a wallet
+made for the run. It runs on SQLite and, when ``CONFIDE_BENCH_PG`` or ``CONFIDE_TEST_PG``
+names a PostgreSQL database, on a private schema of it (dropped afterwards).
+
+Scenarios (``SCENARIOS``, in order, against every backend):
+
+- ``head existing`` / ``head missing``: ``HEAD /v1/requesters/{address}/secrets/{name}``
+  with wrk (one thread, a few connections, ``--latency``) for a secret that exists (200)
+  and one that does not (404). A wrk Lua script counts every response's status: any
+  other status, and any socket error, is an error.
+- ``head existing (httpx)``: the same request from a bounded-concurrency async httpx
+  client, side by side (Python's client is the bottleneck there, not the server).
+- ``signed push``: ``PUT /v1/requesters/{address}/secrets/{name}``, each a new secret
+  (unique name, fresh nonce), all signed *before* the clock starts so that the client's
+  secp256k1 signing is not measured, then sent by an async httpx client with bounded
+  concurrency. Every response must be 201.
+
+Each scenario with a target runs ``--repeat`` times (default 3); the report gives the
+median run (by throughput) and every run's figures, so a run disturbed by other work on
+the machine shows. It also gives the server's CPU time per request (``/proc/PID/stat``)
+and the load generator's CPU share: on a 2-core machine they share the cores.
+
+``--profile DIR`` samples the server with py-spy (``pip install py-spy``; not a
+dependency) during each scenario and writes raw stacks (flamegraph.pl's input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from confide.crypto.requests import sign_request
+from confide.crypto.wallet import Wallet
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "docs" / "benchmarks-sms.json"
+QUICK_OUT = ROOT / "bench" / "results" / "sms-quick.json"
+CONFIDE = ROOT / ".venv" / "bin" / "confide"
+PY_SPY = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+HEAD_RPS_TARGET = 3000.0
+HEAD_P99_MS_TARGET = 10.0
+PUSH_RPS_TARGET = 150.0
+TICKS = os.sysconf("SC_CLK_TCK")
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: float  # seconds of each wrk run
+    connections: int  # wrk connections (and the httpx HEAD client's requests in flight)
+    pushes: int  # signed pushes per run
+    concurrency: int  # the push client's requests in flight
+    httpx_duration: float  # seconds of the httpx HEAD run (0: skip)
+    repeat: int = 3  # runs of each scenario that has a target
+    scenarios: tuple[str, ...] = ()  # names to run (empty: all)
+    profile: Path | None = None  # directory for py-spy profiles of the server
+
+
+@dataclass
+class Target:
+    """One running server and what the scenarios share."""
+
+    backend: str
+    url: str
+    pid: int
+    wallet: Wallet
+    audience: str
+    workdir: Path
+    settings: Settings
+
+    def cpu_seconds(self) -> float:
+        """The server's user + system CPU time so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def secret_path(self, name: str) -> str:
+        return f"/v1/requesters/{self.wallet.address}/secrets/{name}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load, run against each backend. ``run`` returns its figures (``per_second``,
+    ``p50_ms``, ``p99_ms``, ``errors``, ...: see :func:`summarise`); ``meets`` tells
+    whether they reach ``target``."""
+
+    name: str
+    run: Callable[[Target], Json]
+    target: str = ""  # the issue's target, in words ("": none, a comparison only)
+    meets: Callable[[Json], bool] | None = None
+
+
+# --------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(backend: str, db_url: str, home: Path, log: Path) -> Iterator[tuple[str, int]]:
+    """Run ``confide serve sms`` until the block ends (SIGTERM, then SIGKILL)."""
+    port = free_port()
+    env = {**os.environ, "CONFIDE_HOME": str(home)}
+    env.pop("CONFIDE_KEK", None)
+    argv = [str(CONFIDE), "serve", "sms", "--port", str(port), "--db", db_url]
+    argv += ["--deployment", "bench"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{backend}: the sms exited: {log.read_text()[-2000:]}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{backend}: the sms did not start in 60 s")
+            time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """A private schema of ``base``'s database, dropped afterwards; yields its URL."""
+    import psycopg
+
+    schema = f"confide_bench_{os.urandom(6).hex()}"
+    plain = base.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@contextmanager
+def profiled(directory: Path | None, name: str, pid: int) -> Iterator[None]:
+    """Sample the server with py-spy (``--profile DIR``) while the block runs."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / (re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-") + ".txt")
+    argv = [PY_SPY, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on ^C
+        spy.wait(timeout=30)
+
+
+def disk_sync_ms(directory: Path, rounds: int = 100) -> Json:
+    """How long a 4 KiB overwrite + fdatasync takes in ``directory`` (an SQLite commit in
+    WAL mode with synchronous=FULL makes one): on this VM it ranges from 0.1 to 4 ms,
+    depending on what else writes to the disk, and bounds a durable write's rate."""
+    path = directory / "sync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    samples = []
+    try:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            os.pwrite(fd, os.urandom(4096), 0)
+            os.fdatasync(fd)
+            samples.append((time.perf_counter() - start) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    samples.sort()
+    return {"p50": round(samples[rounds // 2], 3), "p90": round(samples[rounds * 9 // 10], 3)}
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --------------------------------------------------------------------------- wrk
+
+# Counts every response's status per thread and prints one JSON line at the end.
+WRK_SCRIPT = """
+wrk.method = "HEAD"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local counts = {}
+  for _, t in ipairs(threads) do
+    for code, n in pairs(t:get("statuses")) do counts[code] = (counts[code] or 0) + n end
+  end
+  local parts = {}
+  for code, n in pairs(counts) do table.insert(parts, string.format('"%d": %d', code, n)) end
+  local e = summary.errors
+  io.write(string.format(
+    'CONFIDE-WRK {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, ' ..
+    '"p99_us": %d, "max_us": %d, "statuses": {%s}, "socket_errors": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, table.concat(parts, ", "),
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def run_wrk(target: Target, path: str, expected: int) -> Json:
+    script = target.workdir / "head.lua"
+    script.write_text(WRK_SCRIPT)
+    duration = max(1, round(target.settings.duration))
+    argv = ["wrk", "-t1", f"-c{target.settings.connections}", f"-d{duration}s", "--latency"]
+    argv += ["-s", str(script), target.url + path]
+    cpu, generator = target.cpu_seconds(), children_cpu()
+    run = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 60)
+    cpu, generator = target.cpu_seconds() - cpu, children_cpu() - generator
+    found = re.search(r"^CONFIDE-WRK (.*)$", run.stdout, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"wrk printed no summary:\n{run.stdout}\n{run.stderr}")
+    raw = json.loads(found.group(1))
+    statuses = {int(code): n for code, n in raw["statuses"].items()}
+    seconds = raw["duration_us"] / 1e6
+    errors = sum(n for code, n in statuses.items() if code != expected) + raw["socket_errors"]
+    return {
+        "tool": f"wrk -t1 -c{target.settings.connections} -d{duration}s --latency",
+        "requests": raw["requests"],
+        "seconds": round(seconds, 3),
+        "per_second": round(raw["requests"] / seconds),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "statuses": {str(code): n for code, n in sorted(statuses.items())},
+        "errors": errors,
+        "server_cpu_ms_per_request": round(cpu * 1000 / max(1, raw["requests"]), 4),
+        "server_cpu_share": round(cpu / seconds, 2),
+        "generator_cpu_share": round(generator / seconds, 2),
+    }
+
+
+# --------------------------------------------------------------------------- httpx
+
+
+@dataclass(frozen=True)
+class Prepared:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Outcome:
+    latencies: list[float]  # ms, of the requests that got an answer
+    statuses: Counter[int]
+    failures: int  # transport errors
+    seconds: float
+
+
+async def send_all(
+    base_url: str, requests: Iterator[Prepared], concurrency: int, deadline: float
+) -> Outcome:
+    """Send ``requests`` with at most ``concurrency`` in flight, until they run out or
+    ``deadline`` (monotonic) passes."""
+    outcome = Outcome([], Counter(), 0, 0.0)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            for prepared in requests:  # one shared iterator: each request is sent once
+                if time.monotonic() > deadline:
+                    return
+                start = time.perf_counter()
+                try:
+                    response = await client.request(
+                        prepared.method, prepared.url, headers=prepared.headers,
+                        content=prepared.body,
+                    )  # fmt: skip
+                except httpx.HTTPError:
+                    outcome.failures += 1
+                    continue
+                outcome.latencies.append((time.perf_counter() - start) * 1000)
+                outcome.statuses[response.status_code] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def drive(target: Target, requests: Iterator[Prepared], concurrency: int, seconds: float,
+          tool: str, expected: int) -> Json:  # fmt: skip
+    """Run :func:`send_all` and summarise it, with the server's and this process's CPU."""
+    cpu, generator = target.cpu_seconds(), own_cpu()
+    deadline = time.monotonic() + seconds
+    outcome = asyncio.run(send_all(target.url, requests, concurrency, deadline))
+    cpu, generator = target.cpu_seconds() - cpu, own_cpu() - generator
+    return summarise(tool, outcome, expected, cpu, generator)
+
+
+def summarise(tool: str, outcome: Outcome, expected: int, cpu: float, generator: float) -> Json:
+    latencies = sorted(outcome.latencies)
+    count, seconds = len(latencies), outcome.seconds
+
+    def pct(p: float) -> float:
+        return round(latencies[min(count - 1, int(count * p))], 3) if count else 0.0
+
+    bad = sum(n for code, n in outcome.statuses.items() if code != expected)
+    return {
+        "tool": tool,
+        "requests": count,
+        "seconds": round(seconds, 3),
+        "per_second": round(count / seconds) if seconds else 0,
+        "p50_ms": round(statistics.median(latencies), 3) if count else 0.0,
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": round(latencies[-1], 3) if count else 0.0,
+        "statuses": {str(code): n for code, n in sorted(outcome.statuses.items())},
+        "errors": outcome.failures + bad,
+        "server_cpu_ms_per_request": round(cpu * 1000 / max(1, count), 4),
+        "server_cpu_share": round(cpu / seconds, 2) if seconds else 0.0,
+        "generator_cpu_share": round(generator / seconds, 2) if seconds else 0.0,
+    }
+
+
+# --------------------------------------------------------------------------- scenarios
+
+PRESENT = "bench-present"
+MISSING = "bench-missing"
+
+
+def head_existing(target: Target) -> Json:
+    return run_wrk(target, target.secret_path(PRESENT), 200)
+
+
+def head_missing(target: Target) -> Json:
+    return run_wrk(target, target.secret_path(MISSING), 404)
+
+
+def head_existing_httpx(target: Target) -> Json:
+    seconds = target.settings.httpx_duration
+    if seconds <= 0:
+        return {"skipped": "--httpx-duration 0"}
+    request = Prepared("HEAD", target.secret_path(PRESENT), {}, b"")
+
+    def forever() -> Iterator[Prepared]:
+        while True:
+            yield request
+
+    concurrency = target.settings.connections
+    tool = f"httpx.AsyncClient, {concurrency} in flight"
+    return drive(target, forever(), concurrency, seconds, tool, 200)
+
+
+def presign_pushes(target: Target, names: list[str]) -> list[Prepared]:
+    """Signed pushes of new secrets (fresh nonces), ready to send."""
+    now = int(time.time())
+    prepared = []
+    for name in names:
+        path = target.secret_path(name)
+        body = os.urandom(48)
+        headers = sign_request(
+            target.wallet, audience=target.audience, method="PUT", path=path,
+            content_type="application/octet-stream", body=body, now=now,
+        )  # fmt: skip
+        headers["content-type"] = "application/octet-stream"
+        prepared.append(Prepared("PUT", path, headers, body))
+    return prepared
+
+
+def signed_push(target: Target) -> Json:
+    count, concurrency = target.settings.pushes, target.settings.concurrency
+    start = time.perf_counter()
+    run = os.urandom(4).hex()
+    prepared = presign_pushes(target, [f"push-{run}-{index}" for index in range(count)])
+    signing = time.perf_counter() - start
+    # Signatures are accepted for 300 s after signing: stop well before that.
+    tool = f"httpx.AsyncClient, {concurrency} in flight, presigned"
+    result = drive(target, iter(prepared), concurrency, 240 - signing, tool, 201)
+    result["presigned"] = count
+    result["presign_seconds"] = round(signing, 3)
+    result["errors"] += count - result["requests"]  # any request left unsent counts
+    return result
+
+
+def head_meets(result: Json) -> bool:
+    return bool(result["per_second"] >= HEAD_RPS_TARGET and result["p99_ms"] < HEAD_P99_MS_TARGET)
+
+
+def push_meets(result: Json) -> bool:
+    return bool(result["per_second"] >= PUSH_RPS_TARGET)
+
+
+HEAD_TARGET = f">= {HEAD_RPS_TARGET:.0f}/s, p99 < {HEAD_P99_MS_TARGET:.0f} ms"
+PUSH_TARGET = f">= {PUSH_RPS_TARGET:.0f}/s, every answer 201"
+
+# Run in this order against each backend. The attestation scenario goes at the end:
+# Scenario("sim attest", sim_attest, ">= 500/s", lambda r: r["per_second"] >= 500), its
+# run function registering a sim platform once, then (untimed) preparing evidence per
+# round and timing challenge + attest + sealed configuration with drive().
+SCENARIOS: list[Scenario] = [
+    Scenario("head existing", head_existing, HEAD_TARGET, head_meets),
+    Scenario("head missing", head_missing, HEAD_TARGET, head_meets),
+    Scenario("head existing (httpx)", head_existing_httpx),
+    Scenario("signed push", signed_push, PUSH_TARGET, push_meets),
+]
+
+
+def run_scenario(scenario: Scenario, target: Target) -> Json:
+    """Run it (``--repeat`` times if it has a target); the median run, with all runs."""
+    repeat = max(1, target.settings.repeat) if scenario.meets else 1
+    name = f"{target.backend}-{scenario.name}"
+    runs = []
+    for _ in range(repeat):
+        with profiled(target.settings.profile, name, target.pid):
+            runs.append(scenario.run(target))
+    if "skipped" in runs[0]:
+        return runs[0]
+    median = sorted(runs, key=lambda r: r["per_second"])[(len(runs) - 1) // 2]
+    result = dict(median)
+    result["errors"] = sum(r["errors"] for r in runs)
+    if len(runs) > 1:
+        result["runs"] = [
+            {k: r[k] for k in ("per_second", "p50_ms", "p99_ms", "errors")} for r in runs
+        ]
+    if scenario.meets is not None:
+        result["target"] = scenario.target
+        if result["errors"]:
+            result["verdict"] = f"INVALID: {result['errors']} errors"
+        else:
+            result["verdict"] = "met" if scenario.meets(result) else "not met"
+    return result
+
+
+def run_backend(backend: str, db_url: str, settings: Settings, workdir: Path) -> Json:
+    home = workdir / f"home-{backend}"
+    home.mkdir()
+    with serve(backend, db_url, home, workdir / f"sms-{backend}.log") as (url, pid):
+        audience = str(httpx.get(f"{url}/v1/info", timeout=10).json()["audience"])
+        target = Target(backend, url, pid, Wallet.generate(), audience, workdir, settings)
+        (present,) = presign_pushes(target, [PRESENT])
+        answer = httpx.put(url + present.url, headers=present.headers, content=present.body)
+        if answer.status_code != 201:
+            raise RuntimeError(f"{backend}: pushing {PRESENT}: {answer.status_code} {answer.text}")
+        results: Json = {"disk_fdatasync_ms": disk_sync_ms(workdir)}
+        print(f"{backend:10} 4 KiB write + fdatasync: {results['disk_fdatasync_ms']} ms")
+        for scenario in SCENARIOS:
+            if settings.scenarios and scenario.name not in settings.scenarios:
+                continue
+            results[scenario.name] = result = run_scenario(scenario, target)
+            print_row(backend, scenario.name, result)
+        return results
+
+
+def print_row(backend: str, name: str, result: Json) -> None:
+    if "skipped" in result:
+        print(f"{backend:10} {name:22} skipped: {result['skipped']}", flush=True)
+        return
+    spread = ""
+    if "runs" in result:
+        spread = " (runs: " + ", ".join(str(r["per_second"]) for r in result["runs"]) + ")"
+    print(
+        f"{backend:10} {name:22} {result['per_second']:>6}/s  p50 {result['p50_ms']:6.2f} ms  "
+        f"p99 {result['p99_ms']:6.2f} ms  errors {result['errors']}  server "
+        f"{result['server_cpu_ms_per_request']:.3f} CPU-ms/req  {result.get('verdict', '')}"
+        f"{spread}",
+        flush=True,
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> Json:
+    model = ""
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for package in ("uvicorn", "httptools", "uvloop", "starlette", "SQLAlchemy", "psycopg",
+                    "eth-account", "coincurve", "httpx"):  # fmt: skip
+        with suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "wrk": ((wrk.stdout or wrk.stderr).splitlines() or [""])[0],
+        "packages": versions,
+        "note": "the load generator (wrk or httpx) and the server share these cores",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 300 pushes, 1 repeat")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each target scenario")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--pushes", type=int, default=3000, help="signed pushes per run")
+    parser.add_argument("--concurrency", type=int, default=8, help="pushes in flight")
+    parser.add_argument("--httpx-duration", type=float, default=5.0)
+    parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--scenario", action="append", default=[], help="run only these")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is missing: run bench/install-tools.sh", file=sys.stderr)
+        return 1
+    if not CONFIDE.exists():
+        print(f"missing {CONFIDE}: run scripts/bootstrap.sh dev,bench", file=sys.stderr)
+        return 1
+    if args.profile and not Path(PY_SPY).exists():
+        print("--profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 1
+    settings = Settings(
+        duration=2.0 if args.quick else args.duration,
+        connections=args.connections,
+        pushes=300 if args.quick else args.pushes,
+        concurrency=args.concurrency,
+        httpx_duration=1.0 if args.quick else args.httpx_duration,
+        repeat=1 if args.quick else args.repeat,
+        scenarios=tuple(args.scenario),
+        profile=args.profile,
+    )
+    out: Path = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    pg = os.environ.get("CONFIDE_BENCH_PG") or os.environ.get("CONFIDE_TEST_PG")
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    backends: Json = {}
+    with tempfile.TemporaryDirectory(prefix="confide-sms-bench-") as tmp:
+        workdir = Path(tmp)
+        sqlite_url = f"sqlite:///{workdir / 'sms.db'}"
+        backends["sqlite"] = run_backend("sqlite", sqlite_url, settings, workdir)
+        if pg and not args.sqlite_only:
+            with postgres_schema(pg) as url:
+                backends["postgresql"] = run_backend("postgresql", url, settings, workdir)
+        else:
+            print("postgresql: skipped (set CONFIDE_BENCH_PG or CONFIDE_TEST_PG)", flush=True)
+    report = {
+        "command": "python bench/sms_bench.py" + (" --quick" if args.quick else ""),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": round(time.monotonic() - started, 1),
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "machine": machine(),
+        "settings": {**dataclasses.asdict(settings), "profile": str(settings.profile or "")},
+        "backends": backends,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    invalid = [
+        f"{backend}/{name}"
+        for backend, results in backends.items()
+        for name, result in results.items()
+        if isinstance(result, dict) and result.get("errors")
+    ]
+    if invalid:
+        print(f"errors in: {', '.join(invalid)} (see {out})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

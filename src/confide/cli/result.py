@@ -1,0 +1,85 @@
+"""``confide result``: the key pair that results are encrypted to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from confide.cli.output import JsonOption, emit_json, note, say
+from confide.cli.sms import SmsOption, signing_client
+from confide.cli.wallet import PasswordOption, WalletOption
+from confide.config import confide_home
+from confide.errors import KeyFileError
+
+app = typer.Typer(
+    help="Result encryption: your tasks' results are sealed to a public key you register "
+    "with the sms; only your private key (kept at $CONFIDE_HOME/result-key) opens them.",
+    no_args_is_help=True,
+)
+
+
+def default_key_path() -> Path:
+    return confide_home() / "result-key"
+
+
+@app.command("generate-encryption-keypair")
+def generate_keypair(
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing key pair (results sealed to the old key then no "
+            "longer open).",
+        ),
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Make an X25519 key pair; the private key goes to $CONFIDE_HOME/result-key (mode
+    0600). Prints the public key and its SHA-256 (what task orders pin), never the private
+    key. Next, `confide result push-encryption-key` registers the public key with the sms."""
+    from confide.crypto.result_key import ResultKeyPair, result_key_sha256  # noqa: PLC0415
+
+    path = default_key_path()
+    pair = ResultKeyPair.generate()
+    pair.write(path, overwrite=force)
+    public = pair.public_bytes
+    if json_out:
+        emit_json({"public_key": public.hex(), "sha256": result_key_sha256(public),
+                   "key_file": str(path)})  # fmt: skip
+        return
+    say(f"public key {public.hex()}")
+    say(f"sha256 {result_key_sha256(public)}")
+    note(f"private key written to {path} (mode 0600); next: confide result push-encryption-key")
+
+
+@app.command("push-encryption-key")
+def push_key(
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file",
+            metavar="F",
+            help="The public key: 64 hex characters or a PEM file (a private-key PEM gives "
+            "its public half). Default: the public half of $CONFIDE_HOME/result-key.",
+        ),
+    ] = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Register your result-encryption public key with the sms (a new version each time)."""
+    from confide.crypto.result_key import public_key_from_file, result_key_sha256  # noqa: PLC0415
+
+    public = public_key_from_file(key_file or default_key_path())
+    result = signing_client(sms, wallet, password).push_result_key(public)
+    if result["sha256"] != result_key_sha256(public):
+        raise KeyFileError("the sms acknowledged another key than the one sent")
+    if json_out:
+        emit_json({"address": result["address"], "sha256": result["sha256"],
+                   "version": result["version"]})  # fmt: skip
+        return
+    say(f"result encryption key of {result['address']} stored (version {result['version']})")
+    say(f"sha256 {result['sha256']}")

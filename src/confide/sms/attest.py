@@ -1,0 +1,734 @@
+"""Attestation and configuration delivery: the only way a secret leaves the sms.
+
+An enclave asks for a challenge (a nonce row, single use, 60 s), makes evidence whose
+report data binds the nonce, its two public keys, this sms, the session hash or task id,
+the service and the worker (DESIGN.md, "Identities"), and posts it. The sms judges it by
+the effective policy — the session's or the task order's, intersected with the release
+policy of every secret it would release — and only then builds the configuration, seals
+it with HPKE to the enclave's X25519 key, signs the sealed blob with its token key and
+records the grant, the released secrets (by version) and, for a task, the lease it
+used, in one transaction with the audit entry. A refusal is audited with its reasons and
+says them; nothing secret is in a refusal or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from confide.attestation.evidence import Evidence
+from confide.attestation.measurement import Measurement
+from confide.attestation.nonces import NONCE_BYTES, NonceStore
+from confide.attestation.policy import Policy
+from confide.attestation.token import DEFAULT_TTL_SECONDS
+from confide.attestation.verifier import EnclaveBinding, Verdict, Verifier, verify_attestation
+from confide.crypto.sealing import (
+    SEALED_CONFIG_LABEL,
+    seal_for_enclave,
+    sealing_info,
+    signed_sealed_message,
+)
+from confide.crypto.wallet import normalise_address
+from confide.db import audit
+from confide.db.engine import reading
+from confide.db.schema import attestations, task_releases, volume_tags
+from confide.db.schema import secrets as secrets_table
+from confide.db.schema import sessions as sessions_table
+from confide.db.stores import DatabasePlatformRegistry
+from confide.errors import AttestationError, AuthError, ConfideError
+from confide.sms.registry import AppRecord
+from confide.sms.release_policy import ReleasePolicy
+from confide.sms.secrets import SecretExistsError, SecretNotFoundError, SecretRef
+from confide.sms.service import Sms
+from confide.sms.sessions import StoredSession
+from confide.sms.tasks import TaskOrder, TaskOrderError
+
+CONFIG_FORMAT = "confide-config-v1"
+MAX_EVIDENCE_BYTES = 64 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SECRET_REF = re.compile(r"\$\$confide:secrets:([A-Za-z0-9_-]{1,64})\$\$")
+_WORKER = re.compile(r"[\x21-\x7e]{0,128}")
+
+
+class AttestRequestError(ConfideError):
+    """A malformed attestation request (HTTP 400)."""
+
+
+class AttestationRefusedError(ConfideError):
+    """Attestation or release refused (HTTP 403); the reasons say why, never a value."""
+
+    def __init__(self, *reasons: str) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+@dataclass(frozen=True)
+class SessionTarget:
+    owner: str
+    name: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class TaskTarget:
+    task_id: str
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class AttestRequest:
+    evidence: Evidence = field(repr=False)
+    nonce: bytes
+    x25519_public: bytes
+    ed25519_public: bytes
+    service: str
+    worker: str
+    target: SessionTarget | TaskTarget
+
+    @property
+    def subject(self) -> str:
+        """What report data, HPKE info and the token bind: ``owner/name@hash`` for a session
+        (a hash alone does not say whose session: two owners may hold equal documents),
+        the task id for a task."""
+        if isinstance(self.target, SessionTarget):
+            return session_subject(self.target.owner, self.target.name, self.target.hash)
+        return self.target.task_id
+
+    def binding(self, sms_id: str) -> EnclaveBinding:
+        return EnclaveBinding(
+            x25519_public=self.x25519_public,
+            ed25519_public=self.ed25519_public,
+            sms_id=sms_id,
+            subject=self.subject,
+            service=self.service,
+            worker=self.worker,
+        )
+
+    @classmethod
+    def from_json(cls, data: Any) -> AttestRequest:
+        if not isinstance(data, dict):
+            raise AttestRequestError("the body is a JSON object")
+        allowed = {"evidence", "nonce", "x25519_public", "ed25519_public", "service",
+                   "worker", "session", "task"}  # fmt: skip
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise AttestRequestError(f"unknown fields {unknown}")
+        evidence = data.get("evidence")
+        if not isinstance(evidence, dict) or set(evidence) != {"tee", "data"}:
+            raise AttestRequestError('evidence is {"tee": "sim|sgx|tdx", "data": base64}')
+        tee, blob = evidence["tee"], evidence["data"]
+        if tee not in ("sim", "sgx", "tdx") or not isinstance(blob, str):
+            raise AttestRequestError('evidence is {"tee": "sim|sgx|tdx", "data": base64}')
+        if len(blob) > MAX_EVIDENCE_BYTES * 4 // 3 + 4:
+            raise AttestRequestError(f"evidence is at most {MAX_EVIDENCE_BYTES} bytes")
+        service = data.get("service")
+        if not isinstance(service, str) or not _NAME.fullmatch(service):
+            raise AttestRequestError("service is a name of 1 to 64 of A-Z a-z 0-9 _ -")
+        worker = data.get("worker", "")
+        if not isinstance(worker, str) or not _WORKER.fullmatch(worker):
+            raise AttestRequestError("worker is at most 128 printable ASCII characters")
+        session, task = data.get("session"), data.get("task")
+        if (session is None) == (task is None):
+            raise AttestRequestError("name exactly one of session and task")
+        target = _session_target(session) if session is not None else _task_target(task)
+        if isinstance(target, TaskTarget):
+            worker = _address(worker, "worker")
+        return cls(
+            evidence=Evidence(tee, _b64(blob, "evidence.data")),
+            nonce=_hex_bytes(data.get("nonce"), NONCE_BYTES, "nonce"),
+            x25519_public=_hex_bytes(data.get("x25519_public"), 32, "x25519_public"),
+            ed25519_public=_hex_bytes(data.get("ed25519_public"), 32, "ed25519_public"),
+            service=service,
+            worker=worker,
+            target=target,
+        )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the enclave receives: the sealed configuration, the sms's signature over it,
+    and the attestation token (also inside the sealed payload)."""
+
+    sealed: bytes = field(repr=False)
+    signature: bytes
+    token: str
+    config_hash: str
+    status: str
+    jti: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sealed": base64.b64encode(self.sealed).decode(),
+            "signature": self.signature.hex(),
+            "token": self.token,
+            "config_hash": self.config_hash,
+            "status": self.status,
+        }
+
+
+@dataclass
+class _Plan:
+    """A release being prepared: the policy so far, the configuration, what is released."""
+
+    policy: Policy
+    config: dict[str, Any] = field(default_factory=dict, repr=False)  # holds secret values
+    released: list[str] = field(default_factory=list)  # secret labels with versions
+    versions: list[tuple[SecretRef, int]] = field(default_factory=list)  # re-checked at grant
+    scope: str = ""
+    audience: str = ""
+
+
+class Attestations:
+    def __init__(self, sms: Sms, verifiers: Mapping[str, Verifier], nonces: NonceStore) -> None:
+        self.sms = sms
+        self.verifiers = verifiers
+        self.nonces = nonces
+        self._platforms = DatabasePlatformRegistry(sms.engine)
+
+    def challenge(self, now: int) -> bytes:
+        return self.nonces.issue(now)
+
+    def attest(self, request: AttestRequest, now: int, signer: str | None = None) -> Grant:
+        """Verify and release, or raise AttestationRefusedError naming every reason.
+
+        The nonce is consumed first: a request without a live challenge costs one DELETE
+        and leaves no trace (so the public endpoint cannot flood the audit log); with
+        one, every refusal is audited.
+        """
+        try:
+            self.nonces.consume(request.nonce, now)
+        except AttestationError as exc:
+            raise AttestationRefusedError(str(exc)) from None
+        try:
+            if isinstance(request.target, SessionTarget):
+                plan = self._session_plan(request, request.target)
+            else:
+                plan = self._task_plan(request, request.target, signer)
+        except AttestationRefusedError as refusal:
+            self._refuse(request, now, refusal.reasons)
+            raise
+        verdict = verify_attestation(
+            request.evidence,
+            nonce=request.nonce,
+            binding=request.binding(self.sms.config.sms_id),
+            policy=plan.policy,
+            verifiers=self.verifiers,
+            nonces=_CONSUMED,
+            now=now,
+        )
+        reasons = list(verdict.reasons)
+        if verdict.ok and verdict.appraisal is not None and verdict.appraisal.tee == "sim":
+            reasons += self._sim_platform_reasons(request, verdict.appraisal.platform, signer)
+        if not verdict.ok or reasons:
+            self._refuse(request, now, tuple(reasons))
+            raise AttestationRefusedError(*reasons)
+        return self._grant(request, plan, verdict, now)
+
+    def _sim_platform_reasons(
+        self, request: AttestRequest, platform: str | None, signer: str | None
+    ) -> list[str]:
+        """A sim platform key speaks only for the wallet that registered it: the session's
+        owner (or a wallet its update policy names), or the task's signing worker. Anyone
+        may register a key, so a key registered by a stranger proves nothing."""
+        owner = self._platforms.owner(bytes.fromhex(platform or ""))
+        if isinstance(request.target, SessionTarget):
+            head = self.sms.sessions.head(request.target.owner, request.target.name)
+            allowed = {request.target.owner}
+            if head is not None:
+                allowed |= {a for a in head.document["access_policy"]["update"] if a != "owner"}
+            whose = "the session's owner (or a wallet its update policy names)"
+        else:
+            allowed = {signer} if signer else set()
+            whose = "the worker that signed the request"
+        if owner not in allowed:
+            return [f"the sim platform key was not registered by {whose}"]
+        return []
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def _session_plan(self, request: AttestRequest, target: SessionTarget) -> _Plan:
+        head = self.sms.sessions.head(target.owner, target.name)
+        if head is None or head.hash != target.hash:
+            raise AttestationRefusedError(
+                f"session {target.owner}/{target.name} has no current version {target.hash} "
+                f"(the enclave was started for another version, or another session)"
+            )
+        document = head.document
+        service = next((s for s in document["services"] if s["name"] == request.service), None)
+        if service is None:
+            raise AttestationRefusedError(
+                f"service {request.service!r} is not in session {target.owner}/{target.name}"
+            )
+        security = document["security"]
+        policy = Policy(
+            measurements=frozenset(Measurement.parse(m) for m in service["measurements"]),
+            tolerate=frozenset(security["tolerate"]),
+            ignore_advisories=frozenset(security["ignore_advisories"]),
+        )
+        plan = _Plan(policy, scope=f"{target.owner}/{target.name}",
+                     audience=f"session:{target.owner}/{target.name}")  # fmt: skip
+        values: dict[str, str] = {}
+        for name in sorted(_references(service)):
+            ref = SecretRef(
+                target.owner, "session", name, subject=f"{target.name}@{head.hash[:16]}"
+            )
+            values[name] = self._text_secret(ref, plan, f"session secret {name!r}")
+        plan.config = {
+            "format": CONFIG_FORMAT,
+            "session": {"owner": target.owner, "name": target.name, "hash": head.hash},
+            "service": request.service,
+            "command": _inject(service["command"], values),
+            "pwd": service["pwd"],
+            "environment": {k: _inject(v, values) for k, v in service["environment"].items()},
+            "volumes": self._volumes(head, service),
+        }
+        return plan
+
+    def _volumes(self, head: StoredSession, service: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each volume the service may use, with its key and the tag it must have.
+
+        An output volume's key is made on first use; an input volume must have been
+        pushed by the session's owner (its key is theirs).
+        """
+        result = []
+        for volume in head.document["volumes"]:
+            if volume["name"] not in service["volumes"]:
+                continue
+            ref = SecretRef(head.owner, "volume", volume["name"], subject=head.name)
+            try:
+                key = self.sms.secrets.latest(ref)[1]
+            except SecretNotFoundError:
+                if volume["mode"] != "output":
+                    raise AttestationRefusedError(
+                        f"input volume {volume['name']!r} has no key yet: its owner pushes "
+                        f"it with the volume"
+                    ) from None
+                key = None  # made and stored when the grant is recorded
+            result.append({
+                "name": volume["name"], "mode": volume["mode"], "path": volume["path"],
+                "key": None if key is None else key.hex(),
+                "tag": current_tag(self.sms, head.owner, head.name, volume["name"]),
+            })  # fmt: skip
+        return result
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def _task_plan(self, request: AttestRequest, target: TaskTarget, signer: str | None) -> _Plan:
+        order, app = self._check_claim(request, target, signer)
+        policy = Policy(
+            measurements=frozenset({order.app_measurement}),
+            tee_types=frozenset(order.tee),
+            tolerate=frozenset(order.tolerate),
+            ignore_advisories=frozenset(order.ignore_advisories),
+        )
+        plan = _Plan(policy, scope=target.task_id, audience=f"task:{target.task_id}")
+        env: dict[str, str] = {"IEXEC_TASK_ID": target.task_id}
+        developer = SecretRef(app.owner, "app", "1", subject=app.address)
+        if self.sms.secrets.exists(developer):
+            what = "the app developer secret"
+            stored = self._release(developer, plan, what)
+            self._restricted(stored.policy, order, what)
+            value = _utf8(stored.value, what)
+            env["IEXEC_APP_DEVELOPER_SECRET"] = env["IEXEC_APP_DEVELOPER_SECRET_1"] = value
+        missing = []
+        for index, name in order.secrets:
+            ref = SecretRef(order.requester, "requester", name)
+            if not self.sms.secrets.exists(ref):
+                missing.append(name)
+                continue
+            env[f"IEXEC_REQUESTER_SECRET_{index}"] = self._text_secret(
+                ref, plan, f"requester secret {name!r}"
+            )
+        if missing:
+            raise AttestationRefusedError(
+                f"requester secret(s) {', '.join(repr(m) for m in missing)} of "
+                f"{order.requester} do not exist"
+            )
+        dataset_key = None
+        if order.dataset is not None:
+            dataset_key = self._dataset_key(order.dataset, order, plan)
+        plan.config = {
+            "format": CONFIG_FORMAT,
+            "task": {"id": target.task_id, "app": order.app, "requester": order.requester},
+            "service": request.service,
+            "environment": env,
+            "dataset": None if order.dataset is None
+            else {"address": order.dataset, "key": dataset_key},
+            "result_encryption_key": self._result_key(order.requester, order.result_key),
+        }  # fmt: skip
+        return plan
+
+    def _check_claim(
+        self, request: AttestRequest, target: TaskTarget, signer: str | None
+    ) -> tuple[TaskOrder, AppRecord]:
+        """The order is the requester's, for this sms, and this worker holds the lease."""
+        registry = self.sms.registry
+        record = registry.task(target.task_id)
+        if record is None or record.task_id != target.task_id:
+            raise AttestationRefusedError(f"unknown task {target.task_id}")
+        order = record.order
+        try:
+            order.check_signature(record.signature)
+        except TaskOrderError as exc:
+            raise AttestationRefusedError(str(exc)) from None
+        if order.sms_key != self.sms.tokens.public_key().hex():
+            raise AttestationRefusedError("the task order pins another sms key: not released here")
+        if signer != request.worker:
+            raise AttestationRefusedError(
+                "a task's attestation is signed by the worker it names"
+                + (f" (signed by {signer})" if signer else " (it is not signed)")
+            )
+        if not registry.is_member(order.workerpool, request.worker):
+            raise AttestationRefusedError(
+                f"worker {request.worker} is not a member of workerpool {order.workerpool}"
+            )
+        if (
+            not record.lease_token
+            or target.lease_token != record.lease_token
+            or record.worker.lower() != request.worker
+        ):
+            raise AttestationRefusedError(
+                "the lease token is not the task's current lease (a stale or another "
+                "worker's claim)"
+            )
+        app = registry.app(order.app)
+        if app is None:
+            raise AttestationRefusedError(f"unknown app {order.app}")
+        if order.app_measurement not in app.measurements:
+            raise AttestationRefusedError(
+                f"the order's app measurement {order.app_measurement.short()} is not one "
+                f"the app's owner registered"
+            )
+        return order, app
+
+    def _dataset_key(self, address: str, order: TaskOrder, plan: _Plan) -> str:
+        dataset = self.sms.registry.dataset(address)
+        if dataset is None:
+            raise AttestationRefusedError(f"unknown dataset {address}")
+        ref = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+        stored = self._release(ref, plan, f"the key of dataset {address}")
+        self._restricted(stored.policy, order, f"dataset {address}")
+        return base64.b64encode(stored.value).decode()
+
+    def _result_key(self, requester: str, pinned: str | None) -> str | None:
+        if pinned is None:
+            return None
+        ref = SecretRef(requester, "result-key", "result-key")
+        try:
+            _, key = self.sms.secrets.latest(ref)
+        except SecretNotFoundError:
+            raise AttestationRefusedError(
+                f"requester {requester} has no result-encryption key"
+            ) from None
+        if hashlib.sha256(key).hexdigest() != pinned:
+            raise AttestationRefusedError(
+                "the requester's result-encryption key is not the one the task order pins"
+            )
+        return key.hex()
+
+    def check_order(self, order: TaskOrder, signature: str) -> list[str]:
+        """Everything that would stop this order's release, found before the task is
+        queued (iExec fails late and silently): each problem names what is wrong."""
+        problems: list[str] = []
+        try:
+            order.check_signature(signature)
+        except TaskOrderError as exc:
+            problems.append(str(exc))
+        if order.sms_key != self.sms.tokens.public_key().hex():
+            problems.append("the order pins another sms key")
+        app = self.sms.registry.app(order.app)
+        if app is None:
+            problems.append(f"unknown app {order.app}")
+        elif order.app_measurement not in app.measurements:
+            problems.append(
+                f"app measurement {order.app_measurement.short()} is not one the app's "
+                f"owner registered"
+            )
+        missing = [
+            name
+            for _, name in order.secrets
+            if not self.sms.secrets.exists(SecretRef(order.requester, "requester", name))
+        ]
+        if missing:
+            problems.append(
+                f"requester secret(s) {', '.join(repr(m) for m in missing)} of "
+                f"{order.requester} do not exist"
+            )
+        if order.dataset is not None:
+            dataset = self.sms.registry.dataset(order.dataset)
+            if dataset is None:
+                problems.append(f"unknown dataset {order.dataset}")
+            elif not self.sms.secrets.exists(
+                SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+            ):
+                problems.append(f"dataset {order.dataset} has no key")
+        if order.result_key is not None:
+            try:
+                self._result_key(order.requester, order.result_key)
+            except AttestationRefusedError as exc:
+                problems.extend(exc.reasons)
+        return problems
+
+    # -- common -----------------------------------------------------------------------
+
+    def _release(self, ref: SecretRef, plan: _Plan, what: str) -> Any:
+        try:
+            stored = self.sms.secrets.release(ref)
+        except SecretNotFoundError:
+            raise AttestationRefusedError(f"{what} does not exist") from None
+        plan.policy = plan.policy.intersect(
+            stored.policy.to_policy(allow_sim=self.sms.config.allow_sim)
+        )
+        plan.released.append(f"{ref.label()}@{stored.version}")
+        plan.versions.append((ref, stored.version))
+        return stored
+
+    def _text_secret(self, ref: SecretRef, plan: _Plan, what: str) -> str:
+        if ref.kind == "session":  # a session's own secrets follow the session's policy
+            version, value = self.sms.secrets.latest(ref)
+            plan.released.append(f"{ref.label()}@{version}")
+            plan.versions.append((ref, version))
+        else:
+            value = self._release(ref, plan, what).value
+        return _utf8(value, what)
+
+    @staticmethod
+    def _restricted(policy: ReleasePolicy, order: TaskOrder, what: str) -> None:
+        """App and dataset secrets go only to app measurements their owner signed for:
+        the registry (the hub) is not trusted to choose the code that receives them."""
+        if policy.apps is None:
+            raise AttestationRefusedError(
+                f"{what} names no app measurement that may receive it (its owner pushes it "
+                f"with --app-measurement)"
+            )
+        reasons = policy.refusals(measurement=order.app_measurement, requester=order.requester,
+                                  workerpool=order.workerpool)  # fmt: skip
+        if reasons:
+            raise AttestationRefusedError(*(f"{what}: {r}" for r in reasons))
+
+    def _refuse(self, request: AttestRequest, now: int, reasons: tuple[str, ...]) -> None:
+        """Audit a refusal (its nonce is already used up: no retry with the same one). The
+        claimed worker is not authenticated for a session, so it is detail, not actor."""
+        audit.append_now(
+            self.sms.engine, at=now, actor="enclave", action="attest.refused",
+            subject=_subject_label(request),
+            detail={"service": request.service, "tee": request.evidence.tee,
+                    "worker": request.worker, "reasons": list(reasons)},
+        )  # fmt: skip
+
+    def _recheck(self, connection: Connection, request: AttestRequest, plan: _Plan) -> None:
+        """Inside the grant's transaction: nothing the plan read has moved on since (a
+        secret rotated, the session updated, the lease re-claimed while the evidence was
+        being verified). Otherwise the release would be of a superseded state."""
+        for ref, version in plan.versions:
+            current = connection.execute(
+                select(func.max(secrets_table.c.version)).where(
+                    secrets_table.c.owner == ref.owner, secrets_table.c.kind == ref.kind,
+                    secrets_table.c.subject == ref.subject, secrets_table.c.name == ref.name,
+                )
+            ).scalar()  # fmt: skip
+            if current != version:
+                raise AttestationRefusedError(
+                    f"secret {ref.label()} changed while attesting: attest again"
+                )
+        target = request.target
+        if isinstance(target, SessionTarget):
+            successor = connection.execute(
+                select(sessions_table.c.hash).where(
+                    sessions_table.c.owner == target.owner, sessions_table.c.name == target.name,
+                    sessions_table.c.predecessor == target.hash,
+                )
+            ).first()  # fmt: skip
+            if successor is not None:
+                raise AttestationRefusedError("the session was updated while attesting")
+        else:
+            record = self.sms.registry.task(target.task_id)
+            if (
+                record is None
+                or record.lease_token != target.lease_token
+                or record.worker.lower() != request.worker
+            ):
+                raise AttestationRefusedError("the task's lease changed while attesting")
+
+    def _grant(self, request: AttestRequest, plan: _Plan, verdict: Verdict, now: int) -> Grant:
+        assert verdict.appraisal is not None  # noqa: S101 - ok verdicts carry one
+        jti = os.urandom(16).hex()
+        info = sealing_info(sms_id=self.sms.config.sms_id, subject=request.subject,
+                            service=request.service, nonce=request.nonce)  # fmt: skip
+        try:
+            with self.sms.engine.begin() as connection:
+                self._recheck(connection, request, plan)
+                self._make_output_keys(connection, plan, now)
+                config_bytes = _canonical(plan.config)
+                config_hash = hashlib.sha256(config_bytes).hexdigest()
+                binding = request.binding(self.sms.config.sms_id)
+                token = self.sms.tokens.issue(
+                    verdict, binding, audience=plan.audience, config_hash=config_hash,
+                    now=now, jti=jti,
+                )  # fmt: skip
+                if isinstance(request.target, TaskTarget):
+                    connection.execute(insert(task_releases).values(
+                        task_id=request.target.task_id, lease_token=request.target.lease_token,
+                        jti=jti, worker=request.worker, released_at=now,
+                    ))  # fmt: skip
+                connection.execute(insert(attestations).values(
+                    jti=jti, ed25519_public=request.ed25519_public.hex(),
+                    subject=request.subject, scope=plan.scope, service=request.service,
+                    worker=request.worker, expires_at=now + DEFAULT_TTL_SECONDS, created_at=now,
+                ))  # fmt: skip
+                audit.append(
+                    connection, at=now, actor=request.worker or "enclave",
+                    action="attest.granted", subject=_subject_label(request),
+                    detail={"service": request.service, "jti": jti, "status": verdict.status,
+                            "tee": verdict.appraisal.tee,
+                            "measurement": str(verdict.appraisal.measurement),
+                            "tcb_status": verdict.appraisal.tcb_status,
+                            "released": plan.released, "config_hash": config_hash},
+                )  # fmt: skip
+                # Sealed before the commit: a key HPKE cannot seal to (say, a low-order
+                # point) must not leave a recorded release (and a used-up lease) behind.
+                payload = _canonical({"config": plan.config, "token": token})
+                sealed = seal_for_enclave(payload, request.x25519_public, info)
+        except (IntegrityError, SecretExistsError):
+            if isinstance(request.target, TaskTarget):
+                reason = "the task's secrets were already released for this lease"
+            else:  # two enclaves made the first key of an output volume at once
+                reason = "a concurrent attestation made an output volume's key: attest again"
+            self._refuse(request, now, (reason,))
+            raise AttestationRefusedError(reason) from None
+        except (AttestationRefusedError, AttestationError, ValueError) as exc:
+            reasons = (
+                exc.reasons
+                if isinstance(exc, AttestationRefusedError)
+                else ("the enclave's X25519 key cannot be sealed to",)
+            )
+            self._refuse(request, now, reasons)
+            raise AttestationRefusedError(*reasons) from None
+        signature = self.sms.tokens.sign_blob(SEALED_CONFIG_LABEL,
+                                              signed_sealed_message(info, sealed))  # fmt: skip
+        return Grant(sealed, signature, token, config_hash, verdict.status, jti)
+
+    def _make_output_keys(self, connection: Connection, plan: _Plan, now: int) -> None:
+        """Output volumes without a key get one, in the grant's transaction."""
+        session = plan.config.get("session")
+        for volume in plan.config.get("volumes", []):
+            if volume["key"] is None and session is not None:
+                key = os.urandom(32)
+                ref = SecretRef(session["owner"], "volume", volume["name"], subject=session["name"])
+                self.sms.secrets.put_in(connection, ref, key, update=False, now=now)
+                volume["key"] = key.hex()
+
+
+def _utf8(value: bytes, what: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AttestationRefusedError(
+            f"{what} is not UTF-8 text, so it cannot be an environment variable"
+        ) from None
+
+
+class _AlreadyConsumed:
+    """The nonce store handed to ``verify_attestation`` after :meth:`Attestations.attest`
+    consumed the nonce itself (first, so refusals without one cost nothing)."""
+
+    def issue(self, now: float) -> bytes:
+        raise AttestationError("not a nonce source")
+
+    def consume(self, nonce: bytes, now: float) -> None:
+        del nonce, now
+
+
+_CONSUMED = _AlreadyConsumed()
+
+
+def session_subject(owner: str, name: str, digest: str) -> str:
+    return f"{owner}/{name}@{digest}"
+
+
+def current_tag(sms: Sms, owner: str, session: str, volume: str) -> str | None:
+    with reading(sms.engine) as connection:
+        row = connection.execute(
+            select(volume_tags.c.tag)
+            .where(volume_tags.c.owner == owner, volume_tags.c.session == session,
+                   volume_tags.c.volume == volume)
+            .order_by(volume_tags.c.seq.desc()).limit(1)
+        ).first()  # fmt: skip
+    return None if row is None else str(row.tag)
+
+
+def _references(service: dict[str, Any]) -> set[str]:
+    texts = [service["command"], *service["environment"].values()]
+    return {name for text in texts for name in _SECRET_REF.findall(text)}
+
+
+def _inject(text: str, values: Mapping[str, str]) -> str:
+    return _SECRET_REF.sub(lambda match: values[match[1]], text)
+
+
+def _canonical(document: Any) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _subject_label(request: AttestRequest) -> str:
+    if isinstance(request.target, SessionTarget):
+        return f"session {request.target.owner}/{request.target.name}@{request.target.hash[:16]}"
+    return f"task {request.target.task_id}"
+
+
+def _session_target(value: Any) -> SessionTarget:
+    if not isinstance(value, dict) or set(value) != {"owner", "name", "hash"}:
+        raise AttestRequestError('session is {"owner": 0x…, "name": …, "hash": 64 hex}')
+    name, digest = value["name"], value["hash"]
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise AttestRequestError("session.name is 1 to 64 of A-Z a-z 0-9 _ -")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise AttestRequestError("session.hash is 64 lower-case hex characters")
+    return SessionTarget(_address(value["owner"], "session.owner"), name, digest)
+
+
+def _task_target(value: Any) -> TaskTarget:
+    if not isinstance(value, dict) or set(value) != {"id", "lease_token"}:
+        raise AttestRequestError('task is {"id": 0x + 64 hex, "lease_token": …}')
+    task_id, lease = value["id"], value["lease_token"]
+    if not isinstance(task_id, str) or not re.fullmatch(r"0x[0-9a-f]{64}", task_id):
+        raise AttestRequestError("task.id is 0x and 64 lower-case hex characters")
+    if not isinstance(lease, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", lease):
+        raise AttestRequestError("task.lease_token is 1 to 128 of A-Z a-z 0-9 _ . : -")
+    return TaskTarget(task_id, lease)
+
+
+def _address(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise AttestRequestError(f"{where} is a wallet address")
+    try:
+        return normalise_address(value)
+    except AuthError:
+        raise AttestRequestError(f"{where} is not a wallet address (0x and 40 hex)") from None
+
+
+def _hex_bytes(value: Any, length: int, where: str) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * length:
+        raise AttestRequestError(f"{where} is {length} bytes as {2 * length} hex characters")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise AttestRequestError(f"{where} is not hex") from None
+
+
+def _b64(value: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise AttestRequestError(f"{where} is not base64") from None

@@ -1,0 +1,241 @@
+"""HTTP routes for attestation, sim platforms and session volumes (thin over the core)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from confide.attestation.nonces import NONCE_TTL_SECONDS
+from confide.crypto.requests import SignedBy
+from confide.db.replay import record_request
+from confide.db.stores import DatabasePlatformRegistry
+from confide.errors import AttestationError, AuthError, SecretError, SessionError
+from confide.jsonsafe import loads_bounded
+from confide.sms.attest import (
+    AttestationRefusedError,
+    Attestations,
+    AttestRequest,
+    AttestRequestError,
+)
+from confide.sms.http_common import HttpProblemError, path_address, read_body
+from confide.sms.secrets import SecretExistsError
+from confide.sms.sessions import SessionForbiddenError, SessionNotFoundError
+from confide.sms.tasks import TaskOrder, TaskOrderError
+from confide.sms.volumes import (
+    TagConflictError,
+    TagError,
+    TagForbiddenError,
+    TagRecord,
+    VolumeTags,
+    check_tag,
+)
+
+if TYPE_CHECKING:
+    from confide.sms.http import _Handlers
+
+ATTEST_BODY_LIMIT = 256 * 1024
+SMALL_BODY_LIMIT = 16 * 1024
+SIGNATURE_HEADER = "x-confide-signature"
+
+
+class AttestHandlers:
+    def __init__(self, base: _Handlers, attestations: Attestations) -> None:
+        self.base = base
+        self.sms = base.sms
+        self.attestations = attestations
+        self.tags = VolumeTags(base.sms)
+        self.platforms = DatabasePlatformRegistry(base.sms.engine)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/platforms", self.register_platform, methods=["POST"]),
+            Route("/v1/attest/challenge", self.challenge, methods=["POST"]),
+            Route("/v1/attest", self.attest, methods=["POST"]),
+            Route("/v1/task-orders/check", self.check_order, methods=["POST"]),
+            Route(
+                "/v1/sessions/{owner}/{name}/volumes/{volume}", self.push_volume, methods=["PUT"]
+            ),
+            Route(
+                "/v1/sessions/{owner}/{name}/volumes/{volume}/tags",
+                self.volume_tags,
+                methods=["GET", "POST"],
+            ),
+        ]
+
+    async def json_body(self, request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+        body = await read_body(request, limit)
+        try:
+            document = loads_bounded(body, 6)
+        except ValueError:
+            raise HttpProblemError(400, "Bad Request", "the body is not JSON") from None
+        if not isinstance(document, dict):
+            raise HttpProblemError(400, "Bad Request", "the body is not a JSON object")
+        return body, document
+
+    def record(self, signed: SignedBy) -> None:
+        """Use up a signed request's nonce (its effect has its own guards)."""
+        try:
+            with self.sms.engine.begin() as connection:
+                record_request(connection, signed, self.base.now())
+        except AuthError as exc:
+            raise HttpProblemError(401, "Unauthorized", str(exc)) from None
+
+    async def register_platform(self, request: Request) -> Response:
+        body, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        signed = self.base.authenticate(request, body)
+        self.record(signed)
+        key_hex = document.get("platform_key")
+        if set(document) != {"platform_key"} or not isinstance(key_hex, str):
+            raise HttpProblemError(400, "Bad Request", 'expected {"platform_key": 64 hex}')
+        try:
+            key = bytes.fromhex(key_hex)
+            created = self.platforms.register(key, signed.address, self.base.now())
+        except (ValueError, AttestationError):
+            raise HttpProblemError(
+                400, "Bad Request", "platform_key is a 32-byte Ed25519 public key as 64 hex"
+            ) from None
+        owner = self.platforms.owner(key)
+        if owner != signed.address:
+            raise HttpProblemError(
+                409, "Conflict", "that platform key is registered by another wallet"
+            )
+        return JSONResponse(
+            {"platform_key": key.hex(), "owner": owner, "created": created},
+            status_code=201 if created else 200,
+        )
+
+    async def challenge(self, request: Request) -> Response:
+        try:
+            nonce = await asyncio.to_thread(self.attestations.challenge, self.base.now())
+        except AttestationError as exc:  # too many outstanding: a flood, or a real peak
+            raise HttpProblemError(503, "Service Unavailable", str(exc)) from None
+        return JSONResponse({"nonce": nonce.hex(), "expires_in": NONCE_TTL_SECONDS})
+
+    async def attest(self, request: Request) -> Response:
+        body, document = await self.json_body(request, ATTEST_BODY_LIMIT)
+        signer = None
+        if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
+            signed = self.base.authenticate(request, body)
+            self.record(signed)
+            signer = signed.address
+        try:
+            parsed = AttestRequest.from_json(document)
+        except AttestRequestError as exc:
+            raise HttpProblemError(400, "Bad Request", str(exc)) from None
+        try:
+            grant = await asyncio.to_thread(
+                self.attestations.attest, parsed, self.base.now(), signer
+            )
+        except AttestationRefusedError as exc:
+            raise HttpProblemError(403, "Forbidden", f"attestation refused: {exc}") from None
+        return JSONResponse(grant.to_json())
+
+    async def check_order(self, request: Request) -> Response:
+        """Public: whether a signed order could be released (what the hub asks before it
+        queues a task). Tells only what HEAD already tells: existence, never a value."""
+        _, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        if set(document) != {"order", "signature"} or not isinstance(document["signature"], str):
+            raise HttpProblemError(400, "Bad Request", 'expected {"order": {...}, "signature"}')
+        try:
+            order = TaskOrder.from_json(document["order"])
+        except TaskOrderError as exc:
+            raise HttpProblemError(400, "Bad Request", str(exc)) from None
+        problems = await asyncio.to_thread(
+            self.attestations.check_order, order, document["signature"]
+        )
+        return JSONResponse({"task_id": order.task_id(), "ok": not problems, "problems": problems})
+
+    async def push_volume(self, request: Request) -> Response:
+        owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
+        volume = request.path_params["volume"]
+        body, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        signed = self.base.authenticate(request, body)
+        self.record(signed)
+        if not set(document) <= {"key", "previous_tag", "tag"}:
+            raise HttpProblemError(400, "Bad Request", 'expected {"key", "previous_tag", "tag"}')
+        try:
+            key_hex = document.get("key")
+            key = None if key_hex is None else _hex(key_hex, "key")
+            record = self.tags.push(
+                caller=signed.address, owner=owner, session=name, volume=volume, key=key,
+                previous=check_tag(document.get("previous_tag"), "previous_tag", optional=True),
+                tag=str(check_tag(document.get("tag"), "tag")), now=self.base.now(),
+            )  # fmt: skip
+        except Exception as exc:
+            raise _tag_problem(exc) from None
+        return JSONResponse(tag_json(volume, record), status_code=201)
+
+    async def volume_tags(self, request: Request) -> Response:
+        owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
+        volume = request.path_params["volume"]
+        if request.method == "GET":
+            signed = self.base.authenticate(request, b"")
+            self.record(signed)
+            try:
+                records = self.tags.history(signed.address, owner, name, volume)
+            except Exception as exc:
+                raise _tag_problem(exc) from None
+            return JSONResponse(
+                {
+                    "owner": owner,
+                    "session": name,
+                    "volume": volume,
+                    "tags": [tag_json(volume, r) for r in records],
+                }
+            )
+        _, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        fields = {"previous_tag", "tag", "blob_digest", "enclave_key", "signature"}
+        if set(document) != fields:
+            raise HttpProblemError(400, "Bad Request", f"expected fields {sorted(fields)}")
+        try:
+            record = self.tags.report(
+                owner=owner, session=name, volume=volume,
+                previous=check_tag(document["previous_tag"], "previous_tag", optional=True),
+                tag=str(check_tag(document["tag"], "tag")),
+                blob_digest=str(check_tag(document["blob_digest"], "blob_digest")),
+                enclave_key=_hex(document["enclave_key"], "enclave_key", 32),
+                signature=_hex(document["signature"], "signature", 64),
+                now=self.base.now(),
+            )  # fmt: skip
+        except Exception as exc:
+            raise _tag_problem(exc) from None
+        return JSONResponse(tag_json(volume, record), status_code=201)
+
+
+def tag_json(volume: str, record: TagRecord) -> dict[str, Any]:
+    return {
+        "volume": volume,
+        "seq": record.seq,
+        "previous_tag": record.previous_tag,
+        "tag": record.tag,
+        "blob_digest": record.blob_digest or None,
+        "reported_by": record.reported_by,
+        "at": record.at,
+    }
+
+
+def _hex(value: Any, where: str, length: int = 32) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * length:
+        raise TagError(f"{where} is {length} bytes as {2 * length} hex characters")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise TagError(f"{where} is not hex") from None
+
+
+def _tag_problem(exc: Exception) -> Exception:
+    if isinstance(exc, HttpProblemError):
+        return exc
+    if isinstance(exc, SessionNotFoundError):
+        return HttpProblemError(404, "Not Found", str(exc))
+    if isinstance(exc, (TagForbiddenError, SessionForbiddenError)):
+        return HttpProblemError(403, "Forbidden", str(exc))
+    if isinstance(exc, (TagConflictError, SecretExistsError)):
+        return HttpProblemError(409, "Conflict", str(exc))
+    if isinstance(exc, (TagError, SessionError, SecretError)):
+        return HttpProblemError(400, "Bad Request", str(exc))
+    return exc

@@ -1,0 +1,249 @@
+"""HTTP routes for secrets: requester secrets, app developer secrets, dataset keys and
+result-encryption keys (thin over :class:`confide.sms.secrets.SecretStore`).
+
+Every write goes through :meth:`SecretHandlers.write_secret`: the body is refused with 413
+before it is all read, the request must be signed, the signer must be who may write that
+secret (the requester; the app's or dataset's owner per the registry), the signed query
+holds ``update`` and the release policy, and the value is stored in the same transaction
+as the request's nonce. A refusal after the signature uses the nonce up, so the request
+cannot be replayed later, when it would succeed (say, once the app is registered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import IntegrityError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from confide.crypto.result_key import check_public_key, result_key_sha256
+from confide.db.replay import record_request
+from confide.errors import AuthError, ConfideError, SecretError
+from confide.sms.http_common import HttpProblemError, path_address, read_body
+from confide.sms.release_policy import ReleasePolicy
+from confide.sms.secrets import (
+    MAX_VALUE_BYTES,
+    SecretExistsError,
+    SecretNotFoundError,
+    SecretRef,
+)
+
+if TYPE_CHECKING:
+    from confide.sms.http import _Handlers
+
+WriterCheck = Callable[[str], SecretRef]  # the signer's address -> the secret it may write
+
+
+class SecretHandlers:
+    def __init__(self, base: _Handlers) -> None:
+        self.base = base
+        self.sms = base.sms
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/v1/requesters/{address}/secrets/{name}",
+                self.requester_secret,
+                methods=["PUT", "HEAD"],
+            ),
+            Route("/v1/requesters/{address}/result-key", self.result_key, methods=["GET", "PUT"]),
+            Route("/v1/apps/{app}/secret", self.app_secret, methods=["PUT", "HEAD"]),
+            Route("/v1/datasets/{dataset}/key", self.dataset_key, methods=["PUT", "HEAD"]),
+        ]
+
+    async def requester_secret(self, request: Request) -> Response:
+        owner = path_address(request.path_params["address"])
+        ref = SecretRef(owner, "requester", request.path_params["name"])
+        try:
+            ref.check()
+        except SecretError as exc:
+            raise HttpProblemError(400, "Bad Request", str(exc)) from None
+        if request.method == "HEAD":
+            return _existence(self.sms.secrets.exists(ref))
+
+        def writer(signer: str) -> SecretRef:
+            if signer != owner:
+                raise HttpProblemError(
+                    403, "Forbidden", "only the owner may write a requester secret"
+                )
+            return ref
+
+        version, policy = await self.write_secret(request, writer)
+        body = {"name": ref.name, "version": version, "policy": policy.to_json()}
+        return JSONResponse(body, status_code=201)
+
+    async def app_secret(self, request: Request) -> Response:
+        """The app developer secret (index 1): written by the app's owner only."""
+        address = path_address(request.path_params["app"])
+        if request.method == "HEAD":
+            app = self.sms.registry.app(address)
+            found = app is not None and self.sms.secrets.exists(
+                SecretRef(app.owner, "app", "1", subject=app.address)
+            )
+            return _existence(found)
+
+        def writer(signer: str) -> SecretRef:
+            app = self.sms.registry.app(address)
+            if app is None:
+                raise HttpProblemError(404, "Not Found", f"app {address} is not registered")
+            if signer != app.owner:
+                raise HttpProblemError(
+                    403, "Forbidden", f"only the app's owner {app.owner} may write its secret"
+                )
+            return SecretRef(app.owner, "app", "1", subject=app.address)
+
+        version, policy = await self.write_secret(request, writer, restrictable=True)
+        body = {"app": address, "version": version, "policy": policy.to_json()}
+        return JSONResponse(body, status_code=201)
+
+    async def dataset_key(self, request: Request) -> Response:
+        """A dataset's key: written by the dataset's owner only, who may also restrict it
+        to apps (by measurement), requesters and workerpools."""
+        address = path_address(request.path_params["dataset"])
+        if request.method == "HEAD":
+            dataset = self.sms.registry.dataset(address)
+            found = dataset is not None and self.sms.secrets.exists(
+                SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+            )
+            return _existence(found)
+
+        def writer(signer: str) -> SecretRef:
+            dataset = self.sms.registry.dataset(address)
+            if dataset is None:
+                raise HttpProblemError(404, "Not Found", f"dataset {address} is not registered")
+            if signer != dataset.owner:
+                raise HttpProblemError(
+                    403, "Forbidden", f"only the dataset's owner {dataset.owner} may write its key"
+                )
+            return SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+
+        version, policy = await self.write_secret(request, writer, restrictable=True)
+        body = {"dataset": address, "version": version, "policy": policy.to_json()}
+        return JSONResponse(body, status_code=201)
+
+    async def result_key(self, request: Request) -> Response:
+        """A requester's result-encryption public key: public to read, every push a new
+        version; task orders pin its SHA-256."""
+        owner = path_address(request.path_params["address"])
+        ref = SecretRef(owner, "result-key", "result-key")
+        if request.method != "PUT":
+            try:
+                stored = self.sms.secrets.release(ref)  # a public key: nothing to withhold
+            except SecretNotFoundError:
+                raise HttpProblemError(
+                    404, "Not Found", f"requester {owner} has no result-encryption key"
+                ) from None
+            key = stored.value
+            body = {"address": owner, "public_key": key.hex(),
+                    "sha256": result_key_sha256(key), "version": stored.version}  # fmt: skip
+            return JSONResponse(body)
+        digests: list[str] = []
+
+        def writer(signer: str) -> SecretRef:
+            if signer != owner:
+                raise HttpProblemError(
+                    403, "Forbidden", f"only {owner} may write its result-encryption key"
+                )
+            return ref
+
+        def check(value: bytes) -> None:
+            digests.append(result_key_sha256(check_public_key(value)))
+
+        version, _ = await self.write_secret(request, writer, versioned=True, check=check)
+        written = {"address": owner, "sha256": digests[0], "version": version}
+        return JSONResponse(written, status_code=201)
+
+    def kept_policy(self, ref: SecretRef, update: bool | None) -> ReleasePolicy:
+        """The policy of a push that gives none: an update keeps the current version's
+        (authenticated with its value), so rotating a restricted dataset key never widens
+        who may receive it; a new secret gets the default."""
+        if update is not True:
+            return ReleasePolicy()
+        try:
+            return self.sms.secrets.release(ref).policy
+        except SecretNotFoundError:
+            return ReleasePolicy()  # the write answers 404
+
+    async def write_secret(
+        self, request: Request, writer: WriterCheck, *, restrictable: bool = False,
+        versioned: bool = False, check: Callable[[bytes], None] | None = None,
+    ) -> tuple[int, ReleasePolicy]:  # fmt: skip
+        """Every signed secret write; returns the version stored and its policy.
+
+        ``writer`` names the secret the signer may write (or raises 403/404);
+        ``restrictable``: the policy may name apps, requesters and workerpools (dataset
+        keys); ``versioned``: no options, every push adds a version (result keys);
+        ``check`` refuses a malformed value.
+        """
+        base = self.base
+        body = await read_body(request, MAX_VALUE_BYTES)
+        signed = base.authenticate(request, body)
+        try:
+            ref = writer(signed.address)
+            update, given = _write_options(request, restrictable=restrictable,
+                                           versioned=versioned)  # fmt: skip
+            if check is not None:
+                check(body)
+            policy = given if given is not None else self.kept_policy(ref, update)
+            if ref.kind in ("app", "dataset") and policy.apps is None:
+                raise SecretError(
+                    f"{'an app developer secret' if ref.kind == 'app' else 'a dataset key'} "
+                    f"must name the app measurement(s) that may receive it (app=<typed "
+                    f"measurement>; CLI: --app-measurement): the registry is not trusted "
+                    f"to choose the code that gets it"
+                )
+        except ConfideError as exc:
+            base.burn(signed)
+            raise HttpProblemError(400, "Bad Request", str(exc)) from None
+        except HttpProblemError:
+            base.burn(signed)
+            raise
+        try:
+            with self.sms.engine.begin() as connection:
+                record_request(connection, signed, base.now())
+                version = self.sms.secrets.put_in(
+                    connection, ref, body, update=update, now=base.now(), policy=policy
+                )
+        except AuthError as exc:
+            raise HttpProblemError(401, "Unauthorized", str(exc)) from None
+        except (SecretExistsError, IntegrityError) as exc:
+            base.burn(signed)
+            detail = str(exc) if isinstance(exc, SecretError) else "written concurrently: retry"
+            raise HttpProblemError(409, "Conflict", detail) from None
+        except SecretNotFoundError as exc:
+            base.burn(signed)
+            raise HttpProblemError(404, "Not Found", str(exc)) from None
+        except BaseException:
+            base.burn(signed)
+            raise
+        base.maybe_prune()
+        return version, policy
+
+
+def _existence(found: bool) -> Response:
+    """A public existence check: 200 or 404, no body, never a value."""
+    return Response(status_code=200 if found else 404, headers={"content-length": "0"})
+
+
+def _write_options(
+    request: Request, *, restrictable: bool, versioned: bool
+) -> tuple[bool | None, ReleasePolicy | None]:
+    """A push's signed query: ``update`` (true or false) and the release policy
+    (:meth:`ReleasePolicy.from_query`; None when no option is given); a ``versioned``
+    push takes none."""
+    items = request.query_params.multi_items()
+    if versioned:
+        if items:
+            raise SecretError(
+                f"this push takes no options (got {items[0][0]!r}): every push adds a version"
+            )
+        return None, ReleasePolicy()
+    flags = [value for key, value in items if key == "update"]
+    if len(flags) > 1 or (flags and flags[0] not in ("true", "false")):
+        raise SecretError("update must be given once, as true or false")
+    options = [(key, value) for key, value in items if key != "update"]
+    policy = ReleasePolicy.from_query(options, restrictable=restrictable) if options else None
+    return flags == ["true"], policy

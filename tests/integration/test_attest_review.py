@@ -1,0 +1,220 @@
+"""Regression tests for the security review of attestation and release (each finding an
+attack that is now refused), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from confide.attestation.evidence import Appraisal, Evidence
+from confide.attestation.measurement import Measurement
+from confide.attestation.sim import SimAttester, SimVerifier
+from confide.attestation.verifier import EnclaveBinding
+from confide.client.sms import SmsClient
+from confide.crypto.sealing import EnclaveKeys
+from confide.crypto.signing import SigningKey
+from confide.db.schema import audit_log
+from confide.db.stores import DatabaseNonceStore, DatabasePlatformRegistry
+from confide.errors import AttestationError, AuthError, SecretError
+from confide.sms.attest import (
+    AttestationRefusedError,
+    Attestations,
+    AttestRequest,
+    SessionTarget,
+)
+from confide.sms.release_policy import ReleasePolicy
+from confide.sms.secrets import SecretRef
+from confide.sms.service import Sms, SmsConfig
+from tests.integration.test_attest_sessions import (
+    APP,
+    OTHER,
+    OWNER,
+    SESSION,
+    push_input,
+    report_tag,
+    world,
+)
+from tests.integration.test_attest_tasks import (
+    APP_ADDRESS,
+    DATA_OWNER,
+    DATASET,
+    DEVELOPER,
+    MEASUREMENT,
+    WORKER,
+    task_world,
+)
+
+EVIL = Measurement.parse("sim:" + "ee" * 32)
+
+
+def test_the_hub_cannot_choose_who_gets_the_developer_secret(
+    tmp_path: Path, database_url: str
+) -> None:
+    with task_world(tmp_path, database_url) as w:
+        w.registry.add_app(APP_ADDRESS, DEVELOPER.address, MEASUREMENT, EVIL)  # the hub adds one
+        task_id = w.publish(w.order(app_measurement=EVIL))
+        with pytest.raises(AuthError, match="app developer secret: not released to app "):
+            w.run(task_id, measurement=EVIL)
+        with pytest.raises(SecretError, match="must name the app measurement"):  # deny by default
+            SmsClient(w.base, wallet=DATA_OWNER).push_dataset_key(
+                DATASET, b"k", update=True, policy=ReleasePolicy(tee=frozenset({"sim"}))
+            )
+
+
+def test_a_sim_platform_speaks_only_for_whoever_registered_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        mallory = SigningKey.generate()
+        SmsClient(w.base, wallet=OTHER).call_json(
+            "POST", "/v1/platforms", {"platform_key": mallory.public_bytes().hex()}, signed=True
+        )
+        w.platform = mallory
+        with pytest.raises(AuthError, match="not registered by the session's owner"):
+            w.attest(EnclaveKeys.generate())
+
+
+def test_a_sim_platform_speaks_only_for_the_worker_that_registered_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    with task_world(tmp_path, database_url) as t:
+        stranger = SigningKey.generate()
+        SmsClient(t.base, wallet=DEVELOPER).call_json(
+            "POST", "/v1/platforms", {"platform_key": stranger.public_bytes().hex()}, signed=True
+        )
+        t.platform = stranger
+        with pytest.raises(AuthError, match="not registered by the worker that signed"):
+            t.run(t.publish(t.order()))
+
+
+def test_a_grant_for_an_old_session_version_cannot_report_tags(
+    tmp_path: Path, database_url: str
+) -> None:
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        keys = EnclaveKeys.generate()
+        w.attest(keys)
+        updated = SESSION.replace('version: "1"', f'version: "2"\npredecessor: {w.session["hash"]}')
+        w.owner.update_session(OWNER.address, "cubic", updated, {}, "cubic.yml")
+        answer = report_tag(w, keys, "output", None, "01" * 32)
+        assert answer.status_code == 403 and "no longer current" in answer.text
+
+
+def test_a_key_that_cannot_be_sealed_to_burns_nothing(tmp_path: Path, database_url: str) -> None:
+    with task_world(tmp_path, database_url) as w:
+        task_id = w.publish(w.order())
+        client = SmsClient(w.base, wallet=WORKER)
+        nonce = client.call_json("POST", "/v1/attest/challenge", None, signed=False)["nonce"]
+        keys = EnclaveKeys.generate()
+        low_order = bytes(32)
+        binding = EnclaveBinding(low_order, keys.ed25519_public, client.info()["sms_id"],
+                                 task_id, "app", WORKER.address)  # fmt: skip
+        evidence = SimAttester(w.platform, MEASUREMENT).evidence(
+            binding.report_data(bytes.fromhex(nonce))
+        )
+        request = {
+            "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
+            "nonce": nonce, "x25519_public": low_order.hex(),
+            "ed25519_public": keys.ed25519_public.hex(), "service": "app",
+            "worker": WORKER.address, "task": {"id": task_id, "lease_token": "lease-1"},
+        }  # fmt: skip
+        with pytest.raises(AuthError, match="cannot be sealed to"):
+            client.call_json("POST", "/v1/attest", request, signed=True)
+        assert w.run(task_id).config["task"]["id"] == task_id  # the lease was not used up
+
+
+def test_hostile_orders_are_400_not_500(tmp_path: Path, database_url: str) -> None:
+    with task_world(tmp_path, database_url) as w:
+        for index in ("²", "01", "0", "1001", "1e3"):
+            order = {**w.order().to_json(), "secrets": {index: "x1"}}
+            answer = httpx.post(w.base + "/v1/task-orders/check",
+                                json={"order": order, "signature": "0x00"})  # fmt: skip
+            assert answer.status_code == 400, index
+            assert "is not 1 to 1000" in answer.json()["detail"]
+
+
+def test_attest_without_a_live_nonce_leaves_no_trace(tmp_path: Path, database_url: str) -> None:
+    with world(tmp_path, database_url) as w:
+        sms = Sms(SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="test"))
+
+        def audit_rows() -> int:
+            with sms.engine.connect() as connection:
+                return int(
+                    connection.execute(select(func.count()).select_from(audit_log)).scalar_one()
+                )
+
+        before = audit_rows()
+        keys = EnclaveKeys.generate()
+        for _ in range(5):
+            answer = httpx.post(w.base + "/v1/attest", json={
+                "evidence": {"tee": "sim", "data": ""}, "nonce": "00" * 32,
+                "x25519_public": keys.x25519_public.hex(),
+                "ed25519_public": keys.ed25519_public.hex(), "service": "app",
+                "worker": OWNER.address, **w.target(),
+            })  # fmt: skip
+            assert answer.status_code == 403 and "nonce unknown" in answer.text
+        assert audit_rows() == before
+        sms.engine.dispose()
+
+
+def test_outstanding_challenges_are_capped(tmp_path: Path, database_url: str) -> None:
+    sms = Sms(SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t"))
+    store = DatabaseNonceStore(sms.engine, limit=3)
+    for _ in range(3):
+        store.issue(1000)
+    with pytest.raises(AttestationError, match="too many outstanding"):
+        store.issue(1000)
+    store.issue(1000 + 61)  # the old ones expired and were swept
+    sms.engine.dispose()
+
+
+class _RotatingVerifier:
+    """A sim verifier that, while it appraises, lets the owner rotate a secret: the
+    window between the plan's reads and the grant's write."""
+
+    tee = "sim"
+
+    def __init__(self, inner: SimVerifier, during: Any) -> None:
+        self.inner, self.during = inner, during
+
+    def appraise(self, evidence: Evidence, now: int) -> Appraisal:
+        self.during()
+        return self.inner.appraise(evidence, now)
+
+
+def test_nothing_superseded_is_released(tmp_path: Path, database_url: str) -> None:
+    sms = Sms(SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t",
+                        allow_sim=True))  # fmt: skip
+    from confide.sms.session_document import parse_session
+
+    stored = sms.sessions.create(OWNER.address, parse_session(SESSION, {}), 1_800_000_000)
+    ref = SecretRef(OWNER.address, "volume", "input", subject="cubic")
+    sms.secrets.put(ref, b"\x11" * 32, update=False, now=1_800_000_000)
+    platform = SigningKey.generate()
+    DatabasePlatformRegistry(sms.engine).register(platform.public_bytes(), OWNER.address, 1)
+    api_key = SecretRef(OWNER.address, "session", "api_key", subject=f"cubic@{stored.hash[:16]}")
+
+    def rotate() -> None:
+        sms.secrets.put(api_key, b"rotated", update=True, now=1_800_000_001)
+
+    verifier = _RotatingVerifier(SimVerifier(DatabasePlatformRegistry(sms.engine)), rotate)
+    attestations = Attestations(sms, {"sim": verifier}, DatabaseNonceStore(sms.engine))
+    nonce = attestations.challenge(1_800_000_000)
+    keys = EnclaveKeys.generate()
+    target = SessionTarget(OWNER.address, "cubic", stored.hash)
+    binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public, sms.config.sms_id,
+                             f"{OWNER.address}/cubic@{stored.hash}", "app", "")  # fmt: skip
+    request = AttestRequest(
+        evidence=SimAttester(platform, APP).evidence(binding.report_data(nonce)), nonce=nonce,
+        x25519_public=keys.x25519_public, ed25519_public=keys.ed25519_public, service="app",
+        worker="", target=target,
+    )  # fmt: skip
+    with pytest.raises(AttestationRefusedError, match="changed while attesting"):
+        attestations.attest(request, 1_800_000_000)
+    sms.engine.dispose()

@@ -1,0 +1,397 @@
+"""Session attestation over real HTTP: challenge, sim evidence, sealed configuration,
+volume tags, and every refusal the issue lists (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from confide.attestation.measurement import Measurement
+from confide.attestation.sim import SimAttester
+from confide.attestation.token import TokenCheck, verify_token
+from confide.client.enclave import attest_and_open, open_grant
+from confide.client.sms import SmsClient
+from confide.crypto.sealing import EnclaveKeys
+from confide.crypto.signing import SigningKey
+from confide.crypto.wallet import Wallet
+from confide.db import make_engine
+from confide.db.schema import audit_log
+from confide.errors import AttestationError, AuthError, ConfideError
+from confide.sms.volumes import TAG_LABEL, tag_message
+from tests.integration.sms_server import running_sms
+from tests.vectors.dcap_vectors import SGX, SGX_MR_ENCLAVE, needs_vectors
+
+OWNER = Wallet.generate()
+OTHER = Wallet.generate()
+APP = Measurement.parse("sim:" + "ab" * 32)
+API_KEY = "api-key-value-7f3e"
+
+SESSION = f"""
+name: cubic
+version: "1"
+services:
+  - name: app
+    measurements: ["{APP}"]
+    command: python3 /app/app.py --token $$confide:secrets:token$$
+    environment:
+      API_KEY: "$$confide:secrets:api_key$$"
+      MODE: production
+    volumes: [input, output]
+  - name: reader
+    measurements: ["{APP}"]
+    command: python3 /app/read.py
+    volumes: [input]
+volumes:
+  - name: input
+  - name: output
+secrets:
+  - name: api_key
+    kind: ascii
+    value: "{API_KEY}"
+  - name: token
+    kind: key
+security:
+  tolerate: [simulation]
+"""
+
+
+def sms_key(client: SmsClient) -> bytes:
+    x = client.info()["jwks"]["keys"][0]["x"]
+    return base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+
+
+@dataclass
+class World:
+    base: str
+    owner: SmsClient
+    platform: SigningKey
+    session: dict[str, Any]
+
+    def target(self, **override: str) -> dict[str, Any]:
+        s = self.session
+        return {"session": {"owner": s["owner"], "name": s["name"], "hash": s["hash"], **override}}
+
+    def attest(self, keys: EnclaveKeys, *, service: str = "app", measurement: Measurement = APP,
+               target: dict[str, Any] | None = None) -> Any:  # fmt: skip
+        client = SmsClient(self.base)
+        return attest_and_open(
+            client, SimAttester(self.platform, measurement), keys, sms_key=sms_key(self.owner),
+            target=target or self.target(), service=service, worker="host-1",
+        )  # fmt: skip
+
+
+@contextmanager
+def world(tmp_path: Path, database_url: str, session: str = SESSION,
+          allow_sim: bool = True) -> Iterator[World]:  # fmt: skip
+    with running_sms(tmp_path / "sms", database_url, allow_sim=allow_sim) as base:
+        owner = SmsClient(base, wallet=OWNER)
+        platform = SigningKey.generate()
+        owner.call_json("POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()},
+                        signed=True)  # fmt: skip
+        created = owner.create_session(session, {}, "cubic.yml")
+        yield World(base, owner, platform, created)
+
+
+def push_input(w: World, key: bytes, tag: str) -> dict[str, Any]:
+    path = f"/v1/sessions/{OWNER.address}/cubic/volumes/input"
+    return w.owner.call_json("PUT", path, {"key": key.hex(), "tag": tag}, signed=True)
+
+
+def report_tag(w: World, keys: EnclaveKeys, volume: str, previous: str | None, tag: str,
+               digest: str = "dd" * 32) -> httpx.Response:  # fmt: skip
+    subject = f"{OWNER.address}/cubic@{w.session['hash']}"
+    message = tag_message(subject, volume, previous, tag, digest)
+    body = {
+        "previous_tag": previous, "tag": tag, "blob_digest": digest,
+        "enclave_key": keys.ed25519_public.hex(),
+        "signature": keys.signing.sign(TAG_LABEL, message).hex(),
+    }  # fmt: skip
+    return httpx.post(f"{w.base}/v1/sessions/{OWNER.address}/cubic/volumes/{volume}/tags",
+                      json=body)  # fmt: skip
+
+
+def test_attested_enclave_receives_its_sealed_configuration(
+    tmp_path: Path, database_url: str
+) -> None:
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        keys = EnclaveKeys.generate()
+        released = w.attest(keys)
+        config = released.config
+        assert config["environment"] == {"API_KEY": API_KEY, "MODE": "production"}
+        assert config["command"].startswith("python3 /app/app.py --token ")
+        assert "$$" not in config["command"]  # the generated secret, injected
+        assert config["session"]["hash"] == w.session["hash"]
+        volumes = {v["name"]: v for v in config["volumes"]}
+        assert volumes["input"]["key"] == "11" * 32 and volumes["input"]["tag"] == "aa" * 32
+        assert volumes["input"]["path"] == "/encryptedInputs"
+        assert len(volumes["output"]["key"]) == 64 and volumes["output"]["tag"] is None
+        claims = verify_token(
+            released.token, w.owner.info()["jwks"],
+            TokenCheck(issuer="sms-test", audience=f"session:{OWNER.address}/cubic",
+                       now=int(time.time()), allow_sim=True,
+                       expect=(("subject", f"{OWNER.address}/cubic@{w.session['hash']}"),
+                    ("service", "app"))),
+        )  # fmt: skip
+        assert claims["config_hash"] == released.config_hash
+        assert claims["enclave_keys"]["ed25519"] == keys.ed25519_public.hex()
+        assert claims["status"] == "warning"  # simulation is never better
+
+        again = w.attest(EnclaveKeys.generate())  # a second enclave: the same output key
+        assert {v["name"]: v["key"] for v in again.config["volumes"]}["output"] == (
+            volumes["output"]["key"]
+        )
+        reader = w.attest(EnclaveKeys.generate(), service="reader")
+        assert [v["name"] for v in reader.config["volumes"]] == ["input"]
+        assert reader.config["environment"] == {}  # only what its service references
+
+
+def test_refusals_name_their_reason(tmp_path: Path, database_url: str) -> None:
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+
+        def refused(match: str, **kwargs: Any) -> None:
+            with pytest.raises(AuthError, match=match):
+                w.attest(EnclaveKeys.generate(), **kwargs)
+
+        refused(r"403.*measurement sim:cdcd…dcd not allowed",
+                measurement=Measurement.parse("sim:" + "cd" * 32))  # fmt: skip
+        refused(r"403.*service 'ghost' is not in session", service="ghost")
+        refused(r"403.*has no current version " + "0" * 64, target=w.target(hash="0" * 64))
+        refused(r"403.*cubic has no current version", target=w.target(owner=OTHER.address))
+        refused(r"403.*nope has no current version", target=w.target(name="nope"))
+
+        # Evidence bound to another session hash, sent for this one.
+        client = SmsClient(w.base)
+        nonce = client.call_json("POST", "/v1/attest/challenge", None, signed=False)["nonce"]
+        keys = EnclaveKeys.generate()
+        from confide.attestation.verifier import EnclaveBinding
+
+        other = EnclaveBinding(keys.x25519_public, keys.ed25519_public, "sms-test", "f" * 64, "app",
+                               "host-1")  # fmt: skip
+        evidence = SimAttester(w.platform, APP).evidence(other.report_data(bytes.fromhex(nonce)))
+        request = {
+            "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
+            "nonce": nonce, "x25519_public": keys.x25519_public.hex(),
+            "ed25519_public": keys.ed25519_public.hex(), "service": "app", "worker": "host-1",
+            **w.target(),
+        }  # fmt: skip
+        answer = httpx.post(w.base + "/v1/attest", json=request)
+        assert answer.status_code == 403 and "report data does not match" in answer.text
+        replay = httpx.post(w.base + "/v1/attest", json=request)  # the nonce is used up
+        assert replay.status_code == 403 and "nonce unknown or already used" in replay.text
+
+        # An unregistered platform key.
+        w.platform = SigningKey.generate()
+        refused(r"403.*not registered")
+
+        for bad in (b"{", b"[]", json.dumps({**request, "extra": 1}).encode(),
+                    json.dumps({**request, "nonce": "zz"}).encode()):  # fmt: skip
+            response = httpx.post(w.base + "/v1/attest", content=bad)
+            assert response.status_code == 400, bad
+            assert response.headers["content-type"] == "application/problem+json"
+        huge = httpx.post(w.base + "/v1/attest", content=b"x" * (300 * 1024))
+        assert huge.status_code == 413
+
+
+def test_simulation_refused_unless_the_sms_and_the_session_allow_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    with world(tmp_path, database_url, allow_sim=False) as w:
+        info = w.owner.info()
+        assert info["allow_sim"] is False and "sim" not in info["attestation_backends"]
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        with pytest.raises(AuthError, match="simulation evidence refused"):
+            w.attest(EnclaveKeys.generate(), service="reader")
+
+
+def test_simulation_refused_unless_the_session_tolerates_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    strict = SESSION.replace("tolerate: [simulation]", "tolerate: []")
+    with world(tmp_path, database_url, session=strict) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        with pytest.raises(AuthError, match="simulation TEE not tolerated"):
+            w.attest(EnclaveKeys.generate(), service="reader")
+
+
+def test_an_input_volume_needs_its_key_first(tmp_path: Path, database_url: str) -> None:
+    with world(tmp_path, database_url) as w:
+        with pytest.raises(AuthError, match="input volume 'input' has no key yet"):
+            w.attest(EnclaveKeys.generate())
+        with pytest.raises(AuthError, match="403"):  # another wallet may not push it
+            SmsClient(w.base, wallet=OTHER).call_json(
+                "PUT", f"/v1/sessions/{OWNER.address}/cubic/volumes/input",
+                {"key": "22" * 32, "tag": "bb" * 32}, signed=True,
+            )  # fmt: skip
+
+
+def test_only_the_pinned_sms_and_the_enclave_can_use_a_grant(
+    tmp_path: Path, database_url: str
+) -> None:
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        client = SmsClient(w.base)
+        keys = EnclaveKeys.generate()
+        nonce_hex = client.call_json("POST", "/v1/attest/challenge", None, signed=False)["nonce"]
+        nonce = bytes.fromhex(nonce_hex)
+        from confide.attestation.verifier import EnclaveBinding
+
+        digest = w.session["hash"]
+        subject = f"{OWNER.address}/cubic@{digest}"
+        binding = EnclaveBinding(
+            keys.x25519_public, keys.ed25519_public, "sms-test", subject, "app", "host-1"
+        )
+        evidence = SimAttester(w.platform, APP).evidence(binding.report_data(nonce))
+        answer = client.call_json("POST", "/v1/attest", {
+            "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
+            "nonce": nonce_hex, "x25519_public": keys.x25519_public.hex(),
+            "ed25519_public": keys.ed25519_public.hex(), "service": "app", "worker": "host-1",
+            **w.target(),
+        }, signed=False)  # fmt: skip
+        assert API_KEY not in json.dumps(answer)
+        context: dict[str, Any] = {
+            "sms_id": "sms-test", "subject": subject, "service": "app", "nonce": nonce,
+        }  # fmt: skip
+        released = open_grant(answer, keys, sms_key=sms_key(w.owner), **context)
+        assert released.config["environment"]["API_KEY"] == API_KEY
+        with pytest.raises(AttestationError, match="not signed by the pinned sms key"):
+            open_grant(answer, keys, sms_key=SigningKey.generate().public_bytes(), **context)
+        with pytest.raises(AttestationError, match="does not open"):
+            open_grant(answer, EnclaveKeys.generate(), sms_key=sms_key(w.owner), **context)
+        with pytest.raises(AttestationError, match="not signed by the pinned sms key"):
+            open_grant(answer, keys, sms_key=sms_key(w.owner), **{**context, "service": "x"})
+
+
+def test_volume_tags_compare_and_swap(tmp_path: Path, database_url: str) -> None:
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        keys = EnclaveKeys.generate()
+        w.attest(keys)
+        first, second = "01" * 32, "02" * 32
+        assert report_tag(w, keys, "output", None, first).status_code == 201
+        replay = report_tag(w, keys, "output", None, first)
+        assert replay.status_code == 409 and "not the current tag" in replay.text
+        assert report_tag(w, keys, "output", first, second).status_code == 201
+        rollback = report_tag(w, keys, "output", first, "03" * 32)
+        assert rollback.status_code == 409 and f"current tag {second}" in rollback.text
+        back = report_tag(w, keys, "output", second, first)  # back to an old tag
+        assert back.status_code == 409 and "would be a rollback" in back.text
+
+        stranger = EnclaveKeys.generate()  # never attested
+        answer = report_tag(w, stranger, "output", second, "04" * 32)
+        assert answer.status_code == 403 and "no current attestation" in answer.text
+        reader = EnclaveKeys.generate()
+        w.attest(reader, service="reader")
+        answer = report_tag(w, reader, "output", second, "04" * 32)
+        assert answer.status_code == 403 and "not one of its output volumes" in answer.text
+        answer = report_tag(w, keys, "input", "aa" * 32, "04" * 32)
+        assert answer.status_code == 403
+        forged = report_tag(w, keys, "output", second, "05" * 32)
+        body = json.loads(forged.request.content)
+        body["tag"] = "06" * 32  # signature covers "05…"
+        answer = httpx.post(str(forged.request.url), json=body)
+        assert forged.status_code == 201
+        assert answer.status_code == 403 and "not signed by the attested enclave" in answer.text
+
+        history = w.owner.call_json(
+            "GET", f"/v1/sessions/{OWNER.address}/cubic/volumes/output/tags", None, signed=True
+        )
+        assert [t["tag"] for t in history["tags"]] == [first, second, "05" * 32]
+        shown = w.owner.session(OWNER.address, "cubic")
+        assert {v["name"]: v["tag"] for v in shown["volumes"]} == {
+            "input": "aa" * 32, "output": "05" * 32,
+        }  # fmt: skip
+        with pytest.raises(AuthError, match="403"):
+            SmsClient(w.base, wallet=OTHER).call_json(
+                "GET", f"/v1/sessions/{OWNER.address}/cubic/volumes/output/tags", None,
+                signed=True,
+            )  # fmt: skip
+
+
+def test_every_attestation_is_audited_without_values(tmp_path: Path, database_url: str) -> None:
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        w.attest(EnclaveKeys.generate())
+        with pytest.raises(AuthError):
+            w.attest(EnclaveKeys.generate(), service="ghost")
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(audit_log.c.action, audit_log.c.detail)).all()
+    engine.dispose()
+    actions = [row.action for row in rows]
+    assert "attest.granted" in actions and "attest.refused" in actions
+    text = json.dumps([row.detail for row in rows])
+    assert API_KEY not in text and "11" * 32 not in text
+    granted = json.loads(next(r.detail for r in rows if r.action == "attest.granted"))
+    assert any(label.startswith("session/cubic@") for label in granted["released"])
+
+
+def test_platform_registration(tmp_path: Path, database_url: str) -> None:
+    with world(tmp_path, database_url) as w:
+        key = {"platform_key": w.platform.public_bytes().hex()}
+        again = w.owner.call_json("POST", "/v1/platforms", key, signed=True)
+        assert again["created"] is False and again["owner"] == OWNER.address
+        with pytest.raises(ConfideError, match=r"409.*another wallet"):
+            SmsClient(w.base, wallet=OTHER).call_json("POST", "/v1/platforms", key, signed=True)
+        unsigned = httpx.post(w.base + "/v1/platforms", json=key)
+        assert unsigned.status_code == 401
+
+
+@needs_vectors
+def test_a_real_sgx_quote_is_verified_by_the_service(tmp_path: Path, database_url: str) -> None:
+    """Intel's sample quote, through the sms, at the collateral's time: everything checks
+    out (signature, chain to Intel's root, TCB with the session's tolerations, MRENCLAVE)
+    except the report data, which was not made for this nonce: exactly that is refused."""
+    session = f"""
+name: hw
+version: "1"
+services:
+  - name: app
+    measurements: ["sgx:{SGX_MR_ENCLAVE}"]
+    command: ./app
+security:
+  tolerate: [sw-hardening-needed, configuration-needed, hyperthreading]
+  ignore_advisories: [INTEL-SA-00289, INTEL-SA-00615]
+"""
+    clock = lambda: float(SGX.now)  # noqa: E731
+    with running_sms(tmp_path / "sms", database_url, clock=clock,
+                     collateral=SGX.collateral) as base:  # fmt: skip
+        owner = SmsClient(base, wallet=OWNER, clock=clock)
+        assert owner.info()["attestation_backends"] == ["sgx", "tdx"]
+        created = owner.create_session(session, {}, "hw.yml")
+        nonce = owner.call_json("POST", "/v1/attest/challenge", None, signed=False)["nonce"]
+        keys = EnclaveKeys.generate()
+        request = {
+            "evidence": {"tee": "sgx", "data": base64.b64encode(SGX.quote.read_bytes()).decode()},
+            "nonce": nonce, "x25519_public": keys.x25519_public.hex(),
+            "ed25519_public": keys.ed25519_public.hex(), "service": "app", "worker": "",
+            "session": {"owner": OWNER.address, "name": "hw", "hash": created["hash"]},
+        }  # fmt: skip
+        answer = httpx.post(base + "/v1/attest", json=request)
+        assert answer.status_code == 403
+        detail = answer.json()["detail"]
+        assert detail == (
+            "attestation refused: report data does not match: evidence is bound to other "
+            "keys, nonce, session, service or worker"
+        )
+        tampered = bytearray(SGX.quote.read_bytes())
+        tampered[200] ^= 1
+        nonce = owner.call_json("POST", "/v1/attest/challenge", None, signed=False)["nonce"]
+        request = {
+            **request,
+            "nonce": nonce,
+            "evidence": {"tee": "sgx", "data": base64.b64encode(tampered).decode()},
+        }
+        answer = httpx.post(base + "/v1/attest", json=request)
+        assert answer.status_code == 403 and "report data" not in answer.json()["detail"]

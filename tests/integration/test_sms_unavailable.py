@@ -1,0 +1,235 @@
+"""A locked or unreachable database: 503 with Retry-After, nothing half-written, and the
+same push, re-signed, succeeds once the database is back. Real servers, real databases."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
+
+from confide.client.sms import SmsClient
+from confide.crypto.requests import HEADER_NONCE, sign_request
+from confide.crypto.wallet import Wallet
+from confide.db import make_engine, reading
+from confide.db.audit import verify_chain
+from confide.db.availability import UNAVAILABLE_DETAIL
+from confide.db.schema import audit_log, request_nonces, secrets
+from tests.conftest import run_cli
+from tests.integration.sms_server import running_sms
+from tests.integration.tcp_forwarder import TcpForwarder
+
+ALICE = Wallet.generate()
+VALUE = b"UNAVAILABLE-SECRET-VALUE-3"
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """A real transport that notes each request's nonce (to see that retries re-sign)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nonces: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if HEADER_NONCE.lower() in request.headers:
+            self.nonces.append(request.headers[HEADER_NONCE])
+        return super().handle_request(request)
+
+
+def _signed_put(base: str, name: str, body: bytes = VALUE) -> httpx.Response:
+    path = f"/v1/requesters/{ALICE.address}/secrets/{name}"
+    headers = sign_request(
+        ALICE, audience="sms/test", method="PUT", path=path, body=body,
+        content_type="application/octet-stream", now=int(time.time()),
+    )  # fmt: skip
+    headers["content-type"] = "application/octet-stream"
+    return httpx.put(base + path, content=body, headers=headers, timeout=30)
+
+
+def _head(base: str, name: str) -> int:
+    path = f"/v1/requesters/{ALICE.address}/secrets/{name}"
+    return httpx.head(base + path, timeout=30).status_code
+
+
+def _assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"type": "about:blank", "title": "Service Unavailable",
+                               "status": 503, "detail": UNAVAILABLE_DETAIL}  # fmt: skip
+    assert VALUE.decode() not in response.text
+
+
+def _counts(engine: Engine, name: str) -> tuple[int, int, int]:
+    """(versions of the secret, audit entries, recorded request nonces)."""
+    with reading(engine) as connection:  # a reader: it must not queue for the write lock
+        versions = connection.execute(
+            select(func.count()).select_from(secrets).where(secrets.c.name == name)
+        ).scalar_one()
+        entries = connection.execute(select(func.count()).select_from(audit_log)).scalar_one()
+        nonces = connection.execute(select(func.count()).select_from(request_nonces)).scalar_one()
+    return int(versions), int(entries), int(nonces)
+
+
+def _audit_verifies(url: str, entries: int) -> None:
+    """`confide audit verify`, as an operator would run it after the incident."""
+    proc = run_cli("audit", "verify", "--db", url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["ok"] is True and document["entries"] == entries
+
+
+def test_a_locked_sqlite_database_is_503_and_the_resigned_retry_succeeds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="confide.sms")
+    db = tmp_path / "sms.db"
+    url = f"sqlite:///{db}"
+    engine = make_engine(url, busy_timeout_ms=150)  # a locked database answers quickly
+    with running_sms(tmp_path / "sms", url, engine=engine) as base:
+        transport = RecordingTransport()
+        lock = sqlite3.connect(db, isolation_level=None)
+
+        def wait(seconds: float) -> None:  # the client's back-off: the lock goes meanwhile
+            waits.append(seconds)
+            if lock.in_transaction:
+                lock.execute("COMMIT")
+
+        waits: list[float] = []
+        client = SmsClient(base, wallet=ALICE, transport=transport, sleep=wait)
+        assert client.push_requester_secret("warm", b"w") == 1
+        before = _counts(engine, "k1")
+
+        lock.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        started = time.monotonic()
+        _assert_unavailable(_signed_put(base, "k1"))
+        assert time.monotonic() - started < 5  # the engine's busy timeout, not the default
+        assert _head(base, "k1") == 404  # reads go on (WAL); nothing was written
+        assert _counts(engine, "k1") == before
+
+        transport.nonces.clear()
+        assert client.push_requester_secret("k1", VALUE) == 1  # 503, wait (unlock), 201
+        assert waits == [1.0]  # Retry-After honoured
+        assert len(transport.nonces) == 2 and len(set(transport.nonces)) == 2  # re-signed
+        assert _head(base, "k1") == 200
+        versions, entries, _ = _counts(engine, "k1")
+        assert (versions, entries) == (1, before[1] + 1)  # once, and audited once
+        lock.close()
+    _audit_verifies(url, entries)
+    unavailable = [r for r in caplog.records if "answered 503" in r.getMessage()]
+    assert len(unavailable) == 2  # once per refused request
+    assert "database locked (OperationalError SQLITE_BUSY) on PUT" in unavailable[0].getMessage()
+    assert not any(VALUE.decode() in r.getMessage() or "INSERT" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+
+
+def test_the_client_gives_up_after_its_retries(tmp_path: Path) -> None:
+    db = tmp_path / "sms.db"
+    url = f"sqlite:///{db}"
+    engine = make_engine(url, busy_timeout_ms=50)
+    with running_sms(tmp_path / "sms", url, engine=engine) as base:
+        waits: list[float] = []
+        client = SmsClient(base, wallet=ALICE, retries=2, sleep=waits.append)
+        client.info()
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(Exception, match=r"the sms is unavailable: the database is "
+                               r"unavailable .* \(503 on each of 3 attempts\)"):  # fmt: skip
+                client.push_requester_secret("k1", VALUE)
+        finally:
+            lock.close()
+        assert waits == [1.0, 1.0]
+        assert _head(base, "k1") == 404
+
+
+def _with_options(url: str, option: str) -> str:
+    """``url`` with one more libpq ``-c`` option (next to the fixture's search_path)."""
+    return url.replace("options=-csearch_path%3D", f"options=-c{option}%20-csearch_path%3D")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_failure_mid_transaction_leaves_nothing_on_postgresql(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The secret row is inserted, then the audit append waits for its lock and times out:
+    the whole transaction (nonce, secret, audit entry) rolls back."""
+    import psycopg
+
+    from confide.db.audit import _LOCK_KEY
+
+    url = _with_options(database_url, "lock_timeout%3D300")
+    engine = make_engine(url)
+    with running_sms(tmp_path / "sms", url, engine=engine) as base:
+        client = SmsClient(base, wallet=ALICE, sleep=lambda _s: holder.close())
+        client.push_requester_secret("warm", b"w")
+        before = _counts(engine, "k1")
+        plain = database_url.split("?", maxsplit=1)[0]
+        holder = psycopg.connect(plain, autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))  # the audit log's lock
+        _assert_unavailable(_signed_put(base, "k1"))
+        assert _counts(engine, "k1") == before  # no secret row, no entry, no nonce
+        assert _head(base, "k1") == 404
+        assert client.push_requester_secret("k1", VALUE) == 1  # the wait releases the lock
+        assert _counts(engine, "k1")[:2] == (1, before[1] + 1)
+    engine.dispose()
+    _audit_verifies(database_url, before[1] + 1)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_unreachable_postgresql_is_503_until_it_is_back(
+    tmp_path: Path, database_url: str
+) -> None:
+    parsed = make_url(database_url)
+    forwarder = TcpForwarder(parsed.host or "127.0.0.1", parsed.port or 5432)
+    through = parsed.set(host="127.0.0.1", port=forwarder.port)
+    url = through.render_as_string(hide_password=False)
+    try:
+        with running_sms(tmp_path / "sms", url) as base:
+            client = SmsClient(base, wallet=ALICE, retries=0)
+            assert client.push_requester_secret("before", b"v") == 1
+
+            forwarder.cut()  # the database host is gone: pooled connections die with it
+            _assert_unavailable(_signed_put(base, "during"))
+            assert httpx.head(f"{base}/v1/requesters/{ALICE.address}/secrets/before",
+                              timeout=30).status_code == 503  # fmt: skip
+            forwarder.restore()
+            assert client.push_requester_secret("during", VALUE) == 1  # a fresh request
+            assert _head(base, "during") == 200
+
+            # Cut and healed with no request in between: every pooled connection is stale.
+            # pool_pre_ping replaces them at checkout, so the first request succeeds.
+            forwarder.cut()
+            forwarder.restore()
+            assert _signed_put(base, "after").status_code == 201
+    finally:
+        forwarder.close()
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            entries = verify_chain(connection)
+        assert _counts(engine, "during")[0] == 1
+    finally:
+        engine.dispose()
+    _audit_verifies(database_url, entries)
+    assert entries == 3
+
+
+def test_a_restart_loses_nothing_acknowledged(tmp_path: Path, database_url: str) -> None:
+    home = tmp_path / "sms"
+    with running_sms(home, database_url) as base:
+        client = SmsClient(base, wallet=ALICE)
+        acknowledged = {name: client.push_requester_secret(name, VALUE) for name in ("a", "b")}
+        acknowledged["a"] = client.push_requester_secret("a", VALUE + b"2", update=True)
+    assert acknowledged == {"a": 2, "b": 1}
+    with running_sms(home, database_url) as base:  # a new server on the same database
+        assert _head(base, "a") == 200 and _head(base, "b") == 200
+        client = SmsClient(base, wallet=ALICE)
+        assert client.push_requester_secret("a", b"3", update=True) == 3
+    _audit_verifies(database_url, 4)
