@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -153,3 +154,32 @@ def test_session_updates_are_audited_under_the_caller(tmp_path: Path) -> None:
     with reading(sms.engine) as connection:
         actors = [e.actor for e in entries(connection) if e.action == "session.write"]
     assert actors == [owner, editor]
+
+
+def test_a_session_write_and_its_replay_record_commit_together(
+    tmp_path: Path, database_url: str
+) -> None:
+    text = (
+        'name: s1\nversion: "1"\nservices:\n  - name: app\n    measurements: ["sim:'
+        + "ab" * 32
+        + '"]\n    command: ./app\n'
+    )
+    body = json.dumps({"yaml": text, "vars": {}, "source": "s1.yml"}).encode()
+    headers = sign_request(
+        ALICE, audience="sms/test", method="POST", path="/v1/sessions", body=body,
+        content_type="application/json", now=int(time.time()),
+    )  # fmt: skip
+    headers["content-type"] = "application/json"
+    with running_sms(tmp_path / "sms", database_url) as base:
+        assert httpx.post(base + "/v1/sessions", content=body, headers=headers).status_code == 201
+        replay = httpx.post(base + "/v1/sessions", content=body, headers=headers)
+        assert replay.status_code == 401 and "replayed" in replay.json()["detail"]
+        # A refused write (409: the name is taken) uses its nonce up as well.
+        again = sign_request(
+            ALICE, audience="sms/test", method="POST", path="/v1/sessions", body=body,
+            content_type="application/json", now=int(time.time()),
+        )  # fmt: skip
+        again["content-type"] = "application/json"
+        assert httpx.post(base + "/v1/sessions", content=body, headers=again).status_code == 409
+        replay = httpx.post(base + "/v1/sessions", content=body, headers=again)
+        assert replay.status_code == 401 and "replayed" in replay.json()["detail"]

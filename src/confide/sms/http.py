@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.applications import Starlette
@@ -149,12 +150,34 @@ class _Handlers:
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
 
     def session_call(self, signed: SignedBy, action: Callable[[], StoredSession]) -> StoredSession:
-        """Run a session store call; its refusals become HTTP problems, nonce used up."""
+        """A session read: the nonce is used up first, then the store is asked."""
         try:
             with self.sms.engine.begin() as connection:
                 record_request(connection, signed, self.now())
         except AuthError as exc:
             raise HttpProblemError(401, "Unauthorized", str(exc)) from None
+        return self.session_refusals(action)
+
+    def session_write(
+        self, signed: SignedBy, action: Callable[[Callable[[Connection], None]], StoredSession]
+    ) -> StoredSession:
+        """A session write: the nonce is recorded in the write's own transaction (so the
+        write and its replay record commit together), or used up if the write is refused."""
+
+        def record(connection: Connection) -> None:
+            record_request(connection, signed, self.now())
+
+        try:
+            return self.session_refusals(lambda: action(record))
+        except HttpProblemError:
+            self.burn(signed)
+            raise
+        except AuthError as exc:  # the replay record's UNIQUE constraint
+            raise HttpProblemError(401, "Unauthorized", str(exc)) from None
+
+    @staticmethod
+    def session_refusals(action: Callable[[], StoredSession]) -> StoredSession:
+        """Run a session store call; its refusals become HTTP problems."""
         try:
             return action()
         except SessionNotFoundError as exc:
@@ -176,8 +199,9 @@ class _Handlers:
     async def create_session(self, request: Request) -> Response:
         signed, body = await self.signed_json(request)
         document = self.parsed_session(signed, body)
-        stored = self.session_call(
-            signed, lambda: self.sms.sessions.create(signed.address, document, self.now())
+        stored = self.session_write(
+            signed,
+            lambda record: self.sms.sessions.create(signed.address, document, self.now(), record),
         )
         return JSONResponse(session_json(stored, self.tags(stored)), status_code=201)
 
@@ -195,8 +219,11 @@ class _Handlers:
         if document.name != name:
             self.burn(signed)
             raise HttpProblemError(400, "Bad Request", f"the document names {document.name!r}")
-        stored = self.session_call(
-            signed, lambda: self.sms.sessions.update(signed.address, owner, document, self.now())
+        stored = self.session_write(
+            signed,
+            lambda record: self.sms.sessions.update(
+                signed.address, owner, document, self.now(), record
+            ),
         )
         return JSONResponse(session_json(stored, self.tags(stored)))
 

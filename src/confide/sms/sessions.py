@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.db import audit
@@ -24,6 +25,8 @@ from confide.db.schema import sessions
 from confide.errors import SessionError
 from confide.sms.secrets import SecretRef, SecretStore
 from confide.sms.session_document import SessionDocument
+
+Also = Callable[[Connection], None]
 
 
 class SessionNotFoundError(SessionError):
@@ -53,12 +56,15 @@ class SessionStore:
         self._engine = engine
         self._secrets = secrets
 
-    def create(self, owner: str, document: SessionDocument, now: int) -> StoredSession:
+    def create(self, owner: str, document: SessionDocument, now: int,
+               also: Also | None = None) -> StoredSession:  # fmt: skip
+        """``also`` runs first inside the write's transaction (the request's replay record)."""
         if document.predecessor is not None:
             raise SessionError("a new session has no predecessor (predecessor: null)")
-        return self._write(owner, owner, document, now, expected_head=None)
+        return self._write(owner, owner, document, now, expected_head=None, also=also)
 
-    def update(self, caller: str, owner: str, document: SessionDocument, now: int) -> StoredSession:
+    def update(self, caller: str, owner: str, document: SessionDocument, now: int,
+               also: Also | None = None) -> StoredSession:  # fmt: skip
         head = self.current(caller, owner, document.name, for_update=True)
         if document.predecessor != head.hash:
             raise SessionConflictError(
@@ -66,7 +72,7 @@ class SessionStore:
                 f"{document.predecessor or 'null'} is not the current hash {head.hash}; "
                 f"fetch the session and base your update on it"
             )
-        return self._write(caller, owner, document, now, expected_head=head.hash)
+        return self._write(caller, owner, document, now, expected_head=head.hash, also=also)
 
     def current(
         self, caller: str, owner: str, name: str, *, for_update: bool = False
@@ -112,12 +118,14 @@ class SessionStore:
         return chain
 
     def _write(self, actor: str, owner: str, document: SessionDocument, now: int,
-               expected_head: str | None) -> StoredSession:  # fmt: skip
+               expected_head: str | None, also: Also | None = None) -> StoredSession:  # fmt: skip
         canonical = document.canonical()
         digest = document.session_hash()
         carried = self._generated_values(owner, document, expected_head)
         try:
             with self._engine.begin() as connection:
+                if also is not None:
+                    also(connection)
                 connection.execute(
                     insert(sessions).values(
                         owner=owner, name=document.name, hash=digest,
