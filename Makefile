@@ -10,8 +10,8 @@ test: lint
 
 lint:
 	@scripts/bootstrap.sh dev
-	.venv/bin/ruff check src tests bench
-	.venv/bin/ruff format --check src tests bench
+	.venv/bin/ruff check src tests bench scripts
+	.venv/bin/ruff format --check src tests bench scripts
 	.venv/bin/mypy --strict
 
 bench:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job, as a new user would run it: encrypt a tree into a volume, inspect it,
-# verify it, catch tampering and a rollback, and decrypt it back byte for byte.
+# verify it, catch tampering and a rollback, and decrypt it back byte for byte; then run
+# the secret service, push a secret, create a CAS session, and have a (simulated) enclave
+# attest and receive its sealed configuration, while other code is refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 confide=.venv/bin/confide
@@ -54,5 +56,66 @@ fi
 step "8. confide volume decrypt vol.v2 out --key-file vol.key --tag TAG2"
 "$confide" volume decrypt "$work/vol.v2" "$work/out" --key-file "$work/vol.key" --tag "$tag2"
 diff -r "$work/data" "$work/out" && echo "restored tree is identical to the source (contents, names, empty dirs)"
+
+step "9. the secret service: confide serve sms --allow-sim (development only), on loopback"
+export CONFIDE_HOME="$work/home" CONFIDE_WALLET_PASSWORD="demo-only-password"
+port=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+export CONFIDE_SMS="http://127.0.0.1:$port"
+"$confide" serve sms --port "$port" --allow-sim 2>"$work/sms.log" &
+sms_pid=$!
+trap 'kill "$sms_pid" 2>/dev/null; wait "$sms_pid" 2>/dev/null; rm -rf "$work"' EXIT
+.venv/bin/python - "$CONFIDE_SMS/health" <<'PY'
+import sys, time, httpx
+for _ in range(200):  # up to 20 s for the first start (migrations)
+    try:
+        if httpx.get(sys.argv[1]).status_code == 200:
+            break
+    except httpx.HTTPError:
+        time.sleep(0.1)
+else:
+    sys.exit("the sms did not start")
+PY
+cat "$work/sms.log"
+
+step "10. confide wallet create; confide requester push-secret api_key (value from stdin)"
+"$confide" wallet create
+printf 'demo-api-key-value' | "$confide" requester push-secret api_key
+"$confide" requester check-secret api_key
+
+step "11. confide session create cubic.yml --var MODE=production   (a CAS session)"
+measurement="sim:$(printf 'demo app' | sha256sum | cut -d' ' -f1)"
+cat > "$work/cubic.yml" <<YAML
+name: cubic
+version: "1"
+services:
+  - name: app
+    measurements: ["$measurement"]
+    command: python3 /app/app.py --mode \$MODE
+    environment:
+      API_KEY: "\$\$confide:secrets:api_key\$\$"
+    volumes: [output]
+volumes:
+  - name: output
+secrets:
+  - name: api_key
+    kind: ascii
+    value: "session-api-key-value"
+security:
+  tolerate: [simulation]
+YAML
+"$confide" session create "$work/cubic.yml" --var MODE=production
+owner=$("$confide" wallet show --json | .venv/bin/python -c "import json,sys; print(json.load(sys.stdin)['address'])")
+hash=$("$confide" session show cubic --json | .venv/bin/python -c "import json,sys; print(json.load(sys.stdin)['hash'])")
+
+step "12. an enclave attests (sim) and receives its configuration, sealed to it"
+.venv/bin/python scripts/demo_enclave.py "$CONFIDE_SMS" "$owner" cubic "$hash" "$measurement"
+
+step "13. other code (another measurement) asks for the same session: refused, with the reason"
+.venv/bin/python scripts/demo_enclave.py "$CONFIDE_SMS" "$owner" cubic "$hash" \
+    "sim:$(printf 'other app' | sha256sum | cut -d' ' -f1)" --expect-refusal
+
+step "14. confide audit verify   (every write, grant and refusal, hash-chained; never a value)"
+"$confide" audit show --limit 20
+"$confide" audit verify
 
 step "done: the demo ran every step; see README.md for what comes next"

@@ -588,9 +588,11 @@ class Attestations:
                     worker=request.worker, expires_at=now + DEFAULT_TTL_SECONDS, created_at=now,
                 ))  # fmt: skip
                 audit.append(
-                    connection, at=now, actor=request.worker or "enclave",
+                    connection, at=now,
+                    actor=request.worker if isinstance(request.target, TaskTarget) else "enclave",
                     action="attest.granted", subject=_subject_label(request),
                     detail={"service": request.service, "jti": jti, "status": verdict.status,
+                            "worker": request.worker,
                             "tee": verdict.appraisal.tee,
                             "measurement": str(verdict.appraisal.measurement),
                             "tcb_status": verdict.appraisal.tcb_status,
