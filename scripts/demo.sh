@@ -63,7 +63,7 @@ port=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1
 export CONFIDE_SMS="http://127.0.0.1:$port"
 "$confide" serve sms --port "$port" --allow-sim 2>"$work/sms.log" &
 sms_pid=$!
-trap 'kill "$sms_pid" 2>/dev/null; wait "$sms_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$sms_pid" 2>/dev/null || true; wait "$sms_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 .venv/bin/python - "$CONFIDE_SMS/health" <<'PY'
 import sys, time, httpx
 for _ in range(200):  # up to 20 s for the first start (migrations)
