@@ -626,9 +626,13 @@ class Attestations:
         session = plan.config.get("session")
         for volume in plan.config.get("volumes", []):
             if volume["key"] is None and session is not None:
-                key = os.urandom(32)
                 ref = SecretRef(session["owner"], "volume", volume["name"], subject=session["name"])
-                self.sms.secrets.put_in(connection, ref, key, update=False, now=now)
+                try:  # another grant may have made it since the plan read (SQLite: we now
+                    # hold the write lock, so what we read here is final)
+                    key = self.sms.secrets.latest(ref)[1]
+                except SecretNotFoundError:
+                    key = os.urandom(32)
+                    self.sms.secrets.put_in(connection, ref, key, update=False, now=now)
                 volume["key"] = key.hex()
 
 
