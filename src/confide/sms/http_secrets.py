@@ -23,6 +23,7 @@ from confide.crypto.result_key import check_public_key, result_key_sha256
 from confide.db.replay import record_request
 from confide.errors import AuthError, ConfideError, SecretError
 from confide.sms.http_common import HttpProblemError, path_address, read_body
+from confide.sms.registry import AppRecord, DatasetRecord
 from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secrets import (
     MAX_VALUE_BYTES,
@@ -76,52 +77,39 @@ class SecretHandlers:
         return JSONResponse(body, status_code=201)
 
     async def app_secret(self, request: Request) -> Response:
-        """The app developer secret (index 1): written by the app's owner only."""
+        """The app developer secret (index 1): written by the app's owner only, who names
+        the app measurements that may receive it."""
         address = path_address(request.path_params["app"])
-        if request.method == "HEAD":
-            app = self.sms.registry.app(address)
-            found = app is not None and self.sms.secrets.exists(
-                SecretRef(app.owner, "app", "1", subject=app.address)
-            )
-            return _existence(found)
-
-        def writer(signer: str) -> SecretRef:
-            app = self.sms.registry.app(address)
-            if app is None:
-                raise HttpProblemError(404, "Not Found", f"app {address} is not registered")
-            if signer != app.owner:
-                raise HttpProblemError(
-                    403, "Forbidden", f"only the app's owner {app.owner} may write its secret"
-                )
-            return SecretRef(app.owner, "app", "1", subject=app.address)
-
-        version, policy = await self.write_secret(request, writer, restrictable=True)
-        body = {"app": address, "version": version, "policy": policy.to_json()}
-        return JSONResponse(body, status_code=201)
+        return await self.owned_secret(request, "app", address, self.sms.registry.app(address))
 
     async def dataset_key(self, request: Request) -> Response:
-        """A dataset's key: written by the dataset's owner only, who may also restrict it
-        to apps (by measurement), requesters and workerpools."""
+        """A dataset's key: written by the dataset's owner only, who names the apps (by
+        measurement) and may restrict requesters and workerpools."""
         address = path_address(request.path_params["dataset"])
+        record = self.sms.registry.dataset(address)
+        return await self.owned_secret(request, "dataset", address, record)
+
+    async def owned_secret(
+        self, request: Request, kind: str, address: str, record: AppRecord | DatasetRecord | None
+    ) -> Response:
+        """An app's or a dataset's secret: HEAD is public; PUT only by its owner per the
+        registry (404 when the registry does not know it)."""
+        name, what = ("1", "secret") if kind == "app" else ("key", "key")
+        ref = None if record is None else SecretRef(record.owner, kind, name, subject=address)
         if request.method == "HEAD":
-            dataset = self.sms.registry.dataset(address)
-            found = dataset is not None and self.sms.secrets.exists(
-                SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
-            )
-            return _existence(found)
+            return _existence(ref is not None and self.sms.secrets.exists(ref))
 
         def writer(signer: str) -> SecretRef:
-            dataset = self.sms.registry.dataset(address)
-            if dataset is None:
-                raise HttpProblemError(404, "Not Found", f"dataset {address} is not registered")
-            if signer != dataset.owner:
+            if record is None or ref is None:
+                raise HttpProblemError(404, "Not Found", f"{kind} {address} is not registered")
+            if signer != record.owner:
                 raise HttpProblemError(
-                    403, "Forbidden", f"only the dataset's owner {dataset.owner} may write its key"
+                    403, "Forbidden", f"only the {kind}'s owner {record.owner} may write its {what}"
                 )
-            return SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+            return ref
 
         version, policy = await self.write_secret(request, writer, restrictable=True)
-        body = {"dataset": address, "version": version, "policy": policy.to_json()}
+        body = {kind: address, "version": version, "policy": policy.to_json()}
         return JSONResponse(body, status_code=201)
 
     async def result_key(self, request: Request) -> Response:
