@@ -10,6 +10,7 @@ import typer
 
 from confide.cli.output import JsonOption, emit_json, say
 from confide.cli.sms import (
+    AppMeasurementOption,
     SecretFileOption,
     SecretValueOption,
     SmsOption,
@@ -86,16 +87,7 @@ def push_secret(
     update: UpdateOption = False,
     tee: TeeOption = None,
     tolerate: TolerateOption = None,
-    app_measurements: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--app-measurement",
-            metavar="M",
-            help="The app measurement that may receive the secret (typed: sgx:<64 hex>, "
-            "tdx:<96 hex>, sim:<64 hex>, as `confide app measure` prints); repeat for "
-            "several. Required for a new secret; an --update without it keeps the current.",
-        ),
-    ] = None,
+    app_measurements: AppMeasurementOption = None,
     sms: SmsOption = None,
     wallet: WalletOption = None,
     password: PasswordOption = None,

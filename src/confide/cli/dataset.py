@@ -8,6 +8,7 @@ import typer
 
 from confide.cli.output import JsonOption, emit_json, say
 from confide.cli.sms import (
+    AppMeasurementOption,
     SecretFileOption,
     SecretValueOption,
     SmsOption,
@@ -40,16 +41,7 @@ def push_secret(
     update: UpdateOption = False,
     tee: TeeOption = None,
     tolerate: TolerateOption = None,
-    app_measurements: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--app-measurement",
-            metavar="M",
-            help="The app measurement that may receive the key (typed: sgx:<64 hex>, "
-            "tdx:<96 hex>, sim:<64 hex>); repeat for several. Required for a new key (no "
-            "app gets it by default); an --update without it keeps the current.",
-        ),
-    ] = None,
+    app_measurements: AppMeasurementOption = None,
     requesters: Annotated[
         list[str] | None,
         typer.Option(

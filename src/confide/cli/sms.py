@@ -76,6 +76,16 @@ TolerateOption = Annotated[
         "debug-mode, simulation. Default: none (an up-to-date platform only).",
     ),
 ]
+AppMeasurementOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--app-measurement",
+        metavar="M",
+        help="An app measurement that may receive it (typed: sgx:<64 hex>, tdx:<96 hex>, "
+        "sim:<64 hex>, as `confide app measure` prints); repeat for several. Required for a "
+        "new secret (no code gets it by default); an --update without it keeps the current.",
+    ),
+]
 
 
 def release_policy(
