@@ -6,14 +6,14 @@ import itertools
 import threading
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, select, update
 
 from confide.attestation import EnclaveBinding, Measurement, Policy, verify_attestation
 from confide.attestation.sim import SimAttester, SimVerifier
 from confide.crypto.signing import SigningKey
 from confide.db import make_engine, upgrade
 from confide.db.audit import append, append_now, entries, verify_chain
-from confide.db.schema import audit_log
+from confide.db.schema import attest_nonces, audit_log, sim_platforms
 from confide.db.stores import DatabaseNonceStore, DatabasePlatformRegistry
 from confide.errors import AttestationError, ConfideError
 
@@ -113,3 +113,67 @@ def test_sim_attestation_against_the_database_stores(engine: Engine) -> None:
         verifiers={"sim": SimVerifier(registry)}, nonces=nonces, now=NOW,
     )  # fmt: skip
     assert "is not registered" in refused.reasons[0]
+
+
+def _live_rows(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(attest_nonces)).scalar_one())
+
+
+def test_challenges_are_swept_every_few_and_stay_bounded(engine: Engine) -> None:
+    """The sweep (expired rows out, the cap checked) runs once per ``sweep_every``
+    challenges, and on every one while the table is full: it holds at most
+    ``limit + sweep_every`` rows per process."""
+    store = DatabaseNonceStore(engine, limit=1000, sweep_every=10)
+    issued = 0
+
+    def issue_until_refused() -> None:
+        nonlocal issued
+        for _ in range(2000):
+            store.issue(NOW)
+            issued += 1
+
+    with pytest.raises(AttestationError, match="too many outstanding"):
+        issue_until_refused()
+    assert 1000 <= issued <= 1000 + 10
+    assert _live_rows(engine) == issued
+    for _ in range(3):  # refused again, each time (the sweep runs on every call)
+        with pytest.raises(AttestationError, match="too many outstanding"):
+            store.issue(NOW + 1)
+    nonce = store.issue(NOW + 61)  # all expired: the sweep that ran now removed them
+    assert _live_rows(engine) == 1
+    store.consume(nonce, NOW + 62)
+
+
+def test_a_nonce_taken_in_a_transaction_is_used_once(engine: Engine) -> None:
+    store = DatabaseNonceStore(engine)
+    nonce = store.issue(NOW)
+    with engine.connect() as connection:
+        store.peek(connection, nonce, NOW + 1)  # live; uses nothing up
+        with pytest.raises(AttestationError, match="expired"):
+            store.peek(connection, nonce, NOW + 60)
+    with engine.begin() as connection:  # rolled back: still there
+        assert store.take(connection, nonce, NOW + 1)
+        connection.rollback()
+    with engine.begin() as connection:
+        assert not store.take(connection, nonce, NOW + 60)  # expired: not usable
+        connection.rollback()
+    with engine.begin() as connection:
+        assert store.take(connection, nonce, NOW + 1)
+    with engine.begin() as connection:
+        assert not store.take(connection, nonce, NOW + 1)
+    with engine.connect() as connection, pytest.raises(AttestationError, match="already used"):
+        store.peek(connection, nonce, NOW + 1)
+
+
+def test_platform_owners_are_remembered_but_not_their_absence(engine: Engine) -> None:
+    registry = DatabasePlatformRegistry(engine)
+    key = SigningKey.generate().public_bytes()
+    assert registry.owner(key) is None
+    assert not DatabasePlatformRegistry(engine).is_registered(key)
+    assert DatabasePlatformRegistry(engine).register(key, "0xowner", NOW)  # elsewhere
+    assert registry.owner(key) == "0xowner"  # an absence was not remembered
+    with engine.begin() as connection:  # (never done by the sms: keys are not re-owned)
+        connection.execute(update(sim_platforms).values(owner="0xother"))
+    assert registry.owner(key) == "0xowner"  # remembered
+    assert DatabasePlatformRegistry(engine).owner(key) == "0xother"

@@ -151,3 +151,24 @@ def test_session_and_its_secrets_are_written_together(
     assert not secrets.exists(
         SecretRef(ALICE, "session", "api_key", subject=f"cubic@{digest[:16]}")
     )
+
+
+def test_current_version_is_only_the_head(stores: tuple[SessionStore, SecretStore, Engine]) -> None:
+    """What attestation reads: the named version if no version follows it (the parsed
+    document is kept per version; whether it is current is read every time)."""
+    store, _, engine = stores
+    first = store.create(ALICE, _doc(), NOW)
+    found = store.current_version(ALICE, "cubic", first.hash)
+    assert found is not None and found.document == first.document
+    assert store.current_version(ALICE, "cubic", first.hash) is found  # kept
+    assert store.current_version(BOB, "cubic", first.hash) is None  # another namespace
+    assert store.current_version(ALICE, "other", first.hash) is None
+    assert store.current_version(ALICE, "cubic", "0" * 64) is None
+    second = store.update(ALICE, ALICE, _doc(first.hash, command="python3 v2.py"), NOW + 1)
+    assert store.current_version(ALICE, "cubic", first.hash) is None  # no longer current
+    head = store.current_version(ALICE, "cubic", second.hash)
+    assert head is not None and head.predecessor == first.hash
+    assert head.document == store.current(ALICE, ALICE, "cubic").document
+    with engine.connect() as connection:
+        assert store.superseded(connection, ALICE, "cubic", first.hash)
+        assert not store.superseded(connection, ALICE, "cubic", second.hash)

@@ -14,7 +14,7 @@ from typing import Any
 
 from confide.attestation.verifier import AFFIRMING, WARNING, EnclaveBinding, Verdict
 from confide.crypto.signing import SigningKey
-from confide.crypto.tokens import public_jwk, sign_token, verify_token_signature
+from confide.crypto.tokens import TokenSigner, public_jwk, verify_token_signature
 from confide.errors import AttestationError
 
 PROFILE = "tag:confide.dev,2026:ear-v1"
@@ -27,6 +27,7 @@ class TokenIssuer:
     def __init__(self, sms_id: str, key: SigningKey) -> None:
         self.sms_id = sms_id
         self._key = key
+        self._signer = TokenSigner(key)
 
     def public_key(self) -> bytes:
         """The Ed25519 public key that task orders pin (``sms_key``) and runtimes trust."""
@@ -76,7 +77,7 @@ class TokenIssuer:
             "worker": binding.worker,
             "config_hash": config_hash,
         }
-        return sign_token(self._key, claims)
+        return self._signer.sign(claims)
 
 
 MAX_LIFETIME_SECONDS = 24 * 3600

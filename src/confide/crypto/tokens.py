@@ -32,10 +32,20 @@ def public_jwk(public: bytes) -> dict[str, str]:
     return {k: str(v) for k, v in key.as_dict(private=False).items()}
 
 
+class TokenSigner:
+    """Signs tokens with one key, imported into joserfc once (not once per token)."""
+
+    def __init__(self, key: SigningKey) -> None:
+        kid = key_id(key.public_bytes())
+        self._jwk = OKPKey.import_key(key.private_key(), parameters={"kid": kid})
+        self._header = {"alg": ALGORITHM, "kid": kid, "typ": "JWT"}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(dict(self._header), claims, self._jwk, algorithms=[ALGORITHM])
+
+
 def sign_token(key: SigningKey, claims: dict[str, Any]) -> str:
-    jwk = OKPKey.import_key(key.private_key(), parameters={"kid": key_id(key.public_bytes())})
-    header = {"alg": ALGORITHM, "kid": key_id(key.public_bytes()), "typ": "JWT"}
-    return jwt.encode(header, claims, jwk, algorithms=[ALGORITHM])
+    return TokenSigner(key).sign(claims)
 
 
 def verify_token_signature(token: str, jwks: dict[str, Any]) -> dict[str, Any]:

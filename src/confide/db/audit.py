@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +60,7 @@ def append(
 ) -> AuditEntry:  # fmt: skip
     """Append one entry in the caller's transaction (a collision raises IntegrityError)."""
     detail = detail or {}
-    if connection.dialect.name == "postgresql":
-        # Writers queue on a transaction-scoped lock instead of colliding and retrying;
-        # SQLite's BEGIN IMMEDIATE already serialises writers.
-        connection.execute(_LOCK, {"key": _LOCK_KEY})
+    lock(connection)
     head = connection.execute(_HEAD).first()
     seq, prev = (0, GENESIS) if head is None else (int(head.seq) + 1, str(head.hash))
     digest = entry_hash(prev, seq, at, actor, action, subject, detail)
@@ -77,15 +74,33 @@ def append(
     return AuditEntry(seq, prev, digest, at, actor, action, subject, detail)
 
 
-def append_now(engine: Engine, **fields: Any) -> AuditEntry:
+def lock(connection: Connection) -> None:
+    """Queue behind every other writer of the log, until the caller's transaction ends.
+
+    On PostgreSQL a transaction-scoped advisory lock (taken again by :func:`append`, which
+    a holder passes at once), so writers queue instead of colliding and retrying; SQLite's
+    ``BEGIN IMMEDIATE`` already serialises writers. Taken early, it also orders what the
+    transaction reads next after the commits of the writers ahead of it.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK, {"key": _LOCK_KEY})
+
+
+def append_now(
+    engine: Engine, also: Callable[[Connection], None] | None = None, **fields: Any
+) -> AuditEntry:
     """Append in a transaction of its own, retrying when another writer took the head.
 
-    A database that is locked or unreachable is not retried here (each try would wait the
-    busy timeout): its error goes up, and the HTTP layer answers 503.
+    ``also`` runs first in that transaction (what the entry records: its exceptions roll
+    the whole transaction back and go up). A database that is locked or unreachable is
+    not retried here (each try would wait the busy timeout): its error goes up, and the
+    HTTP layer answers 503.
     """
     for _ in range(_RETRIES):
         try:
             with engine.begin() as connection:
+                if also is not None:
+                    also(connection)
                 return append(connection, **fields)
         except IntegrityError:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,29 +42,125 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options: 
     engine = create_engine(target, future=True, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
-        event.listen(engine, "begin", _sqlite_begin)
+        _WriterGate(busy_timeout_ms / 1000).attach(engine)
     return engine
 
 
-def _sqlite_begin(connection: Any) -> None:
-    """Start every transaction ourselves: writers take the write lock at once.
+class _WriterGate:
+    """SQLite writers of one engine queue on a lock in this process, then ``BEGIN IMMEDIATE``.
 
-    pysqlite otherwise emits BEGIN lazily, which breaks SAVEPOINTs (a released savepoint
-    commits) and lets two deferred writers deadlock on the lock upgrade; IMMEDIATE makes
-    writers queue on busy_timeout instead (SQLAlchemy's documented pysqlite recipe).
-    Reads opened with :func:`reading` begin DEFERRED: in WAL mode they never block on,
-    or block, a writer.
+    Every transaction starts here (pysqlite otherwise emits BEGIN lazily, which breaks
+    SAVEPOINTs (a released savepoint commits) and lets two deferred writers deadlock on the
+    lock upgrade; SQLAlchemy's documented pysqlite recipe). Reads opened with
+    :func:`reading` begin DEFERRED and skip the gate: in WAL mode they never block on, or
+    block, a writer.
+
+    Why a lock in front of SQLite's own: a writer that finds the database locked sleeps in
+    SQLite's busy handler (1, 2, 5, … up to 100 ms between tries), so threads of one
+    process contending for it wait far longer than the transaction ahead of them takes,
+    and not in turn. Here they wait on the lock and the next one goes as soon as the
+    previous one has committed or rolled back. Other processes (a replica, the CLI) still
+    meet SQLite's lock and its ``busy_timeout``. Waiting for the gate is bounded by the
+    same timeout and then fails as a busy database does (an OperationalError
+    ``SQLITE_BUSY``, answered 503).
+
+    The gate is held from ``BEGIN IMMEDIATE`` to the end of that transaction, and released
+    on every way a transaction ends: its COMMIT or ROLLBACK (sent here, straight to the
+    driver, before the gate opens; pysqlite's own ``commit()``/``rollback()`` that
+    SQLAlchemy calls next then have nothing to do), a failed BEGIN, and the pool's reset,
+    check-in, invalidation or close of the connection (a connection error, a connection
+    returned without ending its transaction).
     """
-    mode = "DEFERRED" if connection.get_execution_options().get("confide_read") else "IMMEDIATE"
-    statement = f"BEGIN {mode}"
-    # Straight to the driver: through exec_driver_sql, SQLAlchemy's statement machinery
-    # cost a tenth of a HEAD check's server time. Errors are wrapped as SQLAlchemy would
-    # (a locked database stays an OperationalError, answered 503).
-    driver = connection.connection.dbapi_connection
+
+    def __init__(self, timeout: float) -> None:
+        self._lock = threading.Lock()
+        self._timeout = timeout
+        self._holder: Any = None  # the driver connection whose transaction holds the gate
+
+    def attach(self, engine: Engine) -> None:
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._rollback)
+        for name in ("reset", "checkin"):
+            event.listen(engine, name, self._end_on_return)
+        for name in ("invalidate", "close", "close_detached"):
+            event.listen(engine, name, self._forget)
+
+    def held_by(self, driver: Any) -> bool:
+        return driver is not None and self._holder is driver
+
+    def _begin(self, connection: Connection) -> None:
+        read = connection.get_execution_options().get("confide_read")
+        statement = "BEGIN DEFERRED" if read else "BEGIN IMMEDIATE"
+        # Straight to the driver: through exec_driver_sql, SQLAlchemy's statement machinery
+        # cost a tenth of a HEAD check's server time. Errors are wrapped as SQLAlchemy would
+        # (a locked database stays an OperationalError, answered 503).
+        driver: Any = connection.connection.dbapi_connection
+        if not read:
+            if not self._lock.acquire(timeout=self._timeout):
+                busy = sqlite3.OperationalError("database is locked (queued writers)")
+                busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+                busy.sqlite_errorname = "SQLITE_BUSY"
+                raise DBAPIError.instance(statement, (), busy, sqlite3.Error)
+            self._holder = driver
+        try:
+            driver.execute(statement).close()
+        except BaseException as exc:
+            self._release(driver)
+            if isinstance(exc, sqlite3.Error):
+                raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
+            raise
+
+    def _commit(self, connection: Connection) -> None:
+        self._end(connection, "COMMIT")
+
+    def _rollback(self, connection: Connection) -> None:
+        self._end(connection, "ROLLBACK")
+
+    def _end(self, connection: Connection, statement: str) -> None:
+        if connection.invalidated:  # the pool's invalidate event released the gate
+            return
+        driver: Any = connection.connection.dbapi_connection
+        if not self.held_by(driver):
+            return  # a read's transaction: pysqlite ends it as usual
+        try:
+            if _in_transaction(driver):
+                driver.execute(statement).close()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
+        finally:
+            # A COMMIT that failed may leave the transaction open (SQLite keeps it): the
+            # gate then stays shut until the rollback that follows, at the latest when the
+            # pool resets the connection.
+            if statement == "ROLLBACK" or not _in_transaction(driver):
+                self._release(driver)
+
+    def _end_on_return(self, driver: Any, *rest: Any) -> None:
+        """Back in the pool (reset, then check-in) still holding the gate: roll back."""
+        del rest
+        if self.held_by(driver):
+            try:
+                if _in_transaction(driver):
+                    driver.execute("ROLLBACK").close()
+            finally:
+                self._release(driver)
+
+    def _forget(self, driver: Any, *rest: Any) -> None:
+        """The connection is being invalidated or closed: closing ends its transaction."""
+        del rest
+        self._release(driver)
+
+    def _release(self, driver: Any) -> None:
+        if self.held_by(driver):
+            self._holder = None
+            self._lock.release()
+
+
+def _in_transaction(driver: Any) -> bool:
     try:
-        driver.execute(statement).close()
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
+        return bool(driver.in_transaction)
+    except sqlite3.Error:  # closed: nothing is open any more
+        return False
 
 
 def reading(engine: Engine) -> Connection:

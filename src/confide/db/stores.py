@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.nonces import MAX_LIVE_NONCES, NONCE_BYTES, NONCE_TTL_SECONDS
@@ -12,56 +13,121 @@ from confide.db.engine import reading
 from confide.db.schema import attest_nonces, sim_platforms
 from confide.errors import AttestationError
 
+SWEEP_EVERY = 64  # challenges issued between two sweeps (expired rows out, cap checked)
+_UNKNOWN = "nonce unknown or already used (replayed evidence?)"
+_EXPIRED = "nonce expired: ask for a new challenge"
+
+# Built once, values bound at execution (see confide.sms.secrets).
+_NONCE_INSERT = insert(attest_nonces)
+_NONCE_SWEEP = delete(attest_nonces).where(attest_nonces.c.expires_at <= bindparam("now"))
+_NONCE_PEEK = select(attest_nonces.c.expires_at).where(attest_nonces.c.nonce == bindparam("nonce"))
+_NONCE_TAKE = (
+    delete(attest_nonces)
+    .where(attest_nonces.c.nonce == bindparam("nonce"))
+    .returning(attest_nonces.c.expires_at)
+)
+_PLATFORM_OWNER = select(sim_platforms.c.owner).where(
+    sim_platforms.c.platform_key == bindparam("key")
+)
+_PLATFORM_INSERT = insert(sim_platforms)
+
 
 class DatabaseNonceStore:
     """Attestation nonces as rows: single use (consumed by one DELETE), expiring, shared
-    by every replica of the sms."""
+    by every replica of the sms.
+
+    The table is bounded: a sweep deletes the expired rows and refuses new challenges
+    while ``limit`` are live. It runs on every challenge while the table is full, and
+    otherwise once per ``sweep_every`` challenges of this process (at most 1 % of
+    ``limit``: every challenge for a small limit), so the table holds at most
+    ``limit + sweep_every`` rows per sms process (plus challenges being issued at that
+    very moment): 100,064 with the defaults and one process.
+    """
 
     def __init__(
-        self, engine: Engine, ttl: int = NONCE_TTL_SECONDS, limit: int = MAX_LIVE_NONCES
+        self,
+        engine: Engine,
+        ttl: int = NONCE_TTL_SECONDS,
+        limit: int = MAX_LIVE_NONCES,
+        sweep_every: int = SWEEP_EVERY,
     ) -> None:
         self._engine = engine
         self._ttl = ttl
         self._limit = limit
+        self._sweep_every = max(1, min(sweep_every, limit // 100))
+        self._credit = 0  # challenges this process may still issue before the next sweep
+        self._credit_lock = threading.Lock()
+        self._full = select(attest_nonces.c.expires_at).offset(limit - 1).limit(1)
 
     def issue(self, now: float) -> bytes:
         """A new nonce; refused while ``limit`` are live (the endpoint is public, so the
         table must not grow without bound). Expired rows go through an index."""
         nonce = os.urandom(NONCE_BYTES)
+        with self._credit_lock:
+            sweep = self._credit <= 0
+            self._credit -= 1
         with self._engine.begin() as connection:
-            connection.execute(delete(attest_nonces).where(attest_nonces.c.expires_at <= now))
-            full = connection.execute(
-                select(attest_nonces.c.expires_at).offset(self._limit - 1).limit(1)
-            ).first()
-            if full is not None:
-                raise AttestationError(
-                    f"too many outstanding attestation challenges ({self._limit}): retry later"
-                )
-            connection.execute(
-                insert(attest_nonces).values(nonce=nonce, expires_at=int(now) + self._ttl)
-            )
+            if sweep:
+                connection.execute(_NONCE_SWEEP, {"now": now})
+                if connection.execute(self._full).first() is not None:
+                    raise AttestationError(
+                        f"too many outstanding attestation challenges ({self._limit}): retry later"
+                    )
+            connection.execute(_NONCE_INSERT, {"nonce": nonce, "expires_at": int(now) + self._ttl})
+        if sweep:  # passed: the next sweep_every - 1 challenges need none
+            with self._credit_lock:
+                self._credit = self._sweep_every - 1
         return nonce
 
     def consume(self, nonce: bytes, now: float) -> None:
-        if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
-            raise AttestationError(f"a nonce is {NONCE_BYTES} bytes")
+        """Use ``nonce`` up in a transaction of its own (AttestationError if it cannot be)."""
+        _check_length(nonce)
         with self._engine.begin() as connection:
-            row = connection.execute(
-                delete(attest_nonces)
-                .where(attest_nonces.c.nonce == nonce)
-                .returning(attest_nonces.c.expires_at)
-            ).first()
+            row = connection.execute(_NONCE_TAKE, {"nonce": nonce}).first()
         if row is None:
-            raise AttestationError("nonce unknown or already used (replayed evidence?)")
+            raise AttestationError(_UNKNOWN)
         if now >= row.expires_at:
-            raise AttestationError("nonce expired: ask for a new challenge")
+            raise AttestationError(_EXPIRED)
+
+    @staticmethod
+    def peek(connection: Connection, nonce: bytes, now: float) -> None:
+        """AttestationError unless ``nonce`` is live at ``now``; uses nothing up (a read)."""
+        _check_length(nonce)
+        row = connection.execute(_NONCE_PEEK, {"nonce": nonce}).first()
+        if row is None:
+            raise AttestationError(_UNKNOWN)
+        if now >= row.expires_at:
+            raise AttestationError(_EXPIRED)
+
+    @staticmethod
+    def take(connection: Connection, nonce: bytes, now: float) -> bool:
+        """Use ``nonce`` up in the caller's transaction; True if it was live at ``now``.
+
+        One ``DELETE … RETURNING``: of two transactions taking the same nonce only one
+        gets True (on PostgreSQL the second waits for the first to end, then finds the
+        row gone). On False the caller must roll its transaction back.
+        """
+        row = connection.execute(_NONCE_TAKE, {"nonce": nonce}).first()
+        return row is not None and now < row.expires_at
+
+
+def _check_length(nonce: bytes) -> None:
+    if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+        raise AttestationError(f"a nonce is {NONCE_BYTES} bytes")
 
 
 class DatabasePlatformRegistry:
-    """Sim platform keys that wallets registered; the sim verifier accepts only these."""
+    """Sim platform keys that wallets registered; the sim verifier accepts only these.
 
-    def __init__(self, engine: Engine) -> None:
+    A key, once registered, is never deleted nor given to another wallet (nothing in the
+    sms updates or deletes the table), so each instance remembers the owners it found
+    (up to ``cache_size`` keys); a key not found is looked up again every time.
+    """
+
+    def __init__(self, engine: Engine, cache_size: int = 4096) -> None:
         self._engine = engine
+        self._owners: dict[bytes, str] = {}
+        self._cache_size = cache_size
 
     def register(self, platform_key: bytes, owner: str, now: int) -> bool:
         """Record the key; False if it was already registered."""
@@ -70,9 +136,8 @@ class DatabasePlatformRegistry:
         try:
             with self._engine.begin() as connection:
                 connection.execute(
-                    insert(sim_platforms).values(
-                        platform_key=platform_key, owner=owner, registered_at=now
-                    )
+                    _PLATFORM_INSERT,
+                    {"platform_key": platform_key, "owner": owner, "registered_at": now},
                 )
         except IntegrityError:
             return False
@@ -80,11 +145,17 @@ class DatabasePlatformRegistry:
 
     def owner(self, platform_key: bytes) -> str | None:
         """The wallet that registered the key, or None."""
+        known = self._owners.get(platform_key)
+        if known is not None:
+            return known
         with reading(self._engine) as connection:
-            found = connection.execute(
-                select(sim_platforms.c.owner).where(sim_platforms.c.platform_key == platform_key)
-            ).first()
-        return None if found is None else str(found.owner)
+            found = connection.execute(_PLATFORM_OWNER, {"key": platform_key}).first()
+        if found is None:
+            return None
+        if len(self._owners) >= self._cache_size:
+            self._owners.clear()
+        self._owners[bytes(platform_key)] = str(found.owner)
+        return str(found.owner)
 
     def is_registered(self, platform_key: bytes) -> bool:
         return self.owner(platform_key) is not None

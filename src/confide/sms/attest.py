@@ -23,12 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.evidence import Evidence
 from confide.attestation.measurement import Measurement
-from confide.attestation.nonces import NONCE_BYTES, NonceStore
+from confide.attestation.nonces import NONCE_BYTES
 from confide.attestation.policy import Policy
 from confide.attestation.token import DEFAULT_TTL_SECONDS
 from confide.attestation.verifier import EnclaveBinding, Verdict, Verifier, verify_attestation
@@ -42,9 +42,7 @@ from confide.crypto.wallet import normalise_address
 from confide.db import audit
 from confide.db.engine import reading
 from confide.db.schema import attestations, task_releases, volume_tags
-from confide.db.schema import secrets as secrets_table
-from confide.db.schema import sessions as sessions_table
-from confide.db.stores import DatabasePlatformRegistry
+from confide.db.stores import DatabaseNonceStore
 from confide.errors import AttestationError, AuthError, ConfideError
 from confide.sms.registry import AppRecord
 from confide.sms.release_policy import ReleasePolicy
@@ -54,6 +52,7 @@ from confide.sms.sessions import StoredSession
 from confide.sms.tasks import TaskOrder, TaskOrderError
 
 CONFIG_FORMAT = "confide-config-v1"
+NONCE_USED = "nonce unknown or already used (replayed evidence?)"
 MAX_EVIDENCE_BYTES = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -187,14 +186,21 @@ class _Plan:
     versions: list[tuple[SecretRef, int]] = field(default_factory=list)  # re-checked at grant
     scope: str = ""
     audience: str = ""
+    session: StoredSession | None = None  # the version released from (a session target)
+
+
+class _NonceGoneError(Exception):
+    """The nonce was used up by a concurrent request between the check and the write."""
 
 
 class Attestations:
-    def __init__(self, sms: Sms, verifiers: Mapping[str, Verifier], nonces: NonceStore) -> None:
+    def __init__(
+        self, sms: Sms, verifiers: Mapping[str, Verifier], nonces: DatabaseNonceStore
+    ) -> None:
+        """``nonces`` keeps its rows in ``sms``'s database (checked and used up there)."""
         self.sms = sms
         self.verifiers = verifiers
         self.nonces = nonces
-        self._platforms = DatabasePlatformRegistry(sms.engine)
 
     def challenge(self, now: int) -> bytes:
         return self.nonces.issue(now)
@@ -202,22 +208,30 @@ class Attestations:
     def attest(self, request: AttestRequest, now: int, signer: str | None = None) -> Grant:
         """Verify and release, or raise AttestationRefusedError naming every reason.
 
-        The nonce is consumed first: a request without a live challenge costs one DELETE
-        and leaves no trace (so the public endpoint cannot flood the audit log); with
-        one, every refusal is audited.
+        The nonce is checked first: a request without a live challenge costs one read and
+        leaves no trace (so the public endpoint cannot flood the audit log). With one,
+        the nonce is used up in the transaction that records the outcome, the grant or an
+        audited refusal (one ``DELETE … RETURNING``), so it is used once: of two requests
+        racing with one nonce, one is recorded and the other refused as a replay, with no
+        audit entry. A request that fails otherwise (the database unavailable) leaves it
+        live: nothing was recorded.
         """
-        try:
-            self.nonces.consume(request.nonce, now)
-        except AttestationError as exc:
-            raise AttestationRefusedError(str(exc)) from None
-        try:
-            if isinstance(request.target, SessionTarget):
-                plan = self._session_plan(request, request.target)
-            else:
-                plan = self._task_plan(request, request.target, signer)
-        except AttestationRefusedError as refusal:
+        refusal: AttestationRefusedError | None = None
+        with reading(self.sms.engine) as connection:  # one connection for the plan's reads
+            try:
+                self.nonces.peek(connection, request.nonce, now)
+            except AttestationError as exc:
+                raise AttestationRefusedError(str(exc)) from None
+            try:
+                if isinstance(request.target, SessionTarget):
+                    plan = self._session_plan(request, request.target, connection)
+                else:
+                    plan = self._task_plan(request, request.target, signer, connection)
+            except AttestationRefusedError as refused:
+                refusal = refused
+        if refusal is not None:
             self._refuse(request, now, refusal.reasons)
-            raise
+            raise refusal
         verdict = verify_attestation(
             request.evidence,
             nonce=request.nonce,
@@ -229,24 +243,26 @@ class Attestations:
         )
         reasons = list(verdict.reasons)
         if verdict.ok and verdict.appraisal is not None and verdict.appraisal.tee == "sim":
-            reasons += self._sim_platform_reasons(request, verdict.appraisal.platform, signer)
+            reasons += self._sim_platform_reasons(request, plan, verdict.appraisal.platform,
+                                                  signer)  # fmt: skip
         if not verdict.ok or reasons:
             self._refuse(request, now, tuple(reasons))
             raise AttestationRefusedError(*reasons)
         return self._grant(request, plan, verdict, now)
 
     def _sim_platform_reasons(
-        self, request: AttestRequest, platform: str | None, signer: str | None
+        self, request: AttestRequest, plan: _Plan, platform: str | None, signer: str | None
     ) -> list[str]:
         """A sim platform key speaks only for the wallet that registered it: the session's
-        owner (or a wallet its update policy names), or the task's signing worker. Anyone
-        may register a key, so a key registered by a stranger proves nothing."""
-        owner = self._platforms.owner(bytes.fromhex(platform or ""))
+        owner (or a wallet the update policy of the version being released names), or the
+        task's signing worker. Anyone may register a key, so a key registered by a
+        stranger proves nothing."""
+        owner = self.sms.platforms.owner(bytes.fromhex(platform or ""))
         if isinstance(request.target, SessionTarget):
-            head = self.sms.sessions.head(request.target.owner, request.target.name)
             allowed = {request.target.owner}
-            if head is not None:
-                allowed |= {a for a in head.document["access_policy"]["update"] if a != "owner"}
+            if plan.session is not None:
+                update = plan.session.document["access_policy"]["update"]
+                allowed |= {a for a in update if a != "owner"}
             whose = "the session's owner (or a wallet its update policy names)"
         else:
             allowed = {signer} if signer else set()
@@ -257,9 +273,12 @@ class Attestations:
 
     # -- sessions ---------------------------------------------------------------------
 
-    def _session_plan(self, request: AttestRequest, target: SessionTarget) -> _Plan:
-        head = self.sms.sessions.head(target.owner, target.name)
-        if head is None or head.hash != target.hash:
+    def _session_plan(
+        self, request: AttestRequest, target: SessionTarget, connection: Connection
+    ) -> _Plan:
+        head = self.sms.sessions.current_version(target.owner, target.name, target.hash,
+                                                 connection)  # fmt: skip
+        if head is None:
             raise AttestationRefusedError(
                 f"session {target.owner}/{target.name} has no current version {target.hash} "
                 f"(the enclave was started for another version, or another session)"
@@ -277,13 +296,13 @@ class Attestations:
             ignore_advisories=frozenset(security["ignore_advisories"]),
         )
         plan = _Plan(policy, scope=f"{target.owner}/{target.name}",
-                     audience=f"session:{target.owner}/{target.name}")  # fmt: skip
+                     audience=f"session:{target.owner}/{target.name}", session=head)  # fmt: skip
         values: dict[str, str] = {}
         for name in sorted(_references(service)):
             ref = SecretRef(
                 target.owner, "session", name, subject=f"{target.name}@{head.hash[:16]}"
             )
-            values[name] = self._text_secret(ref, plan, f"session secret {name!r}")
+            values[name] = self._text_secret(ref, plan, f"session secret {name!r}", connection)
         plan.config = {
             "format": CONFIG_FORMAT,
             "session": {"owner": target.owner, "name": target.name, "hash": head.hash},
@@ -291,11 +310,13 @@ class Attestations:
             "command": _inject(service["command"], values),
             "pwd": service["pwd"],
             "environment": {k: _inject(v, values) for k, v in service["environment"].items()},
-            "volumes": self._volumes(head, service),
+            "volumes": self._volumes(head, service, connection),
         }
         return plan
 
-    def _volumes(self, head: StoredSession, service: dict[str, Any]) -> list[dict[str, Any]]:
+    def _volumes(
+        self, head: StoredSession, service: dict[str, Any], connection: Connection
+    ) -> list[dict[str, Any]]:
         """Each volume the service may use, with its key and the tag it must have.
 
         An output volume's key is made on first use; an input volume must have been
@@ -307,7 +328,7 @@ class Attestations:
                 continue
             ref = SecretRef(head.owner, "volume", volume["name"], subject=head.name)
             try:
-                key = self.sms.secrets.latest(ref)[1]
+                key = self.sms.secrets.latest(ref, connection)[1]
             except SecretNotFoundError:
                 if volume["mode"] != "output":
                     raise AttestationRefusedError(
@@ -318,13 +339,16 @@ class Attestations:
             result.append({
                 "name": volume["name"], "mode": volume["mode"], "path": volume["path"],
                 "key": None if key is None else key.hex(),
-                "tag": current_tag(self.sms, head.owner, head.name, volume["name"]),
+                "tag": current_tag(self.sms, head.owner, head.name, volume["name"], connection),
             })  # fmt: skip
         return result
 
     # -- tasks ------------------------------------------------------------------------
 
-    def _task_plan(self, request: AttestRequest, target: TaskTarget, signer: str | None) -> _Plan:
+    def _task_plan(
+        self, request: AttestRequest, target: TaskTarget, signer: str | None,
+        connection: Connection,
+    ) -> _Plan:  # fmt: skip
         order, app = self._check_claim(request, target, signer)
         policy = Policy(
             measurements=frozenset({order.app_measurement}),
@@ -335,20 +359,20 @@ class Attestations:
         plan = _Plan(policy, scope=target.task_id, audience=f"task:{target.task_id}")
         env: dict[str, str] = {"IEXEC_TASK_ID": target.task_id}
         developer = SecretRef(app.owner, "app", "1", subject=app.address)
-        if self.sms.secrets.exists(developer):
+        if self.sms.secrets.exists(developer, connection):
             what = "the app developer secret"
-            stored = self._release(developer, plan, what)
+            stored = self._release(developer, plan, what, connection)
             self._restricted(stored.policy, order, what)
             value = _utf8(stored.value, what)
             env["IEXEC_APP_DEVELOPER_SECRET"] = env["IEXEC_APP_DEVELOPER_SECRET_1"] = value
         missing = []
         for index, name in order.secrets:
             ref = SecretRef(order.requester, "requester", name)
-            if not self.sms.secrets.exists(ref):
+            if not self.sms.secrets.exists(ref, connection):
                 missing.append(name)
                 continue
             env[f"IEXEC_REQUESTER_SECRET_{index}"] = self._text_secret(
-                ref, plan, f"requester secret {name!r}"
+                ref, plan, f"requester secret {name!r}", connection
             )
         if missing:
             raise AttestationRefusedError(
@@ -357,7 +381,7 @@ class Attestations:
             )
         dataset_key = None
         if order.dataset is not None:
-            dataset_key = self._dataset_key(order.dataset, order, plan)
+            dataset_key = self._dataset_key(order.dataset, order, plan, connection)
         plan.config = {
             "format": CONFIG_FORMAT,
             "task": {"id": target.task_id, "app": order.app, "requester": order.requester},
@@ -365,7 +389,8 @@ class Attestations:
             "environment": env,
             "dataset": None if order.dataset is None
             else {"address": order.dataset, "key": dataset_key},
-            "result_encryption_key": self._result_key(order.requester, order.result_key),
+            "result_encryption_key": self._result_key(order.requester, order.result_key,
+                                                      connection),
         }  # fmt: skip
         return plan
 
@@ -412,21 +437,25 @@ class Attestations:
             )
         return order, app
 
-    def _dataset_key(self, address: str, order: TaskOrder, plan: _Plan) -> str:
+    def _dataset_key(
+        self, address: str, order: TaskOrder, plan: _Plan, connection: Connection
+    ) -> str:
         dataset = self.sms.registry.dataset(address)
         if dataset is None:
             raise AttestationRefusedError(f"unknown dataset {address}")
         ref = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
-        stored = self._release(ref, plan, f"the key of dataset {address}")
+        stored = self._release(ref, plan, f"the key of dataset {address}", connection)
         self._restricted(stored.policy, order, f"dataset {address}")
         return base64.b64encode(stored.value).decode()
 
-    def _result_key(self, requester: str, pinned: str | None) -> str | None:
+    def _result_key(
+        self, requester: str, pinned: str | None, connection: Connection | None = None
+    ) -> str | None:
         if pinned is None:
             return None
         ref = SecretRef(requester, "result-key", "result-key")
         try:
-            _, key = self.sms.secrets.latest(ref)
+            _, key = self.sms.secrets.latest(ref, connection)
         except SecretNotFoundError:
             raise AttestationRefusedError(
                 f"requester {requester} has no result-encryption key"
@@ -482,9 +511,9 @@ class Attestations:
 
     # -- common -----------------------------------------------------------------------
 
-    def _release(self, ref: SecretRef, plan: _Plan, what: str) -> Any:
+    def _release(self, ref: SecretRef, plan: _Plan, what: str, connection: Connection) -> Any:
         try:
-            stored = self.sms.secrets.release(ref)
+            stored = self.sms.secrets.release(ref, connection)
         except SecretNotFoundError:
             raise AttestationRefusedError(f"{what} does not exist") from None
         plan.policy = plan.policy.intersect(
@@ -494,13 +523,13 @@ class Attestations:
         plan.versions.append((ref, stored.version))
         return stored
 
-    def _text_secret(self, ref: SecretRef, plan: _Plan, what: str) -> str:
+    def _text_secret(self, ref: SecretRef, plan: _Plan, what: str, connection: Connection) -> str:
         if ref.kind == "session":  # a session's own secrets follow the session's policy
-            version, value = self.sms.secrets.latest(ref)
+            version, value = self.sms.secrets.latest(ref, connection)
             plan.released.append(f"{ref.label()}@{version}")
             plan.versions.append((ref, version))
         else:
-            value = self._release(ref, plan, what).value
+            value = self._release(ref, plan, what, connection).value
         return _utf8(value, what)
 
     @staticmethod
@@ -518,39 +547,37 @@ class Attestations:
             raise AttestationRefusedError(*(f"{what}: {r}" for r in reasons))
 
     def _refuse(self, request: AttestRequest, now: int, reasons: tuple[str, ...]) -> None:
-        """Audit a refusal (its nonce is already used up: no retry with the same one). The
-        claimed worker is not authenticated for a session, so it is detail, not actor."""
-        audit.append_now(
-            self.sms.engine, at=now, actor="enclave", action="attest.refused",
-            subject=_subject_label(request),
-            detail={"service": request.service, "tee": request.evidence.tee,
-                    "worker": request.worker, "reasons": list(reasons)},
-        )  # fmt: skip
+        """Audit a refusal and use its nonce up, in one transaction (no retry with the same
+        nonce). If a concurrent request used the nonce first, nothing is written and this
+        is refused as the replay it is (AttestationRefusedError). The claimed worker is not
+        authenticated for a session, so it is detail, not actor."""
+
+        def use_nonce(connection: Connection) -> None:
+            if not self.nonces.take(connection, request.nonce, now):
+                raise _NonceGoneError
+
+        try:
+            audit.append_now(
+                self.sms.engine, also=use_nonce, at=now, actor="enclave",
+                action="attest.refused", subject=_subject_label(request),
+                detail={"service": request.service, "tee": request.evidence.tee,
+                        "worker": request.worker, "reasons": list(reasons)},
+            )  # fmt: skip
+        except _NonceGoneError:
+            raise AttestationRefusedError(NONCE_USED) from None
 
     def _recheck(self, connection: Connection, request: AttestRequest, plan: _Plan) -> None:
         """Inside the grant's transaction: nothing the plan read has moved on since (a
         secret rotated, the session updated, the lease re-claimed while the evidence was
         being verified). Otherwise the release would be of a superseded state."""
         for ref, version in plan.versions:
-            current = connection.execute(
-                select(func.max(secrets_table.c.version)).where(
-                    secrets_table.c.owner == ref.owner, secrets_table.c.kind == ref.kind,
-                    secrets_table.c.subject == ref.subject, secrets_table.c.name == ref.name,
-                )
-            ).scalar()  # fmt: skip
-            if current != version:
+            if self.sms.secrets.current_version(connection, ref) != version:
                 raise AttestationRefusedError(
                     f"secret {ref.label()} changed while attesting: attest again"
                 )
         target = request.target
         if isinstance(target, SessionTarget):
-            successor = connection.execute(
-                select(sessions_table.c.hash).where(
-                    sessions_table.c.owner == target.owner, sessions_table.c.name == target.name,
-                    sessions_table.c.predecessor == target.hash,
-                )
-            ).first()  # fmt: skip
-            if successor is not None:
+            if self.sms.sessions.superseded(connection, target.owner, target.name, target.hash):
                 raise AttestationRefusedError("the session was updated while attesting")
         else:
             record = self.sms.registry.task(target.task_id)
@@ -566,27 +593,35 @@ class Attestations:
         jti = os.urandom(16).hex()
         info = sealing_info(sms_id=self.sms.config.sms_id, subject=request.subject,
                             service=request.service, nonce=request.nonce)  # fmt: skip
+        # An output volume without a key gets one: made here, stored in the transaction
+        # below unless another grant stored one first (that one is then used).
+        fresh = [(volume, os.urandom(32)) for volume in plan.config.get("volumes", [])
+                 if volume["key"] is None]  # fmt: skip
+        for volume, key in fresh:
+            volume["key"] = key.hex()
         try:
+            # Token and seal before the transaction, so the write lock is held for the
+            # writes alone; and a key HPKE cannot seal to (say, a low-order point) is
+            # refused before anything is recorded (no release, no used-up lease).
+            sealed = self._seal(request, plan, verdict, info, jti, now)
             with self.sms.engine.begin() as connection:
+                if not self.nonces.take(connection, request.nonce, now):
+                    raise _NonceGoneError  # a concurrent request with this nonce won
                 self._recheck(connection, request, plan)
-                self._make_output_keys(connection, plan, now)
-                config_bytes = _canonical(plan.config)
-                config_hash = hashlib.sha256(config_bytes).hexdigest()
-                binding = request.binding(self.sms.config.sms_id)
-                token = self.sms.tokens.issue(
-                    verdict, binding, audience=plan.audience, config_hash=config_hash,
-                    now=now, jti=jti,
-                )  # fmt: skip
+                if self._store_output_keys(connection, plan, fresh, now):
+                    sealed = self._seal(request, plan, verdict, info, jti, now)  # its key
                 if isinstance(request.target, TaskTarget):
-                    connection.execute(insert(task_releases).values(
-                        task_id=request.target.task_id, lease_token=request.target.lease_token,
-                        jti=jti, worker=request.worker, released_at=now,
-                    ))  # fmt: skip
-                connection.execute(insert(attestations).values(
-                    jti=jti, ed25519_public=request.ed25519_public.hex(),
-                    subject=request.subject, scope=plan.scope, service=request.service,
-                    worker=request.worker, expires_at=now + DEFAULT_TTL_SECONDS, created_at=now,
-                ))  # fmt: skip
+                    connection.execute(_INSERT_RELEASE, {
+                        "task_id": request.target.task_id,
+                        "lease_token": request.target.lease_token, "jti": jti,
+                        "worker": request.worker, "released_at": now,
+                    })  # fmt: skip
+                connection.execute(_INSERT_ATTESTATION, {
+                    "jti": jti, "ed25519_public": request.ed25519_public.hex(),
+                    "subject": request.subject, "scope": plan.scope, "service": request.service,
+                    "worker": request.worker, "expires_at": now + DEFAULT_TTL_SECONDS,
+                    "created_at": now,
+                })  # fmt: skip
                 audit.append(
                     connection, at=now,
                     actor=request.worker if isinstance(request.target, TaskTarget) else "enclave",
@@ -596,12 +631,10 @@ class Attestations:
                             "tee": verdict.appraisal.tee,
                             "measurement": str(verdict.appraisal.measurement),
                             "tcb_status": verdict.appraisal.tcb_status,
-                            "released": plan.released, "config_hash": config_hash},
+                            "released": plan.released, "config_hash": sealed.config_hash},
                 )  # fmt: skip
-                # Sealed before the commit: a key HPKE cannot seal to (say, a low-order
-                # point) must not leave a recorded release (and a used-up lease) behind.
-                payload = _canonical({"config": plan.config, "token": token})
-                sealed = seal_for_enclave(payload, request.x25519_public, info)
+        except _NonceGoneError:
+            raise AttestationRefusedError(NONCE_USED) from None
         except (IntegrityError, SecretExistsError):
             if isinstance(request.target, TaskTarget):
                 reason = "the task's secrets were already released for this lease"
@@ -618,22 +651,49 @@ class Attestations:
             self._refuse(request, now, reasons)
             raise AttestationRefusedError(*reasons) from None
         signature = self.sms.tokens.sign_blob(SEALED_CONFIG_LABEL,
-                                              signed_sealed_message(info, sealed))  # fmt: skip
-        return Grant(sealed, signature, token, config_hash, verdict.status, jti)
+                                              signed_sealed_message(info, sealed.blob))  # fmt: skip
+        return Grant(sealed.blob, signature, sealed.token, sealed.config_hash, verdict.status, jti)
 
-    def _make_output_keys(self, connection: Connection, plan: _Plan, now: int) -> None:
-        """Output volumes without a key get one, in the grant's transaction."""
-        session = plan.config.get("session")
-        for volume in plan.config.get("volumes", []):
-            if volume["key"] is None and session is not None:
-                ref = SecretRef(session["owner"], "volume", volume["name"], subject=session["name"])
-                try:  # another grant may have made it since the plan read (SQLite: we now
-                    # hold the write lock, so what we read here is final)
-                    key = self.sms.secrets.latest(ref)[1]
-                except SecretNotFoundError:
-                    key = os.urandom(32)
-                    self.sms.secrets.put_in(connection, ref, key, update=False, now=now)
-                volume["key"] = key.hex()
+    def _seal(self, request: AttestRequest, plan: _Plan, verdict: Verdict, info: bytes,
+              jti: str, now: int) -> _Sealed:  # fmt: skip
+        """The token over the configuration's hash, and both sealed to the enclave."""
+        config_hash = hashlib.sha256(_canonical(plan.config)).hexdigest()
+        token = self.sms.tokens.issue(
+            verdict, request.binding(self.sms.config.sms_id), audience=plan.audience,
+            config_hash=config_hash, now=now, jti=jti,
+        )  # fmt: skip
+        payload = _canonical({"config": plan.config, "token": token})
+        return _Sealed(seal_for_enclave(payload, request.x25519_public, info), token, config_hash)
+
+    def _store_output_keys(
+        self, connection: Connection, plan: _Plan, fresh: list[tuple[dict[str, Any], bytes]],
+        now: int,
+    ) -> bool:  # fmt: skip
+        """In the grant's transaction, store the keys made for output volumes that had
+        none; True if another grant stored one since the plan read it (the configuration
+        now holds that key instead, and must be sealed again)."""
+        changed = False
+        if fresh:  # queue behind the other writers first (on SQLite this transaction
+            # already holds the write lock): a grant that stored the key commits before
+            # it is read here, so it is found, not written twice (a conflict)
+            audit.lock(connection)
+        for volume, key in fresh:
+            session = plan.config["session"]  # volumes are a session's
+            ref = SecretRef(session["owner"], "volume", volume["name"], subject=session["name"])
+            try:  # another grant may have stored it since the plan read it
+                stored = self.sms.secrets.latest(ref, connection)[1]
+            except SecretNotFoundError:
+                self.sms.secrets.put_in(connection, ref, key, update=False, now=now)
+            else:
+                volume["key"], changed = stored.hex(), True
+        return changed
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    blob: bytes = field(repr=False)
+    token: str
+    config_hash: str
 
 
 def _utf8(value: bytes, what: str) -> str:
@@ -646,8 +706,9 @@ def _utf8(value: bytes, what: str) -> str:
 
 
 class _AlreadyConsumed:
-    """The nonce store handed to ``verify_attestation`` after :meth:`Attestations.attest`
-    consumed the nonce itself (first, so refusals without one cost nothing)."""
+    """The nonce store handed to ``verify_attestation``: :meth:`Attestations.attest` has
+    checked the nonce itself (first, so refusals without one cost nothing) and uses it up
+    in the transaction that records the grant or the refusal."""
 
     def issue(self, now: float) -> bytes:
         raise AttestationError("not a nonce source")
@@ -663,15 +724,28 @@ def session_subject(owner: str, name: str, digest: str) -> str:
     return f"{owner}/{name}@{digest}"
 
 
-def current_tag(sms: Sms, owner: str, session: str, volume: str) -> str | None:
-    with reading(sms.engine) as connection:
-        row = connection.execute(
-            select(volume_tags.c.tag)
-            .where(volume_tags.c.owner == owner, volume_tags.c.session == session,
-                   volume_tags.c.volume == volume)
-            .order_by(volume_tags.c.seq.desc()).limit(1)
-        ).first()  # fmt: skip
+def current_tag(sms: Sms, owner: str, session: str, volume: str,
+                connection: Connection | None = None) -> str | None:  # fmt: skip
+    """The volume's current tag (None before the first), read on ``connection`` if given."""
+    params = {"owner": owner, "session": session, "volume": volume}
+    if connection is None:
+        with reading(sms.engine) as own:
+            row = own.execute(_CURRENT_TAG, params).first()
+    else:
+        row = connection.execute(_CURRENT_TAG, params).first()
     return None if row is None else str(row.tag)
+
+
+# Built once, values bound at execution (see confide.sms.secrets).
+_CURRENT_TAG = (
+    select(volume_tags.c.tag)
+    .where(volume_tags.c.owner == bindparam("owner"),
+           volume_tags.c.session == bindparam("session"),
+           volume_tags.c.volume == bindparam("volume"))
+    .order_by(volume_tags.c.seq.desc()).limit(1)
+)  # fmt: skip
+_INSERT_ATTESTATION = insert(attestations)
+_INSERT_RELEASE = insert(task_releases)
 
 
 def _references(service: dict[str, Any]) -> set[str]:

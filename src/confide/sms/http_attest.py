@@ -12,7 +12,6 @@ from starlette.routing import Route
 from confide.attestation.nonces import NONCE_TTL_SECONDS
 from confide.crypto.requests import SignedBy
 from confide.db.replay import record_request
-from confide.db.stores import DatabasePlatformRegistry
 from confide.errors import AttestationError, AuthError, SecretError, SessionError
 from confide.jsonsafe import loads_bounded
 from confide.sms.attest import (
@@ -48,7 +47,7 @@ class AttestHandlers:
         self.sms = base.sms
         self.attestations = attestations
         self.tags = VolumeTags(base.sms)
-        self.platforms = DatabasePlatformRegistry(base.sms.engine)
+        self.platforms = base.sms.platforms
 
     def routes(self) -> list[Route]:
         return [

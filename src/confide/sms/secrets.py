@@ -128,23 +128,28 @@ class SecretStore:
         )  # fmt: skip
         return version
 
-    def exists(self, ref: SecretRef) -> bool:
+    def exists(self, ref: SecretRef, connection: Connection | None = None) -> bool:
+        """Whether ``ref`` has a version (on ``connection`` if given, else a read of its own)."""
         ref.check()
-        with reading(self._engine) as connection:
-            found = connection.execute(_EXISTS, self._match(ref)).first()
-        return found is not None
+        if connection is None:
+            with reading(self._engine) as own:
+                return own.execute(_EXISTS, self._match(ref)).first() is not None
+        return connection.execute(_EXISTS, self._match(ref)).first() is not None
 
-    def latest(self, ref: SecretRef) -> tuple[int, bytes]:
+    def latest(self, ref: SecretRef, connection: Connection | None = None) -> tuple[int, bytes]:
         """The current version and value, for a release to an attested enclave only."""
-        stored = self.release(ref)
+        stored = self.release(ref, connection)
         return stored.version, stored.value
 
-    def release(self, ref: SecretRef) -> StoredSecret:
+    def release(self, ref: SecretRef, connection: Connection | None = None) -> StoredSecret:
         """The current version, its value and release policy, for a release to an attested
         enclave only. The policy is authenticated with the value: one edited in the database
         makes the secret unreleasable (SecretError), never more widely released."""
         ref.check()
-        with reading(self._engine) as connection:
+        if connection is None:
+            with reading(self._engine) as own:
+                row = own.execute(_LATEST, self._match(ref)).first()
+        else:
             row = connection.execute(_LATEST, self._match(ref)).first()
         if row is None:
             raise SecretNotFoundError(f"secret {ref.label()} does not exist")
@@ -153,6 +158,11 @@ class SecretStore:
         sealed = SealedValue(row.kek_id, bytes(row.wrapped_key), bytes(row.ciphertext))
         value = open_value(self._keks, sealed, context)  # authenticates the policy too
         return StoredSecret(int(row.version), value, ReleasePolicy.from_json(row.policy))
+
+    def current_version(self, connection: Connection, ref: SecretRef) -> int | None:
+        """The current version number of ``ref`` (None: none), read on ``connection``."""
+        found = connection.execute(_MAX_VERSION, self._match(ref)).scalar()
+        return None if found is None else int(found)
 
     @staticmethod
     def _match(ref: SecretRef) -> dict[str, str]:

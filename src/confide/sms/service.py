@@ -70,6 +70,7 @@ class Sms:
         _check_kek(self.engine, (kek, *older))
         self.secrets = SecretStore(self.engine, kek, older)
         self.sessions = SessionStore(self.engine, self.secrets)
+        self.platforms = DatabasePlatformRegistry(self.engine)  # one cache of known keys
         self.tokens = TokenIssuer(config.sms_id, _signing_key(config.home / "token-key"))
 
     def verifiers(self) -> dict[str, Verifier]:
@@ -86,7 +87,7 @@ class Sms:
             found["sgx"] = DcapVerifier("sgx", source)
             found["tdx"] = DcapVerifier("tdx", source)
         if self.config.allow_sim:
-            found["sim"] = SimVerifier(DatabasePlatformRegistry(self.engine))
+            found["sim"] = SimVerifier(self.platforms)
         return found
 
     def info(self) -> dict[str, object]:

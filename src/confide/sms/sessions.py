@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, bindparam, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.db import audit
@@ -52,9 +52,13 @@ class StoredSession:
 
 
 class SessionStore:
-    def __init__(self, engine: Engine, secrets: SecretStore) -> None:
+    def __init__(self, engine: Engine, secrets: SecretStore, cache_size: int = 1024) -> None:
         self._engine = engine
         self._secrets = secrets
+        # Versions read by (owner, name, hash): a version's row is never changed or
+        # deleted, so its parsed form can be kept; whether it is current cannot.
+        self._versions: dict[tuple[str, str, str], StoredSession] = {}
+        self._cache_size = cache_size
 
     def create(self, owner: str, document: SessionDocument, now: int,
                also: Also | None = None) -> StoredSession:  # fmt: skip
@@ -92,6 +96,42 @@ class SessionStore:
         enclave's evidence (not a wallet) is what is judged."""
         history = self._history(owner, name)
         return history[-1] if history else None
+
+    def current_version(
+        self, owner: str, name: str, digest: str, connection: Connection | None = None
+    ) -> StoredSession | None:
+        """Version ``digest`` if it is the session's current one, else None; without an
+        access check (for attestation). One indexed read (on ``connection`` if given):
+        the version exists and no version names it as its predecessor. Versions form one
+        chain from the first (each update names the head it replaces, UNIQUE per
+        predecessor, nothing is deleted), so the version without a successor is the head.
+        The parsed document is remembered per version (so it is shared: read it, never
+        change it); whether the version is current is read every time (and again in the
+        grant's transaction)."""
+        key = (owner, name, digest)
+        cached = self._versions.get(key)
+        params = {"owner": owner, "name": name, "hash": digest}
+        if connection is None:
+            with reading(self._engine) as own:
+                row = own.execute(_IS_CURRENT if cached else _CURRENT, params).first()
+        else:
+            row = connection.execute(_IS_CURRENT if cached else _CURRENT, params).first()
+        if row is None:
+            return None
+        if cached is not None:
+            return cached
+        found = StoredSession(owner, name, digest, row.predecessor or None,
+                              json.loads(row.document), int(row.created_at))  # fmt: skip
+        if len(self._versions) >= self._cache_size:
+            self._versions.clear()
+        self._versions[key] = found
+        return found
+
+    @staticmethod
+    def superseded(connection: Connection, owner: str, name: str, digest: str) -> bool:
+        """Whether a version names ``digest`` as its predecessor (read on ``connection``)."""
+        params = {"owner": owner, "name": name, "hash": digest}
+        return connection.execute(_SUCCESSOR, params).first() is not None
 
     def version(self, owner: str, name: str, digest: str) -> StoredSession | None:
         """One version by its hash (any version, not only the current one)."""
@@ -172,6 +212,25 @@ class SessionStore:
                                 subject=f"{document.name}@{predecessor[:16]}")  # fmt: skip
                 carried[secret.name] = self._secrets.latest(ref)[1]
         return carried
+
+
+# Built once, values bound at execution (see confide.sms.secrets).
+_successor = sessions.alias("successor")
+_SUCCESSOR = select(_successor.c.hash).where(
+    _successor.c.owner == bindparam("owner"),
+    _successor.c.name == bindparam("name"),
+    _successor.c.predecessor == bindparam("hash"),
+)
+_THIS_AND_CURRENT = (
+    sessions.c.owner == bindparam("owner"),
+    sessions.c.name == bindparam("name"),
+    sessions.c.hash == bindparam("hash"),
+    ~exists(_SUCCESSOR),
+)
+_CURRENT = select(sessions.c.predecessor, sessions.c.document, sessions.c.created_at).where(
+    *_THIS_AND_CURRENT
+)
+_IS_CURRENT = select(sessions.c.created_at).where(*_THIS_AND_CURRENT)
 
 
 def _permits(allowed: list[str], caller: str, owner: str) -> bool:

@@ -1,0 +1,244 @@
+"""Attestations that race, on SQLite and PostgreSQL: one nonce is used once (one grant or
+one audited refusal, never two), and two first grants agree on an output volume's key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from confide.attestation.evidence import Appraisal, Evidence
+from confide.attestation.measurement import Measurement
+from confide.attestation.sim import SimAttester, SimVerifier
+from confide.attestation.verifier import EnclaveBinding
+from confide.crypto.sealing import EnclaveKeys, sealing_info
+from confide.crypto.signing import SigningKey
+from confide.db.schema import attestations, audit_log
+from confide.db.stores import DatabaseNonceStore
+from confide.sms.attest import (
+    NONCE_USED,
+    AttestationRefusedError,
+    Attestations,
+    AttestRequest,
+    Grant,
+    SessionTarget,
+)
+from confide.sms.secrets import SecretRef
+from confide.sms.service import Sms, SmsConfig
+from confide.sms.session_document import parse_session
+from confide.sms.sessions import StoredSession
+from tests.integration.test_attest_sessions import APP, OWNER, SESSION
+
+NOW = 1_800_000_000
+EVIL = Measurement.parse("sim:" + "ee" * 32)
+
+
+class _Hook:
+    """A sim verifier that runs ``during`` in each appraisal: the window between the
+    plan's reads and the grant's transaction."""
+
+    tee = "sim"
+
+    def __init__(self, inner: SimVerifier) -> None:
+        self.inner = inner
+        self.during: Callable[[], None] = lambda: None
+
+    def appraise(self, evidence: Evidence, now: int) -> Appraisal:
+        self.during()
+        return self.inner.appraise(evidence, now)
+
+
+@dataclass
+class _World:
+    sms: Sms
+    attestations: Attestations
+    hook: _Hook
+    platform: SigningKey
+    session: StoredSession
+
+    def request(self, nonce: bytes, keys: EnclaveKeys, measurement: Measurement = APP,
+                service: str = "app") -> AttestRequest:  # fmt: skip
+        subject = f"{OWNER.address}/cubic@{self.session.hash}"
+        binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public,
+                                 self.sms.config.sms_id, subject, service, "")  # fmt: skip
+        evidence = SimAttester(self.platform, measurement).evidence(binding.report_data(nonce))
+        return AttestRequest(
+            evidence=evidence, nonce=nonce, x25519_public=keys.x25519_public,
+            ed25519_public=keys.ed25519_public, service=service, worker="",
+            target=SessionTarget(OWNER.address, "cubic", self.session.hash),
+        )  # fmt: skip
+
+    def audited(self, action: str) -> int:
+        with self.sms.engine.connect() as connection:
+            query = select(func.count()).select_from(audit_log)
+            return int(connection.execute(query.where(audit_log.c.action == action)).scalar_one())
+
+    def grants(self) -> int:
+        with self.sms.engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(attestations)).scalar_one()
+            )
+
+
+@contextmanager
+def _world(tmp_path: Path, database_url: str) -> Iterator[_World]:
+    sms = Sms(SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t",
+                        allow_sim=True))  # fmt: skip
+    try:
+        session = sms.sessions.create(OWNER.address, parse_session(SESSION, {}), NOW)
+        ref = SecretRef(OWNER.address, "volume", "input", subject="cubic")
+        sms.secrets.put(ref, b"\x11" * 32, update=False, now=NOW)
+        platform = SigningKey.generate()
+        sms.platforms.register(platform.public_bytes(), OWNER.address, NOW)
+        hook = _Hook(SimVerifier(sms.platforms))
+        attestations = Attestations(sms, {"sim": hook}, DatabaseNonceStore(sms.engine))
+        yield _World(sms, attestations, hook, platform, session)
+    finally:
+        sms.engine.dispose()
+
+
+def _race(world: _World, requests: list[AttestRequest]) -> list[Grant | str]:
+    """Attest ``requests`` at once: every one has checked its nonce and read its plan
+    before any is verified, then all go on to their transactions together."""
+    meeting = threading.Barrier(len(requests), timeout=30)
+
+    def meet() -> None:
+        meeting.wait()
+
+    world.hook.during = meet
+    outcomes: dict[int, Grant | str] = {}
+
+    def attest(index: int) -> None:
+        try:
+            outcomes[index] = world.attestations.attest(requests[index], NOW)
+        except AttestationRefusedError as refusal:
+            outcomes[index] = str(refusal)
+
+    threads = [threading.Thread(target=attest, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(outcomes) == len(requests)
+    return [outcomes[i] for i in range(len(requests))]  # in the order of the requests
+
+
+@pytest.mark.parametrize("copies", [2, 4])
+def test_one_nonce_gets_one_grant_when_requests_race(
+    tmp_path: Path, database_url: str, copies: int
+) -> None:
+    with _world(tmp_path, database_url) as w:
+        nonce = w.attestations.challenge(NOW)
+        request = w.request(nonce, EnclaveKeys.generate())
+        outcomes = _race(w, [request] * copies)
+        granted = [o for o in outcomes if isinstance(o, Grant)]
+        assert len(granted) == 1, outcomes
+        assert [o for o in outcomes if not isinstance(o, Grant)] == [NONCE_USED] * (copies - 1)
+        assert (w.grants(), w.audited("attest.granted"), w.audited("attest.refused")) == (1, 1, 0)
+        with pytest.raises(AttestationRefusedError, match="nonce unknown or already used"):
+            w.attestations.attest(request, NOW)  # and later, a replay
+        assert w.audited("attest.refused") == 0
+
+
+def test_one_nonce_gets_one_audited_refusal_when_requests_race(
+    tmp_path: Path, database_url: str
+) -> None:
+    with _world(tmp_path, database_url) as w:
+        nonce = w.attestations.challenge(NOW)
+        request = w.request(nonce, EnclaveKeys.generate(), measurement=EVIL)
+        outcomes = _race(w, [request] * 3)
+        assert outcomes.count(NONCE_USED) == 2, outcomes
+        refused = [o for o in outcomes if o != NONCE_USED]
+        assert len(refused) == 1 and "not allowed" in str(refused[0])
+        assert (w.grants(), w.audited("attest.refused")) == (0, 1)
+
+
+def test_a_grant_and_a_refusal_racing_with_one_nonce(tmp_path: Path, database_url: str) -> None:
+    """Whichever is recorded first uses the nonce up; the other is a replay, unrecorded."""
+    with _world(tmp_path, database_url) as w:
+        nonce = w.attestations.challenge(NOW)
+        keys = EnclaveKeys.generate()
+        good, bad = w.request(nonce, keys), w.request(nonce, keys, measurement=EVIL)
+        outcomes = _race(w, [good, bad])
+        assert NONCE_USED in outcomes
+        recorded = (w.grants(), w.audited("attest.granted"), w.audited("attest.refused"))
+        assert recorded in ((1, 1, 0), (0, 0, 1))
+
+
+def test_a_request_without_a_live_nonce_does_no_work(tmp_path: Path, database_url: str) -> None:
+    """Refused at the first read: never verified (the hook would fail), nothing recorded."""
+    with _world(tmp_path, database_url) as w:
+
+        def never() -> None:
+            raise AssertionError("verified without a live nonce")
+
+        w.hook.during = never
+        expired = w.attestations.challenge(NOW - 60)
+        for nonce, reason in ((b"\x00" * 32, "unknown or already used"), (expired, "expired")):
+            with pytest.raises(AttestationRefusedError, match=reason):
+                w.attestations.attest(w.request(nonce, EnclaveKeys.generate()), NOW)
+        assert w.audited("attest.refused") == 0
+
+
+def _sealed_config(w: _World, grant: Grant, request: AttestRequest, keys: EnclaveKeys) -> Any:
+    info = sealing_info(sms_id=w.sms.config.sms_id, subject=request.subject,
+                        service=request.service, nonce=request.nonce)  # fmt: skip
+    payload = json.loads(keys.open_sealed(grant.sealed, info))
+    config = payload["config"]
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    assert hashlib.sha256(canonical).hexdigest() == grant.config_hash  # the token's too
+    return config
+
+
+def test_first_grants_that_race_share_the_output_volume_key(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Both plans read no key for the output volume; the grant recorded second finds the
+    first one's key in its transaction and seals that one instead of its own."""
+    with _world(tmp_path, database_url) as w:
+        first_keys, second_keys = EnclaveKeys.generate(), EnclaveKeys.generate()
+        first = w.request(w.attestations.challenge(NOW), first_keys)
+        second = w.request(w.attestations.challenge(NOW), second_keys)
+        granted: list[Grant] = []
+
+        def first_grant_meanwhile() -> None:
+            w.hook.during = lambda: None
+            granted.append(w.attestations.attest(first, NOW))
+
+        w.hook.during = first_grant_meanwhile  # runs while the second is being verified
+        late = w.attestations.attest(second, NOW)
+        keys = [
+            {v["name"]: v["key"] for v in _sealed_config(w, g, r, k)["volumes"]}["output"]
+            for g, r, k in ((granted[0], first, first_keys), (late, second, second_keys))
+        ]
+        assert keys[0] == keys[1]
+        stored = w.sms.secrets.latest(SecretRef(OWNER.address, "volume", "output", "cubic"))
+        assert stored == (1, bytes.fromhex(keys[0]))
+        assert (w.grants(), w.audited("attest.granted")) == (2, 2)
+
+
+def test_first_grants_at_once_all_succeed_with_one_output_volume_key(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Several enclaves attest at once before the output volume has a key: each grant
+    makes one, the first recorded stores it and the others (waiting for it on
+    PostgreSQL, behind it on SQLite) find it and seal that one. None is refused."""
+    with _world(tmp_path, database_url) as w:
+        keys = [EnclaveKeys.generate() for _ in range(4)]
+        requests = [w.request(w.attestations.challenge(NOW), k) for k in keys]
+        outcomes = _race(w, requests)
+        output_keys = set()
+        for outcome, request, enclave in zip(outcomes, requests, keys, strict=True):
+            assert isinstance(outcome, Grant), outcomes
+            config = _sealed_config(w, outcome, request, enclave)
+            output_keys |= {v["key"] for v in config["volumes"] if v["name"] == "output"}
+        assert len(output_keys) == 1
+        assert (w.grants(), w.audited("attest.granted")) == (4, 4)
