@@ -24,7 +24,8 @@ from confide.cli.wallet import PasswordOption, WalletOption
 
 app = typer.Typer(
     help="Dataset keys: the key that decrypts your dataset inside an attested enclave, "
-    "optionally restricted to given apps, requesters and workerpools.",
+    "released only to the app measurements you name (and optionally only for given "
+    "requesters and workerpools).",
     no_args_is_help=True,
 )
 

@@ -21,7 +21,8 @@ app = typer.Typer(
     help=(
         "confide: confidential computing without leaking secrets.\n\n"
         "Encrypt data into volumes whose tag catches tampering and rollback; measure app "
-        "bundles; verify hardware attestation quotes. "
+        "bundles; verify hardware attestation quotes; run the secret service (`confide serve "
+        "sms`) and keep secrets and CAS sessions in it, released only to attested enclaves. "
         "Run `confide COMMAND --help` for the options of a command."
     ),
     no_args_is_help=True,
