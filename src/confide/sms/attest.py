@@ -145,9 +145,9 @@ class AttestRequest:
             worker = _address(worker, "worker")
         return cls(
             evidence=Evidence(tee, _b64(blob, "evidence.data")),
-            nonce=_hex_bytes(data.get("nonce"), NONCE_BYTES, "nonce"),
-            x25519_public=_hex_bytes(data.get("x25519_public"), 32, "x25519_public"),
-            ed25519_public=_hex_bytes(data.get("ed25519_public"), 32, "ed25519_public"),
+            nonce=hex_field(data.get("nonce"), NONCE_BYTES, "nonce"),
+            x25519_public=hex_field(data.get("x25519_public"), 32, "x25519_public"),
+            ed25519_public=hex_field(data.get("ed25519_public"), 32, "ed25519_public"),
             service=service,
             worker=worker,
             target=target,
@@ -798,13 +798,16 @@ def _address(value: Any, where: str) -> str:
         raise AttestRequestError(f"{where} is not a wallet address (0x and 40 hex)") from None
 
 
-def _hex_bytes(value: Any, length: int, where: str) -> bytes:
+def hex_field(
+    value: Any, length: int, where: str, error: type[ConfideError] = AttestRequestError
+) -> bytes:
+    """A request field of exactly ``length`` bytes, given as hex; ``error`` naming it."""
     if not isinstance(value, str) or len(value) != 2 * length:
-        raise AttestRequestError(f"{where} is {length} bytes as {2 * length} hex characters")
+        raise error(f"{where} is {length} bytes as {2 * length} hex characters")
     try:
         return bytes.fromhex(value)
     except ValueError:
-        raise AttestRequestError(f"{where} is not hex") from None
+        raise error(f"{where} is not hex") from None
 
 
 def _b64(value: str, where: str) -> bytes:

@@ -19,6 +19,7 @@ from confide.sms.attest import (
     Attestations,
     AttestRequest,
     AttestRequestError,
+    hex_field,
 )
 from confide.sms.http_common import HttpProblemError, path_address, read_body
 from confide.sms.secrets import SecretExistsError
@@ -158,7 +159,7 @@ class AttestHandlers:
             raise HttpProblemError(400, "Bad Request", 'expected {"key", "previous_tag", "tag"}')
         try:
             key_hex = document.get("key")
-            key = None if key_hex is None else _hex(key_hex, "key")
+            key = None if key_hex is None else hex_field(key_hex, 32, "key", TagError)
             record = self.tags.push(
                 caller=signed.address, owner=owner, session=name, volume=volume, key=key,
                 previous=check_tag(document.get("previous_tag"), "previous_tag", optional=True),
@@ -196,8 +197,8 @@ class AttestHandlers:
                 previous=check_tag(document["previous_tag"], "previous_tag", optional=True),
                 tag=str(check_tag(document["tag"], "tag")),
                 blob_digest=str(check_tag(document["blob_digest"], "blob_digest")),
-                enclave_key=_hex(document["enclave_key"], "enclave_key", 32),
-                signature=_hex(document["signature"], "signature", 64),
+                enclave_key=hex_field(document["enclave_key"], 32, "enclave_key", TagError),
+                signature=hex_field(document["signature"], 64, "signature", TagError),
                 now=self.base.now(),
             )  # fmt: skip
         except Exception as exc:
@@ -215,15 +216,6 @@ def tag_json(volume: str, record: TagRecord) -> dict[str, Any]:
         "reported_by": record.reported_by,
         "at": record.at,
     }
-
-
-def _hex(value: Any, where: str, length: int = 32) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * length:
-        raise TagError(f"{where} is {length} bytes as {2 * length} hex characters")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise TagError(f"{where} is not hex") from None
 
 
 def _tag_problem(exc: Exception) -> Exception:
