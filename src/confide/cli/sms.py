@@ -190,7 +190,7 @@ def serve_sms(
             "warning: --allow-sim: simulation evidence is accepted; it protects nothing from "
             "the host (development only)\n"
         )
-    backends = ", ".join(sorted(sms.verifiers())) or "none (give --collateral or --pccs)"
+    backends = ", ".join(sms.backends()) or "none (give --collateral or --pccs)"
     sys.stderr.write(
         f"sms {sms.config.sms_id} on {host}:{port}, deployment {sms.config.deployment_id}, "
         f"database {shown_url(url)}, attestation: {backends}\n"

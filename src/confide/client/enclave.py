@@ -10,7 +10,6 @@ impersonates the sms cannot feed the enclave a configuration of its choosing.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,9 @@ from confide.crypto.info_proof import jwks_key
 from confide.crypto.sealing import (
     SEALED_CONFIG_LABEL,
     EnclaveKeys,
+    config_hash,
     sealing_info,
+    session_subject,
     signed_sealed_message,
 )
 from confide.crypto.signing import verify_signature
@@ -60,7 +61,7 @@ def attest_and_open(
     sms_id = str(info["sms_id"])
     if "session" in target:
         session = target["session"]
-        subject = f"{session['owner'].lower()}/{session['name']}@{session['hash']}"
+        subject = session_subject(session["owner"], session["name"], session["hash"])
     else:
         subject = target["task"]["id"]
     nonce = bytes.fromhex(client.call_json("POST", "/v1/attest/challenge", None, signed=False)
@@ -112,9 +113,8 @@ def open_grant(
         )
     payload = json.loads(keys.open_sealed(sealed, info))
     config, token = payload["config"], payload["token"]
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-    config_hash = hashlib.sha256(canonical).hexdigest()
+    digest = config_hash(config)
     claims = verify_token_signature(str(token), {"keys": [public_jwk(sms_key)]})
-    if claims.get("config_hash") != config_hash or claims.get("subject") != subject:
+    if claims.get("config_hash") != digest or claims.get("subject") != subject:
         raise AttestationError("the token inside the sealed configuration is not for it")
-    return ReleasedConfig(config, str(token), config_hash, str(claims.get("status")))
+    return ReleasedConfig(config, str(token), digest, str(claims.get("status")))

@@ -10,6 +10,10 @@ enclave's key type, hence the report data, so it is a protocol version of its ow
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -28,6 +32,21 @@ def sealing_info(*, sms_id: str, subject: str, service: str, nonce: bytes) -> by
     """HPKE ``info``: what the sealed configuration is bound to."""
     fields = (_INFO_LABEL, sms_id.encode(), subject.encode(), service.encode(), nonce)
     return b"".join(lp(field) for field in fields)
+
+
+def session_subject(owner: str, name: str, digest: str) -> str:
+    """What attestation binds for a session (report data, HPKE info, token, tag reports):
+    ``owner/name@hash`` — a hash alone does not say whose session it is."""
+    return f"{owner.lower()}/{name}@{digest}"
+
+
+def canonical_json(document: Any) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def config_hash(config: Any) -> str:
+    """The hash a token names for a sealed configuration: SHA-256 of its canonical JSON."""
+    return hashlib.sha256(canonical_json(config)).hexdigest()
 
 
 def signed_sealed_message(info: bytes, sealed: bytes) -> bytes:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -32,10 +30,14 @@ from confide.attestation.nonces import NONCE_BYTES
 from confide.attestation.policy import Policy
 from confide.attestation.token import DEFAULT_TTL_SECONDS
 from confide.attestation.verifier import EnclaveBinding, Verdict, Verifier, verify_attestation
+from confide.crypto.result_key import result_key_sha256
 from confide.crypto.sealing import (
     SEALED_CONFIG_LABEL,
+    canonical_json,
+    config_hash,
     seal_for_enclave,
     sealing_info,
+    session_subject,
     signed_sealed_message,
 )
 from confide.crypto.wallet import normalise_address
@@ -460,7 +462,7 @@ class Attestations:
             raise AttestationRefusedError(
                 f"requester {requester} has no result-encryption key"
             ) from None
-        if hashlib.sha256(key).hexdigest() != pinned:
+        if result_key_sha256(key) != pinned:
             raise AttestationRefusedError(
                 "the requester's result-encryption key is not the one the task order pins"
             )
@@ -642,14 +644,9 @@ class Attestations:
                 reason = "a concurrent attestation made an output volume's key: attest again"
             self._refuse(request, now, (reason,))
             raise AttestationRefusedError(reason) from None
-        except (AttestationRefusedError, AttestationError, ValueError) as exc:
-            reasons = (
-                exc.reasons
-                if isinstance(exc, AttestationRefusedError)
-                else ("the enclave's X25519 key cannot be sealed to",)
-            )
-            self._refuse(request, now, reasons)
-            raise AttestationRefusedError(*reasons) from None
+        except AttestationRefusedError as exc:  # unsealable key, or the recheck
+            self._refuse(request, now, exc.reasons)
+            raise
         signature = self.sms.tokens.sign_blob(SEALED_CONFIG_LABEL,
                                               signed_sealed_message(info, sealed.blob))  # fmt: skip
         return Grant(sealed.blob, signature, sealed.token, sealed.config_hash, verdict.status, jti)
@@ -657,13 +654,17 @@ class Attestations:
     def _seal(self, request: AttestRequest, plan: _Plan, verdict: Verdict, info: bytes,
               jti: str, now: int) -> _Sealed:  # fmt: skip
         """The token over the configuration's hash, and both sealed to the enclave."""
-        config_hash = hashlib.sha256(_canonical(plan.config)).hexdigest()
+        digest = config_hash(plan.config)
         token = self.sms.tokens.issue(
             verdict, request.binding(self.sms.config.sms_id), audience=plan.audience,
-            config_hash=config_hash, now=now, jti=jti,
+            config_hash=digest, now=now, jti=jti,
         )  # fmt: skip
-        payload = _canonical({"config": plan.config, "token": token})
-        return _Sealed(seal_for_enclave(payload, request.x25519_public, info), token, config_hash)
+        payload = canonical_json({"config": plan.config, "token": token})
+        try:
+            blob = seal_for_enclave(payload, request.x25519_public, info)
+        except (AttestationError, ValueError):  # e.g. a low-order point
+            raise AttestationRefusedError("the enclave's X25519 key cannot be sealed to") from None
+        return _Sealed(blob, token, digest)
 
     def _store_output_keys(
         self, connection: Connection, plan: _Plan, fresh: list[tuple[dict[str, Any], bytes]],
@@ -720,10 +721,6 @@ class _AlreadyConsumed:
 _CONSUMED = _AlreadyConsumed()
 
 
-def session_subject(owner: str, name: str, digest: str) -> str:
-    return f"{owner}/{name}@{digest}"
-
-
 def current_tag(sms: Sms, owner: str, session: str, volume: str,
                 connection: Connection | None = None) -> str | None:  # fmt: skip
     """The volume's current tag (None before the first), read on ``connection`` if given."""
@@ -755,10 +752,6 @@ def _references(service: dict[str, Any]) -> set[str]:
 
 def _inject(text: str, values: Mapping[str, str]) -> str:
     return _SECRET_REF.sub(lambda match: values[match[1]], text)
-
-
-def _canonical(document: Any) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _subject_label(request: AttestRequest) -> str:

@@ -25,6 +25,7 @@ from confide.attestation.verifier import Verifier
 from confide.crypto.info_proof import CHALLENGE_BYTES, INFO_LABEL, info_message
 from confide.crypto.requests import SignedBy, canonical_query, verify_request
 from confide.db.availability import UNAVAILABLE_DETAIL, cause, unavailability
+from confide.db.engine import reading
 from confide.db.replay import prune_request_nonces, record_request
 from confide.db.stores import DatabaseNonceStore
 from confide.errors import AuthError, ConfideError, SecretError, SessionError
@@ -190,11 +191,12 @@ class _Handlers:
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
 
     def tags(self, stored: StoredSession) -> dict[str, str | None]:
-        """Each volume's current tag (None before its first)."""
-        return {
-            v["name"]: current_tag(self.sms, stored.owner, stored.name, v["name"])
-            for v in stored.document["volumes"]
-        }
+        """Each volume's current tag (None before its first), on one connection."""
+        with reading(self.sms.engine) as connection:
+            return {
+                v["name"]: current_tag(self.sms, stored.owner, stored.name, v["name"], connection)
+                for v in stored.document["volumes"]
+            }
 
     async def create_session(self, request: Request) -> Response:
         signed, body = await self.signed_json(request)
@@ -206,7 +208,7 @@ class _Handlers:
         return JSONResponse(session_json(stored, self.tags(stored)), status_code=201)
 
     async def session_resource(self, request: Request) -> Response:
-        owner = _address(request.path_params["owner"])
+        owner = path_address(request.path_params["owner"])
         name = request.path_params["name"]
         if request.method == "GET":
             signed = self.authenticate(request, b"")
@@ -228,7 +230,7 @@ class _Handlers:
         return JSONResponse(session_json(stored, self.tags(stored)))
 
     async def session_history(self, request: Request) -> Response:
-        owner = _address(request.path_params["owner"])
+        owner = path_address(request.path_params["owner"])
         name = request.path_params["name"]
         signed = self.authenticate(request, b"")
         versions: list[StoredSession] = []
@@ -325,6 +327,3 @@ def session_json(stored: StoredSession, tags: Mapping[str, str | None]) -> dict[
         "security": document["security"],
         "created_at": stored.created_at,
     }
-
-
-_address = path_address

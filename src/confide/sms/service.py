@@ -90,8 +90,15 @@ class Sms:
             found["sim"] = SimVerifier(self.platforms)
         return found
 
+    def backends(self) -> list[str]:
+        """The names of :meth:`verifiers`, without building them (``/v1/info`` asks often)."""
+        hardware = self.config.collateral is not None or bool(self.config.pccs_url)
+        return sorted(
+            (["sgx", "tdx"] if hardware else []) + (["sim"] if self.config.allow_sim else [])
+        )
+
     def info(self) -> dict[str, object]:
-        backends = sorted(self.verifiers())
+        backends = self.backends()
         return {
             "service": "sms",
             "version": __version__,
