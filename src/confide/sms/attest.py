@@ -48,9 +48,9 @@ from confide.db.stores import DatabaseNonceStore
 from confide.errors import AttestationError, AuthError, ConfideError
 from confide.sms.registry import AppRecord
 from confide.sms.release_policy import ReleasePolicy
-from confide.sms.secrets import SecretExistsError, SecretNotFoundError, SecretRef
+from confide.sms.secrets import SecretExistsError, SecretNotFoundError, SecretRef, StoredSecret
 from confide.sms.service import Sms
-from confide.sms.sessions import StoredSession
+from confide.sms.sessions import StoredSession, session_secret_ref
 from confide.sms.tasks import TaskOrder, TaskOrderError
 
 CONFIG_FORMAT = "confide-config-v1"
@@ -301,10 +301,8 @@ class Attestations:
                      audience=f"session:{target.owner}/{target.name}", session=head)  # fmt: skip
         values: dict[str, str] = {}
         for name in sorted(_references(service)):
-            ref = SecretRef(
-                target.owner, "session", name, subject=f"{target.name}@{head.hash[:16]}"
-            )
-            values[name] = self._text_secret(ref, plan, f"session secret {name!r}", connection)
+            ref = session_secret_ref(target.owner, target.name, head.hash, name)
+            values[name] = self._session_secret(ref, plan, f"session secret {name!r}", connection)
         plan.config = {
             "format": CONFIG_FORMAT,
             "session": {"owner": target.owner, "name": target.name, "hash": head.hash},
@@ -361,20 +359,20 @@ class Attestations:
         plan = _Plan(policy, scope=target.task_id, audience=f"task:{target.task_id}")
         env: dict[str, str] = {"IEXEC_TASK_ID": target.task_id}
         developer = SecretRef(app.owner, "app", "1", subject=app.address)
-        if self.sms.secrets.exists(developer, connection):
+        stored = self._release(developer, plan, connection)  # optional: None if not pushed
+        if stored is not None:
             what = "the app developer secret"
-            stored = self._release(developer, plan, what, connection)
             self._restricted(stored.policy, order, what)
             value = _utf8(stored.value, what)
             env["IEXEC_APP_DEVELOPER_SECRET"] = env["IEXEC_APP_DEVELOPER_SECRET_1"] = value
         missing = []
         for index, name in order.secrets:
-            ref = SecretRef(order.requester, "requester", name)
-            if not self.sms.secrets.exists(ref, connection):
+            mapped = self._release(SecretRef(order.requester, "requester", name), plan, connection)
+            if mapped is None:
                 missing.append(name)
                 continue
-            env[f"IEXEC_REQUESTER_SECRET_{index}"] = self._text_secret(
-                ref, plan, f"requester secret {name!r}", connection
+            env[f"IEXEC_REQUESTER_SECRET_{index}"] = _utf8(
+                mapped.value, f"requester secret {name!r}"
             )
         if missing:
             raise AttestationRefusedError(
@@ -446,7 +444,9 @@ class Attestations:
         if dataset is None:
             raise AttestationRefusedError(f"unknown dataset {address}")
         ref = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
-        stored = self._release(ref, plan, f"the key of dataset {address}", connection)
+        stored = self._release(ref, plan, connection)
+        if stored is None:
+            raise AttestationRefusedError(f"the key of dataset {address} does not exist")
         self._restricted(stored.policy, order, f"dataset {address}")
         return base64.b64encode(stored.value).decode()
 
@@ -513,11 +513,13 @@ class Attestations:
 
     # -- common -----------------------------------------------------------------------
 
-    def _release(self, ref: SecretRef, plan: _Plan, what: str, connection: Connection) -> Any:
+    def _release(self, ref: SecretRef, plan: _Plan, connection: Connection) -> StoredSecret | None:
+        """The secret (None if it does not exist), its release policy added to the plan's,
+        its version recorded for the audit entry and the grant's recheck."""
         try:
             stored = self.sms.secrets.release(ref, connection)
         except SecretNotFoundError:
-            raise AttestationRefusedError(f"{what} does not exist") from None
+            return None
         plan.policy = plan.policy.intersect(
             stored.policy.to_policy(allow_sim=self.sms.config.allow_sim)
         )
@@ -525,13 +527,13 @@ class Attestations:
         plan.versions.append((ref, stored.version))
         return stored
 
-    def _text_secret(self, ref: SecretRef, plan: _Plan, what: str, connection: Connection) -> str:
-        if ref.kind == "session":  # a session's own secrets follow the session's policy
-            version, value = self.sms.secrets.latest(ref, connection)
-            plan.released.append(f"{ref.label()}@{version}")
-            plan.versions.append((ref, version))
-        else:
-            value = self._release(ref, plan, what, connection).value
+    def _session_secret(
+        self, ref: SecretRef, plan: _Plan, what: str, connection: Connection
+    ) -> str:
+        # A session's own secrets follow the session's policy (nothing to intersect).
+        version, value = self.sms.secrets.latest(ref, connection)
+        plan.released.append(f"{ref.label()}@{version}")
+        plan.versions.append((ref, version))
         return _utf8(value, what)
 
     @staticmethod

@@ -91,12 +91,6 @@ class SessionStore:
             raise SessionForbiddenError(f"{caller} may not {what} session {owner}/{name}")
         return head
 
-    def head(self, owner: str, name: str) -> StoredSession | None:
-        """The current version, without an access check: for attestation, where the
-        enclave's evidence (not a wallet) is what is judged."""
-        history = self._history(owner, name)
-        return history[-1] if history else None
-
     def current_version(
         self, owner: str, name: str, digest: str, connection: Connection | None = None
     ) -> StoredSession | None:
@@ -132,10 +126,6 @@ class SessionStore:
         """Whether a version names ``digest`` as its predecessor (read on ``connection``)."""
         params = {"owner": owner, "name": name, "hash": digest}
         return connection.execute(_SUCCESSOR, params).first() is not None
-
-    def version(self, owner: str, name: str, digest: str) -> StoredSession | None:
-        """One version by its hash (any version, not only the current one)."""
-        return next((s for s in self._history(owner, name) if s.hash == digest), None)
 
     def history(self, caller: str, owner: str, name: str) -> list[StoredSession]:
         self.current(caller, owner, name)  # access check
@@ -181,8 +171,7 @@ class SessionStore:
                         value = secret.value.encode()
                     else:
                         value = carried.get(secret.name) or os.urandom(32).hex().encode()
-                    ref = SecretRef(owner, "session", secret.name,
-                                    subject=f"{document.name}@{digest[:16]}")  # fmt: skip
+                    ref = session_secret_ref(owner, document.name, digest, secret.name)
                     self._secrets.put_in(connection, ref, value, update=False, now=now)
         except IntegrityError:
             raise SessionConflictError(
@@ -199,7 +188,7 @@ class SessionStore:
         readable. A secret given a value, or declared anew, gets that value or a new one."""
         if predecessor is None:
             return {}
-        previous = self.version(owner, document.name, predecessor)
+        previous = self.current_version(owner, document.name, predecessor)
         if previous is None:
             return {}
         generated_before = {
@@ -208,8 +197,7 @@ class SessionStore:
         carried = {}
         for secret in document.secrets:
             if secret.value is None and generated_before.get(secret.name) == secret.kind:
-                ref = SecretRef(owner, "session", secret.name,
-                                subject=f"{document.name}@{predecessor[:16]}")  # fmt: skip
+                ref = session_secret_ref(owner, document.name, predecessor, secret.name)
                 carried[secret.name] = self._secrets.latest(ref)[1]
         return carried
 
@@ -231,6 +219,12 @@ _CURRENT = select(sessions.c.predecessor, sessions.c.document, sessions.c.create
     *_THIS_AND_CURRENT
 )
 _IS_CURRENT = select(sessions.c.created_at).where(*_THIS_AND_CURRENT)
+
+
+def session_secret_ref(owner: str, session: str, digest: str, secret: str) -> SecretRef:
+    """Where a session version's secret is kept: the store writes and the release reads
+    this one reference."""
+    return SecretRef(owner, "session", secret, subject=f"{session}@{digest[:16]}")
 
 
 def _permits(allowed: list[str], caller: str, owner: str) -> bool:

@@ -86,8 +86,8 @@ class VolumeTags:
     ) -> TagRecord:  # fmt: skip
         """An attested enclave reports an output volume's new tag."""
         grant = self._grant_for(enclave_key, f"{owner}/{session}", now)
-        head = self.sms.sessions.head(owner, session)
-        version = head if head is not None and grant.subject.endswith("@" + head.hash) else None
+        digest = grant.subject.rpartition("@")[2]
+        version = self.sms.sessions.current_version(owner, session, digest)
         if version is None:
             raise TagForbiddenError(
                 f"the enclave was attested for a version of session {owner}/{session} that "
