@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from confide.attestation.evidence import Appraisal, Evidence
 from confide.attestation.measurement import Measurement
+from confide.attestation.nonces import NONCE_USED
 from confide.attestation.sim import SimAttester, SimVerifier
 from confide.attestation.verifier import EnclaveBinding
 from confide.crypto.sealing import EnclaveKeys, sealing_info
@@ -24,7 +25,6 @@ from confide.crypto.signing import SigningKey
 from confide.db.schema import attestations, audit_log
 from confide.db.stores import DatabaseNonceStore
 from confide.sms.attest import (
-    NONCE_USED,
     AttestationRefusedError,
     Attestations,
     AttestRequest,

@@ -11,6 +11,7 @@ from confide.errors import AttestationError
 
 NONCE_BYTES = 32
 NONCE_TTL_SECONDS = 60
+NONCE_USED = "nonce unknown or already used (replayed evidence?)"  # every store says this
 
 
 class NonceStore(Protocol):
@@ -57,7 +58,7 @@ class MemoryNonceStore:
         with self._lock:
             expiry = self._expiry.pop(nonce, None)
         if expiry is None:
-            raise AttestationError("nonce unknown or already used (replayed evidence?)")
+            raise AttestationError(NONCE_USED)
         if now >= expiry:
             raise AttestationError("nonce expired: ask for a new challenge")
 

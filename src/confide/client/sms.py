@@ -70,7 +70,6 @@ class SmsClient:
     def push_app_secret(self, app: str, value: bytes, *, update: bool = False,
                         policy: ReleasePolicy | None = None) -> int:  # fmt: skip
         """The app developer secret; the wallet must be the app's owner."""
-        self._need_wallet()
         path = f"/v1/apps/{normalise_address(app)}/secret"
         return self._push_secret(path, value, update, policy)
 
@@ -80,7 +79,6 @@ class SmsClient:
     def push_dataset_key(self, dataset: str, value: bytes, *, update: bool = False,
                          policy: ReleasePolicy | None = None) -> int:  # fmt: skip
         """The dataset's key; the wallet must be the dataset's owner."""
-        self._need_wallet()
         path = f"/v1/datasets/{normalise_address(dataset)}/key"
         return self._push_secret(path, value, update, policy)
 

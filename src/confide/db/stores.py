@@ -8,13 +8,12 @@ import threading
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from confide.attestation.nonces import MAX_LIVE_NONCES, NONCE_BYTES, NONCE_TTL_SECONDS
+from confide.attestation.nonces import MAX_LIVE_NONCES, NONCE_BYTES, NONCE_TTL_SECONDS, NONCE_USED
 from confide.db.engine import reading
 from confide.db.schema import attest_nonces, sim_platforms
 from confide.errors import AttestationError
 
 SWEEP_EVERY = 64  # challenges issued between two sweeps (expired rows out, cap checked)
-_UNKNOWN = "nonce unknown or already used (replayed evidence?)"
 _EXPIRED = "nonce expired: ask for a new challenge"
 
 # Built once, values bound at execution (see confide.sms.secrets).
@@ -85,7 +84,7 @@ class DatabaseNonceStore:
         with self._engine.begin() as connection:
             row = connection.execute(_NONCE_TAKE, {"nonce": nonce}).first()
         if row is None:
-            raise AttestationError(_UNKNOWN)
+            raise AttestationError(NONCE_USED)
         if now >= row.expires_at:
             raise AttestationError(_EXPIRED)
 
@@ -95,7 +94,7 @@ class DatabaseNonceStore:
         _check_length(nonce)
         row = connection.execute(_NONCE_PEEK, {"nonce": nonce}).first()
         if row is None:
-            raise AttestationError(_UNKNOWN)
+            raise AttestationError(NONCE_USED)
         if now >= row.expires_at:
             raise AttestationError(_EXPIRED)
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.evidence import Evidence
 from confide.attestation.measurement import Measurement
-from confide.attestation.nonces import NONCE_BYTES
+from confide.attestation.nonces import NONCE_BYTES, NONCE_USED
 from confide.attestation.policy import Policy
 from confide.attestation.token import DEFAULT_TTL_SECONDS
 from confide.attestation.verifier import EnclaveBinding, Verdict, Verifier, verify_attestation
@@ -54,7 +54,6 @@ from confide.sms.sessions import StoredSession, session_secret_ref
 from confide.sms.tasks import TaskOrder, TaskOrderError
 
 CONFIG_FORMAT = "confide-config-v1"
-NONCE_USED = "nonce unknown or already used (replayed evidence?)"
 MAX_EVIDENCE_BYTES = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -150,13 +150,18 @@ class _Handlers:
             self.burn(signed)
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
 
-    def session_call(self, signed: SignedBy, action: Callable[[], StoredSession]) -> StoredSession:
-        """A session read: the nonce is used up first, then the store is asked."""
+    def record(self, signed: SignedBy) -> None:
+        """Use up a signed request's nonce in a transaction of its own (for reads, and for
+        writes whose effect has its own guards); 401 on a replay."""
         try:
             with self.sms.engine.begin() as connection:
                 record_request(connection, signed, self.now())
         except AuthError as exc:
             raise HttpProblemError(401, "Unauthorized", str(exc)) from None
+
+    def session_call(self, signed: SignedBy, action: Callable[[], StoredSession]) -> StoredSession:
+        """A session read: the nonce is used up first, then the store is asked."""
+        self.record(signed)
         return self.session_refusals(action)
 
     def session_write(

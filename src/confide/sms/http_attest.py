@@ -10,9 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from confide.attestation.nonces import NONCE_TTL_SECONDS
-from confide.crypto.requests import SignedBy
-from confide.db.replay import record_request
-from confide.errors import AttestationError, AuthError, SecretError, SessionError
+from confide.errors import AttestationError, SecretError, SessionError
 from confide.jsonsafe import loads_bounded
 from confide.sms.attest import (
     AttestationRefusedError,
@@ -76,18 +74,10 @@ class AttestHandlers:
             raise HttpProblemError(400, "Bad Request", "the body is not a JSON object")
         return body, document
 
-    def record(self, signed: SignedBy) -> None:
-        """Use up a signed request's nonce (its effect has its own guards)."""
-        try:
-            with self.sms.engine.begin() as connection:
-                record_request(connection, signed, self.base.now())
-        except AuthError as exc:
-            raise HttpProblemError(401, "Unauthorized", str(exc)) from None
-
     async def register_platform(self, request: Request) -> Response:
         body, document = await self.json_body(request, SMALL_BODY_LIMIT)
         signed = self.base.authenticate(request, body)
-        self.record(signed)
+        self.base.record(signed)
         key_hex = document.get("platform_key")
         if set(document) != {"platform_key"} or not isinstance(key_hex, str):
             raise HttpProblemError(400, "Bad Request", 'expected {"platform_key": 64 hex}')
@@ -120,7 +110,7 @@ class AttestHandlers:
         signer = None
         if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
             signed = self.base.authenticate(request, body)
-            self.record(signed)
+            self.base.record(signed)
             signer = signed.address
         try:
             parsed = AttestRequest.from_json(document)
@@ -154,7 +144,7 @@ class AttestHandlers:
         volume = request.path_params["volume"]
         body, document = await self.json_body(request, SMALL_BODY_LIMIT)
         signed = self.base.authenticate(request, body)
-        self.record(signed)
+        self.base.record(signed)
         if not set(document) <= {"key", "previous_tag", "tag"}:
             raise HttpProblemError(400, "Bad Request", 'expected {"key", "previous_tag", "tag"}')
         try:
@@ -174,7 +164,7 @@ class AttestHandlers:
         volume = request.path_params["volume"]
         if request.method == "GET":
             signed = self.base.authenticate(request, b"")
-            self.record(signed)
+            self.base.record(signed)
             try:
                 records = self.tags.history(signed.address, owner, name, volume)
             except Exception as exc:

@@ -26,6 +26,7 @@ from confide.sms.http_common import HttpProblemError, path_address, read_body
 from confide.sms.registry import AppRecord, DatasetRecord
 from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secrets import (
+    DEFAULT_POLICY,
     MAX_VALUE_BYTES,
     SecretExistsError,
     SecretNotFoundError,
@@ -149,11 +150,11 @@ class SecretHandlers:
         (authenticated with its value), so rotating a restricted dataset key never widens
         who may receive it; a new secret gets the default."""
         if update is not True:
-            return ReleasePolicy()
+            return DEFAULT_POLICY
         try:
             return self.sms.secrets.release(ref).policy
         except SecretNotFoundError:
-            return ReleasePolicy()  # the write answers 404
+            return DEFAULT_POLICY  # the write answers 404
 
     async def write_secret(
         self, request: Request, writer: WriterCheck, *, restrictable: bool = False,
@@ -228,7 +229,7 @@ def _write_options(
             raise SecretError(
                 f"this push takes no options (got {items[0][0]!r}): every push adds a version"
             )
-        return None, ReleasePolicy()
+        return None, DEFAULT_POLICY
     flags = [value for key, value in items if key == "update"]
     if len(flags) > 1 or (flags and flags[0] not in ("true", "false")):
         raise SecretError("update must be given once, as true or false")

@@ -31,10 +31,6 @@ class ReleasePolicy:
     requesters: frozenset[str] | None = None  # dataset keys: only for these requesters
     workerpools: frozenset[str] | None = None  # dataset keys: only on these workerpools
 
-    @classmethod
-    def default(cls) -> ReleasePolicy:
-        return cls()
-
     def is_default(self) -> bool:
         return self == ReleasePolicy()
 

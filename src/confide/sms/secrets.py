@@ -137,7 +137,9 @@ class SecretStore:
         return connection.execute(_EXISTS, self._match(ref)).first() is not None
 
     def latest(self, ref: SecretRef, connection: Connection | None = None) -> tuple[int, bytes]:
-        """The current version and value, for a release to an attested enclave only."""
+        """The current version and value. Callers: a release to an attested enclave, the
+        public result key (a public key), and the sms's own bookkeeping (generated session
+        secrets carried to a new version, volume keys); never a response to a wallet."""
         stored = self.release(ref, connection)
         return stored.version, stored.value
 
