@@ -91,21 +91,32 @@ def key_file_is_private(path: Path) -> bool:
 
 
 def write_key_file(path: Path, key: SymmetricKey) -> None:
-    """Create ``path`` with mode 0600 holding ``key``; never overwrites an existing file.
+    """Create ``path`` with mode 0600 holding ``key``; never overwrites an existing file."""
+    write_secret_file(path, (key.to_hex() + "\n").encode("ascii"), overwrite=False,
+                      exists=f"key file {path} already exists; not overwritten")  # fmt: skip
 
-    The file is written under a temporary name and linked into place, so a reader never
-    sees half a key and a crash never leaves one behind.
+
+def write_secret_file(path: Path, data: bytes, *, overwrite: bool, exists: str) -> None:
+    """Write ``data`` to ``path`` with mode 0600, complete or not at all.
+
+    The bytes go to a temporary name (O_EXCL), are fsynced, and are then linked into place
+    (so an existing file is never replaced: KeyFileError(``exists``)) or, with
+    ``overwrite``, renamed over it. A reader never sees half a key and a crash never leaves
+    one behind.
     """
     tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(key.to_hex() + "\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise KeyFileError(f"key file {path} already exists; not overwritten") from None
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise KeyFileError(exists) from None
     finally:
         tmp.unlink(missing_ok=True)

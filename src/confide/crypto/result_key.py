@@ -8,14 +8,13 @@ SHA-256 of those bytes (:func:`result_key_sha256`), so a host cannot swap in its
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from confide.crypto.keys import Redacted
+from confide.crypto.keys import Redacted, write_secret_file
 from confide.errors import KeyFileError
 
 PUBLIC_KEY_BYTES = 32
@@ -48,25 +47,11 @@ class ResultKeyPair(Redacted):
             serialization.NoEncryption(),
         )
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if overwrite:
-                os.replace(tmp, path)
-            else:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    raise KeyFileError(
-                        f"{path} already exists; not overwritten (use --force to replace it: "
-                        f"results sealed to the old key can then no longer be opened)"
-                    ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_secret_file(
+            path, pem, overwrite=overwrite,
+            exists=f"{path} already exists; not overwritten (use --force to replace it: "
+            f"results sealed to the old key can then no longer be opened)",
+        )  # fmt: skip
 
 
 def result_key_sha256(public_key: bytes) -> str:
