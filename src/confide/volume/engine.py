@@ -16,7 +16,7 @@ import os
 import signal
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -272,10 +272,6 @@ def _fork_is_safe() -> bool:
 _forked: dict[str, Any] = {}
 
 
-def _init_forked_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
-
-
 def _run_forked_batch(index: int) -> list[tuple[int, int, int, Any]]:
     batch: list[Piece] = _forked["batches"][index]
     work: Callable[[Piece], Any] = _forked["work"]
@@ -288,35 +284,108 @@ def _run_in_processes(
     workers: int,
     on_piece: Callable[[Piece, T], None],
 ) -> None:
-    import multiprocessing  # noqa: PLC0415  (start-up time: only small-file jobs need it)
-    from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
-    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
+    """Fork ``workers`` children at once, each running every ``workers``-th batch and
+    writing its results (pickled digests, never a key) to a pipe of its own.
+
+    All children are forked before anything else starts, from a process that runs no
+    other thread (``_fork_is_safe``): ``ProcessPoolExecutor`` forked while its own queue
+    threads ran, and a child could inherit a held lock. Each pipe's write end lives only in
+    its child, so the parent reads to end of file: a child that dies mid-way leaves a short
+    stream and a non-zero status, never a reader waiting for bytes that will not come.
+    """
+    import pickle  # noqa: PLC0415  (start-up time: only small-file jobs need it)
+    import selectors  # noqa: PLC0415
 
     _forked.update(batches=batches, work=work)
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_init_forked_worker,
-    )
+    fds: list[int] = []
+    pending: dict[int, int] = {}  # read fd -> pid, for children not reaped yet
     try:
-        futures = [pool.submit(_run_forked_batch, index) for index in range(len(batches))]
-        for future in as_completed(futures):
-            for file, first, stop, value in future.result():
+        for worker in range(min(workers, len(batches))):
+            indices = range(worker, len(batches), workers)
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: compute, write, and leave without running any cleanup
+                status = 1
+                try:
+                    os.close(read_fd)
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # and stops us
+                    with os.fdopen(write_fd, "wb") as out:
+                        _run_child(indices, out, pickle)
+                    status = 0
+                finally:
+                    os._exit(status)
+            os.close(write_fd)
+            fds.append(read_fd)
+            pending[read_fd] = pid
+        for outcome, payload in _frames(fds, selectors, pickle):  # as they arrive
+            if outcome == "error":
+                raise payload
+            for file, first, stop, value in payload:
                 on_piece(Piece(file, first, stop), value)
-    except BrokenProcessPool:
-        raise VolumeError("a worker process died (out of memory, or killed)") from None
-    except BaseException:
-        _stop_workers(pool)
-        raise
+        for read_fd in fds:
+            _, status = os.waitpid(pending.pop(read_fd), 0)
+            if status != 0:
+                raise VolumeError("a worker process died (out of memory, or killed)")
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for pid in pending.values():  # an error or ^C: nothing may keep writing
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        for read_fd in fds:
+            os.close(read_fd)
         _forked.clear()
 
 
-def _stop_workers(pool: Any) -> None:
-    """Kill the workers at once: after an error or ^C nothing may keep writing."""
-    for process in list(getattr(pool, "_processes", {}).values()):
-        process.kill()
+def _run_child(indices: range, out: Any, pickle: Any) -> None:
+    """In a forked child: each batch's results, or the error that stopped it (raised again
+    in the parent, as a pool would), each as one length-prefixed frame."""
+
+    def send(frame: tuple[str, Any]) -> None:
+        data = pickle.dumps(frame)
+        out.write(len(data).to_bytes(8, "big") + data)
+        out.flush()
+
+    for index in indices:
+        try:
+            results = _run_forked_batch(index)
+        except Exception as exc:  # carried to the parent, which raises it
+            try:
+                send(("error", exc))
+            except Exception:  # an error that does not pickle
+                send(("error", VolumeError(str(exc))))
+            return
+        send(("ok", results))
+
+
+def _frames(fds: list[int], selectors: Any, pickle: Any) -> Iterator[tuple[str, Any]]:
+    """The children's frames as they complete, from every pipe, until each one's end of
+    file; a pipe that ends inside a frame means its child died writing it."""
+    buffers = {fd: bytearray() for fd in fds}
+    selector = selectors.DefaultSelector()
+    for fd in fds:
+        selector.register(fd, selectors.EVENT_READ)
+    try:
+        open_fds = set(fds)
+        while open_fds:
+            for key, _ in selector.select():
+                chunk = os.read(key.fd, 1 << 16)
+                buffer = buffers[key.fd]
+                if not chunk:
+                    selector.unregister(key.fd)
+                    open_fds.discard(key.fd)
+                    if buffer:
+                        raise VolumeError("a worker process died (out of memory, or killed)")
+                    continue
+                buffer += chunk
+                while len(buffer) >= 8 and len(buffer) >= 8 + int.from_bytes(buffer[:8], "big"):
+                    size = int.from_bytes(buffer[:8], "big")
+                    frame = bytes(buffer[8 : 8 + size])
+                    del buffer[: 8 + size]
+                    yield pickle.loads(frame)  # our own children's output, never a peer's
+    finally:
+        selector.close()
 
 
 def _run_in_threads(
