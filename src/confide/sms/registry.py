@@ -19,6 +19,7 @@ import yaml
 from confide.attestation.measurement import Measurement
 from confide.crypto.wallet import normalise_address
 from confide.errors import AttestationError, AuthError, ConfideError
+from confide.sms.session_document import compose_yaml
 from confide.sms.tasks import TaskRecord
 
 _SECTIONS = {"apps": {"address", "owner", "measurements"}, "datasets": {"address", "owner"},
@@ -118,14 +119,7 @@ class StaticRegistry(MemoryRegistry):
 
     @classmethod
     def parse(cls, text: str, source: str = "registry") -> StaticRegistry:
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise RegistryError(
-                f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
-            ) from None
+        root = compose_yaml(text, source, RegistryError)
         registry = cls()
         if root is None:
             return registry  # an empty file: nothing registered yet

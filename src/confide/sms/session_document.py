@@ -21,7 +21,7 @@ import yaml
 
 from confide.attestation.measurement import Measurement
 from confide.attestation.policy import TOLERATIONS
-from confide.errors import AttestationError, SessionError
+from confide.errors import AttestationError, ConfideError, SessionError
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -182,18 +182,22 @@ class _Reader:
         return _TOKEN.sub(replace, value)
 
 
+def compose_yaml(text: str, source: str, error: type[ConfideError]) -> yaml.Node | None:
+    """The YAML node tree (safe loader, nothing constructed), so that every later error can
+    name its line; invalid YAML is ``error`` naming the line too."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise error(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
 def parse_session(
     text: str, variables: Mapping[str, str], source: str = "session"
 ) -> SessionDocument:
     """Parse and check a session document; SessionError naming the line on any fault."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise SessionError(
-            f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
-        ) from None
+    root = compose_yaml(text, source, SessionError)
     reader = _Reader(source, variables)
     if root is None:
         raise SessionError(f"{source}: the document is empty")
