@@ -88,6 +88,7 @@ class Settings:
     duration: float  # seconds of each wrk run
     connections: int  # wrk connections (and the httpx HEAD client's requests in flight)
     pushes: int  # signed pushes per run
+    attests: int  # attestations per run (each prepared with its own challenge)
     concurrency: int  # the push client's requests in flight
     httpx_duration: float  # seconds of the httpx HEAD run (0: skip)
     repeat: int = 3  # runs of each scenario that has a target
@@ -282,6 +283,125 @@ def run_wrk(target: Target, path: str, expected: int) -> Json:
     errors = sum(n for code, n in statuses.items() if code != expected) + raw["socket_errors"]
     return {
         "tool": f"wrk -t1 -c{target.settings.connections} -d{duration}s --latency",
+        "requests": raw["requests"],
+        "seconds": round(seconds, 3),
+        "per_second": round(raw["requests"] / seconds),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "statuses": {str(code): n for code, n in sorted(statuses.items())},
+        "errors": errors,
+        "server_cpu_ms_per_request": round(cpu * 1000 / max(1, raw["requests"]), 4),
+        "server_cpu_share": round(cpu / seconds, 2),
+        "generator_cpu_share": round(generator / seconds, 2),
+    }
+
+
+# Sends each prepared request of a file once (one per line: method, path, headers as
+# name=value;..., body in hex, tab-separated), counts every response's status, and times
+# the run itself (first request to last response, CLOCK_MONOTONIC through LuaJIT's ffi):
+# wrk's own duration is the -d it was given, whenever the requests run out. When the
+# last response is in, it stops and writes the file named by its second argument, on
+# which the bench ends wrk early (SIGINT: wrk then reports as at the end of -d).
+WRK_REPLAY_SCRIPT = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } confide_ts;
+           int clock_gettime(int, confide_ts *); ]]
+local ts = ffi.new("confide_ts")
+local function now_us()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
+end
+local function unhex(text)
+  return (text:gsub("..", function(pair) return string.char(tonumber(pair, 16)) end))
+end
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  prepared, finished = {}, args[2]
+  for line in io.lines(args[1]) do
+    local method, path, headers, body = line:match("^(%S+)\\t(%S+)\\t([^\\t]*)\\t(%x*)$")
+    local fields = {}
+    for name, value in headers:gmatch("([^=;]+)=([^;]*)") do fields[name] = value end
+    table.insert(prepared, wrk.format(method, path, fields, unhex(body)))
+  end
+  sent, answered, statuses, first_us, last_us = 0, 0, {}, 0, 0
+end
+local probed = false
+function request()
+  -- wrk calls request() once before the run to count pipelined requests: not a send.
+  if not probed then probed = true; return prepared[1] end
+  sent = sent + 1
+  if sent == 1 then first_us = now_us() end
+  -- Out of requests: an empty write, so the connection idles until the thread stops.
+  return prepared[sent] or ""
+end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+  answered = answered + 1
+  if answered == #prepared then
+    last_us = now_us()
+    local marker = io.open(finished, "w")
+    marker:write("done")
+    marker:close()
+    wrk.thread:stop()
+  end
+end
+function done(summary, latency, requests)
+  local t = threads[1]
+  local parts = {}
+  for code, n in pairs(t:get("statuses")) do
+    table.insert(parts, string.format('"%d": %d', code, n))
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'CONFIDE-WRK {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, ' ..
+    '"p99_us": %d, "max_us": %d, "statuses": {%s}, "socket_errors": %d}\\n',
+    t:get("answered"), t:get("last_us") - t:get("first_us"), latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), latency.max, table.concat(parts, ", "),
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def run_wrk_replay(target: Target, name: str, prepared: list[Prepared], expected: int) -> Json:
+    """Send every prepared request once with wrk (one thread, ``--connections`` in flight)
+    and summarise as :func:`run_wrk` does; a request left unanswered is an error."""
+    script = target.workdir / "replay.lua"
+    script.write_text(WRK_REPLAY_SCRIPT)
+    requests = target.workdir / f"{name}.requests"
+    finished = target.workdir / f"{name}.finished"
+    finished.unlink(missing_ok=True)
+    with requests.open("w") as out:
+        for p in prepared:
+            headers = ";".join(f"{k}={v}" for k, v in p.headers.items())
+            if any(c in headers for c in "\t\n") or "=" in "".join(p.headers):
+                raise ValueError(f"a header of {p.url} cannot be written to the replay file")
+            out.write(f"{p.method}\t{p.url}\t{headers}\t{p.body.hex()}\n")
+    limit = 600
+    connections = target.settings.connections
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{limit}s", "--timeout", "30s", "--latency"]
+    argv += ["-s", str(script), target.url, "--", str(requests), str(finished)]
+    cpu, generator = target.cpu_seconds(), children_cpu()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        deadline = time.monotonic() + limit
+        while run.poll() is None and not finished.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        run.send_signal(signal.SIGINT)  # wrk reports on ^C as at the end of -d
+        stdout, stderr = run.communicate(timeout=60)
+    cpu, generator = target.cpu_seconds() - cpu, children_cpu() - generator
+    found = re.search(r"^CONFIDE-WRK (.*)$", stdout, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"wrk printed no summary:\n{stdout}\n{stderr}")
+    raw = json.loads(found.group(1))
+    statuses = {int(code): n for code, n in raw["statuses"].items()}
+    seconds = max(raw["duration_us"], 1) / 1e6
+    errors = sum(n for code, n in statuses.items() if code != expected) + raw["socket_errors"]
+    errors += len(prepared) - raw["requests"]  # unanswered
+    return {
+        "tool": f"wrk -t1 -c{connections} --latency, each of {len(prepared)} prepared "
+        f"requests once (replay.lua)",
         "requests": raw["requests"],
         "seconds": round(seconds, 3),
         "per_second": round(raw["requests"] / seconds),
@@ -528,10 +648,22 @@ def prepare_attestations(target: Target, count: int) -> list[Prepared]:
 
 def sim_attest(target: Target) -> Json:
     """``POST /v1/attest`` with sim evidence, answered with a sealed configuration (one
-    session secret injected, an output volume key, a signed token). The challenges are
-    fetched before the clock starts (each request needs its own nonce, which expires in
-    60 s): what is timed is the attestation and the sealed configuration."""
-    count = min(target.settings.pushes, 3000)
+    session secret injected, an output volume key, a signed token), each request sent
+    once by wrk. The challenges are fetched before the clock starts (each request needs
+    its own nonce, which expires in 60 s): what is timed is the attestation and the sealed
+    configuration."""
+    start = time.perf_counter()
+    prepared = prepare_attestations(target, target.settings.attests)
+    preparing = time.perf_counter() - start
+    result = run_wrk_replay(target, "attest", prepared, 200)
+    result["prepare_seconds"] = round(preparing, 3)
+    return result
+
+
+def sim_attest_httpx(target: Target) -> Json:
+    """The same from a bounded-concurrency async httpx client, side by side: the client
+    then takes a good part of the second core."""
+    count = min(target.settings.attests, 3000)
     start = time.perf_counter()
     prepared = prepare_attestations(target, count)
     preparing = time.perf_counter() - start
@@ -555,6 +687,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("head existing (httpx)", head_existing_httpx),
     Scenario("signed push", signed_push, PUSH_TARGET, push_meets),
     Scenario("sim attest", sim_attest, ATTEST_TARGET, attest_meets),
+    Scenario("sim attest (httpx)", sim_attest_httpx),
 ]
 
 
@@ -653,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--pushes", type=int, default=3000, help="signed pushes per run")
+    parser.add_argument("--attests", type=int, default=6000, help="attestations per run")
     parser.add_argument("--concurrency", type=int, default=8, help="pushes in flight")
     parser.add_argument("--httpx-duration", type=float, default=5.0)
     parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
@@ -673,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         duration=2.0 if args.quick else args.duration,
         connections=args.connections,
         pushes=300 if args.quick else args.pushes,
+        attests=600 if args.quick else args.attests,
         concurrency=args.concurrency,
         httpx_duration=1.0 if args.quick else args.httpx_duration,
         repeat=1 if args.quick else args.repeat,

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
+from confide.db.direct import DirectStatement
 from confide.db.schema import audit_log
 from confide.errors import ConfideError
 
@@ -27,9 +28,14 @@ _RETRIES = 20
 _LOCK_KEY = 0x636F6E666964  # "confid": the audit log's advisory lock
 # Built once (values as bound parameters): SQLAlchemy reuses their compiled form without
 # rebuilding and hashing a new statement per append (see confide.sms.secrets).
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
-_HEAD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-_INSERT = insert(audit_log)
+_LOCK = DirectStatement(text("SELECT pg_advisory_xact_lock(:key)"))
+_HEAD = DirectStatement(
+    select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+)
+_INSERT = DirectStatement(
+    insert(audit_log),
+    columns=("seq", "prev_hash", "hash", "at", "actor", "action", "subject", "detail"),
+)
 
 
 @dataclass(frozen=True)
@@ -61,11 +67,11 @@ def append(
     """Append one entry in the caller's transaction (a collision raises IntegrityError)."""
     detail = detail or {}
     lock(connection)
-    head = connection.execute(_HEAD).first()
+    head = _HEAD.first(connection, {})
     seq, prev = (0, GENESIS) if head is None else (int(head.seq) + 1, str(head.hash))
     digest = entry_hash(prev, seq, at, actor, action, subject, detail)
-    connection.execute(
-        _INSERT,
+    _INSERT.execute(
+        connection,
         {
             "seq": seq, "prev_hash": prev, "hash": digest, "at": at, "actor": actor,
             "action": action, "subject": subject, "detail": json.dumps(detail, sort_keys=True),
@@ -83,7 +89,7 @@ def lock(connection: Connection) -> None:
     transaction reads next after the commits of the writers ahead of it.
     """
     if connection.dialect.name == "postgresql":
-        connection.execute(_LOCK, {"key": _LOCK_KEY})
+        _LOCK.execute(connection, {"key": _LOCK_KEY})
 
 
 def append_now(

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.nonces import MAX_LIVE_NONCES, NONCE_BYTES, NONCE_TTL_SECONDS, NONCE_USED
+from confide.db.direct import DirectStatement
 from confide.db.engine import reading
 from confide.db.schema import attest_nonces, sim_platforms
 from confide.errors import AttestationError
@@ -16,11 +17,13 @@ from confide.errors import AttestationError
 SWEEP_EVERY = 64  # challenges issued between two sweeps (expired rows out, cap checked)
 _EXPIRED = "nonce expired: ask for a new challenge"
 
-# Built once, values bound at execution (see confide.sms.secrets).
-_NONCE_INSERT = insert(attest_nonces)
+# Built once, values bound at execution; the hot ones run on the driver (confide.db.direct).
+_NONCE_INSERT = DirectStatement(insert(attest_nonces), columns=("nonce", "expires_at"))
 _NONCE_SWEEP = delete(attest_nonces).where(attest_nonces.c.expires_at <= bindparam("now"))
-_NONCE_PEEK = select(attest_nonces.c.expires_at).where(attest_nonces.c.nonce == bindparam("nonce"))
-_NONCE_TAKE = (
+_NONCE_PEEK = DirectStatement(
+    select(attest_nonces.c.expires_at).where(attest_nonces.c.nonce == bindparam("nonce"))
+)
+_NONCE_TAKE = DirectStatement(
     delete(attest_nonces)
     .where(attest_nonces.c.nonce == bindparam("nonce"))
     .returning(attest_nonces.c.expires_at)
@@ -72,7 +75,7 @@ class DatabaseNonceStore:
                     raise AttestationError(
                         f"too many outstanding attestation challenges ({self._limit}): retry later"
                     )
-            connection.execute(_NONCE_INSERT, {"nonce": nonce, "expires_at": int(now) + self._ttl})
+            _NONCE_INSERT.execute(connection, {"nonce": nonce, "expires_at": int(now) + self._ttl})
         if sweep:  # passed: the next sweep_every - 1 challenges need none
             with self._credit_lock:
                 self._credit = self._sweep_every - 1
@@ -82,7 +85,7 @@ class DatabaseNonceStore:
         """Use ``nonce`` up in a transaction of its own (AttestationError if it cannot be)."""
         _check_length(nonce)
         with self._engine.begin() as connection:
-            row = connection.execute(_NONCE_TAKE, {"nonce": nonce}).first()
+            row = _NONCE_TAKE.first(connection, {"nonce": nonce})
         if row is None:
             raise AttestationError(NONCE_USED)
         if now >= row.expires_at:
@@ -92,7 +95,7 @@ class DatabaseNonceStore:
     def peek(connection: Connection, nonce: bytes, now: float) -> None:
         """AttestationError unless ``nonce`` is live at ``now``; uses nothing up (a read)."""
         _check_length(nonce)
-        row = connection.execute(_NONCE_PEEK, {"nonce": nonce}).first()
+        row = _NONCE_PEEK.first(connection, {"nonce": nonce})
         if row is None:
             raise AttestationError(NONCE_USED)
         if now >= row.expires_at:
@@ -106,7 +109,7 @@ class DatabaseNonceStore:
         gets True (on PostgreSQL the second waits for the first to end, then finds the
         row gone). On False the caller must roll its transaction back.
         """
-        row = connection.execute(_NONCE_TAKE, {"nonce": nonce}).first()
+        row = _NONCE_TAKE.first(connection, {"nonce": nonce})
         return row is not None and now < row.expires_at
 
 

@@ -42,6 +42,7 @@ from confide.crypto.sealing import (
 )
 from confide.crypto.wallet import normalise_address
 from confide.db import audit
+from confide.db.direct import DirectStatement
 from confide.db.engine import reading
 from confide.db.schema import attestations, task_releases, volume_tags
 from confide.db.stores import DatabaseNonceStore
@@ -614,12 +615,12 @@ class Attestations:
                 if self._store_output_keys(connection, plan, fresh, now):
                     sealed = self._seal(request, plan, verdict, info, jti, now)  # its key
                 if isinstance(request.target, TaskTarget):
-                    connection.execute(_INSERT_RELEASE, {
+                    _INSERT_RELEASE.execute(connection, {
                         "task_id": request.target.task_id,
                         "lease_token": request.target.lease_token, "jti": jti,
                         "worker": request.worker, "released_at": now,
                     })  # fmt: skip
-                connection.execute(_INSERT_ATTESTATION, {
+                _INSERT_ATTESTATION.execute(connection, {
                     "jti": jti, "ed25519_public": request.ed25519_public.hex(),
                     "subject": request.subject, "scope": plan.scope, "service": request.service,
                     "worker": request.worker, "expires_at": now + DEFAULT_TTL_SECONDS,
@@ -728,22 +729,28 @@ def current_tag(sms: Sms, owner: str, session: str, volume: str,
     params = {"owner": owner, "session": session, "volume": volume}
     if connection is None:
         with reading(sms.engine) as own:
-            row = own.execute(_CURRENT_TAG, params).first()
+            row = _CURRENT_TAG.first(own, params)
     else:
-        row = connection.execute(_CURRENT_TAG, params).first()
+        row = _CURRENT_TAG.first(connection, params)
     return None if row is None else str(row.tag)
 
 
-# Built once, values bound at execution (see confide.sms.secrets).
-_CURRENT_TAG = (
+# Built once, values bound at execution, run on the driver (confide.db.direct).
+_CURRENT_TAG = DirectStatement(
     select(volume_tags.c.tag)
     .where(volume_tags.c.owner == bindparam("owner"),
            volume_tags.c.session == bindparam("session"),
            volume_tags.c.volume == bindparam("volume"))
     .order_by(volume_tags.c.seq.desc()).limit(1)
 )  # fmt: skip
-_INSERT_ATTESTATION = insert(attestations)
-_INSERT_RELEASE = insert(task_releases)
+_INSERT_ATTESTATION = DirectStatement(
+    insert(attestations),
+    columns=("jti", "ed25519_public", "subject", "scope", "service", "worker", "expires_at",
+             "created_at"),
+)  # fmt: skip
+_INSERT_RELEASE = DirectStatement(
+    insert(task_releases), columns=("task_id", "lease_token", "jti", "worker", "released_at")
+)
 
 
 def _references(service: dict[str, Any]) -> set[str]:

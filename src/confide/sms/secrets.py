@@ -24,6 +24,7 @@ from confide.crypto.envelope import (
     seal_value,
 )
 from confide.db import audit
+from confide.db.direct import DirectStatement
 from confide.db.engine import reading
 from confide.db.schema import secrets
 from confide.errors import SecretError
@@ -96,7 +97,7 @@ class SecretStore:
         ref.check()
         if len(value) > MAX_VALUE_BYTES:
             raise SecretError(f"a secret value is at most {MAX_VALUE_BYTES} bytes (64 KiB)")
-        current = connection.execute(_MAX_VERSION, self._match(ref)).scalar()
+        current = self.current_version(connection, ref)
         if current is not None and update is False:
             raise SecretExistsError(
                 f"secret {ref.label()} exists (version {current}); use --update to "
@@ -133,8 +134,8 @@ class SecretStore:
         ref.check()
         if connection is None:
             with reading(self._engine) as own:
-                return own.execute(_EXISTS, self._match(ref)).first() is not None
-        return connection.execute(_EXISTS, self._match(ref)).first() is not None
+                return _EXISTS.first(own, self._match(ref)) is not None
+        return _EXISTS.first(connection, self._match(ref)) is not None
 
     def latest(self, ref: SecretRef, connection: Connection | None = None) -> tuple[int, bytes]:
         """The current version and value. Callers: a release to an attested enclave, the
@@ -150,9 +151,9 @@ class SecretStore:
         ref.check()
         if connection is None:
             with reading(self._engine) as own:
-                row = own.execute(_LATEST, self._match(ref)).first()
+                row = _LATEST.first(own, self._match(ref))
         else:
-            row = connection.execute(_LATEST, self._match(ref)).first()
+            row = _LATEST.first(connection, self._match(ref))
         if row is None:
             raise SecretNotFoundError(f"secret {ref.label()} does not exist")
         context = SecretContext(row.row_id, row.owner, row.kind, row.name, int(row.version),
@@ -163,8 +164,8 @@ class SecretStore:
 
     def current_version(self, connection: Connection, ref: SecretRef) -> int | None:
         """The current version number of ``ref`` (None: none), read on ``connection``."""
-        found = connection.execute(_MAX_VERSION, self._match(ref)).scalar()
-        return None if found is None else int(found)
+        found = _MAX_VERSION.first(connection, self._match(ref))
+        return None if found is None or found[0] is None else int(found[0])
 
     @staticmethod
     def _match(ref: SecretRef) -> dict[str, str]:
@@ -172,17 +173,17 @@ class SecretStore:
         return {"owner": ref.owner, "kind": ref.kind, "subject": ref.subject, "name": ref.name}
 
 
-# Statements built once, with bound parameters: SQLAlchemy then finds their compiled form
-# by a memoised cache key, where a statement built per call (with its values inlined as
-# literals) is built and hashed again every time. That was most of the server's time for
-# a HEAD check or a push (docs/benchmarks.md, "Secret service").
+# Statements built once, with bound parameters, and run on the driver (confide.db.direct):
+# built per call (with its values inlined as literals) a statement was built and hashed
+# again every time, and SQLAlchemy's execution machinery was most of a HEAD check's server
+# time (docs/benchmarks.md, "Secret service").
 _KEY = (
     secrets.c.owner == bindparam("owner"),
     secrets.c.kind == bindparam("kind"),
     secrets.c.subject == bindparam("subject"),
     secrets.c.name == bindparam("name"),
 )
-_EXISTS = select(secrets.c.version).where(*_KEY).limit(1)
-_MAX_VERSION = select(func.max(secrets.c.version)).where(*_KEY)
-_LATEST = select(secrets).where(*_KEY).order_by(secrets.c.version.desc()).limit(1)
+_EXISTS = DirectStatement(select(secrets.c.version).where(*_KEY).limit(1))
+_MAX_VERSION = DirectStatement(select(func.max(secrets.c.version)).where(*_KEY))
+_LATEST = DirectStatement(select(secrets).where(*_KEY).order_by(secrets.c.version.desc()).limit(1))
 _INSERT = insert(secrets)

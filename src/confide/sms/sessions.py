@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, bindparam, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.db import audit
+from confide.db.direct import DirectStatement
 from confide.db.engine import reading
 from confide.db.schema import sessions
 from confide.errors import SessionError
@@ -107,9 +108,9 @@ class SessionStore:
         params = {"owner": owner, "name": name, "hash": digest}
         if connection is None:
             with reading(self._engine) as own:
-                row = own.execute(_IS_CURRENT if cached else _CURRENT, params).first()
+                row = (_IS_CURRENT if cached else _CURRENT).first(own, params)
         else:
-            row = connection.execute(_IS_CURRENT if cached else _CURRENT, params).first()
+            row = (_IS_CURRENT if cached else _CURRENT).first(connection, params)
         if row is None:
             return None
         if cached is not None:
@@ -125,7 +126,7 @@ class SessionStore:
     def superseded(connection: Connection, owner: str, name: str, digest: str) -> bool:
         """Whether a version names ``digest`` as its predecessor (read on ``connection``)."""
         params = {"owner": owner, "name": name, "hash": digest}
-        return connection.execute(_SUCCESSOR, params).first() is not None
+        return _SUCCESSOR_DIRECT.first(connection, params) is not None
 
     def history(self, caller: str, owner: str, name: str) -> list[StoredSession]:
         self.current(caller, owner, name)  # access check
@@ -215,10 +216,13 @@ _THIS_AND_CURRENT = (
     sessions.c.hash == bindparam("hash"),
     ~exists(_SUCCESSOR),
 )
-_CURRENT = select(sessions.c.predecessor, sessions.c.document, sessions.c.created_at).where(
-    *_THIS_AND_CURRENT
+_SUCCESSOR_DIRECT = DirectStatement(_SUCCESSOR)  # an attestation's hot reads: on the driver
+_CURRENT = DirectStatement(
+    select(sessions.c.predecessor, sessions.c.document, sessions.c.created_at).where(
+        *_THIS_AND_CURRENT
+    )
 )
-_IS_CURRENT = select(sessions.c.created_at).where(*_THIS_AND_CURRENT)
+_IS_CURRENT = DirectStatement(select(sessions.c.created_at).where(*_THIS_AND_CURRENT))
 
 
 def session_secret_ref(owner: str, session: str, digest: str, secret: str) -> SecretRef:
