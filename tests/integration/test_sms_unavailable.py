@@ -204,7 +204,7 @@ def test_an_unreachable_postgresql_is_503_until_it_is_back(
             assert _head(base, "during") == 200
 
             # Cut and healed with no request in between: every pooled connection is stale.
-            # pool_pre_ping replaces them at checkout, so the first request succeeds.
+            # The checkout check finds them closed and replaces them: the first succeeds.
             forwarder.cut()
             forwarder.restore()
             assert _signed_put(base, "after").status_code == 201

@@ -6,11 +6,15 @@ A signed request's replay record is written in the same transaction as its effec
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import secrets as secrets_module
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -46,6 +50,9 @@ from confide.sms.sessions import (
 )
 
 Clock = Callable[[], float]
+P = ParamSpec("P")
+T = TypeVar("T")
+POSTGRESQL_THREADS = 8  # requests a PostgreSQL sms works on at once (its pool has 15)
 SESSION_BODY_LIMIT = 1 << 20
 RETRY_AFTER_SECONDS = 1  # what a 503 (database unavailable) tells clients to wait
 _log = logging.getLogger("confide.sms")
@@ -57,6 +64,19 @@ class _Handlers:
     def __init__(self, sms: Sms, clock: Clock) -> None:
         self.sms = sms
         self.clock = clock
+        # Database work runs on these threads, never on the event loop. SQLite gets one:
+        # it has one writer anyway (the grant, the challenge and the push each write),
+        # and more threads only queue on its lock and on the GIL, which cost a third more
+        # CPU per attestation (docs/benchmarks.md). PostgreSQL gets several, so that one
+        # request's round trips overlap another's work.
+        threads = 1 if sms.engine.dialect.name == "sqlite" else POSTGRESQL_THREADS
+        self.database = ThreadPoolExecutor(threads, thread_name_prefix="sms-db")
+
+    async def blocking(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``work(*args, **kwargs)`` on the database threads (what touches the database
+        blocks: it must not stall the event loop, nor other requests)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.database, functools.partial(work, *args, **kwargs))
 
     def now(self) -> int:
         return int(self.clock())
@@ -122,8 +142,7 @@ class _Handlers:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def signed_json(self, request: Request) -> tuple[SignedBy, dict[str, Any]]:
-        body = await read_body(request, SESSION_BODY_LIMIT)
+    def signed_json(self, request: Request, body: bytes) -> tuple[SignedBy, dict[str, Any]]:
         signed = self.authenticate(request, body)
         try:
             document = loads_bounded(body, 4)
@@ -204,7 +223,11 @@ class _Handlers:
             }
 
     async def create_session(self, request: Request) -> Response:
-        signed, body = await self.signed_json(request)
+        raw = await read_body(request, SESSION_BODY_LIMIT)
+        return await self.blocking(self._create_session, request, raw)
+
+    def _create_session(self, request: Request, raw: bytes) -> Response:
+        signed, body = self.signed_json(request, raw)
         document = self.parsed_session(signed, body)
         stored = self.session_write(
             signed,
@@ -215,13 +238,17 @@ class _Handlers:
     async def session_resource(self, request: Request) -> Response:
         owner = path_address(request.path_params["owner"])
         name = request.path_params["name"]
+        raw = b"" if request.method == "GET" else await read_body(request, SESSION_BODY_LIMIT)
+        return await self.blocking(self._session_resource, request, raw, owner, name)
+
+    def _session_resource(self, request: Request, raw: bytes, owner: str, name: str) -> Response:
         if request.method == "GET":
             signed = self.authenticate(request, b"")
             stored = self.session_call(
                 signed, lambda: self.sms.sessions.current(signed.address, owner, name)
             )
             return JSONResponse(session_json(stored, self.tags(stored)))
-        signed, body = await self.signed_json(request)
+        signed, body = self.signed_json(request, raw)
         document = self.parsed_session(signed, body)
         if document.name != name:
             self.burn(signed)
@@ -236,6 +263,9 @@ class _Handlers:
 
     async def session_history(self, request: Request) -> Response:
         owner = path_address(request.path_params["owner"])
+        return await self.blocking(self._session_history, request, owner)
+
+    def _session_history(self, request: Request, owner: str) -> Response:
         name = request.path_params["name"]
         signed = self.authenticate(request, b"")
         versions: list[StoredSession] = []
@@ -279,7 +309,16 @@ def create_app(
         PoolTimeoutError: on_database,
         Exception: on_error,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        del app
+        try:
+            yield
+        finally:
+            h.database.shutdown(wait=True)
+
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
 async def on_problem(request: Request, exc: Exception) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -76,6 +75,9 @@ class AttestHandlers:
 
     async def register_platform(self, request: Request) -> Response:
         body, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        return await self.base.blocking(self._register_platform, request, body, document)
+
+    def _register_platform(self, request: Request, body: bytes, document: Any) -> Response:
         signed = self.base.authenticate(request, body)
         self.base.record(signed)
         key_hex = document.get("platform_key")
@@ -100,13 +102,16 @@ class AttestHandlers:
 
     async def challenge(self, request: Request) -> Response:
         try:
-            nonce = await asyncio.to_thread(self.attestations.challenge, self.base.now())
+            nonce = await self.base.blocking(self.attestations.challenge, self.base.now())
         except AttestationError as exc:  # too many outstanding: a flood, or a real peak
             raise HttpProblemError(503, "Service Unavailable", str(exc)) from None
         return JSONResponse({"nonce": nonce.hex(), "expires_in": NONCE_TTL_SECONDS})
 
     async def attest(self, request: Request) -> Response:
         body, document = await self.json_body(request, ATTEST_BODY_LIMIT)
+        return await self.base.blocking(self._attest, request, body, document)
+
+    def _attest(self, request: Request, body: bytes, document: Any) -> Response:
         signer = None
         if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
             signed = self.base.authenticate(request, body)
@@ -117,9 +122,7 @@ class AttestHandlers:
         except AttestRequestError as exc:
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
         try:
-            grant = await asyncio.to_thread(
-                self.attestations.attest, parsed, self.base.now(), signer
-            )
+            grant = self.attestations.attest(parsed, self.base.now(), signer)
         except AttestationRefusedError as exc:
             raise HttpProblemError(403, "Forbidden", f"attestation refused: {exc}") from None
         return JSONResponse(grant.to_json())
@@ -134,7 +137,7 @@ class AttestHandlers:
             order = TaskOrder.from_json(document["order"])
         except TaskOrderError as exc:
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
-        problems = await asyncio.to_thread(
+        problems = await self.base.blocking(
             self.attestations.check_order, order, document["signature"]
         )
         return JSONResponse({"task_id": order.task_id(), "ok": not problems, "problems": problems})
@@ -143,6 +146,13 @@ class AttestHandlers:
         owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
         volume = request.path_params["volume"]
         body, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        return await self.base.blocking(
+            self._push_volume, request, body, document, owner, name, volume
+        )
+
+    def _push_volume(
+        self, request: Request, body: bytes, document: Any, owner: str, name: str, volume: str
+    ) -> Response:
         signed = self.base.authenticate(request, body)
         self.base.record(signed)
         if not set(document) <= {"key", "previous_tag", "tag"}:
@@ -163,21 +173,21 @@ class AttestHandlers:
         owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
         volume = request.path_params["volume"]
         if request.method == "GET":
-            signed = self.base.authenticate(request, b"")
-            self.base.record(signed)
-            try:
-                records = self.tags.history(signed.address, owner, name, volume)
-            except Exception as exc:
-                raise _tag_problem(exc) from None
-            return JSONResponse(
-                {
-                    "owner": owner,
-                    "session": name,
-                    "volume": volume,
-                    "tags": [tag_json(volume, r) for r in records],
-                }
-            )
+            return await self.base.blocking(self._tag_history, request, owner, name, volume)
         _, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        return await self.base.blocking(self._report_tag, document, owner, name, volume)
+
+    def _tag_history(self, request: Request, owner: str, name: str, volume: str) -> Response:
+        signed = self.base.authenticate(request, b"")
+        self.base.record(signed)
+        try:
+            records = self.tags.history(signed.address, owner, name, volume)
+        except Exception as exc:
+            raise _tag_problem(exc) from None
+        tags = [tag_json(volume, r) for r in records]
+        return JSONResponse({"owner": owner, "session": name, "volume": volume, "tags": tags})
+
+    def _report_tag(self, document: Any, owner: str, name: str, volume: str) -> Response:
         fields = {"previous_tag", "tag", "blob_digest", "enclave_key", "signature"}
         if set(document) != fields:
             raise HttpProblemError(400, "Bad Request", f"expected fields {sorted(fields)}")

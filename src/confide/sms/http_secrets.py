@@ -64,7 +64,7 @@ class SecretHandlers:
         except SecretError as exc:
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
         if request.method == "HEAD":
-            return _existence(self.sms.secrets.exists(ref))
+            return _existence(await self.base.blocking(self.sms.secrets.exists, ref))
 
         def writer(signer: str) -> SecretRef:
             if signer != owner:
@@ -98,7 +98,9 @@ class SecretHandlers:
         name, what = ("1", "secret") if kind == "app" else ("key", "key")
         ref = None if record is None else SecretRef(record.owner, kind, name, subject=address)
         if request.method == "HEAD":
-            return _existence(ref is not None and self.sms.secrets.exists(ref))
+            return _existence(
+                ref is not None and await self.base.blocking(self.sms.secrets.exists, ref)
+            )
 
         def writer(signer: str) -> SecretRef:
             if record is None or ref is None:
@@ -119,8 +121,8 @@ class SecretHandlers:
         owner = path_address(request.path_params["address"])
         ref = SecretRef(owner, "result-key", "result-key")
         if request.method != "PUT":
-            try:
-                stored = self.sms.secrets.release(ref)  # a public key: nothing to withhold
+            try:  # a public key: nothing to withhold
+                stored = await self.base.blocking(self.sms.secrets.release, ref)
             except SecretNotFoundError:
                 raise HttpProblemError(
                     404, "Not Found", f"requester {owner} has no result-encryption key"
@@ -167,8 +169,17 @@ class SecretHandlers:
         keys); ``versioned``: no options, every push adds a version (result keys);
         ``check`` refuses a malformed value.
         """
-        base = self.base
         body = await read_body(request, MAX_VALUE_BYTES)
+        return await self.base.blocking(
+            self._write_secret, request, body, writer, restrictable=restrictable,
+            versioned=versioned, check=check,
+        )  # fmt: skip
+
+    def _write_secret(
+        self, request: Request, body: bytes, writer: WriterCheck, *, restrictable: bool,
+        versioned: bool, check: Callable[[bytes], None] | None,
+    ) -> tuple[int, ReleasePolicy]:  # fmt: skip
+        base = self.base
         signed = base.authenticate(request, body)
         try:
             ref = writer(signed.address)

@@ -1,0 +1,167 @@
+"""DirectStatement against Connection.execute, on real SQLite and PostgreSQL: the same rows
+and the same effects, inside SQLAlchemy's transaction, and driver errors as SQLAlchemy's."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from confide.db import make_engine, upgrade
+from confide.db.direct import DirectStatement
+from confide.db.engine import reading
+from confide.db.schema import attest_nonces, secrets
+from tests.integration.tcp_forwarder import TcpForwarder
+
+NOW = 1_800_000_000
+KEY = {"owner": "0x" + "a" * 40, "kind": "requester", "subject": "", "name": "x1"}
+WHERE = (
+    secrets.c.owner == bindparam("owner"),
+    secrets.c.kind == bindparam("kind"),
+    secrets.c.subject == bindparam("subject"),
+    secrets.c.name == bindparam("name"),
+)
+LATEST = select(secrets).where(*WHERE).order_by(secrets.c.version.desc()).limit(1)
+MAX_VERSION = select(func.max(secrets.c.version)).where(*WHERE)
+COLUMNS = ("row_id", "owner", "kind", "name", "subject", "version", "kek_id", "wrapped_key",
+           "ciphertext", "created_at", "policy")  # fmt: skip
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return engine
+
+
+def _row(version: int) -> dict[str, object]:
+    return {**KEY, "row_id": os.urandom(16).hex(), "version": version, "kek_id": "k-test",
+            "wrapped_key": os.urandom(40), "ciphertext": b"\x00\xff" + os.urandom(30),
+            "created_at": NOW + version, "policy": ""}  # fmt: skip
+
+
+def test_rows_and_effects_match_core(engine: Engine) -> None:
+    put = DirectStatement(insert(secrets), columns=COLUMNS)
+    written = [_row(v) for v in (1, 2, 3)]
+    with engine.begin() as connection:
+        for row in written:
+            assert put.execute(connection, row) == 1
+    latest, max_version = DirectStatement(LATEST), DirectStatement(MAX_VERSION)
+    with reading(engine) as connection:
+        direct = latest.first(connection, KEY)
+        core = connection.execute(LATEST, KEY).first()
+        assert direct is not None and core is not None
+        assert tuple(direct) == tuple(core)
+        assert isinstance(direct.wrapped_key, bytes)
+        assert direct.ciphertext == written[2]["ciphertext"]
+        assert direct.version == 3
+        assert max_version.first(connection, KEY)[0] == 3
+        assert latest.first(connection, {**KEY, "name": "absent"}) is None
+        assert max_version.first(connection, {**KEY, "name": "absent"})[0] is None
+        assert (
+            len(DirectStatement(select(secrets.c.version).where(*WHERE)).all(connection, KEY)) == 3
+        )
+
+
+def test_writes_belong_to_the_callers_transaction(engine: Engine) -> None:
+    put = DirectStatement(insert(secrets), columns=COLUMNS)
+
+    def write_then_fail() -> None:
+        with engine.begin() as connection:
+            put.execute(connection, _row(1))
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
+    with engine.begin() as connection:
+        assert connection.execute(select(func.count()).select_from(secrets)).scalar() == 0
+        put.execute(connection, _row(1))
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(secrets)).scalar() == 1
+
+
+def test_delete_returning_uses_a_row_once(engine: Engine) -> None:
+    take = DirectStatement(
+        delete(attest_nonces)
+        .where(attest_nonces.c.nonce == bindparam("nonce"))
+        .returning(attest_nonces.c.expires_at)
+    )
+    nonce = os.urandom(32)
+    with engine.begin() as connection:
+        connection.execute(insert(attest_nonces), {"nonce": nonce, "expires_at": NOW})
+    with engine.begin() as connection:
+        row = take.first(connection, {"nonce": nonce})
+        assert row is not None and row.expires_at == NOW
+    with engine.begin() as connection:
+        assert take.first(connection, {"nonce": nonce}) is None
+
+
+def test_a_constraint_violation_is_sqlalchemys_integrity_error(engine: Engine) -> None:
+    put = DirectStatement(insert(attest_nonces), columns=("nonce", "expires_at"))
+    nonce = os.urandom(32)
+    with engine.begin() as connection:
+        put.execute(connection, {"nonce": nonce, "expires_at": NOW})
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        put.execute(connection, {"nonce": nonce, "expires_at": NOW})
+    with engine.connect() as connection:  # the failed transaction left nothing behind
+        assert connection.execute(select(func.count()).select_from(attest_nonces)).scalar() == 1
+
+
+def test_a_missing_parameter_is_refused_before_the_driver() -> None:
+    engine = make_engine("sqlite://")
+    statement = DirectStatement(text("SELECT :a + :b"))
+    with engine.connect() as connection, pytest.raises(KeyError):
+        statement.first(connection, {"a": 1})
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_lost_postgresql_connection_is_invalidated(database_url: str) -> None:
+    parsed = make_url(database_url)
+    forwarder = TcpForwarder(parsed.host or "127.0.0.1", parsed.port or 5432)
+    try:
+        through = parsed.set(host="127.0.0.1", port=forwarder.port)
+        engine = make_engine(through.render_as_string(hide_password=False))
+        upgrade(engine)
+        peek = DirectStatement(select(attest_nonces.c.expires_at))
+        with reading(engine) as connection:
+            peek.all(connection, {})
+            forwarder.cut()
+            with pytest.raises(DBAPIError) as caught:
+                peek.all(connection, {})
+            assert caught.value.connection_invalidated
+            assert connection.invalidated
+        forwarder.restore()
+        with reading(engine) as connection:  # a new connection from the pool works
+            assert peek.all(connection, {}) == []
+        engine.dispose()
+    finally:
+        forwarder.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_connection_the_server_terminated_is_replaced_at_checkout(database_url: str) -> None:
+    """A database restart ends every session: the pooled connection is found closed at
+    checkout (a poll of its socket, no round trip) and replaced, so no request fails."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        admin = make_engine(database_url)
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.dispose()
+        for _ in range(50):  # the server's notice and end of file reach the socket
+            with engine.connect() as connection:
+                raw = connection.connection.dbapi_connection
+                assert raw is not None
+                if raw.info.backend_pid != pid:
+                    break
+                time.sleep(0.02)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        engine.dispose()
