@@ -52,7 +52,7 @@ from confide.sms.sessions import (
 Clock = Callable[[], float]
 P = ParamSpec("P")
 T = TypeVar("T")
-POSTGRESQL_THREADS = 8  # requests a PostgreSQL sms works on at once (its pool has 15)
+POSTGRESQL_THREADS = 3  # requests a PostgreSQL sms works on at once (docs/benchmarks.md)
 SESSION_BODY_LIMIT = 1 << 20
 RETRY_AFTER_SECONDS = 1  # what a 503 (database unavailable) tells clients to wait
 _log = logging.getLogger("confide.sms")
@@ -67,8 +67,9 @@ class _Handlers:
         # Database work runs on these threads, never on the event loop. SQLite gets one:
         # it has one writer anyway (the grant, the challenge and the push each write),
         # and more threads only queue on its lock and on the GIL, which cost a third more
-        # CPU per attestation (docs/benchmarks.md). PostgreSQL gets several, so that one
-        # request's round trips overlap another's work.
+        # CPU per attestation (docs/benchmarks.md). PostgreSQL gets a few, so that one
+        # request's round trips overlap another's work; with more, they contend for the
+        # GIL and a HEAD check's p99 grows (3 measured best of 2, 3, 4 and 8).
         threads = 1 if sms.engine.dialect.name == "sqlite" else POSTGRESQL_THREADS
         self.database = ThreadPoolExecutor(threads, thread_name_prefix="sms-db")
 
