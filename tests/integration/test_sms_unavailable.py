@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -233,3 +234,28 @@ def test_a_restart_loses_nothing_acknowledged(tmp_path: Path, database_url: str)
         client = SmsClient(base, wallet=ALICE)
         assert client.push_requester_secret("a", b"3", update=True) == 3
     _audit_verifies(database_url, 4)
+
+
+def test_a_write_waiting_for_the_lock_does_not_stall_the_server(tmp_path: Path) -> None:
+    """Database work runs on the sms's own threads: while a push waits for a lock another
+    process holds, the event loop still answers what needs no database."""
+    db = tmp_path / "sms.db"
+    url = f"sqlite:///{db}"
+    engine = make_engine(url, busy_timeout_ms=3000)
+    with running_sms(tmp_path / "sms", url, engine=engine) as base:
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        outcome: list[int] = []
+        push = threading.Thread(target=lambda: outcome.append(_signed_put(base, "k1").status_code))
+        push.start()
+        time.sleep(0.3)  # the push is waiting for the lock
+        started = time.monotonic()
+        assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+        assert httpx.get(f"{base}/v1/info", timeout=10).status_code == 200
+        answered = time.monotonic() - started
+        assert push.is_alive()  # still waiting: the answers did not wait for it
+        lock.execute("COMMIT")
+        push.join(timeout=10)
+        lock.close()
+    assert answered < 1.5, answered
+    assert outcome == [201]  # the lock went in time: the push then succeeded
