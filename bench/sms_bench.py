@@ -274,15 +274,26 @@ def run_wrk(target: Target, path: str, expected: int) -> Json:
     cpu, generator = target.cpu_seconds(), children_cpu()
     run = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 60)
     cpu, generator = target.cpu_seconds() - cpu, children_cpu() - generator
-    found = re.search(r"^CONFIDE-WRK (.*)$", run.stdout, re.MULTILINE)
+    tool = f"wrk -t1 -c{target.settings.connections} -d{duration}s --latency"
+    return wrk_summary(run.stdout, run.stderr, tool, expected, cpu, generator)
+
+
+def wrk_summary(stdout: str, stderr: str, tool: str, expected: int, cpu: float,
+                generator: float, sent: int | None = None) -> Json:  # fmt: skip
+    """The figures of a wrk run from its script's CONFIDE-WRK line: every status other
+    than ``expected``, every socket error, and (given ``sent``) every request left
+    unanswered is an error."""
+    found = re.search(r"^CONFIDE-WRK (.*)$", stdout, re.MULTILINE)
     if found is None:
-        raise RuntimeError(f"wrk printed no summary:\n{run.stdout}\n{run.stderr}")
+        raise RuntimeError(f"wrk printed no summary:\n{stdout}\n{stderr}")
     raw = json.loads(found.group(1))
     statuses = {int(code): n for code, n in raw["statuses"].items()}
-    seconds = raw["duration_us"] / 1e6
+    seconds = max(raw["duration_us"], 1) / 1e6
     errors = sum(n for code, n in statuses.items() if code != expected) + raw["socket_errors"]
+    if sent is not None:
+        errors += sent - raw["requests"]
     return {
-        "tool": f"wrk -t1 -c{target.settings.connections} -d{duration}s --latency",
+        "tool": tool,
         "requests": raw["requests"],
         "seconds": round(seconds, 3),
         "per_second": round(raw["requests"] / seconds),
@@ -391,30 +402,9 @@ def run_wrk_replay(target: Target, name: str, prepared: list[Prepared], expected
         run.send_signal(signal.SIGINT)  # wrk reports on ^C as at the end of -d
         stdout, stderr = run.communicate(timeout=60)
     cpu, generator = target.cpu_seconds() - cpu, children_cpu() - generator
-    found = re.search(r"^CONFIDE-WRK (.*)$", stdout, re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"wrk printed no summary:\n{stdout}\n{stderr}")
-    raw = json.loads(found.group(1))
-    statuses = {int(code): n for code, n in raw["statuses"].items()}
-    seconds = max(raw["duration_us"], 1) / 1e6
-    errors = sum(n for code, n in statuses.items() if code != expected) + raw["socket_errors"]
-    errors += len(prepared) - raw["requests"]  # unanswered
-    return {
-        "tool": f"wrk -t1 -c{connections} --latency, each of {len(prepared)} prepared "
-        f"requests once (replay.lua)",
-        "requests": raw["requests"],
-        "seconds": round(seconds, 3),
-        "per_second": round(raw["requests"] / seconds),
-        "p50_ms": raw["p50_us"] / 1000,
-        "p90_ms": raw["p90_us"] / 1000,
-        "p99_ms": raw["p99_us"] / 1000,
-        "max_ms": raw["max_us"] / 1000,
-        "statuses": {str(code): n for code, n in sorted(statuses.items())},
-        "errors": errors,
-        "server_cpu_ms_per_request": round(cpu * 1000 / max(1, raw["requests"]), 4),
-        "server_cpu_share": round(cpu / seconds, 2),
-        "generator_cpu_share": round(generator / seconds, 2),
-    }
+    tool = (f"wrk -t1 -c{connections} --latency, each of {len(prepared)} prepared requests "
+            f"once (replay.lua)")  # fmt: skip
+    return wrk_summary(stdout, stderr, tool, expected, cpu, generator, sent=len(prepared))
 
 
 # --------------------------------------------------------------------------- httpx
