@@ -1,6 +1,6 @@
 """Secret-service load benchmark: a real ``confide serve sms`` under load over loopback.
 
-    python bench/sms_bench.py [--quick] [--repeat N] [--duration S] [--pushes N]
+    python bench/sms_bench.py [--quick] [--repeat N] [--duration S] [--pushes N] [--attests N]
                               [--scenario NAME ...] [--profile DIR] [--out FILE]
 
 The server runs as a subprocess (``.venv/bin/confide serve sms --port P --db URL
@@ -21,6 +21,10 @@ Scenarios (``SCENARIOS``, in order, against every backend):
   (unique name, fresh nonce), all signed *before* the clock starts so that the client's
   secp256k1 signing is not measured, then sent by an async httpx client with bounded
   concurrency. Every response must be 201.
+- ``sim attest``: ``POST /v1/attest`` with sim evidence for a session, each request with
+  its own challenge and enclave keys, all prepared before the clock starts, then sent
+  once each by wrk (``WRK_REPLAY_SCRIPT``). Every response must be 200.
+- ``sim attest (httpx)``: the same from the async httpx client, side by side.
 
 Each scenario with a target runs ``--repeat`` times (default 3); the report gives the
 median run (by throughput) and every run's figures, so a run disturbed by other work on
