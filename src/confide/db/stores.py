@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -85,21 +86,13 @@ class DatabaseNonceStore:
         """Use ``nonce`` up in a transaction of its own (AttestationError if it cannot be)."""
         _check_length(nonce)
         with self._engine.begin() as connection:
-            row = _NONCE_TAKE.first(connection, {"nonce": nonce})
-        if row is None:
-            raise AttestationError(NONCE_USED)
-        if now >= row.expires_at:
-            raise AttestationError(_EXPIRED)
+            _require_live(_NONCE_TAKE.first(connection, {"nonce": nonce}), now)
 
     @staticmethod
     def peek(connection: Connection, nonce: bytes, now: float) -> None:
         """AttestationError unless ``nonce`` is live at ``now``; uses nothing up (a read)."""
         _check_length(nonce)
-        row = _NONCE_PEEK.first(connection, {"nonce": nonce})
-        if row is None:
-            raise AttestationError(NONCE_USED)
-        if now >= row.expires_at:
-            raise AttestationError(_EXPIRED)
+        _require_live(_NONCE_PEEK.first(connection, {"nonce": nonce}), now)
 
     @staticmethod
     def take(connection: Connection, nonce: bytes, now: float) -> bool:
@@ -111,6 +104,14 @@ class DatabaseNonceStore:
         """
         row = _NONCE_TAKE.first(connection, {"nonce": nonce})
         return row is not None and now < row.expires_at
+
+
+def _require_live(row: Any, now: float) -> None:
+    """AttestationError unless the nonce's row was found and has not expired at ``now``."""
+    if row is None:
+        raise AttestationError(NONCE_USED)
+    if now >= row.expires_at:
+        raise AttestationError(_EXPIRED)
 
 
 def _check_length(nonce: bytes) -> None:
