@@ -4,6 +4,7 @@ and the same effects, inside SQLAlchemy's transaction, and driver errors as SQLA
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 import pytest
@@ -165,3 +166,27 @@ def test_a_connection_the_server_terminated_is_replaced_at_checkout(database_url
             assert connection.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_checkout_check_works_past_descriptor_1024(database_url: str) -> None:
+    """A busy server holds many descriptors: select() cannot watch one numbered 1024 or
+    more, so the check polls; a healthy connection there is kept, not replaced."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit ({hard}) is too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.dup(0) for _ in range(1100)]
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            assert raw is not None and raw.fileno() >= 1024
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        with engine.connect() as connection:  # checked at checkout, found healthy
+            assert connection.execute(text("SELECT pg_backend_pid()")).scalar() == pid
+    finally:
+        engine.dispose()
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

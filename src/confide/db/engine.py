@@ -185,17 +185,19 @@ def _closed_by_peer(driver: Any, record: Any, proxy: Any) -> None:
     by its peer (end of file, or the server's "terminating connection" notice): an idle
     connection is sent nothing else. SQLAlchemy then replaces it (DisconnectionError).
 
-    A zero-timeout poll of the socket, instead of ``pool_pre_ping``'s round trip per
+    A zero-timeout ``poll()`` of the socket, instead of ``pool_pre_ping``'s round trip per
     checkout (a third of a HEAD check's server time). Like a ping, it cannot tell a
     silent black hole from a quiet server; the query then fails (503) and the client
     retries on a new connection.
     """
     del record, proxy
     try:
-        readable = bool(select.select([driver.fileno()], [], [], 0)[0])
-    except (OSError, ValueError) as exc:  # already closed on our side
+        fd = driver.fileno()
+    except Exception as exc:  # closed on our side (psycopg raises OperationalError)
         raise DisconnectionError(str(exc)) from exc
-    if readable:
+    poller = select.poll()  # not select(): no limit on the descriptor's number
+    poller.register(fd, select.POLLIN)
+    if poller.poll(0):  # data, end of file, or an error (POLLHUP, POLLERR) to read
         raise DisconnectionError("the server or the network closed this pooled connection")
 
 
