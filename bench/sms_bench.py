@@ -355,8 +355,8 @@ end
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
   answered = answered + 1
+  last_us = now_us()  -- the run's end if it never completes (then it is invalid anyway)
   if answered == #prepared then
-    last_us = now_us()
     local marker = io.open(finished, "w")
     marker:write("done")
     marker:close()
@@ -391,10 +391,12 @@ def run_wrk_replay(target: Target, name: str, prepared: list[Prepared], expected
     with requests.open("w") as out:
         for p in prepared:
             headers = ";".join(f"{k}={v}" for k, v in p.headers.items())
-            if any(c in headers for c in "\t\n") or "=" in "".join(p.headers):
+            if any(c in headers for c in "\t\n") or any(
+                "=" in name or ";" in name or ";" in value for name, value in p.headers.items()
+            ):
                 raise ValueError(f"a header of {p.url} cannot be written to the replay file")
             out.write(f"{p.method}\t{p.url}\t{headers}\t{p.body.hex()}\n")
-    limit = 600
+    limit = max(60, len(prepared) // 20)  # seconds: a run slower than 20/s is broken
     connections = target.settings.connections
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{limit}s", "--timeout", "30s", "--latency"]
     argv += ["-s", str(script), target.url, "--", str(requests), str(finished)]

@@ -190,3 +190,12 @@ def test_the_checkout_check_works_past_descriptor_1024(database_url: str) -> Non
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_an_insert_missing_a_column_is_refused(engine: Engine) -> None:
+    """Core's placeholder for an unbound insert column must never reach the database."""
+    put = DirectStatement(insert(attest_nonces), columns=("nonce", "expires_at"))
+    with engine.begin() as connection, pytest.raises(KeyError):
+        put.execute(connection, {"nonce": os.urandom(32)})
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(attest_nonces)).scalar() == 0

@@ -9,7 +9,11 @@ own compiler (so the SQL, casts and parameter style are the dialect's), then run
 ``cursor.execute`` on the connection's driver connection: the transaction stays
 SQLAlchemy's (begun, committed and rolled back by it, with the engine's events), and a
 driver error is raised as the :class:`DBAPIError` subclass SQLAlchemy would raise
-(IntegrityError, OperationalError), invalidating the connection on a disconnect.
+(IntegrityError, OperationalError), invalidating the connection on a disconnect. (Only
+that connection: Core also marks every older pooled connection stale. Here the others
+are found at checkout, by :func:`confide.db.engine._closed_by_peer`, when their peer
+closed them; one cut without a FIN costs each of them a failed request, answered 503
+and retried by the client.)
 
 It takes plain statements only: named bind parameters with scalar values, column types
 whose bind and result processing the dialect states (applied here), no ``IN`` lists
@@ -53,7 +57,7 @@ class DirectStatement:
     def __init__(self, statement: ClauseElement, columns: Sequence[str] | None = None) -> None:
         self._statement = statement
         self._columns = None if columns is None else list(columns)
-        self._compiled: dict[str, _Compiled] = {}
+        self._compiled: dict[tuple[str, str, str], _Compiled] = {}
         self._lock = threading.Lock()
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
@@ -72,7 +76,7 @@ class DirectStatement:
         self, connection: Connection, params: Mapping[str, Any], *, fetch: bool
     ) -> tuple[list[Any], int]:
         dialect = connection.dialect
-        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
+        compiled = self._compiled.get(_key(dialect)) or self._compile(dialect)
         values = {**compiled.defaults, **params}
         for name, process in compiled.bind.items():
             values[name] = process(values[name])
@@ -95,6 +99,7 @@ class DirectStatement:
                 connection.invalidate(exc)
             raise DBAPIError.instance(
                 compiled.sql, args, exc, dialect.loaded_dbapi.Error,
+                hide_parameters=connection.engine.hide_parameters,
                 connection_invalidated=lost, dialect=dialect,
             ) from exc  # fmt: skip
         finally:
@@ -112,8 +117,8 @@ class DirectStatement:
 
     def _compile(self, dialect: Dialect) -> _Compiled:
         with self._lock:
-            if dialect.name in self._compiled:
-                return self._compiled[dialect.name]
+            if _key(dialect) in self._compiled:
+                return self._compiled[_key(dialect)]
             # An SQLCompiler: its binds, positiontup and construct_params are what
             # SQLAlchemy's own execution reads (the last with _check=False: defaults only).
             compiled: Any = self._statement.compile(dialect=dialect, column_keys=self._columns)
@@ -136,10 +141,21 @@ class DirectStatement:
                 sql=compiled.string,
                 names=names,
                 positional=compiled.positional,
-                defaults={k: v for k, v in defaults.items() if v is not None},
+                # Values the statement binds itself; a parameter with none (a column of an
+                # insert, a bindparam without a value) must come from the caller.
+                defaults={
+                    k: v
+                    for k, v in defaults.items()
+                    if v is not None and not (k in binds and binds[k].required)
+                },
                 bind=bind,
                 result=result,
                 row=namedtuple("Row", keys, rename=True),
             )
-            self._compiled[dialect.name] = entry
+            self._compiled[_key(dialect)] = entry
             return entry
+
+
+def _key(dialect: Dialect) -> tuple[str, str, str]:
+    """What the compiled form depends on: the SQL dialect, the driver, its parameter style."""
+    return dialect.name, dialect.driver, dialect.paramstyle

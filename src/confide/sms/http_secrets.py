@@ -64,7 +64,7 @@ class SecretHandlers:
         except SecretError as exc:
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
         if request.method == "HEAD":
-            return _existence(await self.base.blocking(self.sms.secrets.exists, ref))
+            return _existence(await self.base.quick_read(self.sms.secrets.exists, ref))
 
         def writer(signer: str) -> SecretRef:
             if signer != owner:
@@ -99,7 +99,7 @@ class SecretHandlers:
         ref = None if record is None else SecretRef(record.owner, kind, name, subject=address)
         if request.method == "HEAD":
             return _existence(
-                ref is not None and await self.base.blocking(self.sms.secrets.exists, ref)
+                ref is not None and await self.base.quick_read(self.sms.secrets.exists, ref)
             )
 
         def writer(signer: str) -> SecretRef:
