@@ -786,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="pushes in flight")
     parser.add_argument("--httpx-duration", type=float, default=5.0)
     parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--postgresql-only", action="store_true", help="skip SQLite")
     parser.add_argument("--scenario", action="append", default=[], help="run only these")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server")
     parser.add_argument("--out", type=Path, default=None)
@@ -818,7 +819,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="confide-sms-bench-") as tmp:
         workdir = Path(tmp)
         sqlite_url = f"sqlite:///{workdir / 'sms.db'}"
-        backends["sqlite"] = run_backend("sqlite", sqlite_url, settings, workdir)
+        if not args.postgresql_only:
+            backends["sqlite"] = run_backend("sqlite", sqlite_url, settings, workdir)
         if pg and not args.sqlite_only:
             with postgres_schema(pg) as url:
                 backends["postgresql"] = run_backend("postgresql", url, settings, workdir)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from confide.db import make_engine, upgrade
-from confide.db.direct import DirectStatement
+from confide.db.direct import _CURSOR, DirectStatement
 from confide.db.engine import reading
 from confide.db.schema import attest_nonces, secrets
 from tests.integration.tcp_forwarder import TcpForwarder
@@ -138,6 +138,8 @@ def test_a_lost_postgresql_connection_is_invalidated(database_url: str) -> None:
         forwarder.restore()
         with reading(engine) as connection:  # a new connection from the pool works
             assert peek.all(connection, {}) == []
+            # with a cursor of its own (the record's info outlived the old connection)
+            assert connection.info[_CURSOR][0] is connection.connection.dbapi_connection
         engine.dispose()
     finally:
         forwarder.close()
@@ -199,3 +201,24 @@ def test_an_insert_missing_a_column_is_refused(engine: Engine) -> None:
         put.execute(connection, {"nonce": os.urandom(32)})
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(attest_nonces)).scalar() == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_psycopg_statements_share_one_cursor_until_an_error(database_url: str) -> None:
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    upgrade(engine)
+    put = DirectStatement(insert(attest_nonces), columns=("nonce", "expires_at"))
+    count = DirectStatement(select(func.count()).select_from(attest_nonces))
+    nonce = os.urandom(32)
+    with engine.begin() as connection:
+        put.execute(connection, {"nonce": nonce, "expires_at": NOW})
+        kept = connection.info[_CURSOR][1]
+        assert count.first(connection, {})[0] == 1
+        assert connection.info[_CURSOR][1] is kept  # used again, not closed
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        put.execute(connection, {"nonce": nonce, "expires_at": NOW})
+    assert kept.closed  # dropped with the failed statement
+    with engine.begin() as connection:  # the same pooled connection, a new cursor
+        assert count.first(connection, {})[0] == 1
+        assert connection.info[_CURSOR][1] is not kept
+    engine.dispose()
