@@ -36,7 +36,8 @@ the machine shows. It also gives the server's CPU time per request (``/proc/PID/
 and the load generator's CPU share: on a 2-core machine they share the cores.
 
 ``--profile DIR`` samples the server with py-spy (``pip install py-spy``; not a
-dependency) during each scenario and writes raw stacks (flamegraph.pl's input).
+dependency) during each scenario, only the thread holding the GIL (``--gil``: where the
+server's Python time goes), and writes raw stacks (flamegraph.pl's input).
 """
 
 from __future__ import annotations
@@ -204,7 +205,9 @@ def profiled(directory: Path | None, name: str, pid: int) -> Iterator[None]:
         return
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / (re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-") + ".txt")
-    argv = [PY_SPY, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out)]
+    # --gil: only the thread holding the GIL is sampled, so the profile is where the
+    # server's Python time goes (waits on the database or the socket are left out).
+    argv = [PY_SPY, "record", "-p", str(pid), "-r", "200", "--gil", "-f", "raw", "-o", str(out)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached before the load starts
     try:

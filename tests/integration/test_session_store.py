@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from confide.crypto.envelope import KeyEncryptionKey
 from confide.db import make_engine, upgrade
@@ -17,6 +17,7 @@ from confide.sms.sessions import (
     SessionForbiddenError,
     SessionNotFoundError,
     SessionStore,
+    successor_exists,
 )
 
 NOW = 1_800_000_000
@@ -170,5 +171,6 @@ def test_current_version_is_only_the_head(stores: tuple[SessionStore, SecretStor
     assert head is not None and head.predecessor == first.hash
     assert head.document == store.current(ALICE, ALICE, "cubic").document
     with engine.connect() as connection:
-        assert store.superseded(connection, ALICE, "cubic", first.hash)
-        assert not store.superseded(connection, ALICE, "cubic", second.hash)
+        for digest, superseded in ((first.hash, True), (second.hash, False)):
+            params = {"owner": ALICE, "name": "cubic", "hash": digest}
+            assert connection.execute(select(successor_exists()), params).scalar() is superseded

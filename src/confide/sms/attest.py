@@ -17,11 +17,12 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.evidence import Evidence
@@ -44,14 +45,22 @@ from confide.crypto.wallet import normalise_address
 from confide.db import audit
 from confide.db.direct import DirectStatement
 from confide.db.engine import reading
-from confide.db.schema import attestations, task_releases, volume_tags
+from confide.db.schema import attestations, secrets, task_releases, volume_tags
 from confide.db.stores import DatabaseNonceStore
 from confide.errors import AttestationError, AuthError, ConfideError
 from confide.sms.registry import AppRecord
 from confide.sms.release_policy import ReleasePolicy
-from confide.sms.secrets import SecretExistsError, SecretNotFoundError, SecretRef, StoredSecret
+from confide.sms.secrets import (
+    BATCH,
+    SecretExistsError,
+    SecretNotFoundError,
+    SecretRef,
+    StoredSecret,
+    batch_params,
+    key_of,
+)
 from confide.sms.service import Sms
-from confide.sms.sessions import StoredSession, session_secret_ref
+from confide.sms.sessions import StoredSession, session_secret_ref, successor_exists
 from confide.sms.tasks import TaskOrder, TaskOrderError
 
 CONFIG_FORMAT = "confide-config-v1"
@@ -299,10 +308,15 @@ class Attestations:
         )
         plan = _Plan(policy, scope=f"{target.owner}/{target.name}",
                      audience=f"session:{target.owner}/{target.name}", session=head)  # fmt: skip
-        values: dict[str, str] = {}
-        for name in sorted(_references(service)):
-            ref = session_secret_ref(target.owner, target.name, head.hash, name)
-            values[name] = self._session_secret(ref, plan, f"session secret {name!r}", connection)
+        names = sorted(_references(service))
+        refs = {name: session_secret_ref(target.owner, target.name, head.hash, name)
+                for name in names}  # fmt: skip
+        volumes = [v for v in document["volumes"] if v["name"] in service["volumes"]]
+        keys = {v["name"]: _volume_key_ref(head, v["name"]) for v in volumes}
+        # All the secrets in one read, and the volumes' tags in another.
+        found = self.sms.secrets.release_many([*refs.values(), *keys.values()], connection)
+        values = {name: self._session_secret(refs[name], found, plan, f"session secret {name!r}")
+                  for name in names}  # fmt: skip
         plan.config = {
             "format": CONFIG_FORMAT,
             "session": {"owner": target.owner, "name": target.name, "hash": head.hash},
@@ -310,36 +324,35 @@ class Attestations:
             "command": _inject(service["command"], values),
             "pwd": service["pwd"],
             "environment": {k: _inject(v, values) for k, v in service["environment"].items()},
-            "volumes": self._volumes(head, service, connection),
+            "volumes": self._volumes(head, volumes, keys, found, connection),
         }
         return plan
 
+    @staticmethod
     def _volumes(
-        self, head: StoredSession, service: dict[str, Any], connection: Connection
-    ) -> list[dict[str, Any]]:
-        """Each volume the service may use, with its key and the tag it must have.
+        head: StoredSession, volumes: list[dict[str, Any]], keys: Mapping[str, SecretRef],
+        found: Mapping[SecretRef, StoredSecret], connection: Connection,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Each volume the service may use (``volumes``), with its key (read into
+        ``found``) and the tag it must have.
 
         An output volume's key is made on first use; an input volume must have been
         pushed by the session's owner (its key is theirs).
         """
+        tags = current_tags(head.owner, head.name, [v["name"] for v in volumes], connection)
         result = []
-        for volume in head.document["volumes"]:
-            if volume["name"] not in service["volumes"]:
-                continue
-            ref = SecretRef(head.owner, "volume", volume["name"], subject=head.name)
-            try:
-                key = self.sms.secrets.latest(ref, connection)[1]
-            except SecretNotFoundError:
-                if volume["mode"] != "output":
-                    raise AttestationRefusedError(
-                        f"input volume {volume['name']!r} has no key yet: its owner pushes "
-                        f"it with the volume"
-                    ) from None
-                key = None  # made and stored when the grant is recorded
+        for volume in volumes:
+            stored = found.get(keys[volume["name"]])
+            if stored is None and volume["mode"] != "output":
+                raise AttestationRefusedError(
+                    f"input volume {volume['name']!r} has no key yet: its owner pushes "
+                    f"it with the volume"
+                )
             result.append({
                 "name": volume["name"], "mode": volume["mode"], "path": volume["path"],
-                "key": None if key is None else key.hex(),
-                "tag": current_tag(self.sms, head.owner, head.name, volume["name"], connection),
+                # None: made and stored when the grant is recorded
+                "key": None if stored is None else stored.value.hex(),
+                "tag": tags[volume["name"]],
             })  # fmt: skip
         return result
 
@@ -359,20 +372,32 @@ class Attestations:
         plan = _Plan(policy, scope=target.task_id, audience=f"task:{target.task_id}")
         env: dict[str, str] = {"IEXEC_TASK_ID": target.task_id}
         developer = SecretRef(app.owner, "app", "1", subject=app.address)
-        stored = self._release(developer, plan, connection)  # optional: None if not pushed
+        mapped = [(index, SecretRef(order.requester, "requester", name))
+                  for index, name in order.secrets]  # fmt: skip
+        dataset = None if order.dataset is None else self.sms.registry.dataset(order.dataset)
+        dataset_ref = None if dataset is None else SecretRef(
+            dataset.owner, "dataset", "key", subject=dataset.address)  # fmt: skip
+        result_ref = None if order.result_key is None else _result_key_ref(order.requester)
+        # Every secret the task may get, in one read; each is checked below.
+        found = self.sms.secrets.release_many(
+            [developer, *(ref for _, ref in mapped),
+             *(ref for ref in (dataset_ref, result_ref) if ref is not None)],
+            connection,
+        )  # fmt: skip
+        stored = self._release(developer, plan, found)  # optional: None if not pushed
         if stored is not None:
             what = "the app developer secret"
             self._restricted(stored.policy, order, what)
             value = _utf8(stored.value, what)
             env["IEXEC_APP_DEVELOPER_SECRET"] = env["IEXEC_APP_DEVELOPER_SECRET_1"] = value
         missing = []
-        for index, name in order.secrets:
-            mapped = self._release(SecretRef(order.requester, "requester", name), plan, connection)
-            if mapped is None:
-                missing.append(name)
+        for index, ref in mapped:
+            secret = self._release(ref, plan, found)
+            if secret is None:
+                missing.append(ref.name)
                 continue
             env[f"IEXEC_REQUESTER_SECRET_{index}"] = _utf8(
-                mapped.value, f"requester secret {name!r}"
+                secret.value, f"requester secret {ref.name!r}"
             )
         if missing:
             raise AttestationRefusedError(
@@ -381,7 +406,9 @@ class Attestations:
             )
         dataset_key = None
         if order.dataset is not None:
-            dataset_key = self._dataset_key(order.dataset, order, plan, connection)
+            if dataset_ref is None:
+                raise AttestationRefusedError(f"unknown dataset {order.dataset}")
+            dataset_key = self._dataset_key(dataset_ref, order, plan, found)
         plan.config = {
             "format": CONFIG_FORMAT,
             "task": {"id": target.task_id, "app": order.app, "requester": order.requester},
@@ -389,8 +416,8 @@ class Attestations:
             "environment": env,
             "dataset": None if order.dataset is None
             else {"address": order.dataset, "key": dataset_key},
-            "result_encryption_key": self._result_key(order.requester, order.result_key,
-                                                      connection),
+            "result_encryption_key": None if result_ref is None or order.result_key is None
+            else self._result_key(result_ref, order.result_key, found),
         }  # fmt: skip
         return plan
 
@@ -438,30 +465,21 @@ class Attestations:
         return order, app
 
     def _dataset_key(
-        self, address: str, order: TaskOrder, plan: _Plan, connection: Connection
-    ) -> str:
-        dataset = self.sms.registry.dataset(address)
-        if dataset is None:
-            raise AttestationRefusedError(f"unknown dataset {address}")
-        ref = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
-        stored = self._release(ref, plan, connection)
+        self, ref: SecretRef, order: TaskOrder, plan: _Plan,
+        found: Mapping[SecretRef, StoredSecret],
+    ) -> str:  # fmt: skip
+        stored = self._release(ref, plan, found)
         if stored is None:
-            raise AttestationRefusedError(f"the key of dataset {address} does not exist")
-        self._restricted(stored.policy, order, f"dataset {address}")
+            raise AttestationRefusedError(f"the key of dataset {ref.subject} does not exist")
+        self._restricted(stored.policy, order, f"dataset {ref.subject}")
         return base64.b64encode(stored.value).decode()
 
-    def _result_key(
-        self, requester: str, pinned: str | None, connection: Connection | None = None
-    ) -> str | None:
-        if pinned is None:
-            return None
-        ref = SecretRef(requester, "result-key", "result-key")
-        try:
-            _, key = self.sms.secrets.latest(ref, connection)
-        except SecretNotFoundError:
-            raise AttestationRefusedError(
-                f"requester {requester} has no result-encryption key"
-            ) from None
+    @staticmethod
+    def _result_key(ref: SecretRef, pinned: str, found: Mapping[SecretRef, StoredSecret]) -> str:
+        stored = found.get(ref)
+        if stored is None:
+            raise AttestationRefusedError(f"requester {ref.owner} has no result-encryption key")
+        key = stored.value
         if result_key_sha256(key) != pinned:
             raise AttestationRefusedError(
                 "the requester's result-encryption key is not the one the task order pins"
@@ -505,20 +523,25 @@ class Attestations:
             ):
                 problems.append(f"dataset {order.dataset} has no key")
         if order.result_key is not None:
+            ref = _result_key_ref(order.requester)
+            with reading(self.sms.engine) as connection:
+                found = self.sms.secrets.release_many([ref], connection)
             try:
-                self._result_key(order.requester, order.result_key)
+                self._result_key(ref, order.result_key, found)
             except AttestationRefusedError as exc:
                 problems.extend(exc.reasons)
         return problems
 
     # -- common -----------------------------------------------------------------------
 
-    def _release(self, ref: SecretRef, plan: _Plan, connection: Connection) -> StoredSecret | None:
-        """The secret (None if it does not exist), its release policy added to the plan's,
-        its version recorded for the audit entry and the grant's recheck."""
-        try:
-            stored = self.sms.secrets.release(ref, connection)
-        except SecretNotFoundError:
+    def _release(
+        self, ref: SecretRef, plan: _Plan, found: Mapping[SecretRef, StoredSecret]
+    ) -> StoredSecret | None:
+        """The secret read into ``found`` (None if it does not exist), its release policy
+        added to the plan's, its version recorded for the audit entry and the grant's
+        recheck."""
+        stored = found.get(ref)
+        if stored is None:
             return None
         plan.policy = plan.policy.intersect(
             stored.policy.to_policy(allow_sim=self.sms.config.allow_sim)
@@ -527,14 +550,17 @@ class Attestations:
         plan.versions.append((ref, stored.version))
         return stored
 
+    @staticmethod
     def _session_secret(
-        self, ref: SecretRef, plan: _Plan, what: str, connection: Connection
+        ref: SecretRef, found: Mapping[SecretRef, StoredSecret], plan: _Plan, what: str
     ) -> str:
         # A session's own secrets follow the session's policy (nothing to intersect).
-        version, value = self.sms.secrets.latest(ref, connection)
-        plan.released.append(f"{ref.label()}@{version}")
-        plan.versions.append((ref, version))
-        return _utf8(value, what)
+        stored = found.get(ref)
+        if stored is None:  # the session's document declares every secret it references
+            raise SecretNotFoundError(f"secret {ref.label()} does not exist")
+        plan.released.append(f"{ref.label()}@{stored.version}")
+        plan.versions.append((ref, stored.version))
+        return _utf8(stored.value, what)
 
     @staticmethod
     def _restricted(policy: ReleasePolicy, order: TaskOrder, what: str) -> None:
@@ -573,17 +599,19 @@ class Attestations:
     def _recheck(self, connection: Connection, request: AttestRequest, plan: _Plan) -> None:
         """Inside the grant's transaction: nothing the plan read has moved on since (a
         secret rotated, the session updated, the lease re-claimed while the evidence was
-        being verified). Otherwise the release would be of a superseded state."""
-        for ref, version in plan.versions:
-            if self.sms.secrets.current_version(connection, ref) != version:
+        being verified). Otherwise the release would be of a superseded state. One
+        statement reads it all (per BATCH secrets)."""
+        target = request.target
+        session = target if isinstance(target, SessionTarget) else None
+        current, superseded = _recheck_reads(connection, [r for r, _ in plan.versions], session)
+        for (ref, version), now_version in zip(plan.versions, current, strict=True):
+            if now_version != version:
                 raise AttestationRefusedError(
                     f"secret {ref.label()} changed while attesting: attest again"
                 )
-        target = request.target
-        if isinstance(target, SessionTarget):
-            if self.sms.sessions.superseded(connection, target.owner, target.name, target.hash):
-                raise AttestationRefusedError("the session was updated while attesting")
-        else:
+        if superseded:
+            raise AttestationRefusedError("the session was updated while attesting")
+        if not isinstance(target, SessionTarget):
             record = self.sms.registry.task(target.task_id)
             if (
                 record is None
@@ -681,8 +709,8 @@ class Attestations:
             # it is read here, so it is found, not written twice (a conflict)
             audit.lock(connection)
         for volume, key in fresh:
-            session = plan.config["session"]  # volumes are a session's
-            ref = SecretRef(session["owner"], "volume", volume["name"], subject=session["name"])
+            assert plan.session is not None  # noqa: S101 - volumes are a session's
+            ref = _volume_key_ref(plan.session, volume["name"])
             try:  # another grant may have stored it since the plan read it
                 stored = self.sms.secrets.latest(ref, connection)[1]
             except SecretNotFoundError:
@@ -723,26 +751,76 @@ class _AlreadyConsumed:
 _CONSUMED = _AlreadyConsumed()
 
 
-def current_tag(sms: Sms, owner: str, session: str, volume: str,
-                connection: Connection | None = None) -> str | None:  # fmt: skip
-    """The volume's current tag (None before the first), read on ``connection`` if given."""
-    params = {"owner": owner, "session": session, "volume": volume}
-    if connection is None:
-        with reading(sms.engine) as own:
-            row = _CURRENT_TAG.first(own, params)
-    else:
-        row = _CURRENT_TAG.first(connection, params)
-    return None if row is None else str(row.tag)
+def current_tags(
+    owner: str, session: str, volumes: Sequence[str], connection: Connection
+) -> dict[str, str | None]:
+    """Each volume's current tag (None before the first): one statement per BATCH
+    volumes, each column an indexed ``ORDER BY seq DESC LIMIT 1`` read."""
+    tags: dict[str, str | None] = {}
+    wanted = list(dict.fromkeys(volumes))
+    for start in range(0, len(wanted), BATCH):
+        chunk = wanted[start : start + BATCH]
+        params = {"owner": owner, "session": session}
+        params.update({f"volume_{i}": volume for i, volume in enumerate(chunk)})
+        row = _tags_of(len(chunk)).first(connection, params)
+        tags.update({volume: None if tag is None else str(tag)
+                     for volume, tag in zip(chunk, row, strict=True)})  # fmt: skip
+    return tags
 
 
-# Built once, values bound at execution, run on the driver (confide.db.direct).
-_CURRENT_TAG = DirectStatement(
-    select(volume_tags.c.tag)
-    .where(volume_tags.c.owner == bindparam("owner"),
-           volume_tags.c.session == bindparam("session"),
-           volume_tags.c.volume == bindparam("volume"))
-    .order_by(volume_tags.c.seq.desc()).limit(1)
-)  # fmt: skip
+def _recheck_reads(
+    connection: Connection, refs: Sequence[SecretRef], session: SessionTarget | None
+) -> tuple[list[int | None], bool]:
+    """The current version of each of ``refs``, and whether ``session``'s version has a
+    successor: one statement per BATCH references (the first also asks for the successor)."""
+    chunks = [refs[i : i + BATCH] for i in range(0, len(refs), BATCH)] or [[]]
+    versions: list[int | None] = []
+    superseded = False
+    for n, chunk in enumerate(chunks):
+        ask = session is not None and n == 0
+        if not chunk and not ask:
+            continue
+        params = batch_params(chunk)
+        if session is not None and ask:
+            params.update(owner=session.owner, name=session.name, hash=session.hash)
+        row = _recheck_of(len(chunk), ask).first(connection, params)
+        versions += [None if v is None else int(v) for v in row[: len(chunk)]]
+        superseded = superseded or (ask and bool(row[-1]))
+    return versions, superseded
+
+
+# Built once per shape, values bound at execution, run on the driver (confide.db.direct).
+@lru_cache(maxsize=BATCH)
+def _tags_of(count: int) -> DirectStatement:
+    return DirectStatement(select(*(
+        select(volume_tags.c.tag)
+        .where(volume_tags.c.owner == bindparam("owner"),
+               volume_tags.c.session == bindparam("session"),
+               volume_tags.c.volume == bindparam(f"volume_{i}"))
+        .order_by(volume_tags.c.seq.desc()).limit(1).scalar_subquery().label(f"t{i}")
+        for i in range(count)
+    )))  # fmt: skip
+
+
+@lru_cache(maxsize=2 * BATCH)
+def _recheck_of(count: int, session: bool) -> DirectStatement:
+    columns = [
+        select(func.max(secrets.c.version)).where(*key_of(i)).scalar_subquery().label(f"v{i}")
+        for i in range(count)
+    ]
+    if session:
+        columns.append(successor_exists().label("superseded"))
+    return DirectStatement(select(*columns))
+
+
+def _volume_key_ref(head: StoredSession, volume: str) -> SecretRef:
+    return SecretRef(head.owner, "volume", volume, subject=head.name)
+
+
+def _result_key_ref(requester: str) -> SecretRef:
+    return SecretRef(requester, "result-key", "result-key")
+
+
 _INSERT_ATTESTATION = DirectStatement(
     insert(attestations),
     columns=("jti", "ed25519_public", "subject", "scope", "service", "worker", "expires_at",

@@ -34,7 +34,7 @@ from confide.db.replay import prune_request_nonces, record_request
 from confide.db.stores import DatabaseNonceStore
 from confide.errors import AuthError, ConfideError, SecretError, SessionError
 from confide.jsonsafe import loads_bounded
-from confide.sms.attest import Attestations, current_tag
+from confide.sms.attest import Attestations, current_tags
 from confide.sms.http_attest import AttestHandlers
 from confide.sms.http_common import HttpProblemError, path_address, problem, read_body
 from confide.sms.http_secrets import SecretHandlers
@@ -237,10 +237,8 @@ class _Handlers:
     def tags(self, stored: StoredSession) -> dict[str, str | None]:
         """Each volume's current tag (None before its first), on one connection."""
         with reading(self.sms.engine) as connection:
-            return {
-                v["name"]: current_tag(self.sms, stored.owner, stored.name, v["name"], connection)
-                for v in stored.document["volumes"]
-            }
+            names = [v["name"] for v in stored.document["volumes"]]
+            return current_tags(stored.owner, stored.name, names, connection)
 
     async def create_session(self, request: Request) -> Response:
         raw = await read_body(request, SESSION_BODY_LIMIT)

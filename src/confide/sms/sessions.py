@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, exists, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.selectable import Exists
 
 from confide.db import audit
 from confide.db.direct import DirectStatement
@@ -122,12 +123,6 @@ class SessionStore:
         self._versions[key] = found
         return found
 
-    @staticmethod
-    def superseded(connection: Connection, owner: str, name: str, digest: str) -> bool:
-        """Whether a version names ``digest`` as its predecessor (read on ``connection``)."""
-        params = {"owner": owner, "name": name, "hash": digest}
-        return _SUCCESSOR_DIRECT.first(connection, params) is not None
-
     def history(self, caller: str, owner: str, name: str) -> list[StoredSession]:
         self.current(caller, owner, name)  # access check
         return self._history(owner, name)
@@ -216,13 +211,19 @@ _THIS_AND_CURRENT = (
     sessions.c.hash == bindparam("hash"),
     ~exists(_SUCCESSOR),
 )
-_SUCCESSOR_DIRECT = DirectStatement(_SUCCESSOR)  # an attestation's hot reads: on the driver
 _CURRENT = DirectStatement(
     select(sessions.c.predecessor, sessions.c.document, sessions.c.created_at).where(
         *_THIS_AND_CURRENT
     )
 )
 _IS_CURRENT = DirectStatement(select(sessions.c.created_at).where(*_THIS_AND_CURRENT))
+
+
+def successor_exists() -> Exists:
+    """Whether a version names version ``:hash`` of session ``:owner``/``:name`` as its
+    predecessor (bound parameters ``owner``, ``name``, ``hash``): for a statement that
+    checks it with other things."""
+    return exists(_SUCCESSOR)
 
 
 def session_secret_ref(owner: str, session: str, digest: str, secret: str) -> SecretRef:
