@@ -18,6 +18,7 @@ from confide.attestation.verifier import EnclaveBinding
 from confide.client.sms import SmsClient
 from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.signing import SigningKey
+from confide.db import audit
 from confide.db.schema import audit_log
 from confide.db.stores import DatabaseNonceStore, DatabasePlatformRegistry
 from confide.errors import AttestationError, AuthError, SecretError
@@ -188,7 +189,16 @@ class _RotatingVerifier:
         return self.inner.appraise(evidence, now)
 
 
-def test_nothing_superseded_is_released(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [("rotate", "secret session/cubic@.* changed while attesting"),
+     ("update", "version [0-9a-f]{64} is no longer current \\(the session was updated\\)")],
+)  # fmt: skip
+def test_nothing_superseded_is_released(
+    tmp_path: Path, database_url: str, write: str, reason: str
+) -> None:
+    """A secret rotated, or the session updated, between the plan's reads and the grant:
+    refused (checked in the grant's transaction), and nothing released."""
     sms = Sms(SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t",
                         allow_sim=True))  # fmt: skip
     from confide.sms.session_document import parse_session
@@ -200,10 +210,15 @@ def test_nothing_superseded_is_released(tmp_path: Path, database_url: str) -> No
     DatabasePlatformRegistry(sms.engine).register(platform.public_bytes(), OWNER.address, 1)
     api_key = SecretRef(OWNER.address, "session", "api_key", subject=f"cubic@{stored.hash[:16]}")
 
-    def rotate() -> None:
-        sms.secrets.put(api_key, b"rotated", update=True, now=1_800_000_001)
+    def during() -> None:
+        if write == "rotate":
+            sms.secrets.put(api_key, b"rotated", update=True, now=1_800_000_001)
+        else:
+            text = SESSION.replace('version: "1"', f'version: "2"\npredecessor: {stored.hash}')
+            sms.sessions.update(OWNER.address, OWNER.address, parse_session(text, {}),
+                                1_800_000_001)  # fmt: skip
 
-    verifier = _RotatingVerifier(SimVerifier(DatabasePlatformRegistry(sms.engine)), rotate)
+    verifier = _RotatingVerifier(SimVerifier(DatabasePlatformRegistry(sms.engine)), during)
     attestations = Attestations(sms, {"sim": verifier}, DatabaseNonceStore(sms.engine))
     nonce = attestations.challenge(1_800_000_000)
     keys = EnclaveKeys.generate()
@@ -215,6 +230,9 @@ def test_nothing_superseded_is_released(tmp_path: Path, database_url: str) -> No
         x25519_public=keys.x25519_public, ed25519_public=keys.ed25519_public, service="app",
         worker="", target=target,
     )  # fmt: skip
-    with pytest.raises(AttestationRefusedError, match="changed while attesting"):
+    with pytest.raises(AttestationRefusedError, match=reason):
         attestations.attest(request, 1_800_000_000)
+    with sms.engine.connect() as connection:
+        actions = [e.action for e in audit.entries(connection)]
+    assert "attest.granted" not in actions and actions[-1] == "attest.refused"
     sms.engine.dispose()

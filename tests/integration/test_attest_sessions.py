@@ -156,6 +156,16 @@ def test_attested_enclave_receives_its_sealed_configuration(
         assert reader.config["environment"] == {}  # only what its service references
 
 
+def test_an_enclave_of_a_replaced_version_is_refused(tmp_path: Path, database_url: str) -> None:
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        w.attest(EnclaveKeys.generate())  # the sms has read version 1 (and keeps it)
+        updated = SESSION.replace('version: "1"', f'version: "2"\npredecessor: {w.session["hash"]}')
+        w.owner.update_session(OWNER.address, "cubic", updated, {}, "cubic.yml")
+        with pytest.raises(AuthError, match=r"403.*version [0-9a-f]{64} is no longer current"):
+            w.attest(EnclaveKeys.generate())
+
+
 def test_refusals_name_their_reason(tmp_path: Path, database_url: str) -> None:
     with world(tmp_path, database_url) as w:
         push_input(w, b"\x11" * 32, "aa" * 32)

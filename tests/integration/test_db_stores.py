@@ -7,12 +7,21 @@ import threading
 
 import pytest
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from confide.attestation import EnclaveBinding, Measurement, Policy, verify_attestation
 from confide.attestation.sim import SimAttester, SimVerifier
 from confide.crypto.signing import SigningKey
 from confide.db import make_engine, upgrade
-from confide.db.audit import append, append_now, entries, verify_chain
+from confide.db.audit import (
+    Head,
+    append,
+    append_now,
+    entries,
+    head_columns,
+    lock,
+    verify_chain,
+)
 from confide.db.schema import attest_nonces, audit_log, sim_platforms
 from confide.db.stores import DatabaseNonceStore, DatabasePlatformRegistry
 from confide.errors import AttestationError, ConfideError
@@ -59,6 +68,26 @@ def test_a_forked_chain_is_refused_by_the_database(engine: Engine) -> None:
         connection.execute(audit_log.insert().values(
             seq=1, prev_hash="0" * 64, hash="1" * 64, at=NOW, actor="x", action="x",
             subject="x", detail="{}"))  # fmt: skip
+
+
+def test_a_head_read_with_other_columns_is_appended_to(engine: Engine) -> None:
+    """``head_columns`` read after ``lock`` continue the chain (from empty, and after an
+    entry); a head that another entry passed is refused by the database, never forked."""
+    for expected in (0, 1):
+        with engine.begin() as connection:
+            lock(connection)
+            row = connection.execute(select(*head_columns())).one()
+            head = Head(row.audit_seq, row.audit_hash)
+            entry = append(connection, at=NOW, actor="a", action="a", subject="s", head=head)
+        assert entry.seq == expected
+    with engine.begin() as connection:
+        row = connection.execute(select(*head_columns())).one()
+    append_now(engine, at=NOW, actor="b", action="b", subject="s")
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        append(connection, at=NOW, actor="c", action="c", subject="s",
+               head=Head(row.audit_seq, row.audit_hash))  # fmt: skip
+    with engine.connect() as connection:
+        assert verify_chain(connection) == 3
 
 
 def test_concurrent_appends_keep_one_gapless_chain(engine: Engine) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, Label, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from confide.db.direct import DirectStatement
@@ -60,15 +60,44 @@ def entry_hash(prev_hash: str, seq: int, at: int, actor: str, action: str, subje
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Head:
+    """The log's last entry as read in a transaction (both None: the log is empty)."""
+
+    seq: int | None
+    hash: str | None
+
+
+def head_columns() -> list[Label[Any]]:
+    """The head as two columns, ``audit_seq`` and ``audit_hash`` (NULL when the log is
+    empty), for a statement that reads it with other things. Read them after
+    :func:`lock`, and give them to :func:`append` as ``head`` with no entry written in
+    between: the statement saved is one round trip of the writers' queue."""
+    last = select(audit_log.c.seq).order_by(audit_log.c.seq.desc()).limit(1)
+    return [
+        last.scalar_subquery().label("audit_seq"),
+        last.with_only_columns(audit_log.c.hash).scalar_subquery().label("audit_hash"),
+    ]
+
+
 def append(
     connection: Connection, *, at: int, actor: str, action: str, subject: str,
-    detail: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None, head: Head | None = None,
 ) -> AuditEntry:  # fmt: skip
-    """Append one entry in the caller's transaction (a collision raises IntegrityError)."""
+    """Append one entry in the caller's transaction (a collision raises IntegrityError).
+
+    ``head``: the head the caller read after :func:`lock` in this transaction (see
+    :func:`head_columns`); without it, the lock is taken and the head read here.
+    """
     detail = detail or {}
-    lock(connection)
-    head = _HEAD.first(connection, {})
-    seq, prev = (0, GENESIS) if head is None else (int(head.seq) + 1, str(head.hash))
+    if head is None:
+        lock(connection)
+        row = _HEAD.first(connection, {})
+        head = Head(None, None) if row is None else Head(int(row.seq), str(row.hash))
+    if head.seq is None or head.hash is None:
+        seq, prev = 0, GENESIS
+    else:
+        seq, prev = head.seq + 1, head.hash
     digest = entry_hash(prev, seq, at, actor, action, subject, detail)
     _INSERT.execute(
         connection,

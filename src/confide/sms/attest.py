@@ -287,8 +287,12 @@ class Attestations:
     def _session_plan(
         self, request: AttestRequest, target: SessionTarget, connection: Connection
     ) -> _Plan:
-        head = self.sms.sessions.current_version(target.owner, target.name, target.hash,
-                                                 connection)  # fmt: skip
+        sessions = self.sms.sessions
+        # A version read before is not read again: whether it is still current is checked
+        # in the grant's transaction (the recheck), where it must be checked anyway.
+        head = sessions.known_version(target.owner, target.name, target.hash)
+        if head is None:
+            head = sessions.current_version(target.owner, target.name, target.hash, connection)
         if head is None:
             raise AttestationRefusedError(
                 f"session {target.owner}/{target.name} has no current version {target.hash} "
@@ -596,21 +600,28 @@ class Attestations:
         except _NonceGoneError:
             raise AttestationRefusedError(NONCE_USED) from None
 
-    def _recheck(self, connection: Connection, request: AttestRequest, plan: _Plan) -> None:
-        """Inside the grant's transaction: nothing the plan read has moved on since (a
-        secret rotated, the session updated, the lease re-claimed while the evidence was
-        being verified). Otherwise the release would be of a superseded state. One
-        statement reads it all (per BATCH secrets)."""
+    def _recheck(self, connection: Connection, request: AttestRequest, plan: _Plan) -> audit.Head:
+        """Inside the grant's transaction, after the audit log's lock: nothing the plan
+        read has moved on since (a secret rotated, the session updated, the lease
+        re-claimed while the evidence was being verified). Otherwise the release would be
+        of a superseded state. A write that would change what is checked appends to the
+        audit log in its transaction too, so it either committed before the lock was
+        taken (and is seen here) or comes after this grant. One statement (per BATCH
+        secrets) reads it all, and the log's head for the grant's entry, returned."""
         target = request.target
         session = target if isinstance(target, SessionTarget) else None
-        current, superseded = _recheck_reads(connection, [r for r, _ in plan.versions], session)
+        refs = [r for r, _ in plan.versions]
+        current, superseded, head = _recheck_reads(connection, refs, session)
         for (ref, version), now_version in zip(plan.versions, current, strict=True):
             if now_version != version:
                 raise AttestationRefusedError(
                     f"secret {ref.label()} changed while attesting: attest again"
                 )
-        if superseded:
-            raise AttestationRefusedError("the session was updated while attesting")
+        if session is not None and superseded:
+            raise AttestationRefusedError(
+                f"session {session.owner}/{session.name} version {session.hash} is no longer "
+                f"current (the session was updated): start the enclave for the current version"
+            )
         if not isinstance(target, SessionTarget):
             record = self.sms.registry.task(target.task_id)
             if (
@@ -619,6 +630,7 @@ class Attestations:
                 or record.worker.lower() != request.worker
             ):
                 raise AttestationRefusedError("the task's lease changed while attesting")
+        return head
 
     def _grant(self, request: AttestRequest, plan: _Plan, verdict: Verdict, now: int) -> Grant:
         assert verdict.appraisal is not None  # noqa: S101 - ok verdicts carry one
@@ -639,7 +651,6 @@ class Attestations:
             with self.sms.engine.begin() as connection:
                 if not self.nonces.take(connection, request.nonce, now):
                     raise _NonceGoneError  # a concurrent request with this nonce won
-                self._recheck(connection, request, plan)
                 if self._store_output_keys(connection, plan, fresh, now):
                     sealed = self._seal(request, plan, verdict, info, jti, now)  # its key
                 if isinstance(request.target, TaskTarget):
@@ -654,8 +665,10 @@ class Attestations:
                     "worker": request.worker, "expires_at": now + DEFAULT_TTL_SECONDS,
                     "created_at": now,
                 })  # fmt: skip
+                audit.lock(connection)
+                head = self._recheck(connection, request, plan)
                 audit.append(
-                    connection, at=now,
+                    connection, at=now, head=head,
                     actor=request.worker if isinstance(request.target, TaskTarget) else "enclave",
                     action="attest.granted", subject=_subject_label(request),
                     detail={"service": request.service, "jti": jti, "status": verdict.status,
@@ -770,23 +783,26 @@ def current_tags(
 
 def _recheck_reads(
     connection: Connection, refs: Sequence[SecretRef], session: SessionTarget | None
-) -> tuple[list[int | None], bool]:
-    """The current version of each of ``refs``, and whether ``session``'s version has a
-    successor: one statement per BATCH references (the first also asks for the successor)."""
+) -> tuple[list[int | None], bool, audit.Head]:
+    """The current version of each of ``refs``, whether ``session``'s version has a
+    successor, and the audit log's head: one statement per BATCH references (the first
+    also reads the successor and the head)."""
     chunks = [refs[i : i + BATCH] for i in range(0, len(refs), BATCH)] or [[]]
     versions: list[int | None] = []
-    superseded = False
+    superseded, head = False, audit.Head(None, None)
     for n, chunk in enumerate(chunks):
-        ask = session is not None and n == 0
-        if not chunk and not ask:
-            continue
-        params = batch_params(chunk)
-        if session is not None and ask:
+        first = n == 0
+        params: dict[str, str] = batch_params(chunk)
+        if session is not None and first:
             params.update(owner=session.owner, name=session.name, hash=session.hash)
-        row = _recheck_of(len(chunk), ask).first(connection, params)
+        row = _recheck_of(len(chunk), session is not None and first, first).first(
+            connection, params
+        )
         versions += [None if v is None else int(v) for v in row[: len(chunk)]]
-        superseded = superseded or (ask and bool(row[-1]))
-    return versions, superseded
+        if first:
+            head = audit.Head(row.audit_seq, row.audit_hash)
+            superseded = session is not None and bool(row[len(chunk)])
+    return versions, superseded, head
 
 
 # Built once per shape, values bound at execution, run on the driver (confide.db.direct).
@@ -803,13 +819,15 @@ def _tags_of(count: int) -> DirectStatement:
 
 
 @lru_cache(maxsize=2 * BATCH)
-def _recheck_of(count: int, session: bool) -> DirectStatement:
-    columns = [
+def _recheck_of(count: int, session: bool, head: bool) -> DirectStatement:
+    columns: list[Any] = [
         select(func.max(secrets.c.version)).where(*key_of(i)).scalar_subquery().label(f"v{i}")
         for i in range(count)
     ]
     if session:
         columns.append(successor_exists().label("superseded"))
+    if head:
+        columns += audit.head_columns()
     return DirectStatement(select(*columns))
 
 

@@ -93,6 +93,13 @@ class SessionStore:
             raise SessionForbiddenError(f"{caller} may not {what} session {owner}/{name}")
         return head
 
+    def known_version(self, owner: str, name: str, digest: str) -> StoredSession | None:
+        """Version ``digest`` if this store has read it before (without a read): it
+        existed then, and nothing deletes a version, but it may have been superseded
+        since. An attestation uses it and checks that no successor exists in its grant's
+        transaction."""
+        return self._versions.get((owner, name, digest))
+
     def current_version(
         self, owner: str, name: str, digest: str, connection: Connection | None = None
     ) -> StoredSession | None:
