@@ -42,6 +42,28 @@ def store(engine: Engine, tmp_path: Path) -> SecretStore:
 X1 = SecretRef(ALICE, "requester", "x1")
 
 
+def test_existence_found_is_remembered_and_absence_is_read_again(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Two stores on one database, as two replicas: an absence is never remembered (the
+    other replica's write is seen at once); a secret seen to exist is answered without a
+    read (nothing in the sms deletes one), and the cache is bounded."""
+    kek = KeyEncryptionKey.load_or_create(tmp_path / "kek")
+    one, two = SecretStore(engine, kek, cache_size=2), SecretStore(engine, kek)
+    assert not one.exists(X1) and not one.known(X1)
+    two.put(X1, VALUE, update=False, now=NOW)
+    assert two.known(X1)  # its own committed write
+    assert not one.known(X1) and one.exists(X1) and one.known(X1)
+    with engine.begin() as connection:  # what no sms path does: the row removed by hand
+        connection.execute(secrets.delete())
+    assert one.exists(X1)  # remembered: no read
+    assert not one.exists(SecretRef(ALICE, "requester", "x2"))  # read: not there
+    for name in ("a", "b"):  # the cache holds at most 2: full, it starts again
+        ref = SecretRef(ALICE, "requester", name)
+        one.put(ref, VALUE, update=False, now=NOW)
+    assert not one.known(X1)
+
+
 def test_create_only_then_versions(store: SecretStore, engine: Engine) -> None:
     assert not store.exists(X1)
     assert store.put(X1, VALUE, update=False, now=NOW) == 1

@@ -77,10 +77,16 @@ class SecretRef:
 
 class SecretStore:
     def __init__(self, engine: Engine, kek: KeyEncryptionKey,
-                 older_keks: tuple[KeyEncryptionKey, ...] = ()) -> None:  # fmt: skip
+                 older_keks: tuple[KeyEncryptionKey, ...] = (),
+                 cache_size: int = 65536) -> None:  # fmt: skip
         self._engine = engine
         self._kek = kek
         self._keks = {k.kek_id: k for k in (*older_keks, kek)}
+        # Secrets found to exist. Nothing in the sms deletes a secret (a push adds a
+        # version), so one that existed exists: remembered, it is answered without a read
+        # (a HEAD check). One not found is read every time: another replica may write it.
+        self._existing: set[SecretRef] = set()
+        self._cache_size = cache_size
 
     def put(self, ref: SecretRef, value: bytes, *, update: bool | None, now: int,
             policy: ReleasePolicy = DEFAULT_POLICY) -> int:  # fmt: skip
@@ -88,9 +94,12 @@ class SecretStore:
         ``update``; ``update=None`` creates or adds a version (result keys)."""
         try:
             with self._engine.begin() as connection:
-                return self.put_in(connection, ref, value, update=update, now=now, policy=policy)
+                version = self.put_in(connection, ref, value, update=update, now=now,
+                                      policy=policy)  # fmt: skip
         except IntegrityError:
             raise SecretExistsError(f"secret {ref.label()} was written concurrently") from None
+        self._remember(ref)  # committed
+        return version
 
     def put_in(
         self, connection: Connection, ref: SecretRef, value: bytes, *, update: bool | None,
@@ -133,12 +142,29 @@ class SecretStore:
         return version
 
     def exists(self, ref: SecretRef, connection: Connection | None = None) -> bool:
-        """Whether ``ref`` has a version (on ``connection`` if given, else a read of its own)."""
+        """Whether ``ref`` has a version: :meth:`known` without a read, else read (on
+        ``connection`` if given, else a read of its own)."""
         ref.check()
+        if ref in self._existing:
+            return True
         if connection is None:
             with reading(self._engine) as own:
-                return _EXISTS.first(own, self._match(ref)) is not None
-        return _EXISTS.first(connection, self._match(ref)) is not None
+                found = _EXISTS.first(own, self._match(ref)) is not None
+        else:
+            found = _EXISTS.first(connection, self._match(ref)) is not None
+        if found:
+            self._remember(ref)
+        return found
+
+    def known(self, ref: SecretRef) -> bool:
+        """Whether this store has seen ``ref`` exist (it still does: nothing deletes a
+        secret); False says nothing, the database must be read."""
+        return ref in self._existing
+
+    def _remember(self, ref: SecretRef) -> None:
+        if len(self._existing) >= self._cache_size:
+            self._existing.clear()
+        self._existing.add(ref)
 
     def latest(self, ref: SecretRef, connection: Connection | None = None) -> tuple[int, bytes]:
         """The current version and value. Callers: a release to an attested enclave, the
