@@ -68,6 +68,23 @@ def test_bounded_loads() -> None:
         loads_bounded(b'{"a": [[1]]}', 2)
 
 
+@pytest.mark.parametrize(
+    ("data", "ok"),
+    [
+        (b"[[[1]]]", True),  # as many opening brackets as the limit: no scan needed
+        (b"[[[[1]]]]", False),
+        (b'[[["[[[[{{{{"]], {"a": [1]}]', True),  # more brackets than the limit, shallow
+        (b'[{"a": [["x"]]}]', False),  # more brackets than the limit, deep
+    ],
+)
+def test_bounded_loads_at_the_limit(data: bytes, ok: bool) -> None:
+    if ok:
+        assert loads_bounded(data, 3) == json.loads(data)
+    else:
+        with pytest.raises(JsonTooDeepError):
+            loads_bounded(data, 3)
+
+
 def test_deep_nesting_under_a_raised_recursion_limit_does_not_crash() -> None:
     code = (
         "import sys; sys.setrecursionlimit(1_000_000)\n"
