@@ -156,6 +156,39 @@ def test_attested_enclave_receives_its_sealed_configuration(
         assert reader.config["environment"] == {}  # only what its service references
 
 
+def test_a_service_with_more_secrets_and_volumes_than_one_read_holds(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The plan reads secrets 32 to a statement and the grant rechecks them likewise: 70
+    secrets (given and generated, across three statements) and 40 volumes all arrive."""
+    names = [f"s{i:02d}" for i in range(70)]
+    volumes = [f"v{i:02d}" for i in range(40)]
+    environment = "".join(f'      {n.upper()}: "$$confide:secrets:{n}$$"\n' for n in names)
+    declared = "".join(
+        f'  - name: {n}\n    kind: ascii\n    value: "value-of-{n}"\n' if i % 2 == 0
+        else f"  - name: {n}\n    kind: key\n"
+        for i, n in enumerate(names)
+    )  # fmt: skip
+    session = (
+        f'name: cubic\nversion: "1"\nservices:\n  - name: app\n'
+        f'    measurements: ["{APP}"]\n    command: python3 /app/app.py\n'
+        f"    environment:\n{environment}    volumes: [{', '.join(volumes)}]\n"
+        f"volumes:\n" + "".join(f"  - name: {v}\n    mode: output\n" for v in volumes)
+        + f"secrets:\n{declared}security:\n  tolerate: [simulation]\n"
+    )  # fmt: skip
+    with world(tmp_path, database_url, session=session) as w:
+        first = w.attest(EnclaveKeys.generate()).config
+        again = w.attest(EnclaveKeys.generate()).config  # keys found, rechecked, not made
+    env = first["environment"]
+    assert sorted(env) == sorted(n.upper() for n in names)
+    assert all(env[n.upper()] == f"value-of-{n}" for n in names[::2])
+    assert all(len(env[n.upper()]) == 64 for n in names[1::2])  # generated keys, hex
+    assert again["environment"] == env
+    keys = {v["name"]: v["key"] for v in first["volumes"]}
+    assert sorted(keys) == volumes and len(set(keys.values())) == 40
+    assert {v["name"]: v["key"] for v in again["volumes"]} == keys
+
+
 def test_an_enclave_of_a_replaced_version_is_refused(tmp_path: Path, database_url: str) -> None:
     with world(tmp_path, database_url) as w:
         push_input(w, b"\x11" * 32, "aa" * 32)
