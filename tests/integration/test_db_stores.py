@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import itertools
 import threading
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation import EnclaveBinding, Measurement, Policy, verify_attestation
 from confide.attestation.sim import SimAttester, SimVerifier
 from confide.crypto.signing import SigningKey
-from confide.db import make_engine, upgrade
+from confide.db import audit, make_engine, upgrade
 from confide.db.audit import (
     Head,
     append,
@@ -88,6 +89,38 @@ def test_a_head_read_with_other_columns_is_appended_to(engine: Engine) -> None:
                head=Head(row.audit_seq, row.audit_hash))  # fmt: skip
     with engine.connect() as connection:
         assert verify_chain(connection) == 3
+
+
+def test_the_audit_lock_is_taken_once_per_transaction(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the advisory lock is asked for once in a transaction (a second
+    ``lock`` there sends nothing) and again in the next transaction on the same pooled
+    connection, where it is held too (seen from another connection) until the commit."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's BEGIN IMMEDIATE serialises writers: no lock statement")
+    sent: list[object] = []
+    statement = audit._LOCK  # counting what is sent
+    real = statement.execute
+
+    def counted(*args: Any) -> int:
+        sent.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(statement, "execute", counted)
+    held = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = :pid")
+    with engine.connect() as connection:
+        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        connection.commit()
+        for transaction in (1, 2):
+            with connection.begin():
+                lock(connection)
+                lock(connection)
+                assert len(sent) == transaction
+                with engine.connect() as other:
+                    assert other.execute(held, {"pid": pid}).scalar() == 1
+            with engine.connect() as other:  # committed: released
+                assert other.execute(held, {"pid": pid}).scalar() == 0
 
 
 def test_concurrent_appends_keep_one_gapless_chain(engine: Engine) -> None:

@@ -199,8 +199,9 @@ def serve_sms(
         create_app(sms, time.time), host=host, port=port, log_level="warning",
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
-        # X-Forwarded-* headers are believed only from the proxy that fronts the sms
-        # (and from loopback, uvicorn's default): without one, nobody may set them.
+        # X-Forwarded-* headers are believed only with --behind-tls-proxy, and then from
+        # the addresses in FORWARDED_ALLOW_IPS (uvicorn's default: the loopback; set it
+        # for a proxy on another host). Nothing the sms decides depends on them.
         proxy_headers=behind_tls_proxy,
     )  # fmt: skip
 

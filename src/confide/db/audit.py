@@ -26,6 +26,7 @@ from confide.errors import ConfideError
 GENESIS = "0" * 64
 _RETRIES = 20
 _LOCK_KEY = 0x636F6E666964  # "confid": the audit log's advisory lock
+_LOCKED = "confide_audit_locked"  # in connection.info: the transaction that holds it
 # Built once (values as bound parameters): SQLAlchemy reuses their compiled form without
 # rebuilding and hashing a new statement per append (see confide.sms.secrets).
 _LOCK = DirectStatement(text("SELECT pg_advisory_xact_lock(:key)"))
@@ -117,8 +118,13 @@ def lock(connection: Connection) -> None:
     ``BEGIN IMMEDIATE`` already serialises writers. Taken early, it also orders what the
     transaction reads next after the commits of the writers ahead of it.
     """
-    if connection.dialect.name == "postgresql":
-        _LOCK.execute(connection, {"key": _LOCK_KEY})
+    if connection.dialect.name != "postgresql":
+        return
+    transaction = connection.get_transaction()
+    if transaction is not None and connection.info.get(_LOCKED) is transaction:
+        return  # held until this transaction ends: no second round trip
+    _LOCK.execute(connection, {"key": _LOCK_KEY})
+    connection.info[_LOCKED] = connection.get_transaction()
 
 
 def append_now(

@@ -604,9 +604,11 @@ class Attestations:
         """Inside the grant's transaction, after the audit log's lock: nothing the plan
         read has moved on since (a secret rotated, the session updated, the lease
         re-claimed while the evidence was being verified). Otherwise the release would be
-        of a superseded state. A write that would change what is checked appends to the
-        audit log in its transaction too, so it either committed before the lock was
-        taken (and is seen here) or comes after this grant. One statement (per BATCH
+        of a superseded state. A secret or session write appends to the audit log in its
+        transaction too, so it either committed before the lock was taken (and is seen
+        here) or comes after this grant. A task's lease lives in the registry (the hub),
+        not under this lock: it is checked here, and one re-claimed after the check but
+        before the commit is not seen (the window is the commit's). One statement (per BATCH
         secrets) reads it all, and the log's head for the grant's entry, returned."""
         target = request.target
         session = target if isinstance(target, SessionTarget) else None
@@ -818,7 +820,7 @@ def _tags_of(count: int) -> DirectStatement:
     )))  # fmt: skip
 
 
-@lru_cache(maxsize=2 * BATCH)
+@lru_cache(maxsize=4 * BATCH)
 def _recheck_of(count: int, session: bool, head: bool) -> DirectStatement:
     columns: list[Any] = [
         select(func.max(secrets.c.version)).where(*key_of(i)).scalar_subquery().label(f"v{i}")

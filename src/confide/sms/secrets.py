@@ -105,8 +105,14 @@ class SecretStore:
         self, connection: Connection, ref: SecretRef, value: bytes, *, update: bool | None,
         now: int, policy: ReleasePolicy = DEFAULT_POLICY,
     ) -> int:  # fmt: skip
-        """:meth:`put` inside the caller's transaction (with the write it belongs to)."""
+        """:meth:`put` inside the caller's transaction (with the write it belongs to).
+
+        The audit log's lock is taken first, before the row: every writer takes its locks
+        in that order (a grant storing an output volume's key does), so two cannot each
+        hold what the other waits for.
+        """
         ref.check()
+        audit.lock(connection)
         if len(value) > MAX_VALUE_BYTES:
             raise SecretError(f"a secret value is at most {MAX_VALUE_BYTES} bytes (64 KiB)")
         current = self.current_version(connection, ref)
@@ -152,7 +158,7 @@ class SecretStore:
                 found = _EXISTS.first(own, self._match(ref)) is not None
         else:
             found = _EXISTS.first(connection, self._match(ref)) is not None
-        if found:
+        if found and connection is None:  # a caller's transaction may yet roll back
             self._remember(ref)
         return found
 
