@@ -60,7 +60,12 @@ from confide.sms.secrets import (
     key_of,
 )
 from confide.sms.service import Sms
-from confide.sms.sessions import StoredSession, session_secret_ref, successor_exists
+from confide.sms.sessions import (
+    StoredSession,
+    session_secret_ref,
+    successor_exists,
+    volume_key_ref,
+)
 from confide.sms.tasks import TaskOrder, TaskOrderError
 
 CONFIG_FORMAT = "confide-config-v1"
@@ -316,7 +321,7 @@ class Attestations:
         refs = {name: session_secret_ref(target.owner, target.name, head.hash, name)
                 for name in names}  # fmt: skip
         volumes = [v for v in document["volumes"] if v["name"] in service["volumes"]]
-        keys = {v["name"]: _volume_key_ref(head, v["name"]) for v in volumes}
+        keys = {v["name"]: volume_key_ref(head.owner, head.name, v["name"]) for v in volumes}
         # All the secrets in one read, and the volumes' tags in another.
         found = self.sms.secrets.release_many([*refs.values(), *keys.values()], connection)
         values = {name: self._session_secret(refs[name], found, plan, f"session secret {name!r}")
@@ -725,7 +730,7 @@ class Attestations:
             audit.lock(connection)
         for volume, key in fresh:
             assert plan.session is not None  # noqa: S101 - volumes are a session's
-            ref = _volume_key_ref(plan.session, volume["name"])
+            ref = volume_key_ref(plan.session.owner, plan.session.name, volume["name"])
             try:  # another grant may have stored it since the plan read it
                 stored = self.sms.secrets.latest(ref, connection)[1]
             except SecretNotFoundError:
@@ -831,10 +836,6 @@ def _recheck_of(count: int, session: bool, head: bool) -> DirectStatement:
     if head:
         columns += audit.head_columns()
     return DirectStatement(select(*columns))
-
-
-def _volume_key_ref(head: StoredSession, volume: str) -> SecretRef:
-    return SecretRef(head.owner, "volume", volume, subject=head.name)
 
 
 def _result_key_ref(requester: str) -> SecretRef:

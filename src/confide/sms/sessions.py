@@ -233,6 +233,11 @@ def successor_exists() -> Exists:
     return exists(_SUCCESSOR)
 
 
+def volume_key_ref(owner: str, session: str, volume: str) -> SecretRef:
+    """Where a session's volume key is kept (one for every version of the session)."""
+    return SecretRef(owner, "volume", volume, subject=session)
+
+
 def session_secret_ref(owner: str, session: str, digest: str, secret: str) -> SecretRef:
     """Where a session version's secret is kept: the store writes and the release reads
     this one reference."""

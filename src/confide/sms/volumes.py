@@ -31,8 +31,8 @@ from confide.db import audit
 from confide.db.engine import reading
 from confide.db.schema import attestations, volume_tags
 from confide.errors import ConfideError
-from confide.sms.secrets import SecretRef
 from confide.sms.service import Sms
+from confide.sms.sessions import volume_key_ref
 
 TAG_LABEL = b"confide-volume-tag-v1"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -122,7 +122,7 @@ class VolumeTags:
 
         def store_key(connection: Connection) -> None:
             if key is not None:
-                ref = SecretRef(owner, "volume", volume, subject=session)
+                ref = volume_key_ref(owner, session, volume)
                 self.sms.secrets.put_in(connection, ref, key, update=False, now=now)
 
         return self._append(owner, session, volume, previous, tag, "", caller, now, store_key)
