@@ -183,15 +183,14 @@ class SecretStore:
         """The current version, its value and release policy, for a release to an attested
         enclave only. The policy is authenticated with the value: one edited in the database
         makes the secret unreleasable (SecretError), never more widely released."""
-        ref.check()
         if connection is None:
             with reading(self._engine) as own:
-                row = _LATEST.first(own, self._match(ref))
+                found = self.release_many([ref], own)
         else:
-            row = _LATEST.first(connection, self._match(ref))
-        if row is None:
+            found = self.release_many([ref], connection)
+        if ref not in found:
             raise SecretNotFoundError(f"secret {ref.label()} does not exist")
-        return self._open(row)
+        return found[ref]
 
     def release_many(
         self, refs: Sequence[SecretRef], connection: Connection
@@ -244,7 +243,6 @@ _KEY = (
 )
 _EXISTS = DirectStatement(select(secrets.c.version).where(*_KEY).limit(1))
 _MAX_VERSION = DirectStatement(select(func.max(secrets.c.version)).where(*_KEY))
-_LATEST = DirectStatement(select(secrets).where(*_KEY).order_by(secrets.c.version.desc()).limit(1))
 
 BATCH = 32  # references per statement of release_many (and of an attestation's recheck)
 
