@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 
 from confide.attestation.measurement import Measurement
 from confide.crypto.envelope import KeyEncryptionKey
-from confide.db import make_engine, upgrade
+from confide.db import audit, make_engine, upgrade
 from confide.db.audit import entries, verify_chain
 from confide.db.schema import secrets
 from confide.errors import SecretError
@@ -62,6 +64,42 @@ def test_existence_found_is_remembered_and_absence_is_read_again(
         ref = SecretRef(ALICE, "requester", name)
         one.put(ref, VALUE, update=False, now=NOW)
     assert not one.known(X1)
+
+
+def test_writers_take_the_audit_lock_before_a_secret_row(
+    engine: Engine, store: SecretStore
+) -> None:
+    """One lock order for every writer (the audit log's lock, then rows): a push that
+    waits for the lock has not yet inserted its row, so a transaction holding the lock
+    can insert the same secret (as a grant making a volume key does) without a deadlock;
+    the push then finds it and is refused as create-only."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's BEGIN IMMEDIATE serialises writers")
+    ref = SecretRef(ALICE, "volume", "output", subject="cubic")
+    outcome: list[BaseException | int] = []
+    with engine.connect() as holder:
+        holder.begin()
+        audit.lock(holder)
+        pusher = threading.Thread(target=lambda: outcome.append(_put(store, ref)))
+        pusher.start()
+        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                       "AND NOT granted")  # fmt: skip
+        deadline = time.monotonic() + 10
+        with engine.connect() as probe:
+            while probe.execute(waiting).scalar() == 0:
+                assert time.monotonic() < deadline, "the push never waited for the lock"
+                time.sleep(0.01)
+        assert store.put_in(holder, ref, b"k" * 32, update=False, now=NOW) == 1
+        holder.commit()
+    pusher.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], SecretExistsError), outcome
+
+
+def _put(store: SecretStore, ref: SecretRef) -> BaseException | int:
+    try:
+        return store.put(ref, b"p" * 32, update=False, now=NOW)
+    except Exception as exc:  # the test inspects it
+        return exc
 
 
 def test_create_only_then_versions(store: SecretStore, engine: Engine) -> None:
