@@ -1,0 +1,97 @@
+"""Kept read connections (``confide.db.engine.KeptReads``) on a real PostgreSQL: one per
+adopted thread, replaced when its peer closed it, closed at the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.pool import QueuePool
+
+from confide.db import make_engine, reading, upgrade
+from confide.db.engine import KeptReads
+
+PID = text("SELECT pg_backend_pid()")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("reads are kept on PostgreSQL only (SQLite reads in place)")
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _backend(engine: Engine) -> int:
+    with reading(engine) as connection:
+        return int(connection.execute(PID).scalar_one())
+
+
+def _checked_out(engine: Engine) -> int:
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool.checkedout()
+
+
+def _alive(engine: Engine, pid: int) -> bool:
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        ).scalar_one()
+    return bool(found)
+
+
+def test_an_adopted_thread_keeps_one_connection_and_others_do_not(engine: Engine) -> None:
+    keeper = KeptReads(engine)
+    with ThreadPoolExecutor(1, initializer=keeper.adopt) as adopted:
+        first = adopted.submit(_backend, engine).result()
+        assert adopted.submit(_backend, engine).result() == first  # kept
+        assert _backend(engine) != first  # this thread was not adopted: from the pool
+        other = make_engine(engine.url.render_as_string(hide_password=False))
+        try:  # another engine on an adopted thread: not this keeper's
+            assert adopted.submit(_backend, other).result() != first
+        finally:
+            other.dispose()
+    assert _checked_out(engine) == 1  # the keeper's
+    keeper.close()
+    assert _checked_out(engine) == 0  # given back to the pool
+
+
+def test_a_kept_connection_closed_by_its_peer_is_replaced_without_an_error(
+    engine: Engine,
+) -> None:
+    keeper = KeptReads(engine)
+    with ThreadPoolExecutor(1, initializer=keeper.adopt) as adopted:
+        first = adopted.submit(_backend, engine).result()
+        with engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            admin.commit()
+        deadline = time.monotonic() + 10
+        while _alive(engine, first):  # ended: its end of file is on the kept socket
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = adopted.submit(_backend, engine).result()  # no error: replaced
+        assert second != first
+        assert adopted.submit(_backend, engine).result() == second
+    keeper.close()
+    assert _checked_out(engine) == 0
+
+
+def test_a_read_that_fails_leaves_the_kept_connection_usable(engine: Engine) -> None:
+    keeper = KeptReads(engine)
+
+    def failing() -> None:
+        with reading(engine) as connection:
+            connection.execute(text("SELECT 1 / 0"))
+
+    with ThreadPoolExecutor(1, initializer=keeper.adopt) as adopted:
+        first = adopted.submit(_backend, engine).result()
+        with pytest.raises(Exception, match="division by zero"):
+            adopted.submit(failing).result()
+        assert adopted.submit(_backend, engine).result() == first
+    keeper.close()
