@@ -95,3 +95,41 @@ def test_a_read_that_fails_leaves_the_kept_connection_usable(engine: Engine) -> 
             adopted.submit(failing).result()
         assert adopted.submit(_backend, engine).result() == first
     keeper.close()
+
+
+def test_a_block_inside_another_reads_on_a_connection_of_its_own(engine: Engine) -> None:
+    keeper = KeptReads(engine)
+
+    def nested() -> tuple[int, int, int]:
+        with reading(engine) as outer:
+            kept = int(outer.execute(PID).scalar_one())
+            inner = _backend(engine)  # the kept one is lent: a pooled one
+            again = int(outer.execute(PID).scalar_one())  # the outer still works
+        return kept, inner, again
+
+    with ThreadPoolExecutor(1, initializer=keeper.adopt) as adopted:
+        kept, inner, again = adopted.submit(nested).result()
+        assert inner != kept and again == kept
+        assert adopted.submit(_backend, engine).result() == kept  # lent again afterwards
+    keeper.close()
+
+
+def test_a_disposed_pool_is_not_read_from_again(engine: Engine) -> None:
+    keeper = KeptReads(engine)
+    with ThreadPoolExecutor(1, initializer=keeper.adopt) as adopted:
+        first = adopted.submit(_backend, engine).result()
+        engine.dispose()  # a new pool: the kept connection was the old one's
+        second = adopted.submit(_backend, engine).result()
+        assert second != first
+        assert _checked_out(engine) == 1  # from the engine's pool now
+    keeper.close()
+    assert _checked_out(engine) == 0
+
+
+def test_only_a_read_write_postgresql_engine_is_kept(database_url: str) -> None:
+    engine = make_engine(database_url, execution_options={"postgresql_readonly": True})
+    try:
+        with pytest.raises(ValueError, match="read-write PostgreSQL engine only"):
+            KeptReads(engine)
+    finally:
+        engine.dispose()

@@ -174,10 +174,10 @@ def reading(engine: Engine) -> AbstractContextManager[Connection]:
     takes its own snapshot inside a transaction as well, so a read sees nothing different.
     A read-only engine (``postgresql_readonly``) keeps its transactions: that is where
     PostgreSQL enforces the flag. On a thread that :class:`KeptReads` adopted, it is
-    that thread's kept connection.
+    that thread's kept connection (a block inside another gets one from the pool).
     """
     keeper: KeptReads | None = getattr(_adopted, "keeper", None)
-    if keeper is not None and keeper.engine is engine:
+    if keeper is not None and keeper.engine is engine and not keeper.lent():
         return keeper.connection()
     connection = engine.connect()
     options = engine.get_execution_options()
@@ -198,35 +198,48 @@ class KeptReads:
     a HEAD check that reads the database. A kept connection is checked before each use
     as the pool checks one at checkout (:func:`_closed_by_peer`: closed by its peer, it
     is replaced), and dropped when a statement found it disconnected. A thread joins by
-    running :meth:`adopt` (a ``ThreadPoolExecutor`` initializer); :meth:`close` closes
-    every kept connection once those threads have stopped.
+    running :meth:`adopt` (a ``ThreadPoolExecutor`` initializer); :meth:`close` gives
+    every kept connection back to the pool once those threads have stopped. A connection
+    of a pool the engine has since replaced (``dispose``) is not used again.
     """
 
     def __init__(self, engine: Engine) -> None:
+        if engine.dialect.name != "postgresql" or engine.get_execution_options().get(
+            "postgresql_readonly"
+        ):
+            raise ValueError("reads are kept on a read-write PostgreSQL engine only")
         self.engine = engine
-        self._local = threading.local()  # .connection: this thread's
+        self._local = threading.local()  # .connection, .pool, .lent: this thread's
         self._kept: set[Connection] = set()
         self._lock = threading.Lock()
 
     def adopt(self) -> None:
         _adopted.keeper = self
 
+    def lent(self) -> bool:
+        """Whether this thread's connection is in a ``with`` block now."""
+        return bool(getattr(self._local, "lent", False))
+
     @contextmanager
     def connection(self) -> Iterator[Connection]:
         connection: Connection | None = getattr(self._local, "connection", None)
-        if connection is not None and not _still_open(connection):
+        if connection is not None and (
+            self._local.pool is not self.engine.pool or not _still_open(connection)
+        ):
             self._drop(connection)
             connection = None
         if connection is None:
             connection = self.engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT", confide_read=True
             )
-            self._local.connection = connection
+            self._local.connection, self._local.pool = connection, self.engine.pool
             with self._lock:
                 self._kept.add(connection)
+        self._local.lent = True
         try:
             yield connection
         finally:
+            self._local.lent = False
             if connection.invalidated or connection.closed:
                 self._drop(connection)
             elif connection.in_transaction():
