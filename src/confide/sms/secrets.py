@@ -112,9 +112,9 @@ class SecretStore:
         hold what the other waits for.
         """
         ref.check()
-        audit.lock(connection)
         if len(value) > MAX_VALUE_BYTES:
             raise SecretError(f"a secret value is at most {MAX_VALUE_BYTES} bytes (64 KiB)")
+        audit.lock(connection)
         current = self.current_version(connection, ref)
         if current is not None and update is False:
             raise SecretExistsError(
@@ -151,7 +151,7 @@ class SecretStore:
         """Whether ``ref`` has a version: :meth:`known` without a read, else read (on
         ``connection`` if given, else a read of its own)."""
         ref.check()
-        if ref in self._existing:
+        if self.known(ref):
             return True
         if connection is None:
             with reading(self._engine) as own:
