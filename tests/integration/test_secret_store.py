@@ -17,6 +17,7 @@ from confide.db.schema import secrets
 from confide.errors import SecretError
 from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secrets import (
+    BATCH,
     MAX_VALUE_BYTES,
     SecretExistsError,
     SecretNotFoundError,
@@ -64,6 +65,29 @@ def test_existence_found_is_remembered_and_absence_is_read_again(
         ref = SecretRef(ALICE, "requester", name)
         one.put(ref, VALUE, update=False, now=NOW)
     assert not one.known(X1)
+
+
+def test_exists_many_reads_a_batch_and_remembers_what_it_found(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """More references than one statement takes, some there, some not, one twice; one
+    known already; a secret of the same name under another owner or kind is not it."""
+    kek = KeyEncryptionKey.load_or_create(tmp_path / "kek")
+    one, two = SecretStore(engine, kek), SecretStore(engine, kek)
+    refs = [SecretRef(ALICE, "requester", f"s{i}") for i in range(BATCH + 9)]
+    present = set(refs[::3])
+    for ref in present:
+        two.put(ref, VALUE, update=False, now=NOW)
+    one.exists(refs[0])  # known to ``one`` before the batch
+    other_owner = SecretRef("0x" + "b2" * 20, "requester", "s1")
+    other_kind = SecretRef(ALICE, "app", "s1", subject="0x" + "c3" * 20)
+    asked = [*refs, refs[3], other_owner, other_kind]
+    assert one.exists_many(asked) == present
+    assert all(one.known(ref) for ref in present)
+    assert not any(one.known(ref) for ref in set(asked) - present)
+    assert one.exists_many([]) == set()
+    with pytest.raises(SecretError, match="not allowed"):
+        one.exists_many([SecretRef(ALICE, "requester", "../x")])
 
 
 def test_writers_take_the_audit_lock_before_a_secret_row(

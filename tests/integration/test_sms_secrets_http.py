@@ -3,6 +3,7 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
@@ -259,3 +260,36 @@ def test_a_policy_edited_in_the_database_is_never_released(
             sms.secrets.release(SecretRef(ALICE.address, "app", "1", subject=APP))
     finally:
         sms.engine.dispose()
+
+
+def test_concurrent_checks_are_each_answered_and_see_another_replicas_write(
+    tmp_path: Path, database_url: str
+) -> None:
+    """HEAD checks sent at once (read in batches, confide.sms.batching): each gets its own
+    answer; a secret another process wrote after a check said 404 is then seen (absence
+    is never remembered)."""
+    home = tmp_path / "sms"
+    with running_sms(home, database_url) as base:
+        client = SmsClient(base, wallet=ALICE)
+        present = {f"s{i}" for i in range(0, 60, 3)}
+        for name in sorted(present):
+            client.push_requester_secret(name, b"v")
+        names = [f"s{i}" for i in range(60)] * 2
+
+        async def check_all() -> list[int]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                answers = await asyncio.gather(
+                    *(http.head(f"/v1/requesters/{ALICE.address}/secrets/{n}") for n in names)
+                )
+            return [answer.status_code for answer in answers]
+
+        statuses = asyncio.run(check_all())
+        assert statuses == [200 if n in present else 404 for n in names]
+
+        late = SecretRef(ALICE.address.lower(), "requester", "s1")
+        other = Sms(SmsConfig(home=home, db_url=database_url, deployment_id="test"))
+        try:
+            other.secrets.put(late, b"v", update=False, now=int(time.time()))
+        finally:
+            other.engine.dispose()
+        assert asyncio.run(check_all())[1] == 200

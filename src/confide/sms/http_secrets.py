@@ -79,10 +79,10 @@ class SecretHandlers:
 
     async def exists(self, ref: SecretRef) -> bool:
         """A HEAD check: a secret this sms has seen exist is answered on the event loop
-        (it still exists: nothing deletes one); any other is read from the database."""
-        return self.sms.secrets.known(ref) or await self.base.quick_read(
-            self.sms.secrets.exists, ref
-        )
+        (it still exists: nothing deletes one); any other is read from the database, in
+        one statement with the checks that arrived with it (confide.sms.batching)."""
+        ref.check()  # one bad reference must not fail the batch it would join
+        return self.sms.secrets.known(ref) or await self.base.existence.found(ref)
 
     async def app_secret(self, request: Request) -> Response:
         """The app developer secret (index 1): written by the app's owner only, who names
