@@ -282,9 +282,13 @@ end
 
 # Paces wrk's connections to a fixed rate: the n-th request overall is sent no earlier
 # than n / rate seconds after the first (a schedule in CLOCK_MONOTONIC through LuaJIT's
-# ffi; wrk's delay() takes whole milliseconds, so requests leave in 1 ms ticks). A
-# connection waits for its answer before its next request, so the rate holds only while
-# enough connections are free: a server that falls behind gets less than the rate.
+# ffi; wrk's delay() takes whole milliseconds, rounded up here, so requests leave in 1 ms
+# ticks). A connection waits for its answer before its next request, so the rate holds
+# only while enough connections are free: a server that falls behind is sent less over
+# the run, and once it catches up the requests it missed go out back to back. wrk times
+# a request from when it is written, so the time a request spent behind its slot is not
+# in the latencies (wrk2 corrects for that "coordinated omission"; it is not in Debian):
+# a rate reached under the target says the server fell behind.
 WRK_PACING = """
 local ffi = require("ffi")
 ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } confide_pace_ts;
@@ -297,7 +301,7 @@ function delay()
   if pace_start == nil then pace_start = now_ms end
   local due = pace_start + pace_sent * 1000 / RATE
   pace_sent = pace_sent + 1
-  return math.max(0, math.floor(due - now_ms))
+  return math.max(0, math.ceil(due - now_ms))
 end
 """
 

@@ -4,6 +4,7 @@ keys each batch reads, and what each waiting check is told."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -141,3 +142,53 @@ def test_a_check_arriving_as_the_lane_stops_is_still_read() -> None:
                 assert await coalescer.found("b") is False
 
     asyncio.run(scenario())
+
+
+def _lanes(coalescer: Coalescer[str]) -> set[asyncio.Task[None]]:
+    """The lanes running on this loop (white box: what a shutdown would cancel)."""
+    state = coalescer._states.get(asyncio.get_running_loop())
+    return set() if state is None else set(state.lanes)
+
+
+@pytest.mark.parametrize("caller_stays", [True, False])
+def test_a_lane_cancelled_before_it_ran_leaves_no_check_waiting(caller_stays: bool) -> None:
+    """A lane cancelled before its first step (as a shutdown cancels every task) never
+    runs its own clean-up: the check it was made for gets a new lane, or, if its caller
+    is gone too, the next check does."""
+
+    async def scenario() -> None:
+        coalescer = Coalescer(Loader({"a", "b"}), lanes=1, limit=32)
+        first = asyncio.ensure_future(coalescer.found("a"))
+        await asyncio.sleep(0)  # found() ran: its lane is made, not yet started
+        for lane in _lanes(coalescer):
+            lane.cancel()
+        if not caller_stays:
+            first.cancel()
+        async with asyncio.timeout(5):
+            if caller_stays:
+                assert await first is True
+            assert await coalescer.found("b") is True
+        assert coalescer.waiting() == 0
+
+    asyncio.run(scenario())
+
+
+def test_each_event_loop_is_answered_on_its_own() -> None:
+    """Two loops in two threads (a test client may run one per request) checking at once:
+    a future is answered by a lane of its own loop, never from another thread."""
+    load = Loader({"a"})
+    coalescer = Coalescer(load, lanes=1, limit=32)
+    answers: dict[str, bool] = {}
+    both_waiting = threading.Barrier(2)
+
+    async def check(name: str) -> None:
+        async with asyncio.timeout(5):
+            await asyncio.to_thread(both_waiting.wait)
+            answers[name] = await coalescer.found("a")
+
+    threads = [threading.Thread(target=asyncio.run, args=(check(n),)) for n in ("A", "B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == {"A": True, "B": True}
