@@ -39,6 +39,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options: 
     draws it: see :func:`_closed_by_peer`.
     """
     target = connect_url(url)
+    # A database error's message leaves out the statement's parameters: they may hold a
+    # sealed value, a requester's address or a secret's name, and such errors are logged.
+    options.setdefault("hide_parameters", True)
     engine = create_engine(target, future=True, **options)
     if engine.dialect.name == "postgresql" and not options.get("pool_pre_ping"):
         event.listen(engine, "checkout", _closed_by_peer)
