@@ -224,6 +224,7 @@ class SecretHandlers:
         except BaseException:
             base.burn(signed)
             raise
+        self.sms.secrets.committed(ref)  # a HEAD check of it is answered from memory
         base.maybe_prune()
         return version, policy
 

@@ -190,6 +190,11 @@ class SecretStore:
         secret); False says nothing, the database must be read."""
         return ref in self._existing
 
+    def committed(self, ref: SecretRef) -> None:
+        """A write of ``ref`` made with :meth:`put_in` in a caller's transaction has
+        committed: it exists (remembered, as after :meth:`put`)."""
+        self._remember(ref)
+
     def _remember(self, ref: SecretRef) -> None:
         if len(self._existing) >= self._cache_size:
             self._existing.clear()
