@@ -3,9 +3,12 @@ adopted thread, replaced when its peer closed it, closed at the end."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -13,8 +16,12 @@ from sqlalchemy.pool import QueuePool
 
 from confide.db import make_engine, reading, upgrade
 from confide.db.engine import KeptReads
+from confide.sms.http import _Handlers
+from confide.sms.secrets import SecretRef
+from confide.sms.service import Sms, SmsConfig
 
 PID = text("SELECT pg_backend_pid()")
+REF = SecretRef("0x" + "a1" * 20, "requester", "x1")
 
 
 @pytest.fixture
@@ -133,3 +140,38 @@ def test_only_a_read_write_postgresql_engine_is_kept(database_url: str) -> None:
             KeptReads(engine)
     finally:
         engine.dispose()
+
+
+def test_threads_started_during_a_shutdown_keep_connections_it_does_not_close(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    """``stop_database_threads`` closes the kept connections once the old threads have
+    stopped; a request arriving meanwhile starts new threads, whose connections belong to
+    a new keeper and stay open."""
+    sms = Sms(SmsConfig(home=tmp_path, db_url=database_url, deployment_id="t"), engine=engine)
+    handlers = _Handlers(sms, time.time)
+
+    async def scenario() -> None:
+        await handlers._existing([REF])  # the HEAD threads start, with the first keeper
+        first, old_threads = handlers.reads, handlers.quick
+        assert first is not None and old_threads is not None
+        gate = threading.Event()
+        old_threads.submit(gate.wait)  # the shutdown waits for this work to end
+        stopping = asyncio.ensure_future(handlers.stop_database_threads())
+        while handlers.quick is not None:
+            await asyncio.sleep(0.01)
+        await handlers._existing([REF])  # a request during the shutdown: new threads
+        new_threads = handlers.quick
+        assert new_threads is not None and handlers.reads is not first
+        loop = asyncio.get_running_loop()
+        before = await loop.run_in_executor(new_threads, _backend, engine)
+        gate.set()
+        await stopping  # the first keeper's connections are closed now
+        assert await loop.run_in_executor(new_threads, _backend, engine) == before
+        await handlers.stop_database_threads()
+
+    async def bounded() -> None:  # with one keeper for both, this hung: fail instead
+        async with asyncio.timeout(60):
+            await scenario()
+
+    asyncio.run(bounded())

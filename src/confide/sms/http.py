@@ -111,14 +111,18 @@ class _Handlers:
 
     async def stop_database_threads(self) -> None:
         """At shutdown: let the work under way finish (off the event loop), then close the
-        threads' kept read connections; a later request (the app started again) gets new
-        threads."""
+        threads' kept read connections. A later request (the app started again) gets new
+        threads, with a keeper of their own: none of them can be handed a connection
+        that this shutdown closes."""
         executors, self.database, self.quick = (self.database, self.quick), None, None
+        reads = self.reads
+        if reads is not None:
+            self.reads = KeptReads(self.sms.engine)
         for executor in executors:
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown)
-        if self.reads is not None:
-            self.reads.close()
+        if reads is not None:
+            reads.close()
 
     def now(self) -> int:
         return int(self.clock())
