@@ -513,11 +513,9 @@ class Attestations:
                 f"app measurement {order.app_measurement.short()} is not one the app's "
                 f"owner registered"
             )
-        missing = [
-            name
-            for _, name in order.secrets
-            if not self.sms.secrets.exists(SecretRef(order.requester, "requester", name))
-        ]
+        mapped = [SecretRef(order.requester, "requester", name) for _, name in order.secrets]
+        present = self.sms.secrets.exists_many(mapped)  # one read for all of them
+        missing = [ref.name for ref in mapped if ref not in present]
         if missing:
             problems.append(
                 f"requester secret(s) {', '.join(repr(m) for m in missing)} of "

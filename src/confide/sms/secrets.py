@@ -147,20 +147,9 @@ class SecretStore:
         )  # fmt: skip
         return version
 
-    def exists(self, ref: SecretRef, connection: Connection | None = None) -> bool:
-        """Whether ``ref`` has a version: :meth:`known` without a read, else read (on
-        ``connection`` if given, else a read of its own)."""
-        ref.check()
-        if self.known(ref):
-            return True
-        if connection is None:
-            with reading(self._engine) as own:
-                found = _EXISTS.first(own, self._match(ref)) is not None
-        else:
-            found = _EXISTS.first(connection, self._match(ref)) is not None
-        if found and connection is None:  # a caller's transaction may yet roll back
-            self._remember(ref)
-        return found
+    def exists(self, ref: SecretRef) -> bool:
+        """Whether ``ref`` has a version: :meth:`known` without a read, else read."""
+        return ref in self.exists_many([ref])
 
     def exists_many(self, refs: Sequence[SecretRef]) -> set[SecretRef]:
         """Those of ``refs`` that have a version: the ones :meth:`known`, and the others
@@ -176,11 +165,8 @@ class SecretStore:
                 for start in range(0, len(unknown), BATCH):
                     chunk = unknown[start : start + BATCH]
                     rows = _present_of(len(chunk)).all(connection, batch_params(chunk))
-                    keys = {(row.owner, row.kind, row.subject, row.name) for row in rows}
-                    found.update(
-                        ref for ref in chunk
-                        if (ref.owner, ref.kind, ref.subject, ref.name) in keys
-                    )  # fmt: skip
+                    keys = {_identity(row) for row in rows}
+                    found.update(ref for ref in chunk if _identity(ref) in keys)
         for ref in found:
             self._remember(ref)  # committed reads
         return found
@@ -233,10 +219,10 @@ class SecretStore:
         for start in range(0, len(wanted), BATCH):
             chunk = wanted[start : start + BATCH]
             for row in _latest_of(len(chunk)).all(connection, batch_params(chunk)):
-                rows[(row.owner, row.kind, row.subject, row.name)] = row
+                rows[_identity(row)] = row
         found = {}
         for ref in wanted:
-            row = rows.get((ref.owner, ref.kind, ref.subject, ref.name))
+            row = rows.get(_identity(ref))
             if row is not None:
                 found[ref] = self._open(row)
         return found
@@ -269,8 +255,13 @@ _KEY = (
     secrets.c.subject == bindparam("subject"),
     secrets.c.name == bindparam("name"),
 )
-_EXISTS = DirectStatement(select(secrets.c.version).where(*_KEY).limit(1))
 _MAX_VERSION = DirectStatement(select(func.max(secrets.c.version)).where(*_KEY))
+
+
+def _identity(item: SecretRef | Any) -> tuple[str, str, str, str]:
+    """What names a secret, of a :class:`SecretRef` or of a row of ``secrets``."""
+    return item.owner, item.kind, item.subject, item.name
+
 
 BATCH = 32  # references per statement of release_many (and of an attestation's recheck)
 
