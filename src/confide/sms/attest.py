@@ -57,7 +57,9 @@ from confide.sms.secrets import (
     SecretRef,
     StoredSecret,
     batch_params,
+    batches,
     key_of,
+    result_key_ref,
 )
 from confide.sms.service import Sms
 from confide.sms.sessions import (
@@ -386,7 +388,7 @@ class Attestations:
         dataset = None if order.dataset is None else self.sms.registry.dataset(order.dataset)
         dataset_ref = None if dataset is None else SecretRef(
             dataset.owner, "dataset", "key", subject=dataset.address)  # fmt: skip
-        result_ref = None if order.result_key is None else _result_key_ref(order.requester)
+        result_ref = None if order.result_key is None else result_key_ref(order.requester)
         # Every secret the task may get, in one read; each is checked below.
         found = self.sms.secrets.release_many(
             [developer, *(ref for _, ref in mapped),
@@ -530,7 +532,7 @@ class Attestations:
             ):
                 problems.append(f"dataset {order.dataset} has no key")
         if order.result_key is not None:
-            ref = _result_key_ref(order.requester)
+            ref = result_key_ref(order.requester)
             with reading(self.sms.engine) as connection:
                 found = self.sms.secrets.release_many([ref], connection)
             try:
@@ -776,8 +778,7 @@ def current_tags(
     volumes, each column an indexed ``ORDER BY seq DESC LIMIT 1`` read."""
     tags: dict[str, str | None] = {}
     wanted = list(dict.fromkeys(volumes))
-    for start in range(0, len(wanted), BATCH):
-        chunk = wanted[start : start + BATCH]
+    for chunk in batches(wanted):
         params = {"owner": owner, "session": session}
         params.update({f"volume_{i}": volume for i, volume in enumerate(chunk)})
         row = _tags_of(len(chunk)).first(connection, params)
@@ -792,7 +793,7 @@ def _recheck_reads(
     """The current version of each of ``refs``, whether ``session``'s version has a
     successor, and the audit log's head: one statement per BATCH references (the first
     also reads the successor and the head)."""
-    chunks = [refs[i : i + BATCH] for i in range(0, len(refs), BATCH)] or [[]]
+    chunks = batches(refs) or [[]]
     versions: list[int | None] = []
     superseded, head = False, audit.Head(None, None)
     for n, chunk in enumerate(chunks):
@@ -834,10 +835,6 @@ def _recheck_of(count: int, session: bool, head: bool) -> DirectStatement:
     if head:
         columns += audit.head_columns()
     return DirectStatement(select(*columns))
-
-
-def _result_key_ref(requester: str) -> SecretRef:
-    return SecretRef(requester, "result-key", "result-key")
 
 
 _INSERT_ATTESTATION = DirectStatement(

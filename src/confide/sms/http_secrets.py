@@ -31,6 +31,7 @@ from confide.sms.secrets import (
     SecretExistsError,
     SecretNotFoundError,
     SecretRef,
+    result_key_ref,
 )
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class SecretHandlers:
         """A requester's result-encryption public key: public to read, every push a new
         version; task orders pin its SHA-256."""
         owner = path_address(request.path_params["address"])
-        ref = SecretRef(owner, "result-key", "result-key")
+        ref = result_key_ref(owner)
         if request.method != "PUT":
             try:  # a public key: nothing to withhold
                 stored = await self.base.blocking(self.sms.secrets.release, ref)

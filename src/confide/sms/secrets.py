@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, bindparam, func, insert, select, union_all
 from sqlalchemy.exc import IntegrityError
@@ -162,8 +162,7 @@ class SecretStore:
         unknown = [ref for ref in wanted if ref not in found]
         if unknown:
             with reading(self._engine) as connection:
-                for start in range(0, len(unknown), BATCH):
-                    chunk = unknown[start : start + BATCH]
+                for chunk in batches(unknown):
                     rows = _present_of(len(chunk)).all(connection, batch_params(chunk))
                     keys = {_identity(row) for row in rows}
                     found.update(ref for ref in chunk if _identity(ref) in keys)
@@ -216,8 +215,7 @@ class SecretStore:
         for ref in wanted:
             ref.check()
         rows: dict[tuple[str, str, str, str], Any] = {}
-        for start in range(0, len(wanted), BATCH):
-            chunk = wanted[start : start + BATCH]
+        for chunk in batches(wanted):
             for row in _latest_of(len(chunk)).all(connection, batch_params(chunk)):
                 rows[_identity(row)] = row
         found = {}
@@ -264,6 +262,18 @@ def _identity(item: SecretRef | Any) -> tuple[str, str, str, str]:
 
 
 BATCH = 32  # references per statement of release_many (and of an attestation's recheck)
+
+T = TypeVar("T")
+
+
+def batches(items: Sequence[T]) -> list[Sequence[T]]:
+    """``items`` in slices of at most :data:`BATCH`, one statement's worth each."""
+    return [items[start : start + BATCH] for start in range(0, len(items), BATCH)]
+
+
+def result_key_ref(requester: str) -> SecretRef:
+    """Where a requester's result-encryption public key is kept (every push a version)."""
+    return SecretRef(requester, "result-key", "result-key")
 
 
 def key_of(i: int) -> tuple[Any, ...]:
