@@ -182,6 +182,11 @@ def reading(engine: Engine) -> AbstractContextManager[Connection]:
     keeper: KeptReads | None = getattr(_adopted, "keeper", None)
     if keeper is not None and keeper.engine is engine and not keeper.lent():
         return keeper.connection()
+    return _read_connection(engine)
+
+
+def _read_connection(engine: Engine) -> Connection:
+    """A new connection of :func:`reading` (autocommit on a read-write PostgreSQL)."""
     connection = engine.connect()
     options = engine.get_execution_options()
     if engine.dialect.name == "postgresql" and not options.get("postgresql_readonly"):
@@ -232,9 +237,7 @@ class KeptReads:
             self._drop(connection)
             connection = None
         if connection is None:
-            connection = self.engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT", confide_read=True
-            )
+            connection = _read_connection(self.engine)
             self._local.connection, self._local.pool = connection, self.engine.pool
             with self._lock:
                 self._kept.add(connection)
