@@ -254,6 +254,18 @@ def own_cpu() -> float:
 # --------------------------------------------------------------------------- wrk
 
 # Counts every response's status per thread and prints one JSON line at the end.
+# now_us(): CLOCK_MONOTONIC in microseconds, through LuaJIT's ffi (wrk's Lua has no clock).
+WRK_CLOCK = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } confide_ts;
+           int clock_gettime(int, confide_ts *); ]]
+local ts = ffi.new("confide_ts")
+local function now_us()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
+end
+"""
+
 WRK_SCRIPT = """
 wrk.method = "HEAD"
 local threads = {}
@@ -289,21 +301,19 @@ end
 # a request from when it is written, so the time a request spent behind its slot is not
 # in the latencies (wrk2 corrects for that "coordinated omission"; it is not in Debian):
 # a rate reached under the target says the server fell behind.
-WRK_PACING = """
-local ffi = require("ffi")
-ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } confide_pace_ts;
-           int clock_gettime(int, confide_pace_ts *); ]]
-local pace_ts = ffi.new("confide_pace_ts")
+WRK_PACING = (
+    WRK_CLOCK
+    + """
 local pace_start, pace_sent = nil, 0
 function delay()
-  ffi.C.clock_gettime(1, pace_ts)
-  local now_ms = tonumber(pace_ts.tv_sec) * 1000 + tonumber(pace_ts.tv_nsec) / 1e6
+  local now_ms = now_us() / 1000
   if pace_start == nil then pace_start = now_ms end
   local due = pace_start + pace_sent * 1000 / RATE
   pace_sent = pace_sent + 1
   return math.max(0, math.ceil(due - now_ms))
 end
 """
+)
 
 
 def run_wrk(target: Target, path: str, expected: int, paced: tuple[int, int] | None = None) -> Json:
@@ -362,15 +372,9 @@ def wrk_summary(stdout: str, stderr: str, tool: str, expected: int, cpu: float,
 # wrk's own duration is the -d it was given, whenever the requests run out. When the
 # last response is in, it stops and writes the file named by its second argument, on
 # which the bench ends wrk early (SIGINT: wrk then reports as at the end of -d).
-WRK_REPLAY_SCRIPT = """
-local ffi = require("ffi")
-ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } confide_ts;
-           int clock_gettime(int, confide_ts *); ]]
-local ts = ffi.new("confide_ts")
-local function now_us()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
-end
+WRK_REPLAY_SCRIPT = (
+    WRK_CLOCK
+    + """
 local function unhex(text)
   return (text:gsub("..", function(pair) return string.char(tonumber(pair, 16)) end))
 end
@@ -421,6 +425,7 @@ function done(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout))
 end
 """
+)
 
 
 def run_wrk_replay(target: Target, name: str, prepared: list[Prepared], expected: int) -> Json:
