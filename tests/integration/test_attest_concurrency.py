@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from confide.attestation.evidence import Appraisal, Evidence
 from confide.attestation.measurement import Measurement
@@ -22,6 +24,7 @@ from confide.attestation.sim import SimAttester, SimVerifier
 from confide.attestation.verifier import EnclaveBinding
 from confide.crypto.sealing import EnclaveKeys, sealing_info
 from confide.crypto.signing import SigningKey
+from confide.db import audit
 from confide.db.schema import attestations, audit_log
 from confide.db.stores import DatabaseNonceStore
 from confide.sms.attest import (
@@ -29,6 +32,7 @@ from confide.sms.attest import (
     Attestations,
     AttestRequest,
     Grant,
+    Outcome,
     SessionTarget,
 )
 from confide.sms.secrets import SecretRef
@@ -242,3 +246,117 @@ def test_first_grants_at_once_all_succeed_with_one_output_volume_key(
             output_keys |= {v["key"] for v in config["volumes"] if v["name"] == "output"}
         assert len(output_keys) == 1
         assert (w.grants(), w.audited("attest.granted")) == (4, 4)
+
+
+# -- group commit: grants recorded together, each checked on its own ---------------------
+
+
+def _other_session(w: _World) -> StoredSession:
+    text = SESSION.replace("name: cubic", "name: other")
+    stored = w.sms.sessions.create(OWNER.address, parse_session(text, {}), NOW)
+    ref = SecretRef(OWNER.address, "volume", "input", subject="other")
+    w.sms.secrets.put(ref, b"\x22" * 32, update=False, now=NOW)
+    return stored
+
+
+def _request_for(w: _World, session: StoredSession, keys: EnclaveKeys) -> AttestRequest:
+    nonce = w.attestations.challenge(NOW)
+    subject = f"{OWNER.address}/{session.name}@{session.hash}"
+    binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public, w.sms.config.sms_id,
+                             subject, "app", "")  # fmt: skip
+    return AttestRequest(
+        evidence=SimAttester(w.platform, APP).evidence(binding.report_data(nonce)), nonce=nonce,
+        x25519_public=keys.x25519_public, ed25519_public=keys.ed25519_public, service="app",
+        worker="", target=SessionTarget(OWNER.address, session.name, session.hash),
+    )  # fmt: skip
+
+
+def _outcome(outcome: Outcome) -> Grant | str:
+    return outcome.granted if outcome.granted is not None else str(outcome.refused)
+
+
+def test_grants_recorded_together_are_each_checked(tmp_path: Path, database_url: str) -> None:
+    """One transaction records four prepared grants: a replay of the first one's nonce is
+    refused unrecorded, one whose session was updated since its plan is refused and
+    audited, and the two others are granted, the second with the output volume key the
+    first stored in the same transaction. The audit chain holds."""
+    with _world(tmp_path, database_url) as w:
+        other = _other_session(w)
+        keys = [EnclaveKeys.generate() for _ in range(4)]
+        first = w.request(w.attestations.challenge(NOW), keys[0])
+        replay = w.request(first.nonce, keys[1])  # the same nonce, prepared before its use
+        stale = _request_for(w, other, keys[2])
+        last = w.request(w.attestations.challenge(NOW), keys[3])
+        pending = [w.attestations.prepare(r, NOW) for r in (first, replay, stale, last)]
+        text = SESSION.replace("name: cubic", "name: other").replace(
+            'version: "1"', f'version: "2"\npredecessor: {other.hash}'
+        )
+        w.sms.sessions.update(OWNER.address, OWNER.address, parse_session(text, {}), NOW)
+
+        outcomes = [_outcome(o) for o in w.attestations.commit(pending)]
+
+        assert isinstance(outcomes[0], Grant) and isinstance(outcomes[3], Grant), outcomes
+        assert outcomes[1] == NONCE_USED
+        assert "no longer current" in str(outcomes[2])
+        assert (w.grants(), w.audited("attest.granted"), w.audited("attest.refused")) == (2, 2, 1)
+        volume_keys = [
+            {v["name"]: v["key"] for v in _sealed_config(w, g, r, k)["volumes"]}["output"]
+            for g, r, k in ((outcomes[0], first, keys[0]), (outcomes[3], last, keys[3]))
+        ]
+        assert volume_keys[0] == volume_keys[1]
+        with w.sms.engine.connect() as connection:
+            report = audit.check_chain(connection)
+        assert report.error is None, report.error
+
+
+def test_a_failed_group_commit_records_nothing_and_can_be_retried(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails while the third of three grants is written: the transaction
+    rolls back, each grant gets the error (503 over HTTP), every nonce is still live, and
+    the same grants recorded again all succeed."""
+    with _world(tmp_path, database_url) as w:
+        requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
+                    for _ in range(3)]  # fmt: skip
+        pending = [w.attestations.prepare(r, NOW) for r in requests]
+        record = Attestations._record
+        calls = {"n": 0}
+
+        def failing(self: Attestations, connection: Any, grant: Any, head: Any) -> Grant:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
+            return record(self, connection, grant, head)
+
+        monkeypatch.setattr(Attestations, "_record", failing)
+        with pytest.raises(OperationalError):
+            w.attestations.commit(pending)
+        assert (w.grants(), w.audited("attest.granted")) == (0, 0)
+        monkeypatch.setattr(Attestations, "_record", record)
+        outcomes = w.attestations.commit(pending)
+        assert all(o.granted is not None for o in outcomes), outcomes
+        assert (w.grants(), w.audited("attest.granted")) == (3, 3)
+
+
+def test_a_grant_a_constraint_stops_does_not_stop_the_others(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a UNIQUE constraint stop a batch (a write that did not queue on the lock),
+    its grants are recorded one by one: the one at fault is refused and audited, the
+    others are granted."""
+    with _world(tmp_path, database_url) as w:
+        requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
+                    for _ in range(3)]  # fmt: skip
+        pending = [w.attestations.prepare(r, NOW) for r in requests]
+        record = Attestations._record
+
+        def conflicting(self: Attestations, connection: Any, grant: Any, head: Any) -> Grant:
+            if grant is pending[1]:
+                raise IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))
+            return record(self, connection, grant, head)
+
+        monkeypatch.setattr(Attestations, "_record", conflicting)
+        outcomes = [_outcome(o) for o in w.attestations.commit(pending)]
+        assert isinstance(outcomes[0], Grant) and isinstance(outcomes[2], Grant), outcomes
+        assert "attest again" in str(outcomes[1])
+        assert (w.grants(), w.audited("attest.granted"), w.audited("attest.refused")) == (2, 2, 1)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from confide.sms.batching import Coalescer
+from confide.sms.batching import Coalescer, membership
 
 
 class Loader:
@@ -43,8 +43,8 @@ class Loader:
 def test_checks_that_arrive_together_are_one_batch() -> None:
     async def scenario() -> None:
         load = Loader({"a", "c"})
-        coalescer = Coalescer(load, lanes=1, limit=32)
-        answers = await asyncio.gather(*(coalescer.found(k) for k in ["a", "b", "c", "a"]))
+        coalescer = Coalescer(membership(load), lanes=1, limit=32)
+        answers = await asyncio.gather(*(coalescer.get(k) for k in ["a", "b", "c", "a"]))
         assert answers == [True, False, True, True]
         assert load.batches == [["a", "b", "c"]]  # one read, each key once
 
@@ -58,12 +58,12 @@ def test_a_check_arriving_during_a_read_waits_for_the_next_batch() -> None:
     async def scenario() -> None:
         load = Loader(set())
         load.gate = asyncio.Event()
-        coalescer = Coalescer(load, lanes=1, limit=32)
-        first = asyncio.ensure_future(coalescer.found("x"))
+        coalescer = Coalescer(membership(load), lanes=1, limit=32)
+        first = asyncio.ensure_future(coalescer.get("x"))
         while not load.batches:
             await asyncio.sleep(0)
         load.present.add("x")  # written, and committed, while the first read is out
-        second = asyncio.ensure_future(coalescer.found("x"))
+        second = asyncio.ensure_future(coalescer.get("x"))
         await asyncio.sleep(0)
         assert coalescer.waiting() == 1
         load.gate.set()
@@ -76,9 +76,9 @@ def test_a_check_arriving_during_a_read_waits_for_the_next_batch() -> None:
 def test_batches_respect_the_limit_and_the_lanes() -> None:
     async def scenario() -> None:
         load = Loader({f"k{i}" for i in range(0, 70, 2)})
-        coalescer = Coalescer(load, lanes=2, limit=8)
+        coalescer = Coalescer(membership(load), lanes=2, limit=8)
         keys = [f"k{i}" for i in range(70)]
-        answers = await asyncio.gather(*(coalescer.found(k) for k in keys))
+        answers = await asyncio.gather(*(coalescer.get(k) for k in keys))
         assert answers == [i % 2 == 0 for i in range(70)]
         assert max(len(batch) for batch in load.batches) <= 8
         assert sorted(k for batch in load.batches for k in batch) == sorted(keys)
@@ -91,12 +91,12 @@ def test_a_failed_batch_fails_its_checks_and_the_next_batch_is_read() -> None:
     async def scenario() -> None:
         load = Loader({"a"})
         load.failure = ConnectionError("database unreachable")
-        coalescer = Coalescer(load, lanes=1, limit=32)
+        coalescer = Coalescer(membership(load), lanes=1, limit=32)
         results = await asyncio.gather(
-            coalescer.found("a"), coalescer.found("b"), return_exceptions=True
+            coalescer.get("a"), coalescer.get("b"), return_exceptions=True
         )
         assert all(isinstance(r, ConnectionError) for r in results)
-        assert await coalescer.found("a") is True  # the retry is read again
+        assert await coalescer.get("a") is True  # the retry is read again
 
     asyncio.run(scenario())
 
@@ -105,9 +105,9 @@ def test_a_caller_that_gives_up_does_not_stop_the_others() -> None:
     async def scenario() -> None:
         load = Loader({"b"})
         load.gate = asyncio.Event()
-        coalescer = Coalescer(load, lanes=1, limit=32)
-        gone = asyncio.ensure_future(coalescer.found("a"))
-        staying = asyncio.ensure_future(coalescer.found("b"))
+        coalescer = Coalescer(membership(load), lanes=1, limit=32)
+        gone = asyncio.ensure_future(coalescer.get("a"))
+        staying = asyncio.ensure_future(coalescer.get("b"))
         while not load.batches:
             await asyncio.sleep(0)
         gone.cancel()
@@ -121,9 +121,9 @@ def test_a_caller_that_gives_up_does_not_stop_the_others() -> None:
 
 def test_lanes_and_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least one lane"):
-        Coalescer(Loader(set()), lanes=0, limit=1)
+        Coalescer(membership(Loader(set())), lanes=0, limit=1)
     with pytest.raises(ValueError, match="at least one lane"):
-        Coalescer(Loader(set()), lanes=1, limit=0)
+        Coalescer(membership(Loader(set())), lanes=1, limit=0)
 
 
 def test_a_check_arriving_as_the_lane_stops_is_still_read() -> None:
@@ -133,13 +133,13 @@ def test_a_check_arriving_as_the_lane_stops_is_still_read() -> None:
 
     async def scenario() -> None:
         load = Loader({"a"})
-        coalescer = Coalescer(load, lanes=1, limit=4)
+        coalescer = Coalescer(membership(load), lanes=1, limit=4)
         async with asyncio.timeout(5):  # no task of its own: the arrivals' timing stays
             for turns in range(6):
-                assert await coalescer.found("a") is True
+                assert await coalescer.get("a") is True
                 for _ in range(turns):
                     await asyncio.sleep(0)
-                assert await coalescer.found("b") is False
+                assert await coalescer.get("b") is False
 
     asyncio.run(scenario())
 
@@ -157,8 +157,8 @@ def test_a_lane_cancelled_before_it_ran_leaves_no_check_waiting(caller_stays: bo
     is gone too, the next check does."""
 
     async def scenario() -> None:
-        coalescer = Coalescer(Loader({"a", "b"}), lanes=1, limit=32)
-        first = asyncio.ensure_future(coalescer.found("a"))
+        coalescer = Coalescer(membership(Loader({"a", "b"})), lanes=1, limit=32)
+        first = asyncio.ensure_future(coalescer.get("a"))
         await asyncio.sleep(0)  # found() ran: its lane is made, not yet started
         for lane in _lanes(coalescer):
             lane.cancel()
@@ -167,7 +167,7 @@ def test_a_lane_cancelled_before_it_ran_leaves_no_check_waiting(caller_stays: bo
         async with asyncio.timeout(5):
             if caller_stays:
                 assert await first is True
-            assert await coalescer.found("b") is True
+            assert await coalescer.get("b") is True
         assert coalescer.waiting() == 0
 
     asyncio.run(scenario())
@@ -177,14 +177,14 @@ def test_each_event_loop_is_answered_on_its_own() -> None:
     """Two loops in two threads (a test client may run one per request) checking at once:
     a future is answered by a lane of its own loop, never from another thread."""
     load = Loader({"a"})
-    coalescer = Coalescer(load, lanes=1, limit=32)
+    coalescer = Coalescer(membership(load), lanes=1, limit=32)
     answers: dict[str, bool] = {}
     both_waiting = threading.Barrier(2)
 
     async def check(name: str) -> None:
         async with asyncio.timeout(5):
             await asyncio.to_thread(both_waiting.wait)
-            answers[name] = await coalescer.found("a")
+            answers[name] = await coalescer.get("a")
 
     threads = [threading.Thread(target=asyncio.run, args=(check(n),)) for n in ("A", "B")]
     for thread in threads:

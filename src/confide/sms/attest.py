@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.evidence import Evidence
@@ -71,6 +71,7 @@ from confide.sms.sessions import (
 from confide.sms.tasks import TaskOrder, TaskOrderError
 
 CONFIG_FORMAT = "confide-config-v1"
+_RELEASED = "the task's secrets were already released for this lease"
 MAX_EVIDENCE_BYTES = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -211,6 +212,35 @@ class _NonceGoneError(Exception):
     """The nonce was used up by a concurrent request between the check and the write."""
 
 
+@dataclass(eq=False)
+class PendingGrant:
+    """An attestation verified and sealed, waiting for its transaction
+    (:meth:`Attestations.commit`). Compared by identity: each is one request."""
+
+    request: AttestRequest
+    plan: _Plan = field(repr=False)
+    verdict: Verdict
+    now: int
+    jti: str
+    info: bytes
+    fresh: list[tuple[dict[str, Any], bytes]] = field(repr=False)  # new output volume keys
+    sealed: _Sealed = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the transaction made of a pending grant: granted, or refused (and why)."""
+
+    granted: Grant | None = None
+    refused: AttestationRefusedError | None = None
+
+    def result(self) -> Grant:
+        """The grant, or the refusal raised."""
+        if self.granted is None:
+            raise self.refused or AttestationRefusedError("not recorded")
+        return self.granted
+
+
 class Attestations:
     def __init__(
         self, sms: Sms, verifiers: Mapping[str, Verifier], nonces: DatabaseNonceStore
@@ -224,7 +254,14 @@ class Attestations:
         return self.nonces.issue(now)
 
     def attest(self, request: AttestRequest, now: int, signer: str | None = None) -> Grant:
-        """Verify and release, or raise AttestationRefusedError naming every reason.
+        """Verify and release, or raise AttestationRefusedError naming every reason: a
+        :meth:`prepare` and a :meth:`commit` of that grant alone."""
+        pending = self.prepare(request, now, signer)
+        return self.commit([pending])[0].result()
+
+    def prepare(self, request: AttestRequest, now: int, signer: str | None = None) -> PendingGrant:
+        """Everything of an attestation before its transaction: the plan, the verdict and
+        the sealed configuration. A refusal is audited here (AttestationRefusedError).
 
         The nonce is checked first: a request without a live challenge costs one read and
         leaves no trace (so the public endpoint cannot flood the audit log). With one,
@@ -266,7 +303,25 @@ class Attestations:
         if not verdict.ok or reasons:
             self._refuse(request, now, tuple(reasons))
             raise AttestationRefusedError(*reasons)
-        return self._grant(request, plan, verdict, now)
+        assert verdict.appraisal is not None  # noqa: S101 - ok verdicts carry one
+        jti = os.urandom(16).hex()
+        info = sealing_info(sms_id=self.sms.config.sms_id, subject=request.subject,
+                            service=request.service, nonce=request.nonce)  # fmt: skip
+        # An output volume without a key gets one: made here, stored when the grant is
+        # recorded unless another grant stored one first (that one is then used).
+        fresh = [(volume, os.urandom(32)) for volume in plan.config.get("volumes", [])
+                 if volume["key"] is None]  # fmt: skip
+        for volume, key in fresh:
+            volume["key"] = key.hex()
+        # Token and seal before the transaction, so the write lock is held for the writes
+        # alone; and a key HPKE cannot seal to (say, a low-order point) is refused before
+        # anything is recorded (no release, no used-up lease).
+        try:
+            sealed = self._seal(request, plan, verdict, info, jti, now)
+        except AttestationRefusedError as exc:
+            self._refuse(request, now, exc.reasons)
+            raise
+        return PendingGrant(request, plan, verdict, now, jti, info, fresh, sealed)
 
     def _sim_platform_reasons(
         self, request: AttestRequest, plan: _Plan, platform: str | None, signer: str | None
@@ -588,118 +643,146 @@ class Attestations:
     def _refuse(self, request: AttestRequest, now: int, reasons: tuple[str, ...]) -> None:
         """Audit a refusal and use its nonce up, in one transaction (no retry with the same
         nonce). If a concurrent request used the nonce first, nothing is written and this
-        is refused as the replay it is (AttestationRefusedError). The claimed worker is not
-        authenticated for a session, so it is detail, not actor."""
+        is refused as the replay it is (AttestationRefusedError)."""
 
         def use_nonce(connection: Connection) -> None:
+            # The audit log's lock before the nonce's row, as a grant takes them: in the
+            # other order a refusal and a grant with one nonce would deadlock.
+            audit.lock(connection)
             if not self.nonces.take(connection, request.nonce, now):
                 raise _NonceGoneError
 
         try:
-            audit.append_now(
-                self.sms.engine, also=use_nonce, at=now, actor="enclave",
-                action="attest.refused", subject=_subject_label(request),
-                detail={"service": request.service, "tee": request.evidence.tee,
-                        "worker": request.worker, "reasons": list(reasons)},
-            )  # fmt: skip
+            audit.append_now(self.sms.engine, also=use_nonce, **_refusal(request, now, reasons))
         except _NonceGoneError:
             raise AttestationRefusedError(NONCE_USED) from None
 
-    def _recheck(self, connection: Connection, request: AttestRequest, plan: _Plan) -> audit.Head:
+    def _recheck(
+        self, connection: Connection, request: AttestRequest, plan: _Plan
+    ) -> tuple[audit.Head, str | None]:
         """Inside the grant's transaction, after the audit log's lock: nothing the plan
         read has moved on since (a secret rotated, the session updated, the lease
-        re-claimed while the evidence was being verified). Otherwise the release would be
-        of a superseded state. A secret or session write appends to the audit log in its
-        transaction too, so it either committed before the lock was taken (and is seen
-        here) or comes after this grant. A task's lease lives in the registry (the hub),
-        not under this lock: it is checked here, and one re-claimed after the check but
-        before the commit is not seen (the window is the commit's). One statement (per BATCH
-        secrets) reads it all, and the log's head for the grant's entry, returned."""
+        re-claimed or already used while the evidence was being verified), or the reason
+        it has. Otherwise the release would be of a superseded state. A secret or session
+        write appends to the audit log in its transaction too, so it either committed
+        before the lock was taken (and is seen here) or comes after this grant. A task's
+        lease lives in the registry (the hub), not under this lock: it is checked here,
+        and one re-claimed after the check but before the commit is not seen (the window
+        is the commit's). One statement (per BATCH secrets) reads it all, with the log's
+        head for the entry that follows."""
         target = request.target
-        session = target if isinstance(target, SessionTarget) else None
         refs = [r for r, _ in plan.versions]
-        current, superseded, head = _recheck_reads(connection, refs, session)
+        current, superseded, released, head = _recheck_reads(connection, refs, target)
         for (ref, version), now_version in zip(plan.versions, current, strict=True):
             if now_version != version:
-                raise AttestationRefusedError(
-                    f"secret {ref.label()} changed while attesting: attest again"
+                return head, f"secret {ref.label()} changed while attesting: attest again"
+        if isinstance(target, SessionTarget):
+            if superseded:
+                return head, (
+                    f"session {target.owner}/{target.name} version {target.hash} is no "
+                    f"longer current (the session was updated): start the enclave for the "
+                    f"current version"
                 )
-        if session is not None and superseded:
-            raise AttestationRefusedError(
-                f"session {session.owner}/{session.name} version {session.hash} is no longer "
-                f"current (the session was updated): start the enclave for the current version"
-            )
-        if not isinstance(target, SessionTarget):
-            record = self.sms.registry.task(target.task_id)
-            if (
-                record is None
-                or record.lease_token != target.lease_token
-                or record.worker.lower() != request.worker
-            ):
-                raise AttestationRefusedError("the task's lease changed while attesting")
-        return head
+            return head, None
+        if released:
+            return head, _RELEASED
+        record = self.sms.registry.task(target.task_id)
+        if (
+            record is None
+            or record.lease_token != target.lease_token
+            or record.worker.lower() != request.worker
+        ):
+            return head, "the task's lease changed while attesting"
+        return head, None
 
-    def _grant(self, request: AttestRequest, plan: _Plan, verdict: Verdict, now: int) -> Grant:
-        assert verdict.appraisal is not None  # noqa: S101 - ok verdicts carry one
-        jti = os.urandom(16).hex()
-        info = sealing_info(sms_id=self.sms.config.sms_id, subject=request.subject,
-                            service=request.service, nonce=request.nonce)  # fmt: skip
-        # An output volume without a key gets one: made here, stored in the transaction
-        # below unless another grant stored one first (that one is then used).
-        fresh = [(volume, os.urandom(32)) for volume in plan.config.get("volumes", [])
-                 if volume["key"] is None]  # fmt: skip
-        for volume, key in fresh:
-            volume["key"] = key.hex()
+    def commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
+        """Record prepared grants, in order, in one transaction (group commit): the
+        grants that wait at one moment share its BEGIN, lock, COMMIT and disk flush.
+
+        Each grant is checked on its own under the lock before anything of it is
+        written: its nonce is used up (a grant whose nonce another request used is
+        refused, with no entry), then the recheck; a refusal is audited in the same
+        transaction, with its nonce used up, and the others go on. An error of the
+        database fails the whole transaction, so every grant in it (the HTTP layer
+        answers 503; nothing was recorded and each nonce is still live). Should a UNIQUE
+        constraint still stop a batch (a write that did not queue on the lock), its
+        grants are recorded one by one, so one cannot make another fail.
+        """
+        if not pending:
+            return []
         try:
-            # Token and seal before the transaction, so the write lock is held for the
-            # writes alone; and a key HPKE cannot seal to (say, a low-order point) is
-            # refused before anything is recorded (no release, no used-up lease).
-            sealed = self._seal(request, plan, verdict, info, jti, now)
-            with self.sms.engine.begin() as connection:
-                if not self.nonces.take(connection, request.nonce, now):
-                    raise _NonceGoneError  # a concurrent request with this nonce won
-                if self._store_output_keys(connection, plan, fresh, now):
-                    sealed = self._seal(request, plan, verdict, info, jti, now)  # its key
-                if isinstance(request.target, TaskTarget):
-                    _INSERT_RELEASE.execute(connection, {
-                        "task_id": request.target.task_id,
-                        "lease_token": request.target.lease_token, "jti": jti,
-                        "worker": request.worker, "released_at": now,
-                    })  # fmt: skip
-                _INSERT_ATTESTATION.execute(connection, {
-                    "jti": jti, "ed25519_public": request.ed25519_public.hex(),
-                    "subject": request.subject, "scope": plan.scope, "service": request.service,
-                    "worker": request.worker, "expires_at": now + DEFAULT_TTL_SECONDS,
-                    "created_at": now,
-                })  # fmt: skip
-                audit.lock(connection)
-                head = self._recheck(connection, request, plan)
-                audit.append(
-                    connection, at=now, head=head,
-                    actor=request.worker if isinstance(request.target, TaskTarget) else "enclave",
-                    action="attest.granted", subject=_subject_label(request),
-                    detail={"service": request.service, "jti": jti, "status": verdict.status,
-                            "worker": request.worker,
-                            "tee": verdict.appraisal.tee,
-                            "measurement": str(verdict.appraisal.measurement),
-                            "tcb_status": verdict.appraisal.tcb_status,
-                            "released": plan.released, "config_hash": sealed.config_hash},
-                )  # fmt: skip
-        except _NonceGoneError:
-            raise AttestationRefusedError(NONCE_USED) from None
+            return self._commit(pending)
         except (IntegrityError, SecretExistsError):
+            if len(pending) > 1:
+                return [outcome for p in pending for outcome in self.commit([p])]
+            request = pending[0].request
             if isinstance(request.target, TaskTarget):
-                reason = "the task's secrets were already released for this lease"
+                reason = _RELEASED
             else:  # two enclaves made the first key of an output volume at once
                 reason = "a concurrent attestation made an output volume's key: attest again"
-            self._refuse(request, now, (reason,))
-            raise AttestationRefusedError(reason) from None
-        except AttestationRefusedError as exc:  # unsealable key, or the recheck
-            self._refuse(request, now, exc.reasons)
-            raise
-        signature = self.sms.tokens.sign_blob(SEALED_CONFIG_LABEL,
-                                              signed_sealed_message(info, sealed.blob))  # fmt: skip
-        return Grant(sealed.blob, signature, sealed.token, sealed.config_hash, verdict.status, jti)
+            try:
+                self._refuse(request, pending[0].now, (reason,))
+            except AttestationRefusedError as exc:
+                return [Outcome(refused=exc)]
+            return [Outcome(refused=AttestationRefusedError(reason))]
+
+    def _commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        with self.sms.engine.begin() as connection:
+            audit.lock(connection)  # first: what each grant reads below stays true to COMMIT
+            for grant in pending:
+                request, now = grant.request, grant.now
+                if not self.nonces.take(connection, request.nonce, now):
+                    outcomes.append(Outcome(refused=AttestationRefusedError(NONCE_USED)))
+                    continue  # a concurrent request with this nonce won (or it expired)
+                head, reason = self._recheck(connection, request, grant.plan)
+                if reason is not None:
+                    audit.append(connection, head=head, **_refusal(request, now, (reason,)))
+                    outcomes.append(Outcome(refused=AttestationRefusedError(reason)))
+                    continue
+                outcomes.append(Outcome(granted=self._record(connection, grant, head)))
+        return outcomes
+
+    def _record(
+        self, connection: Connection, pending: PendingGrant, head: audit.Head | None
+    ) -> Grant:
+        """Write one checked grant: its output volumes' new keys, its task release, its
+        attestation row and its audit entry (after ``head``, the log's head the recheck
+        read, unless storing a key appended an entry of its own)."""
+        request, plan, verdict, now = pending.request, pending.plan, pending.verdict, pending.now
+        assert verdict.appraisal is not None  # noqa: S101 - prepared grants are verified
+        sealed = pending.sealed
+        if pending.fresh:
+            head = None  # a stored key is a secret write, with an entry of its own
+            if self._store_output_keys(connection, plan, pending.fresh, now):
+                sealed = self._seal(request, plan, verdict, pending.info, pending.jti, now)
+        if isinstance(request.target, TaskTarget):
+            _INSERT_RELEASE.execute(connection, {
+                "task_id": request.target.task_id, "lease_token": request.target.lease_token,
+                "jti": pending.jti, "worker": request.worker, "released_at": now,
+            })  # fmt: skip
+        _INSERT_ATTESTATION.execute(connection, {
+            "jti": pending.jti, "ed25519_public": request.ed25519_public.hex(),
+            "subject": request.subject, "scope": plan.scope, "service": request.service,
+            "worker": request.worker, "expires_at": now + DEFAULT_TTL_SECONDS,
+            "created_at": now,
+        })  # fmt: skip
+        audit.append(
+            connection, at=now, head=head,
+            actor=request.worker if isinstance(request.target, TaskTarget) else "enclave",
+            action="attest.granted", subject=_subject_label(request),
+            detail={"service": request.service, "jti": pending.jti, "status": verdict.status,
+                    "worker": request.worker,
+                    "tee": verdict.appraisal.tee,
+                    "measurement": str(verdict.appraisal.measurement),
+                    "tcb_status": verdict.appraisal.tcb_status,
+                    "released": plan.released, "config_hash": sealed.config_hash},
+        )  # fmt: skip
+        signature = self.sms.tokens.sign_blob(
+            SEALED_CONFIG_LABEL, signed_sealed_message(pending.info, sealed.blob)
+        )
+        return Grant(sealed.blob, signature, sealed.token, sealed.config_hash, verdict.status,
+                     pending.jti)  # fmt: skip
 
     def _seal(self, request: AttestRequest, plan: _Plan, verdict: Verdict, info: bytes,
               jti: str, now: int) -> _Sealed:  # fmt: skip
@@ -788,27 +871,29 @@ def current_tags(
 
 
 def _recheck_reads(
-    connection: Connection, refs: Sequence[SecretRef], session: SessionTarget | None
-) -> tuple[list[int | None], bool, audit.Head]:
-    """The current version of each of ``refs``, whether ``session``'s version has a
-    successor, and the audit log's head: one statement per BATCH references (the first
-    also reads the successor and the head)."""
+    connection: Connection, refs: Sequence[SecretRef], target: SessionTarget | TaskTarget
+) -> tuple[list[int | None], bool, bool, audit.Head]:
+    """The current version of each of ``refs``; for a session, whether its version has a
+    successor; for a task, whether its lease has been released already; and the audit
+    log's head: one statement per BATCH references (the first also reads the rest)."""
     chunks = batches(refs) or [[]]
     versions: list[int | None] = []
-    superseded, head = False, audit.Head(None, None)
+    superseded, released, head = False, False, audit.Head(None, None)
+    kind = "session" if isinstance(target, SessionTarget) else "task"
     for n, chunk in enumerate(chunks):
         first = n == 0
         params: dict[str, str] = batch_params(chunk)
-        if session is not None and first:
-            params.update(owner=session.owner, name=session.name, hash=session.hash)
-        row = _recheck_of(len(chunk), session is not None and first, first).first(
-            connection, params
-        )
+        if first and isinstance(target, SessionTarget):
+            params.update(owner=target.owner, name=target.name, hash=target.hash)
+        elif first and isinstance(target, TaskTarget):
+            params.update(task_id=target.task_id, lease_token=target.lease_token)
+        row = _recheck_of(len(chunk), kind if first else "").first(connection, params)
         versions += [None if v is None else int(v) for v in row[: len(chunk)]]
         if first:
             head = audit.Head(row.audit_seq, row.audit_hash)
-            superseded = session is not None and bool(row[len(chunk)])
-    return versions, superseded, head
+            superseded = kind == "session" and bool(row.superseded)
+            released = kind == "task" and bool(row.released)
+    return versions, superseded, released, head
 
 
 # Built once per shape, values bound at execution, run on the driver (confide.db.direct).
@@ -824,15 +909,23 @@ def _tags_of(count: int) -> DirectStatement:
     )))  # fmt: skip
 
 
-@lru_cache(maxsize=4 * BATCH)
-def _recheck_of(count: int, session: bool, head: bool) -> DirectStatement:
+@lru_cache(maxsize=3 * BATCH)
+def _recheck_of(count: int, first: str) -> DirectStatement:
+    """``count`` secrets' current versions; ``first`` ("session", "task" or ""): the
+    first statement of a recheck also reads the session's successor or the task's
+    release, and the audit log's head."""
     columns: list[Any] = [
         select(func.max(secrets.c.version)).where(*key_of(i)).scalar_subquery().label(f"v{i}")
         for i in range(count)
     ]
-    if session:
+    if first == "session":
         columns.append(successor_exists().label("superseded"))
-    if head:
+    if first == "task":
+        columns.append(exists().where(
+            task_releases.c.task_id == bindparam("task_id"),
+            task_releases.c.lease_token == bindparam("lease_token"),
+        ).label("released"))  # fmt: skip
+    if first:
         columns += audit.head_columns()
     return DirectStatement(select(*columns))
 
@@ -854,6 +947,17 @@ def _references(service: dict[str, Any]) -> set[str]:
 
 def _inject(text: str, values: Mapping[str, str]) -> str:
     return _SECRET_REF.sub(lambda match: values[match[1]], text)
+
+
+def _refusal(request: AttestRequest, now: int, reasons: Sequence[str]) -> dict[str, Any]:
+    """The audit entry of a refused attestation. The claimed worker is not authenticated
+    for a session, so it is detail, not actor."""
+    return {
+        "at": now, "actor": "enclave", "action": "attest.refused",
+        "subject": _subject_label(request),
+        "detail": {"service": request.service, "tee": request.evidence.tee,
+                   "worker": request.worker, "reasons": list(reasons)},
+    }  # fmt: skip
 
 
 def _subject_label(request: AttestRequest) -> str:

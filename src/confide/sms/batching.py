@@ -1,11 +1,13 @@
-"""Lookups that arrive together, read together: one statement for a batch of HEAD checks.
+"""Work that arrives together, done together: one statement for a batch of HEAD checks,
+one transaction for a batch of attestation grants.
 
 A HEAD check of a secret the sms has not seen exist reads the database. Each read costs
 far more in the driver, the pool and a thread hand-off than in the database itself, so
 checks that wait at the same time are read in one statement (:class:`Coalescer`): while
-a batch is being read, the checks that arrive queue for the next one.
+a batch is being read, the checks that arrive queue for the next one. Grants are
+recorded the same way, many to a transaction (a group commit).
 
-A check joins only a batch that has not started: its read begins after the request
+A key joins only a batch that has not started: its read begins after the request
 arrived, so it sees every write committed before the request, as a read of its own
 would (a client that pushed a secret and then checks it is told it is set).
 """
@@ -15,34 +17,46 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
-Load = Callable[[list[K]], Awaitable[set[K]]]  # the keys of a batch -> those found
-Waiting = dict[K, list["asyncio.Future[bool]"]]
+Load = Callable[[list[K]], Awaitable[Mapping[K, V]]]  # the keys of a batch -> their values
+Waiting = dict[K, list["asyncio.Future[Any]"]]
+
+
+def membership(found: Callable[[list[K]], Awaitable[Collection[K]]]) -> Load[K, bool]:
+    """A load for "is ``key`` there?" from one that returns the keys found."""
+
+    async def load(keys: list[K]) -> Mapping[K, bool]:
+        present = await found(keys)
+        return {key: key in present for key in keys}
+
+    return load
 
 
 class _LoopState(Generic[K]):
-    """What one event loop's checks share: a future is answered on its own loop only."""
+    """What one event loop's callers share: a future is answered on its own loop only."""
 
     def __init__(self) -> None:
         self.pending: Waiting[K] = {}
         self.lanes: set[asyncio.Task[None]] = set()  # running, and a strong reference
 
 
-class Coalescer(Generic[K]):
-    """Answers "is ``key`` there?" for concurrent callers, reading pending keys in batches
-    of at most ``limit``, with at most ``lanes`` batches being read at once (per event
-    loop: a server runs one; a test client may run one per request).
+class Coalescer(Generic[K, V]):
+    """Answers ``key`` for concurrent callers, loading pending keys in batches of at most
+    ``limit``, with at most ``lanes`` batches being loaded at once (per event loop: a
+    server runs one; a test client may run one per request). Callers with equal keys
+    share one load.
 
-    A batch that fails fails each check in it (with the same exception); the next batch
-    is read as usual. A check whose caller gave up (its task was cancelled) is left out
-    of the answer; the batch goes on for the others.
+    A batch that fails fails each caller in it (with the same exception); the next batch
+    is loaded as usual. A caller that gave up (its task was cancelled) is left out of
+    the answer; the batch goes on for the others.
     """
 
-    def __init__(self, load: Load[K], *, lanes: int, limit: int) -> None:
+    def __init__(self, load: Load[K, V], *, lanes: int, limit: int) -> None:
         if lanes < 1 or limit < 1:
             raise ValueError("a coalescer needs at least one lane and one key per batch")
         self._load = load
@@ -51,19 +65,19 @@ class Coalescer(Generic[K]):
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState[K]]
         self._states = weakref.WeakKeyDictionary()
 
-    async def found(self, key: K) -> bool:
-        """Whether ``key`` is there, read in the next batch that starts."""
+    async def get(self, key: K) -> V:
+        """``key``'s value, loaded in the next batch that starts."""
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
             state = self._states[loop] = _LoopState()
-        future: asyncio.Future[bool] = loop.create_future()
+        future: asyncio.Future[V] = loop.create_future()
         state.pending.setdefault(key, []).append(future)
         self._start_lane(loop, state)
         return await future
 
     def waiting(self) -> int:
-        """Checks queued for a batch that has not started, on this loop (for tests)."""
+        """Callers queued for a batch that has not started, on this loop (for tests)."""
         state = self._states.get(asyncio.get_running_loop())
         return 0 if state is None else sum(map(len, state.pending.values()))
 
@@ -105,8 +119,8 @@ class Coalescer(Generic[K]):
         keys = list(itertools.islice(state.pending, self._limit))
         waiting = {key: state.pending.pop(key) for key in keys}
         try:
-            present = await self._load(keys)
-        except Exception as exc:  # the database: each check answers it (503)
+            values = await self._load(keys)
+        except Exception as exc:  # the database: each caller answers it (503)
             _settle(waiting, exc)
             return
         except BaseException:  # cancelled (shutdown), or the process is exiting
@@ -114,12 +128,16 @@ class Coalescer(Generic[K]):
             raise
         for key, futures in waiting.items():
             for future in futures:
-                if not future.done():
-                    future.set_result(key in present)
+                if future.done():
+                    continue
+                if key in values:
+                    future.set_result(values[key])
+                else:
+                    future.set_exception(LookupError("the batch's load left this key out"))
 
 
 def _settle(waiting: Waiting[K], exc: Exception | None) -> None:
-    """Fail each check of a batch with ``exc``; cancel them when ``exc`` is None."""
+    """Fail each caller of a batch with ``exc``; cancel them when ``exc`` is None."""
     for futures in waiting.values():
         for future in futures:
             if future.done():

@@ -35,7 +35,7 @@ from confide.db.stores import DatabaseNonceStore
 from confide.errors import AuthError, ConfideError, SecretError, SessionError
 from confide.jsonsafe import loads_bounded
 from confide.sms.attest import Attestations, current_tags
-from confide.sms.batching import Coalescer
+from confide.sms.batching import Coalescer, membership
 from confide.sms.http_attest import AttestHandlers
 from confide.sms.http_common import HttpProblemError, path_address, problem, read_body
 from confide.sms.http_secrets import SecretHandlers
@@ -80,7 +80,7 @@ class _Handlers:
         # more suit attestations, and a burst of checks does not queue behind slower work.
         self.quick: ThreadPoolExecutor | None = None
         lanes = 1 if sms.engine.dialect.name == "sqlite" else QUICK_READ_THREADS
-        self.existence = Coalescer(self._existing, lanes=lanes, limit=BATCH)
+        self.existence = Coalescer(membership(self._existing), lanes=lanes, limit=BATCH)
         # On PostgreSQL each of those threads keeps its read connection (KeptReads).
         self.reads = KeptReads(sms.engine) if sms.engine.dialect.name == "postgresql" else None
 

@@ -16,8 +16,11 @@ from confide.sms.attest import (
     Attestations,
     AttestRequest,
     AttestRequestError,
+    Outcome,
+    PendingGrant,
     hex_field,
 )
+from confide.sms.batching import Coalescer
 from confide.sms.http_common import HttpProblemError, path_address, read_body
 from confide.sms.secrets import SecretExistsError
 from confide.sms.sessions import SessionForbiddenError, SessionNotFoundError
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 ATTEST_BODY_LIMIT = 256 * 1024
 SMALL_BODY_LIMIT = 16 * 1024
+GRANT_BATCH = 64  # grants recorded in one transaction at most
 SIGNATURE_HEADER = "x-confide-signature"
 
 
@@ -46,6 +50,9 @@ class AttestHandlers:
         self.attestations = attestations
         self.tags = VolumeTags(base.sms)
         self.platforms = base.sms.platforms
+        # Grants ready at one moment share a transaction; one batch at a time (they
+        # queue on the audit log's lock anyway).
+        self.grants = Coalescer(self._commit, lanes=1, limit=GRANT_BATCH)
 
     def routes(self) -> list[Route]:
         return [
@@ -108,10 +115,22 @@ class AttestHandlers:
         return JSONResponse({"nonce": nonce.hex(), "expires_in": NONCE_TTL_SECONDS})
 
     async def attest(self, request: Request) -> Response:
+        """Prepared (planned, verified, sealed) on a database thread, then recorded in one
+        transaction with the grants that are ready at the same moment (a group commit)."""
         body, document = await self.json_body(request, ATTEST_BODY_LIMIT)
-        return await self.base.blocking(self._attest, request, body, document)
+        pending = await self.base.blocking(self._prepare, request, body, document)
+        outcome = await self.grants.get(pending)
+        try:
+            grant = outcome.result()
+        except AttestationRefusedError as exc:
+            raise HttpProblemError(403, "Forbidden", f"attestation refused: {exc}") from None
+        return JSONResponse(grant.to_json())
 
-    def _attest(self, request: Request, body: bytes, document: Any) -> Response:
+    async def _commit(self, batch: list[PendingGrant]) -> dict[PendingGrant, Outcome]:
+        outcomes = await self.base.blocking(self.attestations.commit, batch)
+        return dict(zip(batch, outcomes, strict=True))
+
+    def _prepare(self, request: Request, body: bytes, document: Any) -> PendingGrant:
         signer = None
         if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
             signed = self.base.authenticate(request, body)
@@ -122,10 +141,9 @@ class AttestHandlers:
         except AttestRequestError as exc:
             raise HttpProblemError(400, "Bad Request", str(exc)) from None
         try:
-            grant = self.attestations.attest(parsed, self.base.now(), signer)
+            return self.attestations.prepare(parsed, self.base.now(), signer)
         except AttestationRefusedError as exc:
             raise HttpProblemError(403, "Forbidden", f"attestation refused: {exc}") from None
-        return JSONResponse(grant.to_json())
 
     async def check_order(self, request: Request) -> Response:
         """Public: whether a signed order could be released (what the hub asks before it

@@ -83,7 +83,7 @@ class SecretHandlers:
         (it still exists: nothing deletes one); any other is read from the database, in
         one statement with the checks that arrived with it (confide.sms.batching)."""
         ref.check()  # one bad reference must not fail the batch it would join
-        return self.sms.secrets.known(ref) or await self.base.existence.found(ref)
+        return self.sms.secrets.known(ref) or await self.base.existence.get(ref)
 
     async def app_secret(self, request: Request) -> Response:
         """The app developer secret (index 1): written by the app's owner only, who names
