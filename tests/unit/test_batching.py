@@ -144,7 +144,7 @@ def test_a_check_arriving_as_the_lane_stops_is_still_read() -> None:
     asyncio.run(scenario())
 
 
-def _lanes(coalescer: Coalescer[str]) -> set[asyncio.Task[None]]:
+def _lanes(coalescer: Coalescer[str, bool]) -> set[asyncio.Task[None]]:
     """The lanes running on this loop (white box: what a shutdown would cancel)."""
     state = coalescer._states.get(asyncio.get_running_loop())
     return set() if state is None else set(state.lanes)
