@@ -322,11 +322,11 @@ def test_a_failed_group_commit_records_nothing_and_can_be_retried(
         record = Attestations._record
         calls = {"n": 0}
 
-        def failing(self: Attestations, connection: Any, grant: Any, head: Any) -> Grant:
+        def failing(self: Attestations, writes: Any, grant: Any, head: Any) -> Grant:
             calls["n"] += 1
             if calls["n"] == 3:
                 raise OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
-            return record(self, connection, grant, head)
+            return record(self, writes, grant, head)
 
         monkeypatch.setattr(Attestations, "_record", failing)
         with pytest.raises(OperationalError):
@@ -350,10 +350,10 @@ def test_a_grant_a_constraint_stops_does_not_stop_the_others(
         pending = [w.attestations.prepare(r, NOW) for r in requests]
         record = Attestations._record
 
-        def conflicting(self: Attestations, connection: Any, grant: Any, head: Any) -> Grant:
+        def conflicting(self: Attestations, writes: Any, grant: Any, head: Any) -> Grant:
             if grant is pending[1]:
                 raise IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))
-            return record(self, connection, grant, head)
+            return record(self, writes, grant, head)
 
         monkeypatch.setattr(Attestations, "_record", conflicting)
         outcomes = [_outcome(o) for o in w.attestations.commit(pending)]

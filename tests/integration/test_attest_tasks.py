@@ -22,14 +22,19 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from confide.attestation.measurement import Measurement
 from confide.attestation.sim import SimAttester
+from confide.attestation.verifier import EnclaveBinding
 from confide.client.enclave import ReleasedConfig, attest_and_open
 from confide.client.sms import SmsClient
 from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.signing import SigningKey
-from confide.crypto.wallet import Wallet
+from confide.crypto.wallet import Wallet, normalise_address
+from confide.db.stores import DatabaseNonceStore
 from confide.errors import AuthError
+from confide.sms.attest import AttestationRefusedError, Attestations, AttestRequest, TaskTarget
 from confide.sms.registry import MemoryRegistry
 from confide.sms.release_policy import ReleasePolicy
+from confide.sms.secrets import SecretRef
+from confide.sms.service import Sms, SmsConfig
 from confide.sms.tasks import TaskOrder, TaskRecord
 from tests.integration.sms_server import running_sms
 
@@ -208,3 +213,51 @@ def test_an_order_is_checked_before_the_task_is_queued(tmp_path: Path, database_
         malformed = httpx.post(w.base + "/v1/task-orders/check",
                                json={"order": {"requester": "x"}, "signature": "0x"})  # fmt: skip
         assert malformed.status_code == 400 and "missing" in malformed.json()["detail"]
+
+
+def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url: str) -> None:
+    """Two attestations of one lease recorded together (a group commit): the first is
+    granted, the second refused as a second release, and a later one on its own is
+    refused by the release the first recorded."""
+    now = 1_800_000_000
+    registry = MemoryRegistry()
+    registry.add_app(APP_ADDRESS, DEVELOPER.address, MEASUREMENT)
+    registry.add_member(POOL, WORKER.address)
+    config = SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t",
+                       allow_sim=True)  # fmt: skip
+    sms = Sms(config, registry=registry)
+    try:
+        platform = SigningKey.generate()
+        sms.platforms.register(platform.public_bytes(), WORKER.address, now)
+        sms.secrets.put(SecretRef(REQUESTER.address, "requester", "x1"), SECRET_X1.encode(),
+                        update=False, now=now)  # fmt: skip
+        order = TaskOrder(
+            requester=REQUESTER.address, app=APP_ADDRESS, app_measurement=MEASUREMENT,
+            tee=("sim",), tolerate=("simulation",), ignore_advisories=(),
+            secrets=((1, "x1"),), dataset=None, result_key=None,
+            sms_key=sms.tokens.public_key().hex(), workerpool=POOL, salt=os.urandom(16).hex(),
+        )  # fmt: skip
+        signature = REQUESTER.sign_text(order.signing_message())
+        registry.add_task(TaskRecord(order, signature, "lease-1", WORKER.address))
+        attestations = Attestations(sms, sms.verifiers(), DatabaseNonceStore(sms.engine))
+        worker = normalise_address(WORKER.address)
+
+        def request() -> AttestRequest:
+            nonce, keys = attestations.challenge(now), EnclaveKeys.generate()
+            binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public,
+                                     sms.config.sms_id, order.task_id(), "app", worker)  # fmt: skip
+            evidence = SimAttester(platform, MEASUREMENT).evidence(binding.report_data(nonce))
+            return AttestRequest(
+                evidence=evidence, nonce=nonce, x25519_public=keys.x25519_public,
+                ed25519_public=keys.ed25519_public, service="app", worker=worker,
+                target=TaskTarget(order.task_id(), "lease-1"),
+            )  # fmt: skip
+
+        pending = [attestations.prepare(request(), now, worker) for _ in range(2)]
+        first, second = attestations.commit(pending)
+        assert first.granted is not None, first
+        assert str(second.refused) == "the task's secrets were already released for this lease"
+        with pytest.raises(AttestationRefusedError, match="already released for this lease"):
+            attestations.attest(request(), now, worker)
+    finally:
+        sms.engine.dispose()

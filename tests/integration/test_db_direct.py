@@ -228,3 +228,25 @@ def test_psycopg_statements_share_one_cursor_until_an_error(database_url: str) -
         assert count.first(connection, {})[0] == 1
         assert connection.info[_CURSOR][1] is not kept
     engine.dispose()
+
+
+def test_execute_many_writes_every_row_in_the_callers_transaction(engine: Engine) -> None:
+    """One driver call for many parameter sets (psycopg: one pipelined round trip), in
+    the caller's transaction: rolled back with it, committed with it."""
+    put = DirectStatement(insert(secrets), columns=COLUMNS)
+    count = select(func.count()).select_from(secrets)
+    with engine.connect() as connection, connection.begin() as transaction:
+        put.execute_many(connection, [_row(v) for v in (1, 2, 3)])
+        assert connection.execute(count).scalar() == 3
+        transaction.rollback()
+    with engine.begin() as connection:
+        put.execute_many(connection, [])  # nothing to do: no statement
+        put.execute_many(connection, [_row(v) for v in (1, 2, 3, 4)])
+    with reading(engine) as connection:
+        assert connection.execute(count).scalar() == 4
+        versions = connection.execute(select(secrets.c.version).order_by(secrets.c.version))
+        assert [v for (v,) in versions] == [1, 2, 3, 4]
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        put.execute_many(connection, [_row(5), _row(5)])  # the second breaks UNIQUE
+    with reading(engine) as connection:
+        assert connection.execute(count).scalar() == 4  # neither was kept

@@ -239,3 +239,40 @@ def test_platform_owners_are_remembered_but_not_their_absence(engine: Engine) ->
         connection.execute(update(sim_platforms).values(owner="0xother"))
     assert registry.owner(key) == "0xowner"  # remembered
     assert DatabasePlatformRegistry(engine).owner(key) == "0xother"
+
+
+def test_an_appender_chains_in_memory_and_writes_together(engine: Engine) -> None:
+    """Entries of one transaction chained in memory and inserted by one executemany, with
+    another writer's entry in between (after a flush): one gapless chain, and nothing
+    written until the flush."""
+    append_now(engine, at=NOW, actor="0xa", action="secret.write", subject="before")
+    with engine.begin() as connection:
+        lock(connection)
+        log = audit.Appender(connection)
+        first = log.append(at=NOW, actor="enclave", action="attest.granted", subject="a")
+        second = log.append(at=NOW, actor="enclave", action="attest.refused", subject="b")
+        assert (first.seq, second.seq, second.prev_hash) == (1, 2, first.hash)
+        assert connection.execute(select(func.count()).select_from(audit_log)).scalar() == 1
+        log.forget_head()  # flushed: a secret write appends next, reading the head
+        append(connection, at=NOW, actor="0xa", action="secret.write", subject="key")
+        third = log.append(at=NOW, actor="enclave", action="attest.granted", subject="c")
+        assert third.seq == 4
+        log.flush()
+    with engine.connect() as connection:
+        assert verify_chain(connection) == 5
+        assert [e.subject for e in entries(connection)] == ["before", "a", "b", "key", "c"]
+
+
+def test_nonces_are_taken_many_at_once_each_once(engine: Engine, database_url: str) -> None:
+    """One statement uses up a batch's nonces: each one found once (a repeat in the batch
+    is one), with its expiry; one used before, or unknown, is not found."""
+    store = DatabaseNonceStore(engine)
+    live = [store.issue(NOW) for _ in range(3)]
+    used = store.issue(NOW)
+    store.consume(used, NOW)
+    with engine.begin() as connection:
+        found = store.take_many(connection, [live[0], live[1], live[0], used, b"\x07" * 32])
+    assert found == {live[0]: NOW + 60, live[1]: NOW + 60}
+    with engine.begin() as connection:  # and a replica finds them gone
+        replica = DatabaseNonceStore(make_engine(database_url))
+        assert replica.take_many(connection, live) == {live[2]: NOW + 60}

@@ -90,7 +90,52 @@ def append(
     ``head``: the head the caller read after :func:`lock` in this transaction (see
     :func:`head_columns`); without it, the lock is taken and the head read here.
     """
-    detail = detail or {}
+    entry, row = _entry(connection, head, at, actor, action, subject, detail or {})
+    _INSERT.execute(connection, row)
+    return entry
+
+
+class Appender:
+    """Entries appended in one transaction, chained in memory and inserted together by
+    :meth:`flush` (one ``executemany``): what a batch of grants writes.
+
+    Only for a transaction that holds :func:`lock` from its start, so nothing else
+    appends in between. Before any other writer in the transaction appends (a secret
+    written with :func:`append`), :meth:`flush` and :meth:`forget_head`.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._last: Head | None = None
+        self._rows: list[dict[str, Any]] = []
+
+    def append(
+        self, *, at: int, actor: str, action: str, subject: str,
+        detail: dict[str, Any] | None = None, head: Head | None = None,
+    ) -> AuditEntry:  # fmt: skip
+        """As :func:`append`; ``head`` is used only for the first entry (later ones
+        follow the entry before them)."""
+        entry, row = _entry(self._connection, self._last or head, at, actor, action, subject,
+                            detail or {})  # fmt: skip
+        self._rows.append(row)
+        self._last = Head(entry.seq, entry.hash)
+        return entry
+
+    def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        _INSERT.execute_many(self._connection, rows)
+
+    def forget_head(self) -> None:
+        """Another writer appends next: the entry after it reads the head again."""
+        self.flush()
+        self._last = None
+
+
+def _entry(
+    connection: Connection, head: Head | None, at: int, actor: str, action: str, subject: str,
+    detail: dict[str, Any],
+) -> tuple[AuditEntry, dict[str, Any]]:  # fmt: skip
+    """The entry that follows ``head`` (read under the lock when None), and its row."""
     if head is None:
         lock(connection)
         row = _HEAD.first(connection, {})
@@ -100,14 +145,11 @@ def append(
     else:
         seq, prev = head.seq + 1, head.hash
     digest = entry_hash(prev, seq, at, actor, action, subject, detail)
-    _INSERT.execute(
-        connection,
-        {
-            "seq": seq, "prev_hash": prev, "hash": digest, "at": at, "actor": actor,
-            "action": action, "subject": subject, "detail": json.dumps(detail, sort_keys=True),
-        },
-    )  # fmt: skip
-    return AuditEntry(seq, prev, digest, at, actor, action, subject, detail)
+    entry = AuditEntry(seq, prev, digest, at, actor, action, subject, detail)
+    return entry, {
+        "seq": seq, "prev_hash": prev, "hash": digest, "at": at, "actor": actor,
+        "action": action, "subject": subject, "detail": json.dumps(detail, sort_keys=True),
+    }  # fmt: skip
 
 
 def lock(connection: Connection) -> None:

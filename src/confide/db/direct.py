@@ -72,28 +72,51 @@ class DirectStatement:
         """Run it for its effect; the driver's row count."""
         return self._run(connection, params, fetch=False)[1]
 
-    def _run(
-        self, connection: Connection, params: Mapping[str, Any], *, fetch: bool
-    ) -> tuple[list[Any], int]:
-        dialect = connection.dialect
-        compiled = self._compiled.get(_key(dialect)) or self._compile(dialect)
+    def execute_many(self, connection: Connection, many: Sequence[Mapping[str, Any]]) -> None:
+        """Run it once for each parameter set, in one call to the driver (``executemany``:
+        on psycopg one round trip in pipeline mode, not one each)."""
+        if many:
+            self._run(connection, many, fetch=False)
+
+    def _args(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
         values = {**compiled.defaults, **params}
         for name, process in compiled.bind.items():
             values[name] = process(values[name])
-        args: Any = (
+        return (
             tuple(values[name] for name in compiled.names)
             if compiled.positional
             else {name: values[name] for name in compiled.names}
+        )
+
+    def _run(
+        self, connection: Connection, params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *, fetch: bool,
+    ) -> tuple[list[Any], int]:  # fmt: skip
+        """``params``: one set (``execute``), or a sequence of sets (``executemany``)."""
+        dialect = connection.dialect
+        compiled = self._compiled.get(_key(dialect)) or self._compile(dialect)
+        many = not isinstance(params, Mapping)
+        args: Any = (
+            [self._args(compiled, p) for p in params]
+            if not isinstance(params, Mapping)
+            else self._args(compiled, params)
         )
         if not connection.in_transaction():
             connection.begin()  # as execute would: the engine's begin events run
         driver: Any = connection.connection.dbapi_connection
         cursor, kept = _cursor(connection, driver)
         try:
-            cursor.execute(compiled.sql, args)
+            if many:
+                cursor.executemany(compiled.sql, args)
+            else:
+                cursor.execute(compiled.sql, args)
             # A statement with known columns returns rows: psycopg builds its description
             # anew each time it is read (a tenth of a statement's client time).
-            rows = cursor.fetchall() if fetch and (compiled.result or cursor.description) else []
+            rows = (
+                cursor.fetchall()
+                if fetch and not many and (compiled.result or cursor.description)
+                else []
+            )
             count = cursor.rowcount
         except dialect.loaded_dbapi.Error as exc:
             if kept:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
@@ -15,6 +17,7 @@ from confide.db.engine import reading
 from confide.db.schema import attest_nonces, sim_platforms
 from confide.errors import AttestationError
 
+TAKE_BATCH = 64  # nonces used up by one statement at most
 SWEEP_EVERY = 64  # challenges issued between two sweeps (expired rows out, cap checked)
 _EXPIRED = "nonce expired: ask for a new challenge"
 
@@ -95,6 +98,21 @@ class DatabaseNonceStore:
         _require_live(_NONCE_PEEK.first(connection, {"nonce": nonce}), now)
 
     @staticmethod
+    def take_many(connection: Connection, nonces: Sequence[bytes]) -> dict[bytes, int]:
+        """Use ``nonces`` up in the caller's transaction, in one ``DELETE … RETURNING`` per
+        TAKE_BATCH of them: each nonce that was there, with its expiry (each caller checks
+        its own clock against it). Like :meth:`take`, of two transactions taking a nonce
+        only one finds it."""
+        wanted = list(dict.fromkeys(nonces))
+        found: dict[bytes, int] = {}
+        for start in range(0, len(wanted), TAKE_BATCH):
+            chunk = wanted[start : start + TAKE_BATCH]
+            params = {f"nonce_{i}": nonce for i, nonce in enumerate(chunk)}
+            for row in _nonces_take(len(chunk)).all(connection, params):
+                found[bytes(row.nonce)] = int(row.expires_at)
+        return found
+
+    @staticmethod
     def take(connection: Connection, nonce: bytes, now: float) -> bool:
         """Use ``nonce`` up in the caller's transaction; True if it was live at ``now``.
 
@@ -104,6 +122,15 @@ class DatabaseNonceStore:
         """
         row = _NONCE_TAKE.first(connection, {"nonce": nonce})
         return row is not None and now < row.expires_at
+
+
+@lru_cache(maxsize=TAKE_BATCH)
+def _nonces_take(count: int) -> DirectStatement:
+    return DirectStatement(
+        delete(attest_nonces)
+        .where(attest_nonces.c.nonce.in_([bindparam(f"nonce_{i}") for i in range(count)]))
+        .returning(attest_nonces.c.nonce, attest_nonces.c.expires_at)
+    )
 
 
 def _require_live(row: Any, now: float) -> None:

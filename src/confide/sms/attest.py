@@ -727,48 +727,61 @@ class Attestations:
             return [Outcome(refused=AttestationRefusedError(reason))]
 
     def _commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
+        """One transaction: the lock, every nonce used up in one statement, each grant's
+        recheck, then its rows and entries, written together at the end."""
         outcomes: list[Outcome] = []
         with self.sms.engine.begin() as connection:
             audit.lock(connection)  # first: what each grant reads below stays true to COMMIT
+            expiries = self.nonces.take_many(connection, [p.request.nonce for p in pending])
+            writes = _Writes(connection)
+            used: set[bytes] = set()
+            leases: set[tuple[str, str]] = set()
             for grant in pending:
                 request, now = grant.request, grant.now
-                if not self.nonces.take(connection, request.nonce, now):
+                expiry = expiries.get(request.nonce)
+                if expiry is None or now >= expiry or request.nonce in used:
+                    # a concurrent request with this nonce won (or it expired)
                     outcomes.append(Outcome(refused=AttestationRefusedError(NONCE_USED)))
-                    continue  # a concurrent request with this nonce won (or it expired)
+                    continue
+                used.add(request.nonce)
                 head, reason = self._recheck(connection, request, grant.plan)
+                target = request.target
+                if reason is None and isinstance(target, TaskTarget):
+                    lease = (target.task_id, target.lease_token)
+                    reason = _RELEASED if lease in leases else None  # earlier in this batch
+                    leases.add(lease)
                 if reason is not None:
-                    audit.append(connection, head=head, **_refusal(request, now, (reason,)))
+                    writes.log.append(head=head, **_refusal(request, now, (reason,)))
                     outcomes.append(Outcome(refused=AttestationRefusedError(reason)))
                     continue
-                outcomes.append(Outcome(granted=self._record(connection, grant, head)))
+                outcomes.append(Outcome(granted=self._record(writes, grant, head)))
+            writes.flush()
         return outcomes
 
-    def _record(
-        self, connection: Connection, pending: PendingGrant, head: audit.Head | None
-    ) -> Grant:
-        """Write one checked grant: its output volumes' new keys, its task release, its
-        attestation row and its audit entry (after ``head``, the log's head the recheck
-        read, unless storing a key appended an entry of its own)."""
+    def _record(self, writes: _Writes, pending: PendingGrant, head: audit.Head) -> Grant:
+        """One checked grant: its output volumes' new keys (stored now), and its task
+        release, attestation row and audit entry (queued in ``writes``; ``head`` is the
+        log's head the recheck read)."""
         request, plan, verdict, now = pending.request, pending.plan, pending.verdict, pending.now
         assert verdict.appraisal is not None  # noqa: S101 - prepared grants are verified
         sealed = pending.sealed
-        if pending.fresh:
-            head = None  # a stored key is a secret write, with an entry of its own
-            if self._store_output_keys(connection, plan, pending.fresh, now):
+        if pending.fresh:  # a stored key is a secret write, with an audit entry of its own
+            writes.log.forget_head()
+            if self._store_output_keys(writes.connection, plan, pending.fresh, now):
                 sealed = self._seal(request, plan, verdict, pending.info, pending.jti, now)
         if isinstance(request.target, TaskTarget):
-            _INSERT_RELEASE.execute(connection, {
+            writes.releases.append({
                 "task_id": request.target.task_id, "lease_token": request.target.lease_token,
                 "jti": pending.jti, "worker": request.worker, "released_at": now,
             })  # fmt: skip
-        _INSERT_ATTESTATION.execute(connection, {
+        writes.attestations.append({
             "jti": pending.jti, "ed25519_public": request.ed25519_public.hex(),
             "subject": request.subject, "scope": plan.scope, "service": request.service,
             "worker": request.worker, "expires_at": now + DEFAULT_TTL_SECONDS,
             "created_at": now,
         })  # fmt: skip
-        audit.append(
-            connection, at=now, head=head,
+        writes.log.append(
+            at=now, head=None if pending.fresh else head,
             actor=request.worker if isinstance(request.target, TaskTarget) else "enclave",
             action="attest.granted", subject=_subject_label(request),
             detail={"service": request.service, "jti": pending.jti, "status": verdict.status,
@@ -821,6 +834,21 @@ class Attestations:
             else:
                 volume["key"], changed = stored.hex(), True
         return changed
+
+
+class _Writes:
+    """A batch's rows, written together at its end (one ``executemany`` per table)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.log = audit.Appender(connection)
+        self.releases: list[dict[str, Any]] = []
+        self.attestations: list[dict[str, Any]] = []
+
+    def flush(self) -> None:
+        _INSERT_RELEASE.execute_many(self.connection, self.releases)
+        _INSERT_ATTESTATION.execute_many(self.connection, self.attestations)
+        self.log.flush()
 
 
 @dataclass(frozen=True)
