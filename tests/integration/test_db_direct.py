@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from confide.db import make_engine, upgrade
-from confide.db.direct import _CURSOR, DirectStatement
+from confide.db.direct import _CURSOR, INSERT_ROWS, DirectStatement, InsertRows
 from confide.db.engine import reading
 from confide.db.schema import attest_nonces, secrets
 from tests.integration.tcp_forwarder import TcpForwarder
@@ -230,23 +230,26 @@ def test_psycopg_statements_share_one_cursor_until_an_error(database_url: str) -
     engine.dispose()
 
 
-def test_execute_many_writes_every_row_in_the_callers_transaction(engine: Engine) -> None:
-    """One driver call for many parameter sets (psycopg: one pipelined round trip), in
-    the caller's transaction: rolled back with it, committed with it."""
-    put = DirectStatement(insert(secrets), columns=COLUMNS)
+def test_rows_inserted_together_belong_to_the_callers_transaction(engine: Engine) -> None:
+    """Multi-row INSERTs (one per INSERT_ROWS rows), in the caller's transaction: rolled
+    back with it, committed with it; a row that breaks a constraint keeps none."""
+    put = InsertRows(secrets, COLUMNS)
     count = select(func.count()).select_from(secrets)
     with engine.connect() as connection, connection.begin() as transaction:
-        put.execute_many(connection, [_row(v) for v in (1, 2, 3)])
+        put.execute(connection, [_row(v) for v in (1, 2, 3)])
         assert connection.execute(count).scalar() == 3
         transaction.rollback()
+    many = INSERT_ROWS + 3  # two statements
     with engine.begin() as connection:
-        put.execute_many(connection, [])  # nothing to do: no statement
-        put.execute_many(connection, [_row(v) for v in (1, 2, 3, 4)])
+        put.execute(connection, [])  # nothing to do: no statement
+        put.execute(connection, [_row(v) for v in range(1, many + 1)])
     with reading(engine) as connection:
-        assert connection.execute(count).scalar() == 4
+        assert connection.execute(count).scalar() == many
         versions = connection.execute(select(secrets.c.version).order_by(secrets.c.version))
-        assert [v for (v,) in versions] == [1, 2, 3, 4]
+        assert [v for (v,) in versions] == list(range(1, many + 1))
+        stored = connection.execute(LATEST, KEY).first()
+        assert stored is not None and isinstance(stored.wrapped_key, bytes)
     with pytest.raises(IntegrityError), engine.begin() as connection:
-        put.execute_many(connection, [_row(5), _row(5)])  # the second breaks UNIQUE
+        put.execute(connection, [_row(many + 1), _row(many + 1)])  # the second breaks UNIQUE
     with reading(engine) as connection:
-        assert connection.execute(count).scalar() == 4  # neither was kept
+        assert connection.execute(count).scalar() == many  # neither was kept

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Label, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from confide.db.direct import DirectStatement
+from confide.db.direct import DirectStatement, InsertRows
 from confide.db.schema import audit_log
 from confide.errors import ConfideError
 
@@ -33,10 +33,9 @@ _LOCK = DirectStatement(text("SELECT pg_advisory_xact_lock(:key)"))
 _HEAD = DirectStatement(
     select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 )
-_INSERT = DirectStatement(
-    insert(audit_log),
-    columns=("seq", "prev_hash", "hash", "at", "actor", "action", "subject", "detail"),
-)
+_COLUMNS = ("seq", "prev_hash", "hash", "at", "actor", "action", "subject", "detail")
+_INSERT = DirectStatement(insert(audit_log), columns=_COLUMNS)
+_INSERT_ROWS = InsertRows(audit_log, _COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def append(
 
 class Appender:
     """Entries appended in one transaction, chained in memory and inserted together by
-    :meth:`flush` (one ``executemany``): what a batch of grants writes.
+    :meth:`flush` (one multi-row INSERT): what a batch of grants writes.
 
     Only for a transaction that holds :func:`lock` from its start, so nothing else
     appends in between. Before any other writer in the transaction appends (a secret
@@ -123,7 +122,7 @@ class Appender:
 
     def flush(self) -> None:
         rows, self._rows = self._rows, []
-        _INSERT.execute_many(self._connection, rows)
+        _INSERT_ROWS.execute(self._connection, rows)
 
     def forget_head(self) -> None:
         """Another writer appends next: the entry after it reads the head again."""

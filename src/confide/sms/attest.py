@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, func, insert, select
+from sqlalchemy import Connection, bindparam, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.evidence import Evidence
@@ -43,7 +43,7 @@ from confide.crypto.sealing import (
 )
 from confide.crypto.wallet import normalise_address
 from confide.db import audit
-from confide.db.direct import DirectStatement
+from confide.db.direct import DirectStatement, InsertRows
 from confide.db.engine import reading
 from confide.db.schema import attestations, secrets, task_releases, volume_tags
 from confide.db.stores import DatabaseNonceStore
@@ -837,7 +837,7 @@ class Attestations:
 
 
 class _Writes:
-    """A batch's rows, written together at its end (one ``executemany`` per table)."""
+    """A batch's rows, written together at its end (one INSERT per table)."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -846,8 +846,8 @@ class _Writes:
         self.attestations: list[dict[str, Any]] = []
 
     def flush(self) -> None:
-        _INSERT_RELEASE.execute_many(self.connection, self.releases)
-        _INSERT_ATTESTATION.execute_many(self.connection, self.attestations)
+        _INSERT_RELEASES.execute(self.connection, self.releases)
+        _INSERT_ATTESTATIONS.execute(self.connection, self.attestations)
         self.log.flush()
 
 
@@ -958,13 +958,13 @@ def _recheck_of(count: int, first: str) -> DirectStatement:
     return DirectStatement(select(*columns))
 
 
-_INSERT_ATTESTATION = DirectStatement(
-    insert(attestations),
-    columns=("jti", "ed25519_public", "subject", "scope", "service", "worker", "expires_at",
-             "created_at"),
+_INSERT_ATTESTATIONS = InsertRows(
+    attestations,
+    ("jti", "ed25519_public", "subject", "scope", "service", "worker", "expires_at",
+     "created_at"),
 )  # fmt: skip
-_INSERT_RELEASE = DirectStatement(
-    insert(task_releases), columns=("task_id", "lease_token", "jti", "worker", "released_at")
+_INSERT_RELEASES = InsertRows(
+    task_releases, ("task_id", "lease_token", "jti", "worker", "released_at")
 )
 
 
