@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from confide.attestation.measurement import Measurement
 from confide.attestation.sim import SimAttester
@@ -91,9 +91,10 @@ class World:
 
 
 @contextmanager
-def world(tmp_path: Path, database_url: str, session: str = SESSION,
-          allow_sim: bool = True) -> Iterator[World]:  # fmt: skip
-    with running_sms(tmp_path / "sms", database_url, allow_sim=allow_sim) as base:
+def world(tmp_path: Path, database_url: str, session: str = SESSION, allow_sim: bool = True,
+          engine: Engine | None = None) -> Iterator[World]:  # fmt: skip
+    with running_sms(tmp_path / "sms", database_url, allow_sim=allow_sim,
+                     engine=engine) as base:  # fmt: skip
         owner = SmsClient(base, wallet=OWNER)
         platform = SigningKey.generate()
         owner.call_json("POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()},

@@ -16,8 +16,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
+from confide.attestation.evidence import Evidence
+from confide.attestation.sim import SimAttester
+from confide.client.enclave import attest_and_open
 from confide.client.sms import SmsClient
 from confide.crypto.requests import HEADER_NONCE, sign_request
+from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.wallet import Wallet
 from confide.db import make_engine, reading
 from confide.db.audit import verify_chain
@@ -26,6 +30,7 @@ from confide.db.schema import audit_log, request_nonces, secrets
 from tests.conftest import run_cli
 from tests.integration.sms_server import running_sms
 from tests.integration.tcp_forwarder import TcpForwarder
+from tests.integration.test_attest_sessions import API_KEY, APP, push_input, sms_key, world
 
 ALICE = Wallet.generate()
 VALUE = b"UNAVAILABLE-SECRET-VALUE-3"
@@ -277,3 +282,53 @@ def test_a_write_waiting_for_the_lock_does_not_stall_the_server(tmp_path: Path) 
         lock.close()
     assert answered < 1.5, answered
     assert outcome == [201]  # the lock went in time: the push then succeeded
+
+
+def test_an_attestation_while_sqlite_is_locked_is_503_and_its_retry_is_granted(
+    tmp_path: Path,
+) -> None:
+    """The grant's transaction (a group commit) meets another process's write lock: the
+    attestation is answered 503 with nothing recorded and its nonce still live, so the
+    client's retry of the same request is granted, and audited once."""
+    db = tmp_path / "sms.db"
+    url = f"sqlite:///{db}"
+    engine = make_engine(url, busy_timeout_ms=150)
+    with world(tmp_path, url, engine=engine) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        lock = sqlite3.connect(db, isolation_level=None)
+        waits: list[float] = []
+
+        def wait(seconds: float) -> None:  # the client's back-off: the lock goes meanwhile
+            waits.append(seconds)
+            lock.execute("COMMIT")
+
+        before = _audited(engine)
+        attester = SimAttester(w.platform, APP)
+
+        class LockingAttester:
+            """Takes the write lock once the challenge is issued, before the attestation."""
+
+            tee = attester.tee
+
+            def evidence(self, report_data: bytes) -> Evidence:
+                lock.execute("BEGIN EXCLUSIVE")
+                return attester.evidence(report_data)
+
+        released = attest_and_open(
+            SmsClient(w.base, sleep=wait), LockingAttester(), EnclaveKeys.generate(),
+            sms_key=sms_key(w.owner), target=w.target(), service="app", worker="host-1",
+        )  # fmt: skip
+        lock.close()
+        assert waits == [1.0]  # one 503 (Retry-After: 1), then granted
+        assert released.config["environment"]["API_KEY"] == API_KEY
+        after = _audited(engine)
+        assert after.get("attest.granted", 0) == before.get("attest.granted", 0) + 1
+        assert after.get("attest.refused", 0) == 0
+        # and the output volume's key, made by the grant, stored once
+        assert after["secret.write"] == before["secret.write"] + 1
+
+
+def _audited(engine: Engine) -> dict[str, int]:
+    with reading(engine) as connection:
+        query = select(audit_log.c.action, func.count()).group_by(audit_log.c.action)
+        return {str(action): int(count) for action, count in connection.execute(query)}
