@@ -360,3 +360,36 @@ def test_a_grant_a_constraint_stops_does_not_stop_the_others(
         assert isinstance(outcomes[0], Grant) and isinstance(outcomes[2], Grant), outcomes
         assert "attest again" in str(outcomes[1])
         assert (w.grants(), w.audited("attest.granted"), w.audited("attest.refused")) == (2, 2, 1)
+
+
+def test_a_database_error_after_a_constraint_fails_only_its_own_grant(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A constraint stops the batch, so its grants are recorded one by one; the database
+    then fails while the third is: the first stays granted (and is answered), the second
+    is refused, and only the third gets the error, with its nonce still live."""
+    with _world(tmp_path, database_url) as w:
+        requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
+                    for _ in range(3)]  # fmt: skip
+        pending = [w.attestations.prepare(r, NOW) for r in requests]
+        record = Attestations._record
+
+        def faulty(self: Attestations, writes: Any, grant: Any, head: Any) -> Grant:
+            if grant is pending[1]:
+                raise IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))
+            if grant is pending[2]:  # reached only once the batch is recorded one by one
+                raise OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
+            return record(self, writes, grant, head)
+
+        monkeypatch.setattr(Attestations, "_record", faulty)
+        first, second, third = w.attestations.commit(pending)
+        assert first.granted is not None, first
+        assert "attest again" in str(second.refused)
+        assert isinstance(third.failed, OperationalError) and third.granted is None
+        with pytest.raises(OperationalError):
+            third.result()
+        assert (w.grants(), w.audited("attest.granted"), w.audited("attest.refused")) == (1, 1, 1)
+        monkeypatch.setattr(Attestations, "_record", record)
+        (again,) = w.attestations.commit([pending[2]])  # its nonce was not used up
+        assert again.granted is not None, again
+        assert (w.grants(), w.audited("attest.granted")) == (2, 2)

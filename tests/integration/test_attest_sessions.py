@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +21,17 @@ from sqlalchemy import Engine, select
 from confide.attestation.measurement import Measurement
 from confide.attestation.sim import SimAttester
 from confide.attestation.token import TokenCheck, verify_token
+from confide.attestation.verifier import EnclaveBinding
 from confide.client.enclave import attest_and_open, open_grant
 from confide.client.sms import SmsClient
 from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.signing import SigningKey
 from confide.crypto.wallet import Wallet
 from confide.db import make_engine
+from confide.db.audit import verify_chain
 from confide.db.schema import audit_log
 from confide.errors import AttestationError, AuthError, ConfideError
+from confide.sms.attest import Attestations
 from confide.sms.volumes import TAG_LABEL, tag_message
 from tests.integration.sms_server import running_sms
 from tests.vectors.dcap_vectors import SGX, SGX_MR_ENCLAVE, needs_vectors
@@ -439,3 +444,62 @@ security:
         }
         answer = httpx.post(base + "/v1/attest", json=request)
         assert answer.status_code == 403 and "report data" not in answer.json()["detail"]
+
+
+def test_concurrent_attestations_are_recorded_in_batches_each_answered(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve enclaves attest at once over HTTP, two of them with one nonce: the grants
+    are recorded several to a transaction, each request gets its own answer (eleven
+    sealed configurations, each opened by its own enclave, and one replay refused),
+    and the audit chain holds."""
+    sizes: list[int] = []
+    commit = Attestations.commit
+
+    def counted(self: Attestations, pending: Any) -> Any:
+        sizes.append(len(pending))
+        return commit(self, pending)
+
+    monkeypatch.setattr(Attestations, "commit", counted)
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        info = w.owner.info()
+        subject = f"{OWNER.address}/cubic@{w.session['hash']}"
+        attester = SimAttester(w.platform, APP)
+        prepared: list[tuple[EnclaveKeys, bytes, dict[str, Any]]] = []
+        for _ in range(11):
+            nonce = bytes.fromhex(httpx.post(f"{w.base}/v1/attest/challenge").json()["nonce"])
+            keys = EnclaveKeys.generate()
+            binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public,
+                                     str(info["sms_id"]), subject, "app", "host-1")  # fmt: skip
+            data = attester.evidence(binding.report_data(nonce)).data
+            body = {
+                "evidence": {"tee": "sim", "data": base64.b64encode(data).decode()},
+                "nonce": nonce.hex(), "x25519_public": keys.x25519_public.hex(),
+                "ed25519_public": keys.ed25519_public.hex(), "service": "app",
+                "worker": "host-1", **w.target(),
+            }  # fmt: skip
+            prepared.append((keys, nonce, body))
+        prepared.append(prepared[0])  # a replay of the first, sent with the others
+        meeting = threading.Barrier(len(prepared), timeout=30)
+
+        def send(body: dict[str, Any]) -> httpx.Response:
+            meeting.wait()
+            return httpx.post(f"{w.base}/v1/attest", json=body, timeout=30)
+
+        with ThreadPoolExecutor(len(prepared)) as pool:
+            answers = list(pool.map(send, [body for _, _, body in prepared]))
+        statuses = [a.status_code for a in answers]
+        assert sorted(statuses) == [200] * 11 + [403], statuses
+        refused = next(a for a in answers if a.status_code == 403)
+        assert "nonce unknown or already used" in refused.json()["detail"]
+        for (keys, nonce, _), answer in zip(prepared[1:11], answers[1:11], strict=True):
+            released = open_grant(answer.json(), keys, sms_key=sms_key(w.owner),
+                                  sms_id=str(info["sms_id"]), subject=subject, service="app",
+                                  nonce=nonce)  # fmt: skip
+            assert released.config["environment"]["API_KEY"] == API_KEY
+        assert max(sizes) > 1, sizes  # several grants shared a transaction
+        with make_engine(database_url).connect() as connection:
+            actions = [r.action for r in connection.execute(select(audit_log.c.action))]
+            assert actions.count("attest.granted") == 11 and "attest.refused" not in actions
+            assert verify_chain(connection) == len(actions)

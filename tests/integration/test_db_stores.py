@@ -242,7 +242,7 @@ def test_platform_owners_are_remembered_but_not_their_absence(engine: Engine) ->
 
 
 def test_an_appender_chains_in_memory_and_writes_together(engine: Engine) -> None:
-    """Entries of one transaction chained in memory and inserted by one executemany, with
+    """Entries of one transaction chained in memory and inserted by one multi-row INSERT, with
     another writer's entry in between (after a flush): one gapless chain, and nothing
     written until the flush."""
     append_now(engine, at=NOW, actor="0xa", action="secret.write", subject="before")

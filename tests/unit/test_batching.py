@@ -192,3 +192,32 @@ def test_each_event_loop_is_answered_on_its_own() -> None:
     for thread in threads:
         thread.join(10)
     assert answers == {"A": True, "B": True}
+
+
+def test_a_key_whose_callers_all_gave_up_is_not_loaded() -> None:
+    """Loading may be recording (a grant): a key nobody waits for any more is left out
+    of its batch, and a batch of only such keys is not loaded at all."""
+
+    async def scenario() -> None:
+        loads: list[list[str]] = []
+
+        async def load(keys: list[str]) -> dict[str, bool]:
+            loads.append(keys)
+            return dict.fromkeys(keys, True)
+
+        coalescer: Coalescer[str, bool] = Coalescer(load, lanes=1, limit=32)
+        gone = asyncio.ensure_future(coalescer.get("gone"))
+        kept = asyncio.ensure_future(coalescer.get("kept"))
+        await asyncio.sleep(0)  # both queued, the lane not yet run
+        gone.cancel()
+        async with asyncio.timeout(5):
+            assert await kept is True
+        assert loads == [["kept"]]
+        alone = asyncio.ensure_future(coalescer.get("alone"))
+        await asyncio.sleep(0)
+        alone.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert loads == [["kept"]] and coalescer.waiting() == 0
+
+    asyncio.run(scenario())

@@ -229,15 +229,17 @@ class PendingGrant:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the transaction made of a pending grant: granted, or refused (and why)."""
+    """What the transaction made of a pending grant: granted, refused (and why), or
+    failed (the database's error: nothing of it was recorded)."""
 
     granted: Grant | None = None
     refused: AttestationRefusedError | None = None
+    failed: Exception | None = None
 
     def result(self) -> Grant:
-        """The grant, or the refusal raised."""
+        """The grant, or the refusal or the database's error raised."""
         if self.granted is None:
-            raise self.refused or AttestationRefusedError("not recorded")
+            raise self.refused or self.failed or AttestationRefusedError("not recorded")
         return self.granted
 
 
@@ -713,8 +715,8 @@ class Attestations:
         try:
             return self._commit(pending)
         except (IntegrityError, SecretExistsError):
-            if len(pending) > 1:
-                return [outcome for p in pending for outcome in self.commit([p])]
+            if len(pending) > 1:  # each in a transaction of its own, failing on its own
+                return [self._commit_alone(p) for p in pending]
             request = pending[0].request
             if isinstance(request.target, TaskTarget):
                 reason = _RELEASED
@@ -725,6 +727,15 @@ class Attestations:
             except AttestationRefusedError as exc:
                 return [Outcome(refused=exc)]
             return [Outcome(refused=AttestationRefusedError(reason))]
+
+    def _commit_alone(self, pending: PendingGrant) -> Outcome:
+        """One grant of a batch that a constraint stopped, recorded in its own transaction.
+        A database error here is this grant's alone (its caller is answered 503): the
+        grants recorded before it stay recorded and are answered."""
+        try:
+            return self.commit([pending])[0]
+        except Exception as exc:  # the database: only this grant's answer
+            return Outcome(failed=exc)
 
     def _commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
         """One transaction: the lock, every nonce used up in one statement, each grant's

@@ -118,6 +118,14 @@ class Coalescer(Generic[K, V]):
     async def _read_one_batch(self, state: _LoopState[K]) -> None:
         keys = list(itertools.islice(state.pending, self._limit))
         waiting = {key: state.pending.pop(key) for key in keys}
+        # A key whose callers all gave up is not loaded: for a grant, loading is recording
+        # it (its nonce used up, its lease spent) with nobody left to receive it.
+        waiting = {
+            k: futures for k, futures in waiting.items() if not all(f.done() for f in futures)
+        }
+        keys = list(waiting)
+        if not keys:
+            return
         try:
             values = await self._load(keys)
         except Exception as exc:  # the database: each caller answers it (503)
