@@ -33,6 +33,7 @@ from confide.sms.attest import (
     AttestRequest,
     Grant,
     Outcome,
+    PendingGrant,
     SessionTarget,
 )
 from confide.sms.secrets import SecretRef
@@ -309,6 +310,33 @@ def test_grants_recorded_together_are_each_checked(tmp_path: Path, database_url:
         assert report.error is None, report.error
 
 
+def _prepared(w: _World, count: int) -> list[PendingGrant]:
+    requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
+                for _ in range(count)]  # fmt: skip
+    return [w.attestations.prepare(r, NOW) for r in requests]
+
+
+def _faults(monkeypatch: pytest.MonkeyPatch, faults: dict[PendingGrant, Exception]) -> None:
+    """Recording a grant of ``faults`` raises its exception (a fault injected in the
+    unit: what a database error, or a constraint a stray writer broke, would raise)."""
+    record = Attestations._record
+
+    def faulty(self: Attestations, writes: Any, grant: PendingGrant, head: Any) -> Grant:
+        if grant in faults:
+            raise faults[grant]
+        return record(self, writes, grant, head)
+
+    monkeypatch.setattr(Attestations, "_record", faulty)
+
+
+def _disk_error() -> OperationalError:
+    return OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
+
+
+def _unique_error() -> IntegrityError:
+    return IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))
+
+
 def test_a_failed_group_commit_records_nothing_and_can_be_retried(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -316,23 +344,12 @@ def test_a_failed_group_commit_records_nothing_and_can_be_retried(
     rolls back, each grant gets the error (503 over HTTP), every nonce is still live, and
     the same grants recorded again all succeed."""
     with _world(tmp_path, database_url) as w:
-        requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
-                    for _ in range(3)]  # fmt: skip
-        pending = [w.attestations.prepare(r, NOW) for r in requests]
-        record = Attestations._record
-        calls = {"n": 0}
-
-        def failing(self: Attestations, writes: Any, grant: Any, head: Any) -> Grant:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
-            return record(self, writes, grant, head)
-
-        monkeypatch.setattr(Attestations, "_record", failing)
+        pending = _prepared(w, 3)
+        _faults(monkeypatch, {pending[2]: _disk_error()})
         with pytest.raises(OperationalError):
             w.attestations.commit(pending)
         assert (w.grants(), w.audited("attest.granted")) == (0, 0)
-        monkeypatch.setattr(Attestations, "_record", record)
+        monkeypatch.undo()
         outcomes = w.attestations.commit(pending)
         assert all(o.granted is not None for o in outcomes), outcomes
         assert (w.grants(), w.audited("attest.granted")) == (3, 3)
@@ -345,17 +362,8 @@ def test_a_grant_a_constraint_stops_does_not_stop_the_others(
     its grants are recorded one by one: the one at fault is refused and audited, the
     others are granted."""
     with _world(tmp_path, database_url) as w:
-        requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
-                    for _ in range(3)]  # fmt: skip
-        pending = [w.attestations.prepare(r, NOW) for r in requests]
-        record = Attestations._record
-
-        def conflicting(self: Attestations, writes: Any, grant: Any, head: Any) -> Grant:
-            if grant is pending[1]:
-                raise IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))
-            return record(self, writes, grant, head)
-
-        monkeypatch.setattr(Attestations, "_record", conflicting)
+        pending = _prepared(w, 3)
+        _faults(monkeypatch, {pending[1]: _unique_error()})
         outcomes = [_outcome(o) for o in w.attestations.commit(pending)]
         assert isinstance(outcomes[0], Grant) and isinstance(outcomes[2], Grant), outcomes
         assert "attest again" in str(outcomes[1])
@@ -369,19 +377,9 @@ def test_a_database_error_after_a_constraint_fails_only_its_own_grant(
     then fails while the third is: the first stays granted (and is answered), the second
     is refused, and only the third gets the error, with its nonce still live."""
     with _world(tmp_path, database_url) as w:
-        requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
-                    for _ in range(3)]  # fmt: skip
-        pending = [w.attestations.prepare(r, NOW) for r in requests]
-        record = Attestations._record
-
-        def faulty(self: Attestations, writes: Any, grant: Any, head: Any) -> Grant:
-            if grant is pending[1]:
-                raise IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))
-            if grant is pending[2]:  # reached only once the batch is recorded one by one
-                raise OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
-            return record(self, writes, grant, head)
-
-        monkeypatch.setattr(Attestations, "_record", faulty)
+        pending = _prepared(w, 3)
+        # the third is reached only once the batch is recorded one by one
+        _faults(monkeypatch, {pending[1]: _unique_error(), pending[2]: _disk_error()})
         first, second, third = w.attestations.commit(pending)
         assert first.granted is not None, first
         assert "attest again" in str(second.refused)
@@ -389,7 +387,7 @@ def test_a_database_error_after_a_constraint_fails_only_its_own_grant(
         with pytest.raises(OperationalError):
             third.result()
         assert (w.grants(), w.audited("attest.granted"), w.audited("attest.refused")) == (1, 1, 1)
-        monkeypatch.setattr(Attestations, "_record", record)
+        monkeypatch.undo()
         (again,) = w.attestations.commit([pending[2]])  # its nonce was not used up
         assert again.granted is not None, again
         assert (w.grants(), w.audited("attest.granted")) == (2, 2)
