@@ -827,14 +827,12 @@ class Attestations:
         self, connection: Connection, plan: _Plan, fresh: list[tuple[dict[str, Any], bytes]],
         now: int,
     ) -> bool:  # fmt: skip
-        """In the grant's transaction, store the keys made for output volumes that had
-        none; True if another grant stored one since the plan read it (the configuration
-        now holds that key instead, and must be sealed again)."""
+        """In the grant's transaction, which holds the audit log's lock (so a grant that
+        stored the key committed before it is read here, and it is found, not written
+        twice), store the keys made for output volumes that had none; True if another
+        grant stored one since the plan read it (the configuration now holds that key
+        instead, and must be sealed again)."""
         changed = False
-        if fresh:  # queue behind the other writers first (on SQLite this transaction
-            # already holds the write lock): a grant that stored the key commits before
-            # it is read here, so it is found, not written twice (a conflict)
-            audit.lock(connection)
         for volume, key in fresh:
             assert plan.session is not None  # noqa: S101 - volumes are a session's
             ref = volume_key_ref(plan.session.owner, plan.session.name, volume["name"])
