@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from confide.db import make_engine, upgrade
-from confide.db.direct import _CURSOR, INSERT_ROWS, DirectStatement, InsertRows
+from confide.db.direct import _LIBPQ, INSERT_ROWS, DirectStatement, InsertRows
 from confide.db.engine import reading
 from confide.db.schema import attest_nonces, secrets
 from tests.integration.tcp_forwarder import TcpForwarder
@@ -144,8 +144,8 @@ def test_a_lost_postgresql_connection_is_invalidated(database_url: str) -> None:
         forwarder.restore()
         with reading(engine) as connection:  # a new connection from the pool works
             assert peek.all(connection, {}) == []
-            # with a cursor of its own (the record's info outlived the old connection)
-            assert connection.info[_CURSOR][0] is connection.connection.dbapi_connection
+            # with statements of its own (the record's info outlived the old connection)
+            assert connection.info[_LIBPQ].driver is connection.connection.dbapi_connection
         engine.dispose()
     finally:
         forwarder.close()
@@ -210,24 +210,81 @@ def test_an_insert_missing_a_column_is_refused(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_psycopg_statements_share_one_cursor_until_an_error(database_url: str) -> None:
+def test_psycopg_statements_go_to_libpq_prepared_once(database_url: str) -> None:
+    """On psycopg a statement is prepared on its connection's first use and executed by
+    name after; a failed one leaves the transaction to psycopg's rollback, and the
+    connection goes on with what it prepared."""
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
     upgrade(engine)
     put = DirectStatement(insert(attest_nonces), columns=("nonce", "expires_at"))
     count = DirectStatement(select(func.count()).select_from(attest_nonces))
+    prepared = text("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'confide_%'")
     nonce = os.urandom(32)
     with engine.begin() as connection:
         put.execute(connection, {"nonce": nonce, "expires_at": NOW})
-        kept = connection.info[_CURSOR][1]
         assert count.first(connection, {})[0] == 1
-        assert connection.info[_CURSOR][1] is kept  # used again, not closed
+        assert count.first(connection, {})[0] == 1
+        assert connection.execute(prepared).scalar() == 2  # one each, used again
+        driver = connection.connection.dbapi_connection
+        assert driver is not None and driver.info.transaction_status.name == "INTRANS"
     with pytest.raises(IntegrityError), engine.begin() as connection:
         put.execute(connection, {"nonce": nonce, "expires_at": NOW})
-    assert kept.closed  # dropped with the failed statement
-    with engine.begin() as connection:  # the same pooled connection, a new cursor
+    with engine.begin() as connection:  # the same pooled connection, rolled back and reused
         assert count.first(connection, {})[0] == 1
-        assert connection.info[_CURSOR][1] is not kept
+        assert connection.execute(prepared).scalar() == 2
+        assert connection.info[_LIBPQ].driver is driver
     engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_read_only_postgresql_transaction_stays_read_only(database_url: str) -> None:
+    """A transaction with options (here READ ONLY) is begun by psycopg, as its options
+    say, not by a plain BEGIN: a write in it is refused by PostgreSQL."""
+    engine = make_engine(database_url, execution_options={"postgresql_readonly": True})
+    upgrade(make_engine(database_url))
+    put = DirectStatement(insert(attest_nonces), columns=("nonce", "expires_at"))
+    count = DirectStatement(select(func.count()).select_from(attest_nonces))
+    with engine.connect() as connection:
+        assert count.first(connection, {})[0] == 0
+        with pytest.raises(DBAPIError, match="read-only transaction"):
+            put.execute(connection, {"nonce": os.urandom(32), "expires_at": NOW})
+    engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_prepared_statements_survive_rollbacks_and_recover_from_a_deallocate(
+    database_url: str,
+) -> None:
+    """A rollback keeps what DirectStatement prepared, even after Core statements ran
+    often (psycopg's own preparing, which deallocates everything at a rollback, is off);
+    a DEALLOCATE ALL fails the one statement that finds its name gone, not the next."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    upgrade(engine)
+    count = DirectStatement(select(func.count()).select_from(attest_nonces))
+    core = select(func.count()).select_from(attest_nonces)
+    for _ in range(3):
+        with engine.connect() as connection, connection.begin() as transaction:
+            assert count.first(connection, {})[0] == 0
+            for _ in range(8):
+                assert connection.execute(core).scalar() == 0
+            transaction.rollback()
+    with engine.connect() as connection:
+        assert count.first(connection, {})[0] == 0
+        connection.execute(text("DEALLOCATE ALL"))
+        connection.commit()
+        with pytest.raises(DBAPIError, match="does not exist"):
+            count.first(connection, {})
+        connection.rollback()
+        assert count.first(connection, {})[0] == 0  # prepared again
+    engine.dispose()
+
+
+def test_placeholders_become_numbered_parameters() -> None:
+    from confide.db.direct import _libpq_form
+
+    form = _libpq_form("SELECT %(a)s, %(b)s WHERE x = %(a)s AND y LIKE 'p%%'")
+    assert form.sql == b"SELECT $1, $2 WHERE x = $1 AND y LIKE 'p%'"
+    assert form.names == ("a", "b")
 
 
 def test_rows_inserted_together_belong_to_the_callers_transaction(engine: Engine) -> None:

@@ -42,6 +42,12 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options: 
     # A database error's message leaves out the statement's parameters: they may hold a
     # sealed value, a requester's address or a secret's name, and such errors are logged.
     options.setdefault("hide_parameters", True)
+    if target.startswith("postgresql"):
+        # The hot statements are prepared by confide.db.direct, once per connection.
+        # psycopg's own preparing (of a statement run five times) is turned off: with a
+        # statement of its own prepared, psycopg deallocates every prepared statement of
+        # the connection at each rollback, ours too.
+        options.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
     engine = create_engine(target, future=True, **options)
     if engine.dialect.name == "postgresql" and not options.get("pool_pre_ping"):
         event.listen(engine, "checkout", _closed_by_peer)
