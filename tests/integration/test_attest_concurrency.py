@@ -3,6 +3,7 @@ one audited refusal, never two), and two first grants agree on an output volume'
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -191,6 +192,31 @@ def test_a_request_without_a_live_nonce_does_no_work(tmp_path: Path, database_ur
             with pytest.raises(AttestationRefusedError, match=reason):
                 w.attestations.attest(w.request(nonce, EnclaveKeys.generate()), NOW)
         assert w.audited("attest.refused") == 0
+
+
+def test_a_refusal_before_the_nonce_is_read_audits_nothing_without_a_live_nonce(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A session's nonce is read with its volumes' tags, after its version and service
+    are found. One refused before that read (another version, a service not in it) is
+    audited only with a live nonce, which it uses up: a dead one leaves no trace."""
+    with _world(tmp_path, database_url) as w:
+        keys = EnclaveKeys.generate()
+        stale = dataclasses.replace(
+            w.request(b"\x00" * 32, keys), target=SessionTarget(OWNER.address, "cubic", "ab" * 32)
+        )
+        unknown_service = w.request(b"\x00" * 32, keys, service="nope")
+        for request in (stale, unknown_service):
+            with pytest.raises(AttestationRefusedError, match="unknown or already used"):
+                w.attestations.attest(request, NOW)
+        assert w.audited("attest.refused") == 0
+        live = w.attestations.challenge(NOW)
+        with pytest.raises(AttestationRefusedError, match="no current version"):
+            w.attestations.attest(dataclasses.replace(stale, nonce=live), NOW)
+        assert w.audited("attest.refused") == 1
+        with pytest.raises(AttestationRefusedError, match="unknown or already used"):
+            w.attestations.attest(dataclasses.replace(unknown_service, nonce=live), NOW)
+        assert w.audited("attest.refused") == 1
 
 
 def _sealed_config(w: _World, grant: Grant, request: AttestRequest, keys: EnclaveKeys) -> Any:

@@ -15,7 +15,15 @@ from confide.crypto.envelope import (
     open_value,
     seal_value,
 )
-from confide.crypto.sealing import EnclaveKeys, seal_for_enclave, sealing_info
+from confide.crypto.sealing import (
+    EnclaveKeys,
+    canonical_json,
+    config_hash,
+    seal_for_enclave,
+    sealed_document,
+    sealed_payload,
+    sealing_info,
+)
 from confide.errors import AttestationError, SecretError
 
 INFO = sealing_info(sms_id="sms-1", subject="task-9", service="app", nonce=b"\x01" * 32)
@@ -53,6 +61,24 @@ CONTEXT = SecretContext(
 @pytest.fixture
 def kek(tmp_path: Path) -> KeyEncryptionKey:
     return KeyEncryptionKey.load_or_create(tmp_path / "kek")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"format": "confide-config-v1", "environment": {"Z": "1", "A": "é\u2028\"x"}},
+        {"volumes": [{"name": "out", "key": None, "tag": None}], "command": "a b"},
+        {},
+    ],
+)
+def test_the_sealed_payload_is_the_canonical_json_of_config_and_token(config: object) -> None:
+    """Made from the configuration's canonical JSON once (its hash is of the same bytes),
+    it is byte for byte what the enclave would make of the two as one document."""
+    token = "eyJhbGciOiJFZERTQSJ9.eyJ4IjoxfQ.c2ln"
+    encoded, digest = sealed_document(config)
+    assert encoded == canonical_json(config)
+    assert digest == config_hash(config)
+    assert sealed_payload(encoded, token) == canonical_json({"config": config, "token": token})
 
 
 def test_kek_file_is_private_and_stable(tmp_path: Path, kek: KeyEncryptionKey) -> None:

@@ -49,6 +49,18 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(canonical_json(config)).hexdigest()
 
 
+def sealed_document(config: Any) -> tuple[bytes, str]:
+    """A configuration's canonical JSON and :func:`config_hash` of it, made once."""
+    encoded = canonical_json(config)
+    return encoded, hashlib.sha256(encoded).hexdigest()
+
+
+def sealed_payload(config_json: bytes, token: str) -> bytes:
+    """What is sealed to an enclave: ``canonical_json({"config": config, "token": token})``,
+    with the configuration's canonical JSON (``config_json``) made once, for its hash too."""
+    return b'{"config":' + config_json + b',"token":' + canonical_json(token) + b"}"
+
+
 def signed_sealed_message(info: bytes, sealed: bytes) -> bytes:
     """What the sms signs for a sealed configuration: the HPKE context and the sealed
     bytes, length-prefixed (so the signature cannot be moved to another context)."""

@@ -87,15 +87,35 @@ class DatabaseNonceStore:
 
     def consume(self, nonce: bytes, now: float) -> None:
         """Use ``nonce`` up in a transaction of its own (AttestationError if it cannot be)."""
-        _check_length(nonce)
+        check_length(nonce)
         with self._engine.begin() as connection:
             _require_live(_NONCE_TAKE.first(connection, {"nonce": nonce}), now)
 
     @staticmethod
     def peek(connection: Connection, nonce: bytes, now: float) -> None:
         """AttestationError unless ``nonce`` is live at ``now``; uses nothing up (a read)."""
-        _check_length(nonce)
+        check_length(nonce)
         _require_live(_NONCE_PEEK.first(connection, {"nonce": nonce}), now)
+
+    @staticmethod
+    def expiry_column(parameter: str = "nonce") -> Any:
+        """For a read that checks a nonce with others: a column of the expiry of the nonce
+        bound as ``parameter`` (NULL if there is none), named ``nonce_expires``. The row's
+        value goes to :meth:`require_live`."""
+        return (
+            select(attest_nonces.c.expires_at)
+            .where(attest_nonces.c.nonce == bindparam(parameter))
+            .scalar_subquery()
+            .label("nonce_expires")
+        )
+
+    @staticmethod
+    def require_live(expires_at: int | None, now: float) -> None:
+        """:meth:`peek`'s verdict on an expiry read by :meth:`expiry_column`."""
+        if expires_at is None:
+            raise AttestationError(NONCE_USED)
+        if now >= expires_at:
+            raise AttestationError(_EXPIRED)
 
     @staticmethod
     def take_many(connection: Connection, nonces: Sequence[bytes]) -> dict[bytes, int]:
@@ -135,13 +155,11 @@ def _nonces_take(count: int) -> DirectStatement:
 
 def _require_live(row: Any, now: float) -> None:
     """AttestationError unless the nonce's row was found and has not expired at ``now``."""
-    if row is None:
-        raise AttestationError(NONCE_USED)
-    if now >= row.expires_at:
-        raise AttestationError(_EXPIRED)
+    DatabaseNonceStore.require_live(None if row is None else row.expires_at, now)
 
 
-def _check_length(nonce: bytes) -> None:
+def check_length(nonce: bytes) -> None:
+    """AttestationError unless ``nonce`` has a nonce's length (checked before it is bound)."""
     if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
         raise AttestationError(f"a nonce is {NONCE_BYTES} bytes")
 

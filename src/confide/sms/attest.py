@@ -34,9 +34,9 @@ from confide.attestation.verifier import EnclaveBinding, Verdict, Verifier, veri
 from confide.crypto.result_key import result_key_sha256
 from confide.crypto.sealing import (
     SEALED_CONFIG_LABEL,
-    canonical_json,
-    config_hash,
     seal_for_enclave,
+    sealed_document,
+    sealed_payload,
     sealing_info,
     session_subject,
     signed_sealed_message,
@@ -46,7 +46,7 @@ from confide.db import audit
 from confide.db.direct import DirectStatement, InsertRows
 from confide.db.engine import reading
 from confide.db.schema import attestations, secrets, task_releases, volume_tags
-from confide.db.stores import DatabaseNonceStore
+from confide.db.stores import DatabaseNonceStore, check_length
 from confide.errors import AttestationError, AuthError, ConfideError
 from confide.sms.registry import AppRecord
 from confide.sms.release_policy import ReleasePolicy
@@ -243,6 +243,68 @@ class Outcome:
         return self.granted
 
 
+SHAPES_KEPT = 1024  # session services whose shape an Attestations remembers
+
+
+@dataclass(frozen=True)
+class _ServiceShape:
+    """One service of one session version, as an attestation uses it: its policy, the
+    session secrets it references and the volumes it may use, with their keys' refs."""
+
+    service: dict[str, Any] = field(repr=False)
+    policy: Policy
+    refs: Mapping[str, SecretRef]  # secret name -> where the session keeps it (sorted)
+    volumes: list[dict[str, Any]]
+    keys: Mapping[str, SecretRef]  # volume name -> where its key is kept
+
+    @classmethod
+    def of(cls, head: StoredSession, name: str) -> _ServiceShape:
+        document = head.document
+        service = next((s for s in document["services"] if s["name"] == name), None)
+        if service is None:
+            raise AttestationRefusedError(
+                f"service {name!r} is not in session {head.owner}/{head.name}"
+            )
+        security = document["security"]
+        policy = Policy(
+            measurements=frozenset(Measurement.parse(m) for m in service["measurements"]),
+            tolerate=frozenset(security["tolerate"]),
+            ignore_advisories=frozenset(security["ignore_advisories"]),
+        )
+        refs = {secret: session_secret_ref(head.owner, head.name, head.hash, secret)
+                for secret in sorted(_references(service))}  # fmt: skip
+        volumes = [v for v in document["volumes"] if v["name"] in service["volumes"]]
+        keys = {v["name"]: volume_key_ref(head.owner, head.name, v["name"]) for v in volumes}
+        return cls(service, policy, refs, volumes, keys)
+
+
+def _volumes(
+    volumes: list[dict[str, Any]], keys: Mapping[str, SecretRef],
+    found: Mapping[SecretRef, StoredSecret], tags: Mapping[str, str | None],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Each volume the service may use (``volumes``), with its key (read into ``found``)
+    and the tag it must have (``tags``).
+
+    An output volume's key is made on first use; an input volume must have been pushed by
+    the session's owner (its key is theirs).
+    """
+    result = []
+    for volume in volumes:
+        stored = found.get(keys[volume["name"]])
+        if stored is None and volume["mode"] != "output":
+            raise AttestationRefusedError(
+                f"input volume {volume['name']!r} has no key yet: its owner pushes it with "
+                f"the volume"
+            )
+        result.append({
+            "name": volume["name"], "mode": volume["mode"], "path": volume["path"],
+            # None: made and stored when the grant is recorded
+            "key": None if stored is None else stored.value.hex(),
+            "tag": tags[volume["name"]],
+        })  # fmt: skip
+    return result
+
+
 class Attestations:
     def __init__(
         self, sms: Sms, verifiers: Mapping[str, Verifier], nonces: DatabaseNonceStore
@@ -251,6 +313,7 @@ class Attestations:
         self.sms = sms
         self.verifiers = verifiers
         self.nonces = nonces
+        self._shapes: dict[tuple[str, str, str, str], _ServiceShape] = {}
 
     def challenge(self, now: int) -> bytes:
         return self.nonces.issue(now)
@@ -265,8 +328,9 @@ class Attestations:
         """Everything of an attestation before its transaction: the plan, the verdict and
         the sealed configuration. A refusal is audited here (AttestationRefusedError).
 
-        The nonce is checked first: a request without a live challenge costs one read and
-        leaves no trace (so the public endpoint cannot flood the audit log). With one,
+        The nonce is checked first: a request without a live challenge costs a read or two
+        (for a session, the nonce is read with its volumes' tags) and leaves no trace (so
+        the public endpoint cannot flood the audit log). With one,
         the nonce is used up in the transaction that records the outcome, the grant or an
         audited refusal (one ``DELETE … RETURNING``), so it is used once: of two requests
         racing with one nonce, one is recorded and the other refused as a replay, with no
@@ -276,15 +340,17 @@ class Attestations:
         refusal: AttestationRefusedError | None = None
         with reading(self.sms.engine) as connection:  # one connection for the plan's reads
             try:
-                self.nonces.peek(connection, request.nonce, now)
-            except AttestationError as exc:
-                raise AttestationRefusedError(str(exc)) from None
-            try:
                 if isinstance(request.target, SessionTarget):
-                    plan = self._session_plan(request, request.target, connection)
+                    plan = self._session_plan(request, request.target, connection, now)
                 else:
+                    self.nonces.peek(connection, request.nonce, now)
                     plan = self._task_plan(request, request.target, signer, connection)
+            except AttestationError as exc:  # the nonce is not live: nothing audited
+                raise AttestationRefusedError(str(exc)) from None
             except AttestationRefusedError as refused:
+                # Some are refused before their nonce is read (a session version that is
+                # not current): the refusal's own transaction uses the nonce up, and
+                # audits nothing if it was not live.
                 refusal = refused
         if refusal is not None:
             self._refuse(request, now, refusal.reasons)
@@ -349,7 +415,7 @@ class Attestations:
     # -- sessions ---------------------------------------------------------------------
 
     def _session_plan(
-        self, request: AttestRequest, target: SessionTarget, connection: Connection
+        self, request: AttestRequest, target: SessionTarget, connection: Connection, now: int
     ) -> _Plan:
         sessions = self.sms.sessions
         # A version read before is not read again: whether it is still current is checked
@@ -362,29 +428,20 @@ class Attestations:
                 f"session {target.owner}/{target.name} has no current version {target.hash} "
                 f"(the enclave was started for another version, or another session)"
             )
-        document = head.document
-        service = next((s for s in document["services"] if s["name"] == request.service), None)
-        if service is None:
-            raise AttestationRefusedError(
-                f"service {request.service!r} is not in session {target.owner}/{target.name}"
-            )
-        security = document["security"]
-        policy = Policy(
-            measurements=frozenset(Measurement.parse(m) for m in service["measurements"]),
-            tolerate=frozenset(security["tolerate"]),
-            ignore_advisories=frozenset(security["ignore_advisories"]),
-        )
-        plan = _Plan(policy, scope=f"{target.owner}/{target.name}",
+        shape = self._shape(head, request.service)
+        service = shape.service
+        plan = _Plan(shape.policy, scope=f"{target.owner}/{target.name}",
                      audience=f"session:{target.owner}/{target.name}", session=head)  # fmt: skip
-        names = sorted(_references(service))
-        refs = {name: session_secret_ref(target.owner, target.name, head.hash, name)
-                for name in names}  # fmt: skip
-        volumes = [v for v in document["volumes"] if v["name"] in service["volumes"]]
-        keys = {v["name"]: volume_key_ref(head.owner, head.name, v["name"]) for v in volumes}
-        # All the secrets in one read, and the volumes' tags in another.
+        # The nonce and the volumes' tags in one read (AttestationError: the nonce is not
+        # live), then all the secrets in another.
+        check_length(request.nonce)
+        expires, tags = read_tags(head.owner, head.name, [v["name"] for v in shape.volumes],
+                                  connection, nonce=request.nonce)  # fmt: skip
+        DatabaseNonceStore.require_live(expires, now)
+        refs, keys = shape.refs, shape.keys
         found = self.sms.secrets.release_many([*refs.values(), *keys.values()], connection)
-        values = {name: self._session_secret(refs[name], found, plan, f"session secret {name!r}")
-                  for name in names}  # fmt: skip
+        values = {name: self._session_secret(ref, found, plan, f"session secret {name!r}")
+                  for name, ref in refs.items()}  # fmt: skip
         plan.config = {
             "format": CONFIG_FORMAT,
             "session": {"owner": target.owner, "name": target.name, "hash": head.hash},
@@ -392,37 +449,22 @@ class Attestations:
             "command": _inject(service["command"], values),
             "pwd": service["pwd"],
             "environment": {k: _inject(v, values) for k, v in service["environment"].items()},
-            "volumes": self._volumes(head, volumes, keys, found, connection),
+            "volumes": _volumes(shape.volumes, keys, found, tags),
         }
         return plan
 
-    @staticmethod
-    def _volumes(
-        head: StoredSession, volumes: list[dict[str, Any]], keys: Mapping[str, SecretRef],
-        found: Mapping[SecretRef, StoredSecret], connection: Connection,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        """Each volume the service may use (``volumes``), with its key (read into
-        ``found``) and the tag it must have.
-
-        An output volume's key is made on first use; an input volume must have been
-        pushed by the session's owner (its key is theirs).
-        """
-        tags = current_tags(head.owner, head.name, [v["name"] for v in volumes], connection)
-        result = []
-        for volume in volumes:
-            stored = found.get(keys[volume["name"]])
-            if stored is None and volume["mode"] != "output":
-                raise AttestationRefusedError(
-                    f"input volume {volume['name']!r} has no key yet: its owner pushes "
-                    f"it with the volume"
-                )
-            result.append({
-                "name": volume["name"], "mode": volume["mode"], "path": volume["path"],
-                # None: made and stored when the grant is recorded
-                "key": None if stored is None else stored.value.hex(),
-                "tag": tags[volume["name"]],
-            })  # fmt: skip
-        return result
+    def _shape(self, head: StoredSession, name: str) -> _ServiceShape:
+        """What a session version says of one of its services, worked out once per
+        version (a version's document never changes); AttestationRefusedError if the
+        version has no such service."""
+        key = (head.owner, head.name, head.hash, name)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = _ServiceShape.of(head, name)
+            if len(self._shapes) >= SHAPES_KEPT:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -811,12 +853,12 @@ class Attestations:
     def _seal(self, request: AttestRequest, plan: _Plan, verdict: Verdict, info: bytes,
               jti: str, now: int) -> _Sealed:  # fmt: skip
         """The token over the configuration's hash, and both sealed to the enclave."""
-        digest = config_hash(plan.config)
+        encoded, digest = sealed_document(plan.config)
         token = self.sms.tokens.issue(
             verdict, request.binding(self.sms.config.sms_id), audience=plan.audience,
             config_hash=digest, now=now, jti=jti,
         )  # fmt: skip
-        payload = canonical_json({"config": plan.config, "token": token})
+        payload = sealed_payload(encoded, token)
         try:
             blob = seal_for_enclave(payload, request.x25519_public, info)
         except (AttestationError, ValueError):  # e.g. a low-order point
@@ -896,15 +938,36 @@ def current_tags(
 ) -> dict[str, str | None]:
     """Each volume's current tag (None before the first): one statement per BATCH
     volumes, each column an indexed ``ORDER BY seq DESC LIMIT 1`` read."""
+    return read_tags(owner, session, volumes, connection)[1]
+
+
+def read_tags(
+    owner: str, session: str, volumes: Sequence[str], connection: Connection,
+    nonce: bytes | None = None,
+) -> tuple[int | None, dict[str, str | None]]:  # fmt: skip
+    """:func:`current_tags`, and with ``nonce`` that nonce's expiry (None: there is no
+    such nonce) read by the first of its statements (the only one, for BATCH volumes or
+    fewer; that one also for none)."""
     tags: dict[str, str | None] = {}
+    expires: int | None = None
     wanted = list(dict.fromkeys(volumes))
-    for chunk in batches(wanted):
-        params = {"owner": owner, "session": session}
+    chunks = batches(wanted) or [[]]
+    for n, chunk in enumerate(chunks):
+        with_nonce = nonce is not None and n == 0
+        if not chunk and not with_nonce:
+            continue
+        params: dict[str, Any] = {"owner": owner, "session": session}
         params.update({f"volume_{i}": volume for i, volume in enumerate(chunk)})
-        row = _tags_of(len(chunk)).first(connection, params)
+        if with_nonce:
+            params["nonce"] = nonce
+        row = _tags_of(len(chunk), with_nonce).first(connection, params)
+        values = list(row)
+        if with_nonce:
+            found = values.pop()
+            expires = None if found is None else int(found)
         tags.update({volume: None if tag is None else str(tag)
-                     for volume, tag in zip(chunk, row, strict=True)})  # fmt: skip
-    return tags
+                     for volume, tag in zip(chunk, values, strict=True)})  # fmt: skip
+    return expires, tags
 
 
 def _recheck_reads(
@@ -934,16 +997,21 @@ def _recheck_reads(
 
 
 # Built once per shape, values bound at execution, run on the driver (confide.db.direct).
-@lru_cache(maxsize=BATCH)
-def _tags_of(count: int) -> DirectStatement:
-    return DirectStatement(select(*(
+@lru_cache(maxsize=2 * BATCH)
+def _tags_of(count: int, nonce: bool) -> DirectStatement:
+    """``count`` volumes' current tags, one column each, and with ``nonce`` a last column
+    for the expiry of the nonce bound as ``nonce``."""
+    columns: list[Any] = [
         select(volume_tags.c.tag)
         .where(volume_tags.c.owner == bindparam("owner"),
                volume_tags.c.session == bindparam("session"),
                volume_tags.c.volume == bindparam(f"volume_{i}"))
         .order_by(volume_tags.c.seq.desc()).limit(1).scalar_subquery().label(f"t{i}")
         for i in range(count)
-    )))  # fmt: skip
+    ]  # fmt: skip
+    if nonce:
+        columns.append(DatabaseNonceStore.expiry_column())
+    return DirectStatement(select(*columns))
 
 
 @lru_cache(maxsize=3 * BATCH)
