@@ -66,7 +66,7 @@ def kek(tmp_path: Path) -> KeyEncryptionKey:
 @pytest.mark.parametrize(
     "config",
     [
-        {"format": "confide-config-v1", "environment": {"Z": "1", "A": "é\u2028\"x"}},
+        {"format": "confide-config-v1", "environment": {"Z": "1", "A": 'é\u2028"x'}},
         {"volumes": [{"name": "out", "key": None, "tag": None}], "command": "a b"},
         {},
     ],
