@@ -336,6 +336,28 @@ def test_grants_recorded_together_are_each_checked(tmp_path: Path, database_url:
         assert report.error is None, report.error
 
 
+def test_grants_of_one_session_in_a_batch_share_its_recheck_and_each_is_refused(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Three grants of one session version, recorded together after the session was
+    updated: the batch reads the version's successor once, and each grant is refused and
+    audited on its own, in a chain that holds."""
+    with _world(tmp_path, database_url) as w:
+        other = _other_session(w)
+        pending = [w.attestations.prepare(_request_for(w, other, EnclaveKeys.generate()), NOW)
+                   for _ in range(3)]  # fmt: skip
+        text = SESSION.replace("name: cubic", "name: other").replace(
+            'version: "1"', f'version: "2"\npredecessor: {other.hash}'
+        )
+        w.sms.sessions.update(OWNER.address, OWNER.address, parse_session(text, {}), NOW)
+        outcomes = [_outcome(o) for o in w.attestations.commit(pending)]
+        assert all("no longer current" in str(o) for o in outcomes), outcomes
+        assert (w.grants(), w.audited("attest.refused")) == (0, 3)
+        with w.sms.engine.connect() as connection:
+            report = audit.check_chain(connection)
+        assert report.error is None, report.error
+
+
 def _prepared(w: _World, count: int) -> list[PendingGrant]:
     requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
                 for _ in range(count)]  # fmt: skip

@@ -103,11 +103,13 @@ class DirectStatement:
         dialect = connection.dialect
         compiled = self._compiled.get(_key(dialect)) or self._compile(dialect)
         args = self._args(compiled, params)
-        if not connection.in_transaction():
-            connection.begin()  # as execute would: the engine's begin events run
         driver: Any = connection.connection.dbapi_connection
+        state = None if compiled.libpq is None else _libpq_state(connection, driver)
+        # As execute would, a transaction is begun (and the engine's begin events run),
+        # but not for libpq in autocommit: it would begin nothing, and cost a rollback.
+        if not connection.in_transaction() and not (state is not None and driver.autocommit):
+            connection.begin()
         try:
-            state = None if compiled.libpq is None else _libpq_state(connection, driver)
             if compiled.libpq is not None and state is not None and state.ready():
                 rows, count = state.run(compiled.libpq, args)
             else:

@@ -702,8 +702,9 @@ class Attestations:
             raise AttestationRefusedError(NONCE_USED) from None
 
     def _recheck(
-        self, connection: Connection, request: AttestRequest, plan: _Plan
-    ) -> tuple[audit.Head, str | None]:
+        self, connection: Connection, request: AttestRequest, plan: _Plan,
+        reads: dict[Any, _RecheckReads] | None = None,
+    ) -> tuple[audit.Head, str | None]:  # fmt: skip
         """Inside the grant's transaction, after the audit log's lock: nothing the plan
         read has moved on since (a secret rotated, the session updated, the lease
         re-claimed or already used while the evidence was being verified), or the reason
@@ -713,10 +714,17 @@ class Attestations:
         lease lives in the registry (the hub), not under this lock: it is checked here,
         and one re-claimed after the check but before the commit is not seen (the window
         is the commit's). One statement (per BATCH secrets) reads it all, with the log's
-        head for the entry that follows."""
+        head for the entry that follows; kept in ``reads`` (a batch's) for the next grant
+        that would read the same."""
         target = request.target
         refs = [r for r, _ in plan.versions]
-        current, superseded, released, head = _recheck_reads(connection, refs, target)
+        key = (target, tuple(refs))
+        found = None if reads is None else reads.get(key)
+        if found is None:
+            found = _recheck_reads(connection, refs, target)
+            if reads is not None:
+                reads[key] = found
+        current, superseded, released, head = found
         for (ref, version), now_version in zip(plan.versions, current, strict=True):
             if now_version != version:
                 return head, f"secret {ref.label()} changed while attesting: attest again"
@@ -789,6 +797,9 @@ class Attestations:
             writes = _Writes(connection)
             used: set[bytes] = set()
             leases: set[tuple[str, str]] = set()
+            # Grants of one session (or task) with the same secrets read the same rows:
+            # read once per batch, until a grant stores an output volume's key.
+            reads: dict[Any, _RecheckReads] = {}
             for grant in pending:
                 request, now = grant.request, grant.now
                 expiry = expiries.get(request.nonce)
@@ -797,7 +808,7 @@ class Attestations:
                     outcomes.append(Outcome(refused=AttestationRefusedError(NONCE_USED)))
                     continue
                 used.add(request.nonce)
-                head, reason = self._recheck(connection, request, grant.plan)
+                head, reason = self._recheck(connection, request, grant.plan, reads)
                 target = request.target
                 if reason is None and isinstance(target, TaskTarget):
                     lease = (target.task_id, target.lease_token)
@@ -808,6 +819,8 @@ class Attestations:
                     outcomes.append(Outcome(refused=AttestationRefusedError(reason)))
                     continue
                 outcomes.append(Outcome(granted=self._record(writes, grant, head)))
+                if grant.fresh:  # a key stored: what the next grants read has changed
+                    reads.clear()
             writes.flush()
         return outcomes
 
@@ -970,9 +983,12 @@ def read_tags(
     return expires, tags
 
 
+_RecheckReads = tuple[list[int | None], bool, bool, audit.Head]
+
+
 def _recheck_reads(
     connection: Connection, refs: Sequence[SecretRef], target: SessionTarget | TaskTarget
-) -> tuple[list[int | None], bool, bool, audit.Head]:
+) -> _RecheckReads:
     """The current version of each of ``refs``; for a session, whether its version has a
     successor; for a task, whether its lease has been released already; and the audit
     log's head: one statement per BATCH references (the first also reads the rest)."""
