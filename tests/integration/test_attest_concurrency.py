@@ -286,16 +286,71 @@ def _other_session(w: _World) -> StoredSession:
     return stored
 
 
-def _request_for(w: _World, session: StoredSession, keys: EnclaveKeys) -> AttestRequest:
-    nonce = w.attestations.challenge(NOW)
+def _request_for(
+    w: _World, session: StoredSession, keys: EnclaveKeys, service: str = "app",
+    nonce: bytes | None = None,
+) -> AttestRequest:  # fmt: skip
+    nonce = w.attestations.challenge(NOW) if nonce is None else nonce
     subject = f"{OWNER.address}/{session.name}@{session.hash}"
     binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public, w.sms.config.sms_id,
-                             subject, "app", "")  # fmt: skip
+                             subject, service, "")  # fmt: skip
     return AttestRequest(
         evidence=SimAttester(w.platform, APP).evidence(binding.report_data(nonce)), nonce=nonce,
-        x25519_public=keys.x25519_public, ed25519_public=keys.ed25519_public, service="app",
+        x25519_public=keys.x25519_public, ed25519_public=keys.ed25519_public, service=service,
         worker="", target=SessionTarget(OWNER.address, session.name, session.hash),
     )  # fmt: skip
+
+
+MANY = 40  # more secrets than one statement of the plan's read takes (BATCH)
+SHAPES = f"""
+name: shapes
+version: "1"
+services:
+  - name: bare
+    measurements: ["{APP}"]
+    command: python3 /app/bare.py
+  - name: many
+    measurements: ["{APP}"]
+    command: python3 /app/many.py
+    environment:
+{"".join(f'      S{i}: "$$confide:secrets:s{i}$$"{chr(10)}' for i in range(MANY))}\
+    volumes: [out]
+volumes:
+  - name: out
+    mode: output
+secrets:
+{"".join(f'  - {{name: s{i}, kind: ascii, value: "v{i}"}}{chr(10)}' for i in range(MANY))}\
+security:
+  tolerate: [simulation]
+"""
+
+
+def test_services_without_secrets_and_with_more_than_a_batch_are_planned_right(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A service with no secret and no volume (its plan's read is the nonce alone) and
+    one with 40 secrets and an output volume (more than one statement takes) are each
+    granted what they reference; with a dead nonce each is refused unaudited."""
+    with _world(tmp_path, database_url) as w:
+        session = w.sms.sessions.create(OWNER.address, parse_session(SHAPES, {}), NOW)
+        for service in ("bare", "many"):
+            dead = _request_for(w, session, EnclaveKeys.generate(), service, b"\x01" * 32)
+            with pytest.raises(AttestationRefusedError, match="unknown or already used"):
+                w.attestations.attest(dead, NOW)
+        assert w.audited("attest.refused") == 0
+        configs = {}
+        for service in ("bare", "many"):
+            keys = EnclaveKeys.generate()
+            request = _request_for(w, session, keys, service)
+            configs[service] = _sealed_config(w, w.attestations.attest(request, NOW), request,
+                                              keys)  # fmt: skip
+        assert configs["bare"]["environment"] == {} and configs["bare"]["volumes"] == []
+        many = configs["many"]
+        assert many["environment"] == {f"S{i}": f"v{i}" for i in range(MANY)}
+        assert [(v["name"], v["tag"], len(v["key"])) for v in many["volumes"]] == [
+            ("out", None, 64)
+        ]
+        assert w.audited("attest.granted") == 2
 
 
 def _outcome(outcome: Outcome) -> Grant | str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, func, select
+from sqlalchemy import Connection, bindparam, exists, func, select, true
 from sqlalchemy.exc import IntegrityError
 
 from confide.attestation.evidence import Evidence
@@ -59,6 +59,7 @@ from confide.sms.secrets import (
     batch_params,
     batches,
     key_of,
+    latest_rows,
     result_key_ref,
 )
 from confide.sms.service import Sms
@@ -432,14 +433,8 @@ class Attestations:
         service = shape.service
         plan = _Plan(shape.policy, scope=f"{target.owner}/{target.name}",
                      audience=f"session:{target.owner}/{target.name}", session=head)  # fmt: skip
-        # The nonce and the volumes' tags in one read (AttestationError: the nonce is not
-        # live), then all the secrets in another.
-        check_length(request.nonce)
-        expires, tags = read_tags(head.owner, head.name, [v["name"] for v in shape.volumes],
-                                  connection, nonce=request.nonce)  # fmt: skip
-        DatabaseNonceStore.require_live(expires, now)
         refs, keys = shape.refs, shape.keys
-        found = self.sms.secrets.release_many([*refs.values(), *keys.values()], connection)
+        tags, found = self._plan_read(head, shape, request.nonce, now, connection)
         values = {name: self._session_secret(ref, found, plan, f"session secret {name!r}")
                   for name, ref in refs.items()}  # fmt: skip
         plan.config = {
@@ -452,6 +447,34 @@ class Attestations:
             "volumes": _volumes(shape.volumes, keys, found, tags),
         }
         return plan
+
+    def _plan_read(
+        self, head: StoredSession, shape: _ServiceShape, nonce: bytes, now: int,
+        connection: Connection,
+    ) -> tuple[dict[str, str | None], dict[SecretRef, StoredSecret]]:  # fmt: skip
+        """The nonce (AttestationError unless it is live), the volumes' tags and every
+        secret the service may get (its own and its volumes' keys), in one statement
+        (up to BATCH of each; more take a statement per BATCH). A secret is decrypted only
+        once the nonce is found live."""
+        check_length(nonce)
+        volumes = [v["name"] for v in shape.volumes]
+        wanted = list(dict.fromkeys([*shape.refs.values(), *shape.keys.values()]))
+        if len(wanted) > BATCH or len(volumes) > BATCH:
+            expires, tags = read_tags(head.owner, head.name, volumes, connection, nonce=nonce)
+            DatabaseNonceStore.require_live(expires, now)
+            return tags, self.sms.secrets.release_many(wanted, connection)
+        for ref in wanted:
+            ref.check()
+        params: dict[str, Any] = {"owner": head.owner, "session": head.name, "nonce": nonce}
+        params.update({f"volume_{i}": volume for i, volume in enumerate(volumes)})
+        params.update(batch_params(wanted))
+        rows = _plan_read_of(len(wanted), len(volumes)).all(connection, params)
+        first = rows[0]  # the nonce and the tags, on every row (one without secrets too)
+        expires = first.nonce_expires
+        DatabaseNonceStore.require_live(None if expires is None else int(expires), now)
+        tags = {volume: None if first[i] is None else str(first[i])
+                for i, volume in enumerate(volumes)}  # fmt: skip
+        return tags, self.sms.secrets.open_rows(wanted, rows if wanted else [])
 
     def _shape(self, head: StoredSession, name: str) -> _ServiceShape:
         """What a session version says of one of its services, worked out once per
@@ -1013,10 +1036,9 @@ def _recheck_reads(
 
 
 # Built once per shape, values bound at execution, run on the driver (confide.db.direct).
-@lru_cache(maxsize=2 * BATCH)
-def _tags_of(count: int, nonce: bool) -> DirectStatement:
-    """``count`` volumes' current tags, one column each, and with ``nonce`` a last column
-    for the expiry of the nonce bound as ``nonce``."""
+def _tag_columns(count: int, nonce: bool) -> list[Any]:
+    """``count`` volumes' current tags, one column each (``t0``, …), and with ``nonce``
+    a last column for the expiry of the nonce bound as ``nonce``."""
     columns: list[Any] = [
         select(volume_tags.c.tag)
         .where(volume_tags.c.owner == bindparam("owner"),
@@ -1027,7 +1049,24 @@ def _tags_of(count: int, nonce: bool) -> DirectStatement:
     ]  # fmt: skip
     if nonce:
         columns.append(DatabaseNonceStore.expiry_column())
-    return DirectStatement(select(*columns))
+    return columns
+
+
+@lru_cache(maxsize=2 * BATCH)
+def _tags_of(count: int, nonce: bool) -> DirectStatement:
+    return DirectStatement(select(*_tag_columns(count, nonce)))
+
+
+@lru_cache(maxsize=4 * BATCH)
+def _plan_read_of(refs: int, volumes: int) -> DirectStatement:
+    """A session attestation's one read: a row of its volumes' tags and its nonce's
+    expiry, joined to the current row of each of ``refs`` secrets that exists (one row
+    per secret found; one row, its secret columns NULL, if none is)."""
+    reads = select(*_tag_columns(volumes, nonce=True)).subquery("r")
+    if refs == 0:
+        return DirectStatement(select(reads))
+    found = latest_rows(refs).subquery("s")
+    return DirectStatement(select(reads, found).select_from(reads.outerjoin(found, true())))
 
 
 @lru_cache(maxsize=3 * BATCH)

@@ -16,7 +16,17 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, bindparam, func, insert, select, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    Engine,
+    Select,
+    bindparam,
+    func,
+    insert,
+    select,
+    union_all,
+)
 from sqlalchemy.exc import IntegrityError
 
 from confide.crypto.envelope import (
@@ -214,13 +224,20 @@ class SecretStore:
         wanted = list(dict.fromkeys(refs))
         for ref in wanted:
             ref.check()
-        rows: dict[tuple[str, str, str, str], Any] = {}
+        rows: list[Any] = []
         for chunk in batches(wanted):
-            for row in _latest_of(len(chunk)).all(connection, batch_params(chunk)):
-                rows[_identity(row)] = row
+            rows += _latest_of(len(chunk)).all(connection, batch_params(chunk))
+        return self.open_rows(wanted, rows)
+
+    def open_rows(
+        self, refs: Sequence[SecretRef], rows: Iterable[Any]
+    ) -> dict[SecretRef, StoredSecret]:
+        """:meth:`release_many`'s answer from rows of :func:`latest_rows` (read by a caller
+        that reads more in the same statement): a row without a ``row_id`` is none."""
+        by_identity = {_identity(row): row for row in rows if row.row_id is not None}
         found = {}
-        for ref in wanted:
-            row = rows.get(_identity(ref))
+        for ref in refs:
+            row = by_identity.get(_identity(ref))
             if row is not None:
                 found[ref] = self._open(row)
         return found
@@ -295,6 +312,13 @@ def batch_params(refs: Sequence[SecretRef]) -> dict[str, str]:
 def _latest_of(count: int) -> DirectStatement:
     """The current row of each of ``count`` references: a ``UNION ALL`` of one indexed
     ``ORDER BY version DESC LIMIT 1`` read each."""
+    return DirectStatement(latest_rows(count))
+
+
+def latest_rows(count: int) -> Select[Any] | CompoundSelect[Any]:
+    """The statement of :func:`_latest_of`, for a caller that reads it with more (its
+    parameters: :func:`batch_params`; its rows: :meth:`SecretStore.open_rows`); at most
+    BATCH references."""
     return _union(
         select(secrets).where(*key_of(i)).order_by(secrets.c.version.desc()).limit(1)
         for i in range(count)
@@ -306,17 +330,17 @@ def _present_of(count: int) -> DirectStatement:
     """The key of each of ``count`` references that has a version (one indexed
     ``LIMIT 1`` read each, in a ``UNION ALL``)."""
     key = (secrets.c.owner, secrets.c.kind, secrets.c.subject, secrets.c.name)
-    return _union(select(*key).where(*key_of(i)).limit(1) for i in range(count))
+    return DirectStatement(_union(select(*key).where(*key_of(i)).limit(1) for i in range(count)))
 
 
-def _union(members: Iterable[Select[Any]]) -> DirectStatement:
+def _union(members: Iterable[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
     """One statement of ``members``: a ``UNION ALL`` of them as subqueries (SQLite takes
     no LIMIT on a member of a compound select); a single one as it is."""
     selects = list(members)
     if len(selects) == 1:
-        return DirectStatement(selects[0])
+        return selects[0]
     subqueries = (q.subquery(f"s{i}").select() for i, q in enumerate(selects))
-    return DirectStatement(union_all(*subqueries))
+    return union_all(*subqueries)
 
 
 _INSERT = insert(secrets)
