@@ -199,8 +199,17 @@ def test_a_refusal_before_the_nonce_is_read_audits_nothing_without_a_live_nonce(
 ) -> None:
     """A session's nonce is read with its volumes' tags, after its version and service
     are found. One refused before that read (another version, a service not in it) is
-    audited only with a live nonce, which it uses up: a dead one leaves no trace."""
+    audited only with a live nonce, which it uses up: a dead one leaves no trace and
+    never reaches the refusal's write transaction (the audit log's lock)."""
     with _world(tmp_path, database_url) as w:
+        refusals: list[tuple[str, ...]] = []
+        refuse = w.attestations._refuse
+
+        def counted(request: AttestRequest, now: int, reasons: tuple[str, ...]) -> None:
+            refusals.append(reasons)
+            refuse(request, now, reasons)
+
+        w.attestations._refuse = counted  # type: ignore[method-assign]
         keys = EnclaveKeys.generate()
         stale = dataclasses.replace(
             w.request(b"\x00" * 32, keys), target=SessionTarget(OWNER.address, "cubic", "ab" * 32)
@@ -210,6 +219,7 @@ def test_a_refusal_before_the_nonce_is_read_audits_nothing_without_a_live_nonce(
             with pytest.raises(AttestationRefusedError, match="unknown or already used"):
                 w.attestations.attest(request, NOW)
         assert w.audited("attest.refused") == 0
+        assert refusals == []  # no write transaction was begun for them
         live = w.attestations.challenge(NOW)
         with pytest.raises(AttestationRefusedError, match="no current version"):
             w.attestations.attest(dataclasses.replace(stale, nonce=live), NOW)

@@ -8,13 +8,13 @@ import resource
 import time
 
 import pytest
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, text
+from sqlalchemy import Engine, bindparam, create_engine, delete, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from confide.db import make_engine, upgrade
 from confide.db.direct import _LIBPQ, INSERT_ROWS, DirectStatement, InsertRows
-from confide.db.engine import reading
+from confide.db.engine import connect_url, reading
 from confide.db.schema import attest_nonces, secrets
 from tests.integration.tcp_forwarder import TcpForwarder
 
@@ -279,12 +279,92 @@ def test_prepared_statements_survive_rollbacks_and_recover_from_a_deallocate(
     engine.dispose()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_one_deallocated_statement_fails_once_and_the_others_go_on(database_url: str) -> None:
+    """A single statement deallocated behind our back fails once; it is prepared again
+    under its name (which names what it is), and the statements still prepared are
+    used as they are."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    upgrade(engine)
+    count = DirectStatement(select(func.count()).select_from(attest_nonces))
+    latest = DirectStatement(LATEST)
+    with engine.connect() as connection:
+        assert count.first(connection, {})[0] == 0
+        assert latest.first(connection, KEY) is None
+        names = set(connection.info[_LIBPQ].prepared.values())
+        assert len(names) == 2
+        gone = connection.info[_LIBPQ].prepared[
+            next(k for k in connection.info[_LIBPQ].prepared if b"count" in k[0])
+        ]
+        connection.exec_driver_sql(f"DEALLOCATE {gone.decode()}")
+        connection.commit()
+        with pytest.raises(DBAPIError, match="does not exist"):
+            count.first(connection, {})
+        connection.rollback()
+        for _ in range(2):
+            assert count.first(connection, {})[0] == 0
+            assert latest.first(connection, KEY) is None
+            connection.rollback()
+        assert set(connection.info[_LIBPQ].prepared.values()) == names
+    engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_plan_a_migration_made_stale_fails_once(database_url: str) -> None:
+    """A column's type changed while a statement was prepared: PostgreSQL refuses the
+    old plan once; the statement is deallocated and prepared again, in the next
+    transaction, and reads the new type."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE direct_stale (a integer)")
+        connection.exec_driver_sql("INSERT INTO direct_stale VALUES (7)")
+    read = DirectStatement(text("SELECT a FROM direct_stale"))
+    try:
+        with engine.connect() as connection:
+            assert read.first(connection, {})[0] == 7
+            connection.rollback()
+            connection.exec_driver_sql("ALTER TABLE direct_stale ALTER COLUMN a TYPE text")
+            connection.commit()
+            with pytest.raises(DBAPIError, match="cached plan"):
+                read.first(connection, {})
+            connection.rollback()
+            assert read.first(connection, {})[0] == "7"
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE direct_stale")
+        engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_engine_made_elsewhere_does_not_deallocate_ours(database_url: str) -> None:
+    """An engine not made by make_engine (psycopg's own preparing on by default): the
+    first direct statement on a connection turns psycopg's preparing off, so Core
+    statements run often and a rollback leave the prepared statements in place."""
+    made = make_engine(database_url)
+    upgrade(made)
+    made.dispose()
+    engine = create_engine(
+        connect_url(database_url), pool_size=1, max_overflow=0, hide_parameters=True
+    )
+    count = DirectStatement(select(func.count()).select_from(attest_nonces))
+    core = select(func.count()).select_from(attest_nonces)
+    try:
+        with engine.connect() as connection:
+            for _ in range(3):
+                assert count.first(connection, {})[0] == 0
+                for _ in range(8):
+                    assert connection.execute(core).scalar() == 0
+                connection.rollback()
+    finally:
+        engine.dispose()
+
+
 def test_placeholders_become_numbered_parameters() -> None:
     from confide.db.direct import _libpq_form
 
-    form = _libpq_form("SELECT %(a)s, %(b)s WHERE x = %(a)s AND y LIKE 'p%%'")
+    form = _libpq_form("SELECT %(a)s, %(b-c)s WHERE x = %(a)s AND y LIKE 'p%%'")
     assert form.sql == b"SELECT $1, $2 WHERE x = $1 AND y LIKE 'p%'"
-    assert form.names == ("a", "b")
+    assert form.names == ("a", "b-c")
 
 
 def test_rows_inserted_together_belong_to_the_callers_transaction(engine: Engine) -> None:

@@ -19,8 +19,10 @@ On psycopg a statement goes one level lower, to libpq (psycopg's ``pq`` module, 
 its ``Transformer`` to adapt the values both ways, as its cursor does): a cursor's
 execute spent some 70 µs of Python per statement in generators and waits around a round
 trip that libpq makes in 20, with the GIL released while it waits. Each statement is
-prepared once per connection (as psycopg's cursor does after five uses), and the
-transaction is begun the way psycopg would, so commit and rollback stay psycopg's.
+prepared once per connection (as psycopg's cursor does after five uses), under a name
+made from its SQL and parameter types, and the transaction is begun the way psycopg
+would, so commit and rollback stay psycopg's. psycopg's own preparing is off on such a
+connection: it deallocates every prepared statement at each rollback.
 
 It takes plain statements only: named bind parameters with scalar values, column types
 whose bind and result processing the dialect states (applied here), no ``IN`` lists
@@ -29,6 +31,7 @@ that expand. Anything else stays on ``Connection.execute``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections import namedtuple
@@ -220,7 +223,7 @@ def _run_cursor(driver: Any, compiled: _Compiled, args: Any, fetch: bool) -> tup
         cursor.close()
 
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+_PLACEHOLDER = re.compile(r"%\(([^)]+)\)s|%%")
 
 
 def _libpq_form(sql: str) -> _LibpqForm:
@@ -240,7 +243,10 @@ def _libpq_form(sql: str) -> _LibpqForm:
 
 
 _LIBPQ = "confide_libpq"  # in the pool record's info: the _LibpqState of its connection
-PREPARED_MAX = 256  # statements prepared per connection at most; past that, unnamed ones
+# Statements prepared per connection at most; past that, the others run unnamed (parsed
+# and planned each time, as correct, slower). The hot statements of the sms number a few
+# dozen shapes, so the cap is never met in use and nothing is evicted.
+PREPARED_MAX = 256
 
 
 class _LibpqState:
@@ -253,8 +259,12 @@ class _LibpqState:
 
         self.driver = driver
         self.pgconn = driver.pgconn
+        # psycopg's own preparing deallocates every statement of the connection at each
+        # rollback, ours too: off here as well, whatever engine made the connection.
+        driver.prepare_threshold = None
         self.transformer = Transformer(driver)
         self.prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self._stale: set[bytes] = set()  # names whose plan no longer fits the schema
         self._errors = errors
         self._idle = pq.TransactionStatus.IDLE
         self._auto = PyFormat.AUTO
@@ -280,16 +290,20 @@ class _LibpqState:
         values = [args[name] for name in form.names]
         dumped = transformer.dump_sequence(values, [self._auto] * len(values))
         types = tuple(transformer.types or ())
-        name = self.prepared.get((form.sql, types))
+        key = (form.sql, types)
+        name = self.prepared.get(key)
         if name is None and len(self.prepared) < PREPARED_MAX:
-            name = f"confide_{len(self.prepared)}".encode()
+            name = _statement_name(form.sql, types)
+            if name in self._stale:
+                self._check(pgconn.exec_(b"DEALLOCATE " + name))
+                self._stale.discard(name)
             self._check(pgconn.prepare(name, form.sql, types))
-            self.prepared[(form.sql, types)] = name
+            self.prepared[key] = name
         if name is None:
             result = pgconn.exec_params(form.sql, dumped, types, transformer.formats)
         else:
             result = pgconn.exec_prepared(name, dumped, transformer.formats)
-        self._check(result)
+        self._check(result, key)
         if result.status != self._rows:
             count = result.command_tuples
             return [], -1 if count is None else count
@@ -298,15 +312,29 @@ class _LibpqState:
         transformer.set_pgresult(None)  # the result's memory is not kept until the next
         return rows, len(rows)
 
-    def _check(self, result: Any) -> None:
-        """psycopg's error for a result that failed (as its cursor raises it)."""
+    def _check(self, result: Any, key: tuple[bytes, tuple[int, ...]] | None = None) -> None:
+        """psycopg's error for a result that failed (as its cursor raises it). A prepared
+        statement that is gone (deallocated behind our back: a DEALLOCATE, a DISCARD ALL)
+        or whose plan no longer fits the schema (a column's type changed by a migration
+        while the sms ran) fails this once; the next use prepares it again."""
         if result.status in self._failed:
             error = self._errors.error_from_result(result, encoding=self.driver.info.encoding)
-            if isinstance(error, self._errors.InvalidSqlStatementName):
-                # Deallocated behind our back (a DEALLOCATE ALL or DISCARD ALL on this
-                # connection): this statement fails; the next ones prepare again.
-                self.prepared.clear()
+            if key is not None and key in self.prepared:
+                if isinstance(error, self._errors.InvalidSqlStatementName):
+                    del self.prepared[key]  # gone from the server: prepared again next
+                elif isinstance(error, self._errors.FeatureNotSupported):
+                    # Still on the server: deallocated before it is prepared again (not
+                    # now: a failed transaction runs nothing until its rollback).
+                    self._stale.add(self.prepared.pop(key))
             raise error
+
+
+def _statement_name(sql: bytes, types: tuple[int, ...]) -> bytes:
+    """A prepared statement's name, from what it is: the same name is the same statement
+    (a name that exists already, found again after its entry was dropped, is this very
+    statement, never another's)."""
+    digest = hashlib.sha256(sql + b"\0" + ",".join(map(str, types)).encode()).hexdigest()
+    return b"confide_" + digest[:24].encode()
 
 
 def _libpq_state(connection: Connection, driver: Any) -> _LibpqState:

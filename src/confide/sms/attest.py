@@ -330,8 +330,8 @@ class Attestations:
         the sealed configuration. A refusal is audited here (AttestationRefusedError).
 
         The nonce is checked first: a request without a live challenge costs a read or two
-        (for a session, the nonce is read with its volumes' tags) and leaves no trace (so
-        the public endpoint cannot flood the audit log). With one,
+        (for a session, the nonce is read with its plan's other rows), takes no lock and
+        leaves no trace (so the public endpoint cannot flood the audit log). With one,
         the nonce is used up in the transaction that records the outcome, the grant or an
         audited refusal (one ``DELETE … RETURNING``), so it is used once: of two requests
         racing with one nonce, one is recorded and the other refused as a replay, with no
@@ -349,9 +349,15 @@ class Attestations:
             except AttestationError as exc:  # the nonce is not live: nothing audited
                 raise AttestationRefusedError(str(exc)) from None
             except AttestationRefusedError as refused:
-                # Some are refused before their nonce is read (a session version that is
-                # not current): the refusal's own transaction uses the nonce up, and
-                # audits nothing if it was not live.
+                # A session's request may be refused before its nonce was read (a version
+                # that is not current, a service not in it): read it now, so that one
+                # without a live nonce ends here, having taken no lock (the refusal's
+                # transaction, which takes the audit log's, then uses the nonce up).
+                if isinstance(request.target, SessionTarget):
+                    try:
+                        self.nonces.peek(connection, request.nonce, now)
+                    except AttestationError as exc:
+                        raise AttestationRefusedError(str(exc)) from None
                 refusal = refused
         if refusal is not None:
             self._refuse(request, now, refusal.reasons)
