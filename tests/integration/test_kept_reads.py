@@ -4,6 +4,7 @@ adopted thread, replaced when its peer closed it, closed at the end."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -121,6 +122,40 @@ def test_a_block_inside_another_reads_on_a_connection_of_its_own(engine: Engine)
     keeper.close()
 
 
+def test_a_kept_sqlite_connection_holds_no_snapshot_between_reads(tmp_path: Path) -> None:
+    """On SQLite the database thread keeps its read connection too: each read ends its
+    transaction, so a write committed in between is seen by the next read, and the WAL
+    can be checkpointed to its end while the connection is kept (no reader pins it)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'kept.db'}")
+    upgrade(engine)
+    keeper = KeptReads(engine)
+
+    def read() -> tuple[int, int]:
+        with reading(engine) as connection:
+            driver = connection.connection.dbapi_connection
+            count = connection.execute(text("SELECT count(*) FROM attest_nonces")).scalar_one()
+            return id(driver), int(count)
+
+    try:
+        with ThreadPoolExecutor(1, initializer=keeper.adopt) as adopted:
+            first, count = adopted.submit(read).result()
+            assert count == 0
+            with engine.begin() as connection:
+                connection.execute(
+                    text("INSERT INTO attest_nonces (nonce, expires_at) VALUES (:n, 1)"),
+                    {"n": b"\x01" * 32},
+                )
+            again, count = adopted.submit(read).result()
+            assert (again, count) == (first, 1)  # kept, and it sees the write
+            checkpoint = sqlite3.connect(tmp_path / "kept.db", isolation_level=None)
+            busy, _, _ = checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            checkpoint.close()
+            assert busy == 0  # no open read held the WAL back
+    finally:
+        keeper.close()
+        engine.dispose()
+
+
 def test_a_disposed_pool_is_not_read_from_again(engine: Engine) -> None:
     keeper = KeptReads(engine)
     with ThreadPoolExecutor(1, initializer=keeper.adopt) as adopted:
@@ -136,7 +171,7 @@ def test_a_disposed_pool_is_not_read_from_again(engine: Engine) -> None:
 def test_only_a_read_write_postgresql_engine_is_kept(database_url: str) -> None:
     engine = make_engine(database_url, execution_options={"postgresql_readonly": True})
     try:
-        with pytest.raises(ValueError, match="read-write PostgreSQL engine only"):
+        with pytest.raises(ValueError, match="read-write engine only"):
             KeptReads(engine)
     finally:
         engine.dispose()

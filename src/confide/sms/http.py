@@ -81,8 +81,9 @@ class _Handlers:
         self.quick: ThreadPoolExecutor | None = None
         lanes = 1 if sms.engine.dialect.name == "sqlite" else QUICK_READ_THREADS
         self.existence = Coalescer(membership(self._existing), lanes=lanes, limit=BATCH)
-        # On PostgreSQL each of those threads keeps its read connection (KeptReads).
-        self.reads = KeptReads(sms.engine) if sms.engine.dialect.name == "postgresql" else None
+        # Each of those threads keeps its read connection (KeptReads): on SQLite it saved
+        # about 4 % of an attestation's server CPU (the pool's checkout and check-in).
+        self.reads = KeptReads(sms.engine)
 
     async def blocking(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``work(*args, **kwargs)`` on the database threads (what touches the database
