@@ -243,9 +243,9 @@ def _libpq_form(sql: str) -> _LibpqForm:
 
 
 _LIBPQ = "confide_libpq"  # in the pool record's info: the _LibpqState of its connection
-# Statements prepared per connection at most; past that, the others run unnamed (parsed
-# and planned each time, as correct, slower). The hot statements of the sms number a few
-# dozen shapes, so the cap is never met in use and nothing is evicted.
+# Statements prepared per connection at most (each shape of statement, row count and
+# parameter types is one); past that, the statements first seen later run unnamed
+# (parsed and planned each time: as correct, slower). Nothing is evicted.
 PREPARED_MAX = 256
 
 
