@@ -58,6 +58,7 @@ from confide.sms.secrets import (
     StoredSecret,
     batch_params,
     batches,
+    checked,
     key_of,
     latest_rows,
     result_key_ref,
@@ -464,13 +465,11 @@ class Attestations:
         once the nonce is found live."""
         check_length(nonce)
         volumes = [v["name"] for v in shape.volumes]
-        wanted = list(dict.fromkeys([*shape.refs.values(), *shape.keys.values()]))
-        if len(wanted) > BATCH or len(volumes) > BATCH:
-            expires, tags = read_tags(head.owner, head.name, volumes, connection, nonce=nonce)
-            DatabaseNonceStore.require_live(expires, now)
+        wanted = checked([*shape.refs.values(), *shape.keys.values()])
+        if len(wanted) > BATCH or len(volumes) > BATCH:  # rare: the nonce read first
+            self.nonces.peek(connection, nonce, now)
+            tags = current_tags(head.owner, head.name, volumes, connection)
             return tags, self.sms.secrets.release_many(wanted, connection)
-        for ref in wanted:
-            ref.check()
         params: dict[str, Any] = {"owner": head.owner, "session": head.name, "nonce": nonce}
         params.update({f"volume_{i}": volume for i, volume in enumerate(volumes)})
         params.update(batch_params(wanted))
@@ -980,36 +979,15 @@ def current_tags(
 ) -> dict[str, str | None]:
     """Each volume's current tag (None before the first): one statement per BATCH
     volumes, each column an indexed ``ORDER BY seq DESC LIMIT 1`` read."""
-    return read_tags(owner, session, volumes, connection)[1]
-
-
-def read_tags(
-    owner: str, session: str, volumes: Sequence[str], connection: Connection,
-    nonce: bytes | None = None,
-) -> tuple[int | None, dict[str, str | None]]:  # fmt: skip
-    """:func:`current_tags`, and with ``nonce`` that nonce's expiry (None: there is no
-    such nonce) read by the first of its statements (the only one, for BATCH volumes or
-    fewer; that one also for none)."""
     tags: dict[str, str | None] = {}
-    expires: int | None = None
     wanted = list(dict.fromkeys(volumes))
-    chunks = batches(wanted) or [[]]
-    for n, chunk in enumerate(chunks):
-        with_nonce = nonce is not None and n == 0
-        if not chunk and not with_nonce:
-            continue
-        params: dict[str, Any] = {"owner": owner, "session": session}
+    for chunk in batches(wanted):
+        params = {"owner": owner, "session": session}
         params.update({f"volume_{i}": volume for i, volume in enumerate(chunk)})
-        if with_nonce:
-            params["nonce"] = nonce
-        row = _tags_of(len(chunk), with_nonce).first(connection, params)
-        values = list(row)
-        if with_nonce:
-            found = values.pop()
-            expires = None if found is None else int(found)
+        row = _tags_of(len(chunk)).first(connection, params)
         tags.update({volume: None if tag is None else str(tag)
-                     for volume, tag in zip(chunk, values, strict=True)})  # fmt: skip
-    return expires, tags
+                     for volume, tag in zip(chunk, row, strict=True)})  # fmt: skip
+    return tags
 
 
 _RecheckReads = tuple[list[int | None], bool, bool, audit.Head]
@@ -1058,9 +1036,9 @@ def _tag_columns(count: int, nonce: bool) -> list[Any]:
     return columns
 
 
-@lru_cache(maxsize=2 * BATCH)
-def _tags_of(count: int, nonce: bool) -> DirectStatement:
-    return DirectStatement(select(*_tag_columns(count, nonce)))
+@lru_cache(maxsize=BATCH)
+def _tags_of(count: int) -> DirectStatement:
+    return DirectStatement(select(*_tag_columns(count, nonce=False)))
 
 
 @lru_cache(maxsize=4 * BATCH)

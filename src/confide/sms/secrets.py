@@ -221,9 +221,7 @@ class SecretStore:
         """:meth:`release` of each of ``refs`` that exists (one that does not is left out),
         read by one statement per :data:`BATCH` references: an attestation's plan reads
         all its secrets at once, not one round trip each."""
-        wanted = list(dict.fromkeys(refs))
-        for ref in wanted:
-            ref.check()
+        wanted = checked(refs)
         rows: list[Any] = []
         for chunk in batches(wanted):
             rows += _latest_of(len(chunk)).all(connection, batch_params(chunk))
@@ -271,6 +269,14 @@ _KEY = (
     secrets.c.name == bindparam("name"),
 )
 _MAX_VERSION = DirectStatement(select(func.max(secrets.c.version)).where(*_KEY))
+
+
+def checked(refs: Iterable[SecretRef]) -> list[SecretRef]:
+    """``refs`` once each, in order, each checked (SecretError for a malformed one)."""
+    wanted = list(dict.fromkeys(refs))
+    for ref in wanted:
+        ref.check()
+    return wanted
 
 
 def _identity(item: SecretRef | Any) -> tuple[str, str, str, str]:
