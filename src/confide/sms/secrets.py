@@ -139,8 +139,8 @@ class SecretStore:
         context = SecretContext(row_id, ref.owner, ref.kind, ref.name, version, ref.subject,
                                 canonical_policy)  # fmt: skip
         sealed = seal_value(self._kek, value, context)
-        connection.execute(
-            _INSERT,
+        _INSERT.execute(
+            connection,
             {
                 "row_id": row_id, "owner": ref.owner, "kind": ref.kind, "name": ref.name,
                 "subject": ref.subject, "version": version, "kek_id": sealed.kek_id,
@@ -349,4 +349,8 @@ def _union(members: Iterable[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
     return union_all(*subqueries)
 
 
-_INSERT = insert(secrets)
+_INSERT = DirectStatement(
+    insert(secrets),
+    columns=("row_id", "owner", "kind", "name", "subject", "version", "kek_id", "wrapped_key",
+             "ciphertext", "created_at", "policy"),
+)  # fmt: skip
