@@ -46,7 +46,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options: 
         # The hot statements are prepared by confide.db.direct, once per connection.
         # psycopg's own preparing (of a statement run five times) is turned off: with a
         # statement of its own prepared, psycopg deallocates every prepared statement of
-        # the connection at each rollback, ours too.
+        # the connection at each rollback, ours too. So a statement on a hot path belongs
+        # in a DirectStatement: a Core statement is parsed and planned each time (well
+        # under a millisecond; fine for sessions and tags, not for pushes or grants).
         options.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
     engine = create_engine(target, future=True, **options)
     if engine.dialect.name == "postgresql" and not options.get("pool_pre_ping"):
