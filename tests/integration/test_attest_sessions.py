@@ -34,7 +34,15 @@ from confide.errors import AttestationError, AuthError, ConfideError
 from confide.sms.attest import Attestations
 from confide.sms.volumes import TAG_LABEL, tag_message
 from tests.integration.sms_server import running_sms
-from tests.vectors.dcap_vectors import SGX, SGX_MR_ENCLAVE, needs_vectors
+from tests.vectors.dcap_vectors import (
+    SGX,
+    SGX_MR_ENCLAVE,
+    TDX,
+    TDX_MR_TD,
+    TDX_RTMR1,
+    TDX_RTMR2,
+    needs_vectors,
+)
 
 OWNER = Wallet.generate()
 OTHER = Wallet.generate()
@@ -444,6 +452,57 @@ security:
         }
         answer = httpx.post(base + "/v1/attest", json=request)
         assert answer.status_code == 403 and "report data" not in answer.json()["detail"]
+
+
+@needs_vectors
+def test_a_real_tdx_quote_is_verified_against_the_sessions_pins(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Intel's sample TD quote, through the sms: a session that pins the TD's MRTD, RTMR1
+    and RTMR2 passes every check but the report data (not made for this nonce); one that
+    pins another kernel (RTMR2) is refused for that too, by name."""
+
+    def session(name: str, rtmr2: str) -> str:
+        return f"""
+name: {name}
+version: "1"
+services:
+  - name: app
+    measurements: ["tdx:{TDX_MR_TD}"]
+    tdx: {{rtmr1: "{TDX_RTMR1}", rtmr2: "{rtmr2}"}}
+    command: ./app
+security:
+  tolerate: [hyperthreading]
+"""
+
+    clock = lambda: float(TDX.now)  # noqa: E731
+    with running_sms(tmp_path / "sms", database_url, clock=clock,
+                     collateral=TDX.collateral) as base:  # fmt: skip
+        owner = SmsClient(base, wallet=OWNER, clock=clock)
+        pinned = owner.create_session(session("td", TDX_RTMR2), {}, "td.yml")
+        assert pinned["services"][0]["tdx"] == {"rtmr1": TDX_RTMR1, "rtmr2": TDX_RTMR2}
+        other = owner.create_session(session("td-other", "ab" * 48), {}, "td-other.yml")
+        details = []
+        for name, created in (("td", pinned), ("td-other", other)):
+            nonce = owner.call_json("POST", "/v1/attest/challenge", None, signed=False)["nonce"]
+            keys = EnclaveKeys.generate()
+            quote = base64.b64encode(TDX.quote.read_bytes()).decode()
+            request = {
+                "evidence": {"tee": "tdx", "data": quote}, "nonce": nonce,
+                "x25519_public": keys.x25519_public.hex(),
+                "ed25519_public": keys.ed25519_public.hex(), "service": "app", "worker": "",
+                "session": {"owner": OWNER.address, "name": name, "hash": created["hash"]},
+            }  # fmt: skip
+            answer = httpx.post(base + "/v1/attest", json=request)
+            assert answer.status_code == 403
+            details.append(answer.json()["detail"])
+    binding = (
+        "report data does not match: evidence is bound to other keys, nonce, session, "
+        "service or worker"
+    )
+    assert details[0] == f"attestation refused: {binding}"
+    assert details[1].startswith("attestation refused: ")
+    assert "RTMR2 does not match the policy" in details[1] and "RTMR1" not in details[1]
 
 
 def test_concurrent_attestations_are_recorded_in_batches_each_answered(

@@ -115,3 +115,62 @@ def test_errors_name_the_line(edit: tuple[str, str], message: str) -> None:
 def test_not_a_session(text: str) -> None:
     with pytest.raises(SessionError):
         parse_session(text, {}, "s.yml")
+
+
+def test_the_hash_is_a_known_answer() -> None:
+    """The hash of a session is what it was when sessions were first stored (computed with
+    the code before services could carry tdx pins): a field added later must not change
+    the hash of a document that does not use it, or every stored session's hash would."""
+    expected = "a42e429377c87f366a8133839d322eaafde4fdcb67e09d5979d271edd05384fa"
+    assert parse_session(EXAMPLE, VARS).session_hash() == expected
+
+
+MR_TD = "91" * 48
+TDX_SERVICE = EXAMPLE.replace(
+    '    measurements: ["sim:$SIM", "sgx:${SGX}"]',
+    '    measurements: ["tdx:$MRTD"]\n'
+    "    tdx:\n"
+    "      rtmr1: $RTMR1\n"
+    f"      rtmr2: {'B2' * 48}\n"
+    f'      td_attributes: "0000001000000000"',
+)
+TDX_VARS = {"MRTD": MR_TD, "RTMR1": "a1" * 48}
+
+
+def test_a_tdx_service_pins_its_kernel() -> None:
+    session = parse_session(TDX_SERVICE, TDX_VARS, "s.yml")
+    (app,) = session.services
+    pins = {"rtmr1": "a1" * 48, "rtmr2": "b2" * 48, "td_attributes": "0000001000000000"}
+    assert dict(app.tdx) == pins  # templates substituted, hex in lower case
+    assert session.canonical()["services"][0]["tdx"] == pins
+    other = parse_session(TDX_SERVICE.replace("B2" * 48, "b3" * 48), TDX_VARS)
+    assert other.session_hash() != session.session_hash()  # the pins are in the hash
+    assert "tdx" not in parse_session(EXAMPLE, VARS).canonical()["services"][0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("    tdx:\n      rtmr1: $RTMR1\n", "    tdx:\n"), r":9: .*must pin rtmr1 and rtmr2"),
+        (
+            ("    tdx:\n", "    nothing: here\n    tdx:\n"),
+            r":8: unknown field 'nothing' in services\[0\]",
+        ),
+        (("rtmr1: $RTMR1", "rtmr1: abc"), r":9: services\[0\]: tdx.rtmr1: expected 96 hex"),
+        (("rtmr1: $RTMR1", "rtmr4: $RTMR1"), r":9: unknown field 'rtmr4' in services\[0\].tdx"),
+        (('"tdx:$MRTD"', '"sgx:' + "cd" * 32 + '"'), r":9: .*has tdx pins but no tdx measurement"),
+        (("rtmr1: $RTMR1", "rtmr1: $NOPE"), r":9: .*template variable \$NOPE is not set"),
+    ],
+)
+def test_tdx_pin_errors_name_the_line(edit: tuple[str, str], message: str) -> None:
+    assert edit[0] in TDX_SERVICE
+    with pytest.raises(SessionError, match=message):
+        parse_session(TDX_SERVICE.replace(*edit), TDX_VARS, "s.yml")
+
+
+def test_a_tdx_measurement_without_pins_is_refused_when_written() -> None:
+    """The sms refuses TDX evidence for a policy that does not pin RTMR1 and RTMR2 (MRTD
+    measures only the firmware): such a session is refused at once, not at attestation."""
+    text = EXAMPLE.replace('"sgx:${SGX}"', f'"tdx:{MR_TD}"')
+    with pytest.raises(SessionError, match=r"s.yml:7: service 'app' lists a tdx measurement"):
+        parse_session(text, VARS, "s.yml")

@@ -57,3 +57,12 @@ TDX_MR_TD = (
     "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407"
     "de03ae6dc5f87f27428b2538873118b7"
 )
+# The sample TD's RTMR1 and RTMR2 (its kernel, command line and initrd), as its quote says.
+TDX_RTMR1 = (
+    "0084452c01668329d4bc06acdf58a7205c26743304509973949e5619bf81a6a7"
+    "aea8c323c173019b3093d54e579e9378"
+)
+TDX_RTMR2 = (
+    "d833feef2cd945148aa38ead2c53e9b7f138190aaaebfc551dccd829fc207aa3"
+    "ba80b70870d7330733642e01d48c3132"
+)

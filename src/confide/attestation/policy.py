@@ -57,6 +57,15 @@ class TdxPins:
     mr_config_id: str | None = None
     td_attributes: str | None = None
 
+    def to_mapping(self) -> dict[str, str]:
+        """The block :func:`parse_tdx_pins` reads back (lower-case hex; unset fields out)."""
+        fields = {f"rtmr{index}": value for index, value in self.rtmrs}
+        if self.mr_config_id is not None:
+            fields["mr_config_id"] = self.mr_config_id
+        if self.td_attributes is not None:
+            fields["td_attributes"] = self.td_attributes
+        return fields
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -170,7 +179,7 @@ class Policy:
                 _strings(data.get("ignore_advisories", []), f"{source}: ignore_advisories")
             ),
             sgx_pins=_sgx_pins(data.get("sgx"), source),
-            tdx_pins=_tdx_pins(data.get("tdx"), source),
+            tdx_pins=parse_tdx_pins(data.get("tdx"), source),
         )
 
 
@@ -208,7 +217,9 @@ def _sgx_pins(value: Any, source: str) -> tuple[SgxPins, ...]:
     )
 
 
-def _tdx_pins(value: Any, source: str) -> tuple[TdxPins, ...]:
+def parse_tdx_pins(value: Any, source: str) -> tuple[TdxPins, ...]:
+    """A ``tdx`` block (``rtmr0`` to ``rtmr3``, ``mr_config_id``, ``td_attributes``, hex) as
+    pins: none for None; AttestationError naming ``source`` for anything else."""
     if value is None:
         return ()
     allowed = {"rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "td_attributes"}

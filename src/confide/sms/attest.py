@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from confide.attestation.evidence import Evidence
 from confide.attestation.measurement import Measurement
 from confide.attestation.nonces import NONCE_BYTES, NONCE_USED
-from confide.attestation.policy import Policy
+from confide.attestation.policy import Policy, parse_tdx_pins
 from confide.attestation.token import DEFAULT_TTL_SECONDS
 from confide.attestation.verifier import EnclaveBinding, Verdict, Verifier, verify_attestation
 from confide.crypto.result_key import result_key_sha256
@@ -272,6 +272,7 @@ class _ServiceShape:
             measurements=frozenset(Measurement.parse(m) for m in service["measurements"]),
             tolerate=frozenset(security["tolerate"]),
             ignore_advisories=frozenset(security["ignore_advisories"]),
+            tdx_pins=parse_tdx_pins(service.get("tdx"), f"service {name!r}"),
         )
         refs = {secret: session_secret_ref(head.owner, head.name, head.hash, secret)
                 for secret in sorted(_references(service))}  # fmt: skip

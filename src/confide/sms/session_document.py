@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from confide.attestation.measurement import Measurement
-from confide.attestation.policy import TOLERATIONS
+from confide.attestation.policy import TOLERATIONS, parse_tdx_pins
 from confide.errors import AttestationError, ConfideError, SessionError
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -39,10 +39,11 @@ _TOP = {
     "secrets",
     "security",
 }
-_SERVICE = {"name", "measurements", "command", "pwd", "environment", "volumes"}
+_SERVICE = {"name", "measurements", "tdx", "command", "pwd", "environment", "volumes"}
 _VOLUME = {"name", "mode", "path"}
 _SECRET = {"name", "kind", "value"}
 _SECURITY = {"tolerate", "ignore_advisories"}
+_TDX = {"rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "td_attributes"}
 _ACCESS = {"read", "update"}
 _DEFAULT_PATHS = {"input": "/encryptedInputs", "output": "/encryptedOutputs"}
 
@@ -55,6 +56,22 @@ class Service:
     pwd: str | None
     environment: tuple[tuple[str, str], ...]
     volumes: tuple[str, ...]
+    # A TDX service's pins beyond its MRTD (rtmr0-3, mr_config_id, td_attributes: hex),
+    # as the policy's ``tdx`` block reads them; required with a tdx measurement.
+    tdx: tuple[tuple[str, str], ...] = ()
+
+    def canonical(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "name": self.name,
+            "measurements": [str(m) for m in self.measurements],
+            "command": self.command,
+            "pwd": self.pwd,
+            "environment": dict(self.environment),
+            "volumes": list(self.volumes),
+        }
+        if self.tdx:  # only when given: the hash of a session without it is unchanged
+            document["tdx"] = dict(self.tdx)
+        return document
 
 
 @dataclass(frozen=True)
@@ -91,17 +108,7 @@ class SessionDocument:
             "version": self.version,
             "predecessor": self.predecessor,
             "access_policy": {"read": list(self.read), "update": list(self.update)},
-            "services": [
-                {
-                    "name": s.name,
-                    "measurements": [str(m) for m in s.measurements],
-                    "command": s.command,
-                    "pwd": s.pwd,
-                    "environment": dict(s.environment),
-                    "volumes": list(s.volumes),
-                }
-                for s in self.services
-            ],
+            "services": [s.canonical() for s in self.services],
             "volumes": [{"name": v.name, "mode": v.mode, "path": v.path} for v in self.volumes],
             "secrets": [
                 {"name": s.name, "kind": s.kind, "value": None if s.value is None else "<given>"}
@@ -267,6 +274,7 @@ def _services(reader: _Reader, node: yaml.Node, volume_names: set[str]) -> tuple
                 measurements.append(Measurement.parse(reader.text(m, f"{where}.measurements")))
             except AttestationError as exc:
                 raise reader.fail(m, str(exc)) from None
+        tdx = _tdx(reader, fields.get("tdx"), measurements, fields["measurements"], name, where)
         environment = []
         if "environment" in fields:
             env = reader.mapping(fields["environment"], _AnyKey(), f"{where}.environment")
@@ -290,10 +298,42 @@ def _services(reader: _Reader, node: yaml.Node, volume_names: set[str]) -> tuple
                 pwd=reader.text(fields["pwd"], f"{where}.pwd") if "pwd" in fields else None,
                 environment=tuple(environment),
                 volumes=tuple(service_volumes),
+                tdx=tdx,
             )
         )
     _unique(reader, names, "service")
     return tuple(services)
+
+
+def _tdx(
+    reader: _Reader, node: yaml.Node | None, measurements: list[Measurement],
+    measurements_node: yaml.Node, service: str, where: str,
+) -> tuple[tuple[str, str], ...]:  # fmt: skip
+    """A service's ``tdx`` pins, checked as the attestation policy reads them. A service
+    with a tdx measurement must pin RTMR1 and RTMR2 (the TD's kernel, command line and
+    initrd): MRTD measures only the TD firmware, and the sms refuses TDX evidence for a
+    policy without them, so a session that could never attest is refused when written."""
+    has_tdx = any(m.tee == "tdx" for m in measurements)
+    if node is None:
+        if has_tdx:
+            raise reader.fail(
+                measurements_node,
+                f"service {service!r} lists a tdx measurement (MRTD, the TD firmware "
+                f"only): pin its kernel with tdx: {{rtmr1: <96 hex>, rtmr2: <96 hex>}}",
+            )
+        return ()
+    if not has_tdx:
+        raise reader.fail(node, f"service {service!r} has tdx pins but no tdx measurement")
+    fields = reader.mapping(node, _TDX, f"{where}.tdx")
+    values = {key: reader.text(value, f"{where}.tdx.{key}") for key, value in fields.items()}
+    try:
+        pins = parse_tdx_pins(values, where)
+    except AttestationError as exc:
+        raise reader.fail(node, str(exc)) from None
+    pinned = {index for pin in pins for index, _ in pin.rtmrs}
+    if not {1, 2} <= pinned:
+        raise reader.fail(node, f"{where}.tdx must pin rtmr1 and rtmr2 (the TD's kernel)")
+    return tuple(pins[0].to_mapping().items())
 
 
 def _volumes(reader: _Reader, node: yaml.Node | None) -> tuple[Volume, ...]:
