@@ -130,6 +130,9 @@ def test_policy_document() -> None:
         ({"tolerate": [1]}, "expected a list of strings"),
         ({"tee": ["sgx", "amd"]}, "tee must be among"),
         ({"sgx": {"mr_signer": "zz"}}, "sgx.mr_signer: expected 64 hex"),
+        # 64 characters that bytes.fromhex would take (it skips spaces): never a match
+        ({"sgx": {"mr_signer": "ab " * 20 + "abab"}}, "sgx.mr_signer: expected 64 hex"),
+        ({"tdx": {"rtmr1": "ab " * 32}}, "tdx.rtmr1: expected 96 hex"),
         ({"sgx": {"isv_prod_id": -1}}, "non-negative integer"),
         ({"tdx": {"rtmr9": "00"}}, "tdx takes"),
     ],

@@ -160,6 +160,10 @@ def test_a_tdx_service_pins_its_kernel() -> None:
         (("rtmr1: $RTMR1", "rtmr4: $RTMR1"), r":9: unknown field 'rtmr4' in services\[0\].tdx"),
         (('"tdx:$MRTD"', '"sgx:' + "cd" * 32 + '"'), r":9: .*has tdx pins but no tdx measurement"),
         (("rtmr1: $RTMR1", "rtmr1: $NOPE"), r":9: .*template variable \$NOPE is not set"),
+        ((f"rtmr2: {'B2' * 48}", "rtmr2: b2"), r":10: services\[0\]: tdx.rtmr2: expected 96 hex"),
+        # bytes.fromhex would skip the spaces; such a pin could never match a quote
+        ((f"rtmr2: {'B2' * 48}", f'rtmr2: "{"b2 " * 32}"'), r":10: .*tdx.rtmr2: expected 96 hex"),
+        (('"0000001000000000"', '"00000010 0000000"'), r":11: .*tdx.td_attributes: expected 16"),
     ],
 )
 def test_tdx_pin_errors_name_the_line(edit: tuple[str, str], message: str) -> None:

@@ -7,6 +7,7 @@ intersected with the release policy of every secret it would hand out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -241,15 +242,16 @@ def parse_tdx_pins(value: Any, source: str) -> tuple[TdxPins, ...]:
     )
 
 
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
 def _hex_or_none(value: Any, length: int, where: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) != length:
+    # Hex digits only: bytes.fromhex would skip spaces, and a pin with a space in it
+    # could never match the quote's value.
+    if not isinstance(value, str) or not _HEX.fullmatch(value) or len(value) != length:
         raise AttestationError(f"{where}: expected {length} hex characters")
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        raise AttestationError(f"{where}: expected {length} hex characters") from None
     return value.lower()
 
 

@@ -326,10 +326,12 @@ def _tdx(
         raise reader.fail(node, f"service {service!r} has tdx pins but no tdx measurement")
     fields = reader.mapping(node, _TDX, f"{where}.tdx")
     values = {key: reader.text(value, f"{where}.tdx.{key}") for key, value in fields.items()}
-    try:
-        pins = parse_tdx_pins(values, where)
-    except AttestationError as exc:
-        raise reader.fail(node, str(exc)) from None
+    for key, value in values.items():  # each value checked alone, so the error names its line
+        try:
+            parse_tdx_pins({key: value}, where)
+        except AttestationError as exc:
+            raise reader.fail(fields[key], str(exc)) from None
+    pins = parse_tdx_pins(values, where)
     pinned = {index for pin in pins for index, _ in pin.rtmrs}
     if not {1, 2} <= pinned:
         raise reader.fail(node, f"{where}.tdx must pin rtmr1 and rtmr2 (the TD's kernel)")
