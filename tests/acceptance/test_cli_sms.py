@@ -149,3 +149,23 @@ def test_session_errors(tmp_path: Path, sms: tuple[dict[str, str], subprocess.Po
                    env=env).returncode == 0  # fmt: skip
     owner = json.loads(run_cli("wallet", "show", "--json", env=env).stdout)["address"]
     assert_refusal(run_cli("session", "show", "cubic", "--owner", owner, env=other), "403")
+
+
+def test_the_help_example_creates_a_session(
+    tmp_path: Path, sms: tuple[dict[str, str], subprocess.Popen[str]]
+) -> None:
+    """The minimal session `session create --help` shows is accepted as a user copies it."""
+    env, _ = sms
+    assert run_cli("wallet", "create", env=env).returncode == 0
+    shown = run_cli("session", "create", "--help", env={**env, "COLUMNS": "100"}).stdout
+    lines = [line[1:].rstrip() for line in shown.splitlines()]  # rich indents by one space
+    start = lines.index("name: hello")
+    end = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("tolerate:"))
+    example = "\n".join(lines[start : end + 1]).replace("<64 hex>", "ab" * 32)
+    file = tmp_path / "hello.yml"
+    file.write_text(example + "\n")
+    created = run_cli("session", "create", file, "--json", env=env)
+    assert created.returncode == 0, (example, created.stderr)
+    session = json.loads(created.stdout)
+    assert session["services"][0]["command"] == "python3 app.py"
+    assert session["security"]["tolerate"] == ["simulation"]  # rich markup did not eat it

@@ -67,7 +67,23 @@ def create(
     password: PasswordOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Create a session in your namespace from a YAML file."""
+    r"""Create a session in your namespace from a YAML file.
+
+    The file is checked here first, with the sms's own parser (errors name the
+    line). A minimal session, for an app measured by `confide app measure DIR`:
+
+    name: hello
+    version: "1"
+    services:
+      - name: app
+        measurements: \["sim:<64 hex>"]
+        command: python3 app.py
+    security:
+      tolerate: \[simulation]   # development only: an sms run with --allow-sim
+
+    Volumes, secrets, access policies, TDX pins, tolerations: docs/sms.md.
+    The answer prints the session's hash; an update names it as `predecessor`.
+    """
     variables = _variables(var)
     text, _ = _document(file, variables)
     result = signing_client(sms, wallet, password).create_session(text, variables, str(file))
