@@ -9,12 +9,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import uvicorn
 from sqlalchemy import Engine
 
 from confide.sms.http import create_app
 from confide.sms.registry import Registry
 from confide.sms.service import Sms, SmsConfig
+
+
+def audience_of(base: str) -> str:
+    """The audience a signed request to the sms at ``base`` names (its ``/v1/info``)."""
+    audience: str = httpx.get(base + "/v1/info").json()["audience"]
+    return audience
 
 
 def free_port() -> int:

@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from confide.client.sms import SmsClient
+from confide.crypto.info_proof import jwks_key, request_audience
 from confide.crypto.requests import sign_request
 from confide.crypto.wallet import Wallet
 from confide.errors import AuthError, SecretError
-from tests.integration.sms_server import running_sms
+from tests.integration.sms_server import audience_of, running_sms
 
 ALICE = Wallet.generate()
 BOB = Wallet.generate()
@@ -32,7 +33,9 @@ def _signed_put(base: str, wallet: Wallet, path: str, body: bytes, audience: str
 def test_push_check_and_refusals(tmp_path: Path, database_url: str) -> None:
     with running_sms(tmp_path / "sms", database_url) as base:
         info = httpx.get(base + "/v1/info").json()
-        assert info["audience"] == "sms/test" and info["allow_sim"] is False
+        # the deployment and the key the info proves it holds
+        assert info["audience"] == request_audience("test", jwks_key(info["jwks"]))
+        assert info["allow_sim"] is False
         client = SmsClient(base, wallet=ALICE, trust_dir=tmp_path / "trust")
         assert client.push_requester_secret("x1", b"value-1") == 1
         assert client.requester_secret_exists(ALICE.address.upper().replace("0X", "0x"), "x1")
@@ -52,11 +55,11 @@ def test_push_check_and_refusals(tmp_path: Path, database_url: str) -> None:
         other_deployment = _signed_put(base, ALICE, path, b"v", "sms/elsewhere")
         assert other_deployment.status_code == 401
         assert "does not match" in other_deployment.json()["detail"]
-        bob_writes = _signed_put(base, BOB, path, b"v", "sms/test")
+        bob_writes = _signed_put(base, BOB, path, b"v", audience_of(base))
         assert bob_writes.status_code == 403
         for bad in ("a%2Fb", "x%00", "%C3%A9", "x1';DROP"):
             response = _signed_put(base, ALICE, f"/v1/requesters/{ALICE.address}/secrets/{bad}",
-                                   b"v", "sms/test")  # fmt: skip
+                                   b"v", audience_of(base))  # fmt: skip
             assert response.status_code in (400, 404), bad
         assert "Traceback" not in unsigned.text
 
@@ -64,12 +67,12 @@ def test_push_check_and_refusals(tmp_path: Path, database_url: str) -> None:
 def test_replay_is_refused_even_after_a_restart(tmp_path: Path, database_url: str) -> None:
     path = f"/v1/requesters/{ALICE.address}/secrets/r1"
     body = b"value"
-    headers = sign_request(
-        ALICE, audience="sms/test", method="PUT", path=path, body=body,
-        content_type="application/octet-stream", now=int(time.time()),
-    )  # fmt: skip
-    headers["content-type"] = "application/octet-stream"
     with running_sms(tmp_path / "sms", database_url) as base:
+        headers = sign_request(
+            ALICE, audience=audience_of(base), method="PUT", path=path, body=body,
+            content_type="application/octet-stream", now=int(time.time()),
+        )  # fmt: skip
+        headers["content-type"] = "application/octet-stream"
         assert httpx.put(base + path, content=body, headers=headers).status_code == 201
         replay = httpx.put(base + path + "?update=true", content=body, headers=headers)
         assert replay.status_code == 401  # the query changed: the signature no longer matches

@@ -20,7 +20,7 @@ from confide.db.schema import secrets as secrets_table
 from confide.errors import AuthError, WalletError
 from confide.jsonsafe import loads_bounded
 from confide.sms.service import Sms, SmsConfig
-from tests.integration.sms_server import running_sms
+from tests.integration.sms_server import audience_of, running_sms
 
 ALICE = Wallet.generate()
 
@@ -165,21 +165,50 @@ def test_a_session_write_and_its_replay_record_commit_together(
         + '"]\n    command: ./app\n'
     )
     body = json.dumps({"yaml": text, "vars": {}, "source": "s1.yml"}).encode()
-    headers = sign_request(
-        ALICE, audience="sms/test", method="POST", path="/v1/sessions", body=body,
-        content_type="application/json", now=int(time.time()),
-    )  # fmt: skip
-    headers["content-type"] = "application/json"
     with running_sms(tmp_path / "sms", database_url) as base:
+        headers = sign_request(
+            ALICE, audience=audience_of(base), method="POST", path="/v1/sessions", body=body,
+            content_type="application/json", now=int(time.time()),
+        )  # fmt: skip
+        headers["content-type"] = "application/json"
         assert httpx.post(base + "/v1/sessions", content=body, headers=headers).status_code == 201
         replay = httpx.post(base + "/v1/sessions", content=body, headers=headers)
         assert replay.status_code == 401 and "replayed" in replay.json()["detail"]
         # A refused write (409: the name is taken) uses its nonce up as well.
         again = sign_request(
-            ALICE, audience="sms/test", method="POST", path="/v1/sessions", body=body,
+            ALICE, audience=audience_of(base), method="POST", path="/v1/sessions", body=body,
             content_type="application/json", now=int(time.time()),
         )  # fmt: skip
         again["content-type"] = "application/json"
         assert httpx.post(base + "/v1/sessions", content=body, headers=again).status_code == 409
         replay = httpx.post(base + "/v1/sessions", content=body, headers=again)
         assert replay.status_code == 401 and "replayed" in replay.json()["detail"]
+
+
+def test_a_signed_head_on_a_session_or_its_tags_only_reads(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Starlette answers HEAD on every GET route; a handler that took anything but GET for
+    its write let a HEAD signed by the owner replace the session (or report a tag)."""
+    text = (
+        'name: s1\nversion: "1"\nservices:\n  - name: app\n    measurements: ["sim:'
+        + "ab" * 32
+        + '"]\n    command: ./app\n    volumes: [out]\nvolumes:\n  - {name: out, mode: output}\n'
+    )
+    with running_sms(tmp_path / "sms", database_url) as base:
+        client = SmsClient(base, wallet=ALICE, trust_dir=tmp_path / "trust")
+        client.create_session(text, {}, "s1.yml")
+        for path in (f"/v1/sessions/{ALICE.address}/s1",
+                     f"/v1/sessions/{ALICE.address}/s1/volumes/out/tags"):  # fmt: skip
+            headers = sign_request(
+                ALICE, audience=audience_of(base), method="HEAD", path=path,
+                now=int(time.time()),
+            )  # fmt: skip
+            head = httpx.head(base + path, headers=headers)
+            assert head.status_code == 200 and head.content == b"", path
+        history = client.call_json("GET", f"/v1/sessions/{ALICE.address}/s1/history", None,
+                                   signed=True)  # fmt: skip
+        assert len(history["history"]) == 1
+        tags = client.call_json("GET", f"/v1/sessions/{ALICE.address}/s1/volumes/out/tags",
+                                None, signed=True)  # fmt: skip
+        assert tags["tags"] == []

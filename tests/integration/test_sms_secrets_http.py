@@ -23,7 +23,7 @@ from confide.sms.registry import MemoryRegistry
 from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secrets import SecretRef, StoredSecret
 from confide.sms.service import Sms, SmsConfig
-from tests.integration.sms_server import running_sms
+from tests.integration.sms_server import audience_of, running_sms
 
 ALICE = Wallet.generate()
 BOB = Wallet.generate()
@@ -45,10 +45,10 @@ def _registry() -> MemoryRegistry:
 
 
 def _put(base: str, wallet: Wallet, path: str, body: bytes, query: str = "",
-         audience: str = "sms/test") -> httpx.Response:  # fmt: skip
+         audience: str | None = None) -> httpx.Response:  # fmt: skip
     headers = sign_request(
-        wallet, audience=audience, method="PUT", path=path, query=query, body=body,
-        content_type="application/octet-stream", now=int(time.time()),
+        wallet, audience=audience or audience_of(base), method="PUT", path=path, query=query,
+        body=body, content_type="application/octet-stream", now=int(time.time()),
     )  # fmt: skip
     headers["content-type"] = "application/octet-stream"
     return httpx.put(base + path + (f"?{query}" if query else ""), content=body, headers=headers)
@@ -189,7 +189,7 @@ def test_replays_including_of_a_refused_request(tmp_path: Path, database_url: st
     with running_sms(tmp_path / "sms", database_url, registry=registry) as base:
         path = f"/v1/apps/{APP}/secret"
         headers = sign_request(
-            ALICE, audience="sms/test", method="PUT", path=path, query=PINNED, body=b"v",
+            ALICE, audience=audience_of(base), method="PUT", path=path, query=PINNED, body=b"v",
             content_type="application/octet-stream", now=int(time.time()),
         )  # fmt: skip
         headers["content-type"] = "application/octet-stream"
@@ -203,7 +203,7 @@ def test_replays_including_of_a_refused_request(tmp_path: Path, database_url: st
         late = "0x" + "1a" * 20
         path = f"/v1/apps/{late}/secret"
         headers = sign_request(
-            ALICE, audience="sms/test", method="PUT", path=path, query=PINNED, body=b"v",
+            ALICE, audience=audience_of(base), method="PUT", path=path, query=PINNED, body=b"v",
             content_type="application/octet-stream", now=int(time.time()),
         )  # fmt: skip
         headers["content-type"] = "application/octet-stream"

@@ -28,7 +28,7 @@ from confide.db.audit import verify_chain
 from confide.db.availability import UNAVAILABLE_DETAIL
 from confide.db.schema import audit_log, request_nonces, secrets
 from tests.conftest import run_cli
-from tests.integration.sms_server import running_sms
+from tests.integration.sms_server import audience_of, running_sms
 from tests.integration.tcp_forwarder import TcpForwarder
 from tests.integration.test_attest_sessions import API_KEY, APP, push_input, sms_key, world
 
@@ -52,7 +52,7 @@ class RecordingTransport(httpx.HTTPTransport):
 def _signed_put(base: str, name: str, body: bytes = VALUE) -> httpx.Response:
     path = f"/v1/requesters/{ALICE.address}/secrets/{name}"
     headers = sign_request(
-        ALICE, audience="sms/test", method="PUT", path=path, body=body,
+        ALICE, audience=audience_of(base), method="PUT", path=path, body=body,
         content_type="application/octet-stream", now=int(time.time()),
     )  # fmt: skip
     headers["content-type"] = "application/octet-stream"

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from confide.attestation.token import TokenIssuer
 from confide.client.sms import RETRY_CAP_SECONDS, SmsClient
-from confide.crypto.info_proof import INFO_LABEL, info_message
+from confide.crypto.info_proof import INFO_LABEL, info_message, request_audience
 from confide.crypto.requests import canonical_query, verify_request
 from confide.crypto.signing import SigningKey
 from confide.crypto.wallet import Wallet
@@ -28,7 +28,7 @@ from tests.integration.sms_server import free_port
 
 ALICE = Wallet.generate()
 TOKENS = TokenIssuer("sms", SigningKey.generate())
-AUDIENCE = "sms/unit"
+AUDIENCE = request_audience("unit", TOKENS.public_key())
 
 
 class Flaky:
@@ -42,7 +42,11 @@ class Flaky:
 
     async def info(self, request: Request) -> Response:
         """What the sms says of itself, signed over the client's challenge (as the sms)."""
-        info: dict[str, Any] = {"audience": AUDIENCE, "jwks": TOKENS.jwks()}
+        info: dict[str, Any] = {
+            "audience": AUDIENCE,
+            "deployment_id": "unit",
+            "jwks": TOKENS.jwks(),
+        }
         challenge = bytes.fromhex(request.query_params["challenge"])
         info["proof"] = TOKENS.sign_blob(INFO_LABEL, info_message(challenge, info)).hex()
         return JSONResponse(info)

@@ -14,7 +14,12 @@ from typing import Any
 
 import httpx
 
-from confide.crypto.info_proof import CHALLENGE_BYTES, check_info_proof
+from confide.crypto.info_proof import (
+    CHALLENGE_BYTES,
+    check_info_proof,
+    jwks_key,
+    request_audience,
+)
 from confide.crypto.requests import canonical_query, sign_request
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError, SecretError
@@ -54,6 +59,18 @@ class SmsClient:
             info: dict[str, Any] = response.json()
             check_info_proof(info, challenge)  # it holds the key it presents
             self._pin(info)  # and that key is the one we pinned
+            # Requests are signed for that key: never for an audience the server chose,
+            # which could name another sms's (its signed requests replayed there).
+            deployment = info.get("deployment_id")
+            if not isinstance(deployment, str) or not deployment:
+                raise AuthError(f"the sms at {self.base_url} names no deployment id")
+            audience = request_audience(deployment, jwks_key(info["jwks"]))
+            if info.get("audience") != audience:
+                raise AuthError(
+                    f"the sms at {self.base_url} names audience {info.get('audience')!r}, not "
+                    f"its deployment and its own signing key ({audience!r}): refusing to "
+                    f"sign requests for it"
+                )
             self._info = info
         return self._info
 

@@ -132,7 +132,7 @@ class _Handlers:
         try:
             return verify_request(
                 request.headers,
-                audience=self.sms.config.audience,
+                audience=self.sms.audience,
                 method=request.method,
                 path=request.url.path,
                 query=canonical_query(request.query_params.multi_items()),
@@ -283,11 +283,12 @@ class _Handlers:
     async def session_resource(self, request: Request) -> Response:
         owner = path_address(request.path_params["owner"])
         name = request.path_params["name"]
-        raw = b"" if request.method == "GET" else await read_body(request, SESSION_BODY_LIMIT)
+        # A read is GET or HEAD (Starlette adds HEAD to every GET route): only PUT writes.
+        raw = await read_body(request, SESSION_BODY_LIMIT) if request.method == "PUT" else b""
         return await self.blocking(self._session_resource, request, raw, owner, name)
 
     def _session_resource(self, request: Request, raw: bytes, owner: str, name: str) -> Response:
-        if request.method == "GET":
+        if request.method != "PUT":
             signed = self.authenticate(request, b"")
             stored = self.session_call(
                 signed, lambda: self.sms.sessions.current(signed.address, owner, name)

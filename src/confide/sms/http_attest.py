@@ -190,7 +190,7 @@ class AttestHandlers:
     async def volume_tags(self, request: Request) -> Response:
         owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
         volume = request.path_params["volume"]
-        if request.method == "GET":
+        if request.method != "POST":  # GET, or the HEAD Starlette adds to it: a read
             return await self.base.blocking(self._tag_history, request, owner, name, volume)
         _, document = await self.json_body(request, SMALL_BODY_LIMIT)
         return await self.base.blocking(self._report_tag, document, owner, name, volume)

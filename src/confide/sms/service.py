@@ -21,6 +21,7 @@ from confide.attestation.sim import SimVerifier
 from confide.attestation.token import TokenIssuer
 from confide.attestation.verifier import Verifier
 from confide.crypto.envelope import KeyEncryptionKey
+from confide.crypto.info_proof import request_audience
 from confide.crypto.signing import SigningKey
 from confide.db import make_engine, upgrade
 from confide.db.engine import reading
@@ -41,11 +42,6 @@ class SmsConfig:
     allow_sim: bool = False
     collateral: Path | None = None  # SGX/TDX collateral: a JSON file or an FMSPC directory
     pccs_url: str | None = None  # or a PCCS to fetch it from
-
-    @property
-    def audience(self) -> str:
-        """What a signed request names, so it is useless at any other service or deployment."""
-        return f"sms/{self.deployment_id}"
 
 
 class Sms:
@@ -72,6 +68,9 @@ class Sms:
         self.sessions = SessionStore(self.engine, self.secrets)
         self.platforms = DatabasePlatformRegistry(self.engine)  # one cache of known keys
         self.tokens = TokenIssuer(config.sms_id, _signing_key(config.home / "token-key"))
+        # What a signed request names, so it is useless at any other service, deployment
+        # or key (confide.crypto.info_proof.request_audience).
+        self.audience = request_audience(config.deployment_id, self.tokens.public_key())
 
     def verifiers(self) -> dict[str, Verifier]:
         """The attestation backends this sms accepts: sim only with ``allow_sim`` (and
@@ -104,7 +103,7 @@ class Sms:
             "version": __version__,
             "sms_id": self.config.sms_id,
             "deployment_id": self.config.deployment_id,
-            "audience": self.config.audience,
+            "audience": self.audience,
             "attestation_backends": backends,
             "allow_sim": self.config.allow_sim,
             "jwks": self.tokens.jwks(),
