@@ -155,6 +155,8 @@ def test_task_refusals(tmp_path: Path, database_url: str) -> None:
 
         forged = w.publish(w.order(), signer=OUTSIDER)
         refused("not signed by its requester", forged)
+        # Who asks comes first: a wallet outside the pool learns nothing of the order.
+        refused("is not a member of workerpool", forged, worker=OUTSIDER)
         other_code = w.publish(w.order(app_measurement=Measurement.parse("sim:" + "cd" * 32)))
         refused("is not one the app's owner registered", other_code,
                 measurement=Measurement.parse("sim:" + "cd" * 32))  # fmt: skip
@@ -215,6 +217,58 @@ def test_an_order_is_checked_before_the_task_is_queued(tmp_path: Path, database_
         assert malformed.status_code == 400 and "missing" in malformed.json()["detail"]
 
 
+def test_the_check_names_what_each_secrets_owner_does_not_allow(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Release policies refuse at attestation; the check says so first, each by name,
+    and the attestation refuses exactly what it said (a problem the check names is real)."""
+    with task_world(tmp_path, database_url) as w:
+
+        def problems(order: TaskOrder, signer: Wallet = REQUESTER) -> list[str]:
+            body = {"order": order.to_json(),
+                    "signature": signer.sign_text(order.signing_message())}  # fmt: skip
+            result: list[str] = httpx.post(w.base + "/v1/task-orders/check", json=body).json()[
+                "problems"
+            ]
+            return result
+
+        requester = SmsClient(w.base, wallet=REQUESTER)
+        requester.push_requester_secret(
+            "on-sgx", b"v", policy=ReleasePolicy(tee=frozenset({"sgx"}))
+        )
+        requester.push_requester_secret(
+            "no-sim", b"v", policy=ReleasePolicy(tee=frozenset({"sim"}))
+        )
+        sgx_only = w.order(secrets=((1, "on-sgx"),))
+        assert problems(sgx_only) == [
+            "requester secret 'on-sgx' is not released to the TEE this order runs on"
+        ]
+        untolerated = w.order(secrets=((1, "no-sim"),))
+        assert problems(untolerated) == [
+            "requester secret 'no-sim' does not tolerate simulation, which this order runs"
+        ]
+        for order, reason in ((sgx_only, "sim evidence not accepted by the policy"),
+                              (untolerated, "not tolerated")):  # fmt: skip
+            with pytest.raises(AuthError, match=reason):
+                w.run(w.publish(order))
+
+        others_only = ReleasePolicy(apps=frozenset({MEASUREMENT}),
+                                    requesters=frozenset({OUTSIDER.address.lower()}))  # fmt: skip
+        SmsClient(w.base, wallet=DATA_OWNER).push_dataset_key(
+            DATASET, b"k2", update=True, policy=others_only
+        )
+        assert problems(w.order()) == [
+            f"dataset {DATASET}: not released for requester {REQUESTER.address}"
+        ]
+        with pytest.raises(AuthError, match="not released for requester"):
+            w.run(w.publish(w.order()))
+        # Only the requester learns what an owner allows: a badly signed order, nothing.
+        assert problems(w.order(), signer=OUTSIDER) == [
+            f"the task order is not signed by its requester {REQUESTER.address} "
+            f"(signed by {OUTSIDER.address})"
+        ]
+
+
 def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url: str) -> None:
     """Two attestations of one lease recorded together (a group commit): the first is
     granted, the second refused as a second release, and a later one on its own is
@@ -242,7 +296,7 @@ def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url
         attestations = Attestations(sms, sms.verifiers(), DatabaseNonceStore(sms.engine))
         worker = normalise_address(WORKER.address)
 
-        def request() -> AttestRequest:
+        def request(lease: str = "lease-1") -> AttestRequest:
             nonce, keys = attestations.challenge(now), EnclaveKeys.generate()
             binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public,
                                      sms.config.sms_id, order.task_id(), "app", worker)  # fmt: skip
@@ -250,7 +304,7 @@ def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url
             return AttestRequest(
                 evidence=evidence, nonce=nonce, x25519_public=keys.x25519_public,
                 ed25519_public=keys.ed25519_public, service="app", worker=worker,
-                target=TaskTarget(order.task_id(), "lease-1"),
+                target=TaskTarget(order.task_id(), lease),
             )  # fmt: skip
 
         pending = [attestations.prepare(request(), now, worker) for _ in range(2)]
@@ -259,5 +313,13 @@ def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url
         assert str(second.refused) == "the task's secrets were already released for this lease"
         with pytest.raises(AttestationRefusedError, match="already released for this lease"):
             attestations.attest(request(), now, worker)
+
+        # A new lease; the pool's owner removes the worker while its evidence is checked.
+        registry.add_task(TaskRecord(order, signature, "lease-2", WORKER.address))
+        late = attestations.prepare(request("lease-2"), now, worker)
+        registry.remove_member(POOL, WORKER.address)
+        (outcome,) = attestations.commit([late])
+        assert outcome.granted is None
+        assert str(outcome.refused) == (f"worker {worker} left workerpool {POOL} while attesting")
     finally:
         sms.engine.dispose()

@@ -569,12 +569,8 @@ class Attestations:
         if record is None or record.task_id != target.task_id:
             raise AttestationRefusedError(f"unknown task {target.task_id}")
         order = record.order
-        try:
-            order.check_signature(record.signature)
-        except TaskOrderError as exc:
-            raise AttestationRefusedError(str(exc)) from None
-        if order.sms_key != self.sms.tokens.public_key().hex():
-            raise AttestationRefusedError("the task order pins another sms key: not released here")
+        # Who asks, first: a wallet outside the task's workerpool, or without its lease,
+        # learns nothing more of the order (its signature, its sms) from the refusal.
         if signer != request.worker:
             raise AttestationRefusedError(
                 "a task's attestation is signed by the worker it names"
@@ -593,6 +589,12 @@ class Attestations:
                 "the lease token is not the task's current lease (a stale or another "
                 "worker's claim)"
             )
+        try:
+            order.check_signature(record.signature)
+        except TaskOrderError as exc:
+            raise AttestationRefusedError(str(exc)) from None
+        if order.sms_key != self.sms.tokens.public_key().hex():
+            raise AttestationRefusedError("the task order pins another sms key: not released here")
         app = registry.app(order.app)
         if app is None:
             raise AttestationRefusedError(f"unknown app {order.app}")
@@ -629,10 +631,12 @@ class Attestations:
         """Everything that would stop this order's release, found before the task is
         queued (iExec fails late and silently): each problem names what is wrong."""
         problems: list[str] = []
+        signed = True
         try:
             order.check_signature(signature)
         except TaskOrderError as exc:
             problems.append(str(exc))
+            signed = False
         if order.sms_key != self.sms.tokens.public_key().hex():
             problems.append("the order pins another sms key")
         app = self.sms.registry.app(order.app)
@@ -667,6 +671,50 @@ class Attestations:
                 self._result_key(ref, order.result_key, found)
             except AttestationRefusedError as exc:
                 problems.extend(exc.reasons)
+        if signed:  # the requester asks: what each secret's owner allows, for this order
+            problems += self._policy_problems(order, app, mapped)
+        return problems
+
+    def _policy_problems(
+        self, order: TaskOrder, app: AppRecord | None, mapped: list[SecretRef]
+    ) -> list[str]:
+        """Why a secret the order would get refuses it by its release policy: a TEE or
+        a weakness the order runs with that it does not allow, or (app and dataset
+        secrets) a measurement, requester or workerpool its owner did not name."""
+        restricted: list[tuple[SecretRef, str]] = []
+        if app is not None:
+            restricted.append((SecretRef(app.owner, "app", "1", subject=app.address),
+                               "the app developer secret"))  # fmt: skip
+        dataset = None if order.dataset is None else self.sms.registry.dataset(order.dataset)
+        if dataset is not None:
+            key = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+            restricted.append((key, f"dataset {dataset.address}"))
+        labels = {ref: f"requester secret {ref.name!r}" for ref in mapped}
+        labels.update(restricted)
+        with reading(self.sms.engine) as connection:
+            found = self.sms.secrets.release_many(list(labels), connection)
+        ordered = Policy(
+            measurements=frozenset({order.app_measurement}),
+            tee_types=frozenset(order.tee), tolerate=frozenset(order.tolerate),
+        )  # fmt: skip
+        problems: list[str] = []
+        for ref, what in labels.items():
+            stored = found.get(ref)
+            if stored is None:
+                continue  # missing ones are reported above (an app secret is optional)
+            effective = ordered.intersect(
+                stored.policy.to_policy(allow_sim=self.sms.config.allow_sim)
+            )
+            tees = effective.allowed_tees()
+            if not tees:
+                problems.append(f"{what} is not released to the TEE this order runs on")
+            elif tees == {"sim"} and "simulation" not in effective.tolerate:
+                problems.append(f"{what} does not tolerate simulation, which this order runs")
+            if (ref, what) in restricted:
+                try:
+                    self._restricted(stored.policy, order, what)
+                except AttestationRefusedError as exc:
+                    problems.extend(exc.reasons)
         return problems
 
     # -- common -----------------------------------------------------------------------
@@ -765,16 +813,24 @@ class Attestations:
                     f"current version"
                 )
             return head, None
-        if released:
-            return head, _RELEASED
-        record = self.sms.registry.task(target.task_id)
+        return head, _RELEASED if released else self._claim_moved(request, target)
+
+    def _claim_moved(self, request: AttestRequest, target: TaskTarget) -> str | None:
+        """Why the task's claim no longer holds (the hub's, not under the audit lock):
+        the lease re-claimed, or the worker removed from the task's workerpool."""
+        registry = self.sms.registry
+        record = registry.task(target.task_id)
         if (
             record is None
             or record.lease_token != target.lease_token
             or record.worker.lower() != request.worker
         ):
-            return head, "the task's lease changed while attesting"
-        return head, None
+            return "the task's lease changed while attesting"
+        if not registry.is_member(record.order.workerpool, request.worker):
+            return (
+                f"worker {request.worker} left workerpool {record.order.workerpool} while attesting"
+            )
+        return None
 
     def commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
         """Record prepared grants, in order, in one transaction (group commit): the

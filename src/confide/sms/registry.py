@@ -77,6 +77,9 @@ class MemoryRegistry:
     def add_task(self, record: TaskRecord) -> None:
         self.tasks[record.task_id] = record
 
+    def remove_member(self, workerpool: str, worker: str) -> None:
+        self.members.get(workerpool.lower(), set()).discard(normalise_address(worker))
+
     def add_member(self, workerpool: str, worker: str) -> None:
         pool = normalise_address(workerpool)
         self.members.setdefault(pool, set()).add(normalise_address(worker))
