@@ -116,6 +116,13 @@ def test_changed_sms_key_is_refused_after_first_contact(tmp_path: Path, database
         pin.rename(trust / f"sms-{url_hash}.json")  # ...answering where sms-a was pinned
         with pytest.raises(AuthError, match="differ from the ones pinned"):
             SmsClient(second, wallet=ALICE, trust_dir=trust).info()
+        # (a pin kept under the URL as typed, as earlier versions named it, still holds)
+        assert len(list(trust.iterdir())) == 1
+        # Another spelling of the same address is the same pin, not a first contact.
+        spelled = second.replace("http://", "HTTP://") + "/"
+        with pytest.raises(AuthError, match="differ from the ones pinned"):
+            SmsClient(spelled, wallet=ALICE, trust_dir=trust).info()
+        assert len(list(trust.iterdir())) == 1
 
 
 SESSION_TEXT = """\

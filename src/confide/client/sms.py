@@ -225,8 +225,12 @@ class SmsClient:
         if self._trust_dir is None:
             return
         self._trust_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
-        path = self._trust_dir / f"sms-{name}.json"
+        path = self._trust_dir / f"sms-{_pin_name(self.base_url)}.json"
+        legacy = (
+            self._trust_dir / f"sms-{hashlib.sha256(self.base_url.encode()).hexdigest()[:16]}.json"
+        )
+        if not path.exists() and legacy.exists():  # pinned under the URL as it was typed
+            legacy.rename(path)
         keys = json.dumps(info.get("jwks"), sort_keys=True)
         if path.exists():
             pinned = json.loads(path.read_text())
@@ -238,6 +242,16 @@ class SmsClient:
                 )
             return
         path.write_text(json.dumps({"url": self.base_url, "jwks": keys}) + "\n")
+
+
+def _pin_name(base_url: str) -> str:
+    """The name a pin is kept under: the sms's origin and path in one form, so that
+    ``HTTPS://SMS.example:443/`` and ``https://sms.example`` share one pin (two forms of
+    one address must not each start trust on first use again)."""
+    url = httpx.URL(base_url)
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    origin = f"{url.scheme}://{url.host}:{port}{url.path.rstrip('/')}"
+    return hashlib.sha256(origin.encode()).hexdigest()[:16]
 
 
 def _checked_name(name: str) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import (
 metadata = MetaData()
 
 # One row per signed request received, so a replay is refused even across replicas and
-# restarts: written in the same transaction as the request's effect, kept >= 600 s.
+# restarts: written in the same transaction as the request's effect, kept 900 s.
 request_nonces = Table(
     "request_nonces",
     metadata,
