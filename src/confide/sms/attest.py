@@ -322,7 +322,9 @@ class Attestations:
         return self.nonces.issue(now)
 
     def attest(self, request: AttestRequest, now: int, signer: str | None = None) -> Grant:
-        """Verify and release, or raise AttestationRefusedError naming every reason: a
+        """Verify and release, or raise AttestationRefusedError naming its reasons (every
+        one the policy finds in the evidence; of the plan's checks, the first that fails:
+        :meth:`check_order` names them all for a task before it is queued): a
         :meth:`prepare` and a :meth:`commit` of that grant alone."""
         pending = self.prepare(request, now, signer)
         return self.commit([pending])[0].result()
