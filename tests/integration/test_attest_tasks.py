@@ -241,11 +241,11 @@ def test_the_check_names_what_each_secrets_owner_does_not_allow(
         )
         sgx_only = w.order(secrets=((1, "on-sgx"),))
         assert problems(sgx_only) == [
-            "requester secret 'on-sgx' is not released to the TEE this order runs on"
+            "requester secret 'on-sgx': not released to the TEE this order runs on"
         ]
         untolerated = w.order(secrets=((1, "no-sim"),))
         assert problems(untolerated) == [
-            "requester secret 'no-sim' does not tolerate simulation, which this order runs"
+            "requester secret 'no-sim': simulation, which this order runs, is not tolerated"
         ]
         for order, reason in ((sgx_only, "sim evidence not accepted by the policy"),
                               (untolerated, "not tolerated")):  # fmt: skip

@@ -88,7 +88,8 @@ def test_the_client_signs_only_for_the_key_it_pinned(tmp_path: Path) -> None:
         info["proof"] = tokens.sign_blob(INFO_LABEL, info_message(challenge, info)).hex()
         return httpx.Response(200, json=info)
 
-    client = SmsClient("http://127.0.0.1:9", wallet=Wallet.generate(),
+    client = SmsClient("http://127.0.0.1:9", wallet=Wallet.generate(), trust_dir=tmp_path,
                        transport=httpx.MockTransport(lying))  # fmt: skip
     with pytest.raises(AuthError, match=r"names audience .*refusing to sign"):
         client.push_requester_secret("x1", b"v")
+    assert list(tmp_path.iterdir()) == []  # and its key is not pinned either

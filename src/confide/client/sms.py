@@ -58,7 +58,6 @@ class SmsClient:
             response = self._request("GET", f"/v1/info?challenge={challenge.hex()}")
             info: dict[str, Any] = response.json()
             check_info_proof(info, challenge)  # it holds the key it presents
-            self._pin(info)  # and that key is the one we pinned
             # Requests are signed for that key: never for an audience the server chose,
             # which could name another sms's (its signed requests replayed there).
             deployment = info.get("deployment_id")
@@ -71,6 +70,7 @@ class SmsClient:
                     f"its deployment and its own signing key ({audience!r}): refusing to "
                     f"sign requests for it"
                 )
+            self._pin(info)  # and that key is the one we pinned (or pin it now)
             self._info = info
         return self._info
 

@@ -683,36 +683,31 @@ class Attestations:
         """Why a secret the order would get refuses it by its release policy: a TEE or
         a weakness the order runs with that it does not allow, or (app and dataset
         secrets) a measurement, requester or workerpool its owner did not name."""
-        restricted: list[tuple[SecretRef, str]] = []
+        restricted: dict[SecretRef, str] = {}  # app and dataset secrets
         if app is not None:
-            restricted.append((SecretRef(app.owner, "app", "1", subject=app.address),
-                               "the app developer secret"))  # fmt: skip
+            developer = SecretRef(app.owner, "app", "1", subject=app.address)
+            restricted[developer] = "the app developer secret"
         dataset = None if order.dataset is None else self.sms.registry.dataset(order.dataset)
         if dataset is not None:
             key = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
-            restricted.append((key, f"dataset {dataset.address}"))
-        labels = {ref: f"requester secret {ref.name!r}" for ref in mapped}
-        labels.update(restricted)
+            restricted[key] = f"dataset {dataset.address}"
+        labels = {ref: f"requester secret {ref.name!r}" for ref in mapped} | restricted
         with reading(self.sms.engine) as connection:
             found = self.sms.secrets.release_many(list(labels), connection)
         ordered = Policy(
             measurements=frozenset({order.app_measurement}),
             tee_types=frozenset(order.tee), tolerate=frozenset(order.tolerate),
         )  # fmt: skip
+        # An order names one measurement, so one TEE: the secrets that each admit it
+        # admit it together (the attestation enforces their intersection).
         problems: list[str] = []
         for ref, what in labels.items():
             stored = found.get(ref)
             if stored is None:
                 continue  # missing ones are reported above (an app secret is optional)
-            effective = ordered.intersect(
-                stored.policy.to_policy(allow_sim=self.sms.config.allow_sim)
-            )
-            tees = effective.allowed_tees()
-            if not tees:
-                problems.append(f"{what} is not released to the TEE this order runs on")
-            elif tees == {"sim"} and "simulation" not in effective.tolerate:
-                problems.append(f"{what} does not tolerate simulation, which this order runs")
-            if (ref, what) in restricted:
+            allowed = stored.policy.to_policy(allow_sim=self.sms.config.allow_sim)
+            problems += _tee_problems(ordered.intersect(allowed), what)
+            if ref in restricted:
                 try:
                     self._restricted(stored.policy, order, what)
                 except AttestationRefusedError as exc:
@@ -1076,6 +1071,17 @@ def _recheck_reads(
             superseded = kind == "session" and bool(row.superseded)
             released = kind == "task" and bool(row.released)
     return versions, superseded, released, head
+
+
+def _tee_problems(effective: Policy, what: str) -> list[str]:
+    """Why ``effective`` (an order's policy and release policies) admits no evidence the
+    order can bring: no TEE type left, or simulation left without its toleration."""
+    tees = effective.allowed_tees()
+    if not tees:
+        return [f"{what}: not released to the TEE this order runs on"]
+    if tees == {"sim"} and "simulation" not in effective.tolerate:
+        return [f"{what}: simulation, which this order runs, is not tolerated"]
+    return []
 
 
 # Built once per shape, values bound at execution, run on the driver (confide.db.direct).
