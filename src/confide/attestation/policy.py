@@ -218,14 +218,16 @@ def _sgx_pins(value: Any, source: str) -> tuple[SgxPins, ...]:
     )
 
 
+TDX_PIN_FIELDS = frozenset({"rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "td_attributes"})
+
+
 def parse_tdx_pins(value: Any, source: str) -> tuple[TdxPins, ...]:
     """A ``tdx`` block (``rtmr0`` to ``rtmr3``, ``mr_config_id``, ``td_attributes``, hex) as
     pins: none for None; AttestationError naming ``source`` for anything else."""
     if value is None:
         return ()
-    allowed = {"rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "td_attributes"}
-    if not isinstance(value, Mapping) or not set(value) <= allowed:
-        raise AttestationError(f"{source}: tdx takes {', '.join(sorted(allowed))}")
+    if not isinstance(value, Mapping) or not set(value) <= TDX_PIN_FIELDS:
+        raise AttestationError(f"{source}: tdx takes {', '.join(sorted(TDX_PIN_FIELDS))}")
     rtmrs = tuple(
         (index, str(_hex_or_none(value[f"rtmr{index}"], 96, f"{source}: tdx.rtmr{index}")))
         for index in range(4)

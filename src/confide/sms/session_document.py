@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from confide.attestation.measurement import Measurement
-from confide.attestation.policy import TOLERATIONS, parse_tdx_pins
+from confide.attestation.policy import TDX_PIN_FIELDS, TOLERATIONS, Policy, parse_tdx_pins
 from confide.errors import AttestationError, ConfideError, SessionError
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -43,7 +43,6 @@ _SERVICE = {"name", "measurements", "tdx", "command", "pwd", "environment", "vol
 _VOLUME = {"name", "mode", "path"}
 _SECRET = {"name", "kind", "value"}
 _SECURITY = {"tolerate", "ignore_advisories"}
-_TDX = {"rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "td_attributes"}
 _ACCESS = {"read", "update"}
 _DEFAULT_PATHS = {"input": "/encryptedInputs", "output": "/encryptedOutputs"}
 
@@ -324,7 +323,7 @@ def _tdx(
         return ()
     if not has_tdx:
         raise reader.fail(node, f"service {service!r} has tdx pins but no tdx measurement")
-    fields = reader.mapping(node, _TDX, f"{where}.tdx")
+    fields = reader.mapping(node, set(TDX_PIN_FIELDS), f"{where}.tdx")
     values = {key: reader.text(value, f"{where}.tdx.{key}") for key, value in fields.items()}
     for key, value in values.items():  # each value checked alone, so the error names its line
         try:
@@ -332,8 +331,7 @@ def _tdx(
         except AttestationError as exc:
             raise reader.fail(fields[key], str(exc)) from None
     pins = parse_tdx_pins(values, where)
-    pinned = {index for pin in pins for index, _ in pin.rtmrs}
-    if not {1, 2} <= pinned:
+    if not Policy(tdx_pins=pins).pins_tdx_software():
         raise reader.fail(node, f"{where}.tdx must pin rtmr1 and rtmr2 (the TD's kernel)")
     return tuple(pins[0].to_mapping().items())
 
