@@ -32,7 +32,8 @@ from confide.db.audit import verify_chain
 from confide.db.schema import audit_log
 from confide.errors import AttestationError, AuthError, ConfideError
 from confide.sms.attest import Attestations
-from confide.sms.volumes import TAG_LABEL, tag_message
+from confide.sms.session_document import parse_session
+from confide.sms.volumes import TAG_LABEL, VolumeTags, tag_message
 from tests.integration.sms_server import running_sms
 from tests.vectors.dcap_vectors import (
     SGX,
@@ -203,6 +204,49 @@ def test_a_service_with_more_secrets_and_volumes_than_one_read_holds(
     assert {v["name"]: v["key"] for v in again["volumes"]} == keys
 
 
+def test_an_output_volume_is_not_pushed(tmp_path: Path, database_url: str) -> None:
+    """Its key is the sms's and its tags an attested writer's: not even the owner sets
+    them (a known key, or a tag of a volume the owner made, would defeat both)."""
+    with world(tmp_path, database_url) as w:
+        path = f"/v1/sessions/{OWNER.address}/cubic/volumes/output"
+        with pytest.raises(ConfideError, match=r"403.*is an output volume"):
+            w.owner.call_json("PUT", path, {"key": "22" * 32, "tag": "cc" * 32}, signed=True)
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        output = next(v for v in w.attest(EnclaveKeys.generate()).config["volumes"]
+                      if v["name"] == "output")  # fmt: skip
+        assert output["key"] != "22" * 32 and output["tag"] is None
+
+
+def test_a_tag_report_racing_a_session_update_is_refused(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session is updated after the report's checks read it current, before its
+    write: the write's own recheck, under the audit log's lock, refuses it."""
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        keys = EnclaveKeys.generate()
+        w.attest(keys)
+        updated = SESSION.replace('version: "1"', f'version: "2"\npredecessor: {w.session["hash"]}')
+        original = VolumeTags._append
+
+        def update_first(self: VolumeTags, *args: Any, **kwargs: Any) -> Any:
+            # (on the server's database thread: the store, not a request that would wait
+            # for that thread)
+            self.sms.sessions.update(OWNER.address, OWNER.address,
+                                     parse_session(updated, {}), int(time.time()))  # fmt: skip
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(VolumeTags, "_append", update_first)
+        answer = report_tag(w, keys, "output", None, "01" * 32)
+        assert answer.status_code == 403
+        assert "was updated while the tag was reported" in answer.json()["detail"]
+        monkeypatch.undo()
+        history = w.owner.call_json(
+            "GET", f"/v1/sessions/{OWNER.address}/cubic/volumes/output/tags", None, signed=True
+        )
+        assert history["tags"] == []
+
+
 def test_an_enclave_of_a_replaced_version_is_refused(tmp_path: Path, database_url: str) -> None:
     with world(tmp_path, database_url) as w:
         push_input(w, b"\x11" * 32, "aa" * 32)
@@ -328,6 +372,21 @@ def test_only_the_pinned_sms_and_the_enclave_can_use_a_grant(
             open_grant(answer, EnclaveKeys.generate(), sms_key=sms_key(w.owner), **context)
         with pytest.raises(AttestationError, match="not signed by the pinned sms key"):
             open_grant(answer, keys, sms_key=sms_key(w.owner), **{**context, "service": "x"})
+        with pytest.raises(AttestationError, match=r"not for it \(worker\)"):
+            open_grant(answer, keys, sms_key=sms_key(w.owner), **context, worker="host-2")
+
+
+def test_enclave_keys_attest_once(tmp_path: Path, database_url: str) -> None:
+    """The challenge reaches the enclave through the host: keys that attested before could
+    be answered with a recorded old challenge and its configuration (an expired token, an
+    old expected tag), so the enclave refuses to attest with them again."""
+    with world(tmp_path, database_url) as w:
+        push_input(w, b"\x11" * 32, "aa" * 32)
+        keys = EnclaveKeys.generate()
+        assert w.attest(keys).config["environment"]["API_KEY"] == API_KEY
+        with pytest.raises(AttestationError, match="attested before: make new keys"):
+            w.attest(keys)
+        assert w.attest(EnclaveKeys.generate()).config["environment"]["API_KEY"] == API_KEY
 
 
 def test_volume_tags_compare_and_swap(tmp_path: Path, database_url: str) -> None:

@@ -55,6 +55,7 @@ def attest_and_open(
     ``{"task": {"id", "lease_token"}}``; a task's request is signed by the worker's wallet
     (``signed=True``, the client's wallet).
     """
+    keys.use_for_attestation()  # once: an old answer can never open for them
     info = client.info()  # its proof shows the server holds the key its JWKS names …
     if jwks_key(info.get("jwks")) != sms_key:  # … and that must be the key we trust
         raise AttestationError("the sms presents another key than the one this enclave trusts")
@@ -80,7 +81,7 @@ def attest_and_open(
     }
     answer = client.call_json("POST", "/v1/attest", request, signed=signed)
     released = open_grant(answer, keys, sms_key=sms_key, sms_id=sms_id, subject=subject,
-                          service=service, nonce=nonce)  # fmt: skip
+                          service=service, nonce=nonce, worker=worker)  # fmt: skip
     expected = (
         {k: (v.lower() if k == "owner" else v) for k, v in target["session"].items()}
         if "session" in target
@@ -96,9 +97,12 @@ def attest_and_open(
 
 def open_grant(
     answer: dict[str, Any], keys: EnclaveKeys, *, sms_key: bytes, sms_id: str, subject: str,
-    service: str, nonce: bytes,
+    service: str, nonce: bytes, worker: str | None = None,
 ) -> ReleasedConfig:  # fmt: skip
-    """Check the sms's signature over the sealed configuration, then open it."""
+    """Check the sms's signature over the sealed configuration, open it, and check that
+    the token inside is the sms's, for this configuration and for these keys, subject,
+    service (and ``worker``, when given). Its expiry is not checked here: an enclave's
+    clock is the host's; freshness comes from keys used once (EnclaveKeys)."""
     try:
         sealed = base64.b64decode(answer["sealed"], validate=True)
         signature = bytes.fromhex(answer["signature"])
@@ -115,6 +119,12 @@ def open_grant(
     config, token = payload["config"], payload["token"]
     digest = config_hash(config)
     claims = verify_token_signature(str(token), {"keys": [public_jwk(sms_key)]})
-    if claims.get("config_hash") != digest or claims.get("subject") != subject:
-        raise AttestationError("the token inside the sealed configuration is not for it")
+    ours = {"x25519": keys.x25519_public.hex(), "ed25519": keys.ed25519_public.hex()}
+    expected = {"config_hash": digest, "subject": subject, "iss": sms_id, "service": service,
+                "enclave_keys": ours, **({} if worker is None else {"worker": worker})}  # fmt: skip
+    wrong = sorted(name for name, value in expected.items() if claims.get(name) != value)
+    if wrong:
+        raise AttestationError(
+            f"the token inside the sealed configuration is not for it ({', '.join(wrong)})"
+        )
     return ReleasedConfig(config, str(token), digest, str(claims.get("status")))

@@ -69,13 +69,26 @@ def signed_sealed_message(info: bytes, sealed: bytes) -> bytes:
 
 class EnclaveKeys(Redacted):
     """The two ephemeral keys an enclave makes inside the TEE: X25519 to receive sealed
-    configuration, Ed25519 to sign results and tag updates."""
+    configuration, Ed25519 to sign results and tag updates. They attest once: the nonce
+    reaches the enclave through the host, which could answer a second attestation with
+    keys used before by a recorded old challenge and answer (a stale configuration, an
+    old expected tag); keys made for each attestation cannot open an old answer."""
 
-    __slots__ = ("_x25519", "signing")
+    __slots__ = ("_attested", "_x25519", "signing")
 
     def __init__(self, x25519: X25519PrivateKey, signing: SigningKey) -> None:
         self._x25519 = x25519
         self.signing = signing
+        self._attested = False
+
+    def use_for_attestation(self) -> None:
+        """Mark the keys used by an attestation; AttestationError if they were before."""
+        if self._attested:
+            raise AttestationError(
+                "these enclave keys attested before: make new keys for each attestation "
+                "(the host could answer reused keys with an old, recorded configuration)"
+            )
+        self._attested = True
 
     @classmethod
     def generate(cls) -> EnclaveKeys:

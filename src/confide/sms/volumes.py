@@ -105,8 +105,19 @@ class VolumeTags:
         message = tag_message(grant.subject, volume, previous, tag, blob_digest)
         if not verify_signature(enclave_key, TAG_LABEL, message, signature):
             raise TagForbiddenError("the tag update is not signed by the attested enclave")
+
+        def still_current(connection: Connection) -> None:
+            # Under the audit log's lock, which a session update takes too: an update
+            # that committed since the read above is seen here, and the report refused.
+            audit.lock(connection)
+            if self.sms.sessions.current_version(owner, session, digest, connection) is None:
+                raise TagForbiddenError(
+                    f"session {owner}/{session} was updated while the tag was reported: "
+                    f"the enclave's version is no longer current"
+                )
+
         return self._append(owner, session, volume, previous, tag, blob_digest,
-                            enclave_key.hex(), now)  # fmt: skip
+                            enclave_key.hex(), now, first=still_current)  # fmt: skip
 
     def push(
         self, *, caller: str, owner: str, session: str, volume: str, key: bytes | None,
@@ -117,6 +128,11 @@ class VolumeTags:
         modes = {v["name"]: v["mode"] for v in head.document["volumes"]}
         if volume not in modes:
             raise TagError(f"session {owner}/{session} has no volume {volume!r}")
+        if modes[volume] != "input":
+            raise TagForbiddenError(
+                f"volume {volume!r} is an output volume: the sms makes its key, and its tags "
+                f"come only from an enclave attested to write it"
+            )
         if key is not None and len(key) != 32:
             raise TagError("a volume key is 32 bytes (64 hex characters)")
 
@@ -156,9 +172,14 @@ class VolumeTags:
         self, owner: str, session: str, volume: str, previous: str | None, tag: str,
         blob_digest: str, reported_by: str, now: int,
         also: Callable[[Connection], None] | None = None,
+        first: Callable[[Connection], None] | None = None,
     ) -> TagRecord:  # fmt: skip
+        """The compare-and-swap, in one transaction: ``first`` runs at its start (a
+        recheck), ``also`` before the new entry is written (a key stored with it)."""
         try:
             with self.sms.engine.begin() as connection:
+                if first is not None:
+                    first(connection)
                 head = connection.execute(
                     select(volume_tags.c.tag, volume_tags.c.seq)
                     .where(volume_tags.c.owner == owner, volume_tags.c.session == session,
