@@ -504,13 +504,7 @@ class Attestations:
         connection: Connection,
     ) -> _Plan:  # fmt: skip
         order, app = self._check_claim(request, target, signer)
-        policy = Policy(
-            measurements=frozenset({order.app_measurement}),
-            tee_types=frozenset(order.tee),
-            tolerate=frozenset(order.tolerate),
-            ignore_advisories=frozenset(order.ignore_advisories),
-        )
-        plan = _Plan(policy, scope=target.task_id, audience=f"task:{target.task_id}")
+        plan = _Plan(_order_policy(order), scope=target.task_id, audience=f"task:{target.task_id}")
         env: dict[str, str] = {"IEXEC_TASK_ID": target.task_id}
         developer = SecretRef(app.owner, "app", "1", subject=app.address)
         mapped = [(index, SecretRef(order.requester, "requester", name))
@@ -649,62 +643,64 @@ class Attestations:
                 f"app measurement {order.app_measurement.short()} is not one the app's "
                 f"owner registered"
             )
-        mapped = [SecretRef(order.requester, "requester", name) for _, name in order.secrets]
-        present = self.sms.secrets.exists_many(mapped)  # one read for all of them
-        missing = [ref.name for ref in mapped if ref not in present]
+        dataset = None if order.dataset is None else self.sms.registry.dataset(order.dataset)
+        if order.dataset is not None and dataset is None:
+            problems.append(f"unknown dataset {order.dataset}")
+        # Every secret the order names: the requester's mapped ones (``labels``), and the
+        # app developer secret and the dataset key (``restricted`` by their owners).
+        labels = {SecretRef(order.requester, "requester", name): f"requester secret {name!r}"
+                  for _, name in order.secrets}  # fmt: skip
+        restricted: dict[SecretRef, str] = {}
+        if app is not None:
+            developer = SecretRef(app.owner, "app", "1", subject=app.address)
+            restricted[developer] = "the app developer secret"  # optional
+        dataset_key = None
+        if dataset is not None:
+            dataset_key = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+            restricted[dataset_key] = f"dataset {dataset.address}"
+        result_ref = None if order.result_key is None else result_key_ref(order.requester)
+        # Values are opened (their policies authenticated) only for an order its requester
+        # signed; otherwise existence alone is read, as a HEAD tells it (and the result
+        # key, a public key).
+        opened = [*labels, *restricted] if signed else []
+        with reading(self.sms.engine) as connection:
+            found = self.sms.secrets.release_many(
+                [*opened, *([] if result_ref is None else [result_ref])], connection
+            )
+        present = set(found) if signed else self.sms.secrets.exists_many([*labels, *restricted])
+        missing = [ref.name for ref in labels if ref not in present]
         if missing:
             problems.append(
                 f"requester secret(s) {', '.join(repr(m) for m in missing)} of "
                 f"{order.requester} do not exist"
             )
-        if order.dataset is not None:
-            dataset = self.sms.registry.dataset(order.dataset)
-            if dataset is None:
-                problems.append(f"unknown dataset {order.dataset}")
-            elif not self.sms.secrets.exists(
-                SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
-            ):
-                problems.append(f"dataset {order.dataset} has no key")
-        if order.result_key is not None:
-            ref = result_key_ref(order.requester)
-            with reading(self.sms.engine) as connection:
-                found = self.sms.secrets.release_many([ref], connection)
+        if dataset_key is not None and dataset_key not in present:
+            problems.append(f"dataset {order.dataset} has no key")
+        if result_ref is not None and order.result_key is not None:
             try:
-                self._result_key(ref, order.result_key, found)
+                self._result_key(result_ref, order.result_key, found)
             except AttestationRefusedError as exc:
                 problems.extend(exc.reasons)
         if signed:  # the requester asks: what each secret's owner allows, for this order
-            problems += self._policy_problems(order, app, mapped)
+            problems += self._policy_problems(order, labels | restricted, restricted, found)
         return problems
 
     def _policy_problems(
-        self, order: TaskOrder, app: AppRecord | None, mapped: list[SecretRef]
-    ) -> list[str]:
-        """Why a secret the order would get refuses it by its release policy: a TEE or
-        a weakness the order runs with that it does not allow, or (app and dataset
-        secrets) a measurement, requester or workerpool its owner did not name."""
-        restricted: dict[SecretRef, str] = {}  # app and dataset secrets
-        if app is not None:
-            developer = SecretRef(app.owner, "app", "1", subject=app.address)
-            restricted[developer] = "the app developer secret"
-        dataset = None if order.dataset is None else self.sms.registry.dataset(order.dataset)
-        if dataset is not None:
-            key = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
-            restricted[key] = f"dataset {dataset.address}"
-        labels = {ref: f"requester secret {ref.name!r}" for ref in mapped} | restricted
-        with reading(self.sms.engine) as connection:
-            found = self.sms.secrets.release_many(list(labels), connection)
-        ordered = Policy(
-            measurements=frozenset({order.app_measurement}),
-            tee_types=frozenset(order.tee), tolerate=frozenset(order.tolerate),
-        )  # fmt: skip
-        # An order names one measurement, so one TEE: the secrets that each admit it
-        # admit it together (the attestation enforces their intersection).
+        self, order: TaskOrder, labels: Mapping[SecretRef, str],
+        restricted: Mapping[SecretRef, str], found: Mapping[SecretRef, StoredSecret],
+    ) -> list[str]:  # fmt: skip
+        """Why a secret the order would get (``labels``, read into ``found``) refuses it
+        by its release policy: a TEE or a weakness the order runs with that it does not
+        allow, or (``restricted``: app and dataset secrets) a measurement, requester or
+        workerpool its owner did not name. An order names one measurement, so one TEE:
+        secrets that each admit it admit it together (the attestation enforces their
+        intersection)."""
+        ordered = _order_policy(order)
         problems: list[str] = []
         for ref, what in labels.items():
             stored = found.get(ref)
             if stored is None:
-                continue  # missing ones are reported above (an app secret is optional)
+                continue  # missing ones are reported apart (an app secret is optional)
             allowed = stored.policy.to_policy(allow_sim=self.sms.config.allow_sim)
             problems += _tee_problems(ordered.intersect(allowed), what)
             if ref in restricted:
@@ -1071,6 +1067,16 @@ def _recheck_reads(
             superseded = kind == "session" and bool(row.superseded)
             released = kind == "task" and bool(row.released)
     return versions, superseded, released, head
+
+
+def _order_policy(order: TaskOrder) -> Policy:
+    """The policy a task order asks for: its app measurement, TEE types and tolerations."""
+    return Policy(
+        measurements=frozenset({order.app_measurement}),
+        tee_types=frozenset(order.tee),
+        tolerate=frozenset(order.tolerate),
+        ignore_advisories=frozenset(order.ignore_advisories),
+    )
 
 
 def _tee_problems(effective: Policy, what: str) -> list[str]:

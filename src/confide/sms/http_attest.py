@@ -147,7 +147,8 @@ class AttestHandlers:
 
     async def check_order(self, request: Request) -> Response:
         """Public: whether a signed order could be released (what the hub asks before it
-        queues a task). Tells only what HEAD already tells: existence, never a value."""
+        queues a task). Tells what HEAD tells (existence) and, for an order its requester
+        signed, which secret's release policy refuses it; never a value."""
         _, document = await self.json_body(request, SMALL_BODY_LIMIT)
         if set(document) != {"order", "signature"} or not isinstance(document["signature"], str):
             raise HttpProblemError(400, "Bad Request", 'expected {"order": {...}, "signature"}')
