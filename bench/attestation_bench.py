@@ -161,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             if limit is None
             else (f"{'PASS' if figures['median_ms'] <= limit else 'FAIL'} <= {limit} ms")
         )
-        print(f"{name:36} {figures['median_ms']:>10.3f} {figures['p99_ms']:>8.3f} "
-              f"{figures['per_second']:>7}  {verdict}")  # fmt: skip
+        print(
+            f"{name:36} {figures['median_ms']:>10.3f} {figures['p99_ms']:>8.3f} "
+            f"{figures['per_second']:>7}  {verdict}"
+        )
     args.out.write_text(
         json.dumps(
             {

@@ -335,8 +335,15 @@ def run_wrk(target: Target, path: str, expected: int, paced: tuple[int, int] | N
     return wrk_summary(run.stdout, run.stderr, tool, expected, cpu, generator)
 
 
-def wrk_summary(stdout: str, stderr: str, tool: str, expected: int, cpu: float,
-                generator: float, sent: int | None = None) -> Json:  # fmt: skip
+def wrk_summary(
+    stdout: str,
+    stderr: str,
+    tool: str,
+    expected: int,
+    cpu: float,
+    generator: float,
+    sent: int | None = None,
+) -> Json:
     """The figures of a wrk run from its script's CONFIDE-WRK line: every status other
     than ``expected``, every socket error, and (given ``sent``) every request left
     unanswered is an error."""
@@ -456,8 +463,10 @@ def run_wrk_replay(target: Target, name: str, prepared: list[Prepared], expected
         run.send_signal(signal.SIGINT)  # wrk reports on ^C as at the end of -d
         stdout, stderr = run.communicate(timeout=60)
     cpu, generator = target.cpu_seconds() - cpu, children_cpu() - generator
-    tool = (f"wrk -t1 -c{connections} --latency, each of {len(prepared)} prepared requests "
-            f"once (replay.lua)")  # fmt: skip
+    tool = (
+        f"wrk -t1 -c{connections} --latency, each of {len(prepared)} prepared requests "
+        f"once (replay.lua)"
+    )
     return wrk_summary(stdout, stderr, tool, expected, cpu, generator, sent=len(prepared))
 
 
@@ -496,9 +505,11 @@ async def send_all(
                 start = time.perf_counter()
                 try:
                     response = await client.request(
-                        prepared.method, prepared.url, headers=prepared.headers,
+                        prepared.method,
+                        prepared.url,
+                        headers=prepared.headers,
                         content=prepared.body,
-                    )  # fmt: skip
+                    )
                 except httpx.HTTPError:
                     outcome.failures += 1
                     continue
@@ -511,8 +522,14 @@ async def send_all(
     return outcome
 
 
-def drive(target: Target, requests: Iterator[Prepared], concurrency: int, seconds: float,
-          tool: str, expected: int) -> Json:  # fmt: skip
+def drive(
+    target: Target,
+    requests: Iterator[Prepared],
+    concurrency: int,
+    seconds: float,
+    tool: str,
+    expected: int,
+) -> Json:
     """Run :func:`send_all` and summarise it, with the server's and this process's CPU."""
     cpu, generator = target.cpu_seconds(), own_cpu()
     deadline = time.monotonic() + seconds
@@ -595,9 +612,14 @@ def presign_pushes(target: Target, names: list[str]) -> list[Prepared]:
         path = target.secret_path(name)
         body = os.urandom(48)
         headers = sign_request(
-            target.wallet, audience=target.audience, method="PUT", path=path,
-            content_type="application/octet-stream", body=body, now=now,
-        )  # fmt: skip
+            target.wallet,
+            audience=target.audience,
+            method="PUT",
+            path=path,
+            content_type="application/octet-stream",
+            body=body,
+            now=now,
+        )
         headers["content-type"] = "application/octet-stream"
         prepared.append(Prepared("PUT", path, headers, body))
     return prepared
@@ -669,8 +691,9 @@ def enclave_setup(target: Target) -> Enclave:
     if target.url not in _enclaves:
         client = SmsClient(target.url, wallet=target.wallet)
         platform = SigningKey.generate()
-        client.call_json("POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()},
-                         signed=True)  # fmt: skip
+        client.call_json(
+            "POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()}, signed=True
+        )
         session = client.create_session(BENCH_SESSION, {}, "bench.yml")
         _enclaves[target.url] = Enclave(session, platform, str(client.info()["sms_id"]))
     return _enclaves[target.url]
@@ -687,16 +710,26 @@ def prepare_attestations(target: Target, count: int) -> list[Prepared]:
         for _ in range(count):
             nonce = bytes.fromhex(client.post("/v1/attest/challenge").json()["nonce"])
             keys = EnclaveKeys.generate()
-            binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public, enclave.sms_id,
-                                     f"{owner}/{name}@{digest}", "app", "bench-host")  # fmt: skip
+            binding = EnclaveBinding(
+                keys.x25519_public,
+                keys.ed25519_public,
+                enclave.sms_id,
+                f"{owner}/{name}@{digest}",
+                "app",
+                "bench-host",
+            )
             evidence = attester.evidence(binding.report_data(nonce))
-            body = json.dumps({
-                "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
-                "nonce": nonce.hex(), "x25519_public": keys.x25519_public.hex(),
-                "ed25519_public": keys.ed25519_public.hex(), "service": "app",
-                "worker": "bench-host",
-                "session": {"owner": owner, "name": name, "hash": digest},
-            }).encode()  # fmt: skip
+            body = json.dumps(
+                {
+                    "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
+                    "nonce": nonce.hex(),
+                    "x25519_public": keys.x25519_public.hex(),
+                    "ed25519_public": keys.ed25519_public.hex(),
+                    "service": "app",
+                    "worker": "bench-host",
+                    "session": {"owner": owner, "name": name, "hash": digest},
+                }
+            ).encode()
             headers = {"content-type": "application/json"}
             prepared.append(Prepared("POST", "/v1/attest", headers, body))
     return prepared
@@ -821,8 +854,17 @@ def machine() -> Json:
                 model = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for package in ("uvicorn", "httptools", "uvloop", "starlette", "SQLAlchemy", "psycopg",
-                    "eth-account", "coincurve", "httpx"):  # fmt: skip
+    for package in (
+        "uvicorn",
+        "httptools",
+        "uvloop",
+        "starlette",
+        "SQLAlchemy",
+        "psycopg",
+        "eth-account",
+        "coincurve",
+        "httpx",
+    ):
         with suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)

@@ -38,17 +38,22 @@ def main() -> int:
     wallet = load_wallet(home / "wallet.json", os.environ["CONFIDE_WALLET_PASSWORD"])
     owner = SmsClient(args.sms, wallet=wallet, trust_dir=home / "trust")
     platform = SigningKey.generate()
-    owner.call_json("POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()},
-                    signed=True)  # fmt: skip
+    owner.call_json(
+        "POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()}, signed=True
+    )
     print(f"sim platform {platform.public_bytes().hex()[:16]}… registered by {wallet.address}")
     keys = EnclaveKeys.generate()
     target = {"session": {"owner": args.owner, "name": args.session, "hash": args.hash}}
     try:
         released = attest_and_open(
-            SmsClient(args.sms), SimAttester(platform, Measurement.parse(args.measurement)),
-            keys, sms_key=jwks_key(owner.info()["jwks"]), target=target, service=args.service,
+            SmsClient(args.sms),
+            SimAttester(platform, Measurement.parse(args.measurement)),
+            keys,
+            sms_key=jwks_key(owner.info()["jwks"]),
+            target=target,
+            service=args.service,
             worker="demo-host",
-        )  # fmt: skip
+        )
     except ConfideError as exc:
         if args.expect_refusal:
             print(f"refused as expected: {exc}")
@@ -65,8 +70,10 @@ def main() -> int:
     for name, value in sorted(config["environment"].items()):
         print(f"environment {name}: {len(value)} bytes (delivered sealed; not shown)")
     for volume in config["volumes"]:
-        print(f"volume {volume['name']} ({volume['mode']}) at {volume['path']}: key delivered, "
-              f"expected tag {volume['tag'] or 'none yet'}")  # fmt: skip
+        print(
+            f"volume {volume['name']} ({volume['mode']}) at {volume['path']}: key delivered, "
+            f"expected tag {volume['tag'] or 'none yet'}"
+        )
     return 0
 
 

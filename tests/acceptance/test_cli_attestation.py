@@ -30,8 +30,16 @@ def test_app_init_then_measure(tmp_path: Path) -> None:
 
 @needs_vectors
 def test_verify_sgx_sample_default_policy_refuses_naming_reasons() -> None:
-    proc = run_cli("attestation", "verify", SGX.quote, "--collateral", SGX.collateral,
-                   "--now", str(SGX.now), "--json")  # fmt: skip
+    proc = run_cli(
+        "attestation",
+        "verify",
+        SGX.quote,
+        "--collateral",
+        SGX.collateral,
+        "--now",
+        str(SGX.now),
+        "--json",
+    )
     assert proc.returncode == 1
     verdict = json.loads(proc.stdout)
     assert verdict == {
@@ -59,33 +67,77 @@ def test_verify_sgx_sample_with_a_policy_file(tmp_path: Path) -> None:
         "ignore_advisories: [INTEL-SA-00289, INTEL-SA-00615]\n"
     )
     hello = b"Hello, world!".hex()
-    proc = run_cli("attestation", "verify", SGX.quote, "--collateral", SGX.collateral,
-                   "--now", str(SGX.now), "--policy", policy, "--report-data", hello)  # fmt: skip
+    proc = run_cli(
+        "attestation",
+        "verify",
+        SGX.quote,
+        "--collateral",
+        SGX.collateral,
+        "--now",
+        str(SGX.now),
+        "--policy",
+        policy,
+        "--report-data",
+        hello,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "verdict      accepted" in proc.stdout
-    wrong = run_cli("attestation", "verify", SGX.quote, "--collateral", SGX.collateral,
-                    "--now", str(SGX.now), "--policy", policy, "--report-data", "00",
-                    "--json")  # fmt: skip
+    wrong = run_cli(
+        "attestation",
+        "verify",
+        SGX.quote,
+        "--collateral",
+        SGX.collateral,
+        "--now",
+        str(SGX.now),
+        "--policy",
+        policy,
+        "--report-data",
+        "00",
+        "--json",
+    )
     assert wrong.returncode == 1
     assert json.loads(wrong.stdout)["reasons"][0].startswith("report data does not match")
 
 
 @needs_vectors
 def test_verify_tdx_samples() -> None:
-    good = run_cli("attestation", "verify", TDX.quote, "--collateral", TDX.collateral,
-                   "--now", str(TDX.now), "--json")  # fmt: skip
+    good = run_cli(
+        "attestation",
+        "verify",
+        TDX.quote,
+        "--collateral",
+        TDX.collateral,
+        "--now",
+        str(TDX.now),
+        "--json",
+    )
     assert good.returncode == 0
     assert json.loads(good.stdout)["tcb_status"] == "UpToDate"
     outdated = run_cli(
-        "attestation", "verify", TDX_OUTDATED.quote, "--collateral", TDX_OUTDATED.collateral,
-        "--now", str(TDX_OUTDATED.now), "--json",
-    )  # fmt: skip
+        "attestation",
+        "verify",
+        TDX_OUTDATED.quote,
+        "--collateral",
+        TDX_OUTDATED.collateral,
+        "--now",
+        str(TDX_OUTDATED.now),
+        "--json",
+    )
     assert outdated.returncode == 1
     assert json.loads(outdated.stdout)["reasons"] == [
         "quote verification failed: No matching TCB level found"
     ]
-    late = run_cli("attestation", "verify", TDX.quote, "--collateral", TDX.collateral,
-                   "--now", str(TDX.now + 90 * 86400), "--json")  # fmt: skip
+    late = run_cli(
+        "attestation",
+        "verify",
+        TDX.quote,
+        "--collateral",
+        TDX.collateral,
+        "--now",
+        str(TDX.now + 90 * 86400),
+        "--json",
+    )
     assert late.returncode == 1
     assert "expired" in json.loads(late.stdout)["reasons"][0]
 
@@ -115,8 +167,15 @@ def test_bad_inputs(tmp_path: Path) -> None:
         run_cli("attestation", "verify", SGX.quote, "--collateral", tmp_path / "none.json"),
         "cannot read collateral",
     )
-    too_long = run_cli("attestation", "verify", SGX.quote, "--collateral", SGX.collateral,
-                       "--report-data", "00" * 65)  # fmt: skip
+    too_long = run_cli(
+        "attestation",
+        "verify",
+        SGX.quote,
+        "--collateral",
+        SGX.collateral,
+        "--report-data",
+        "00" * 65,
+    )
     assert too_long.returncode == 2
     assert DCAP_DIR.is_dir()
 
@@ -124,12 +183,14 @@ def test_bad_inputs(tmp_path: Path) -> None:
 @needs_vectors
 def test_cli_input_errors_exit_2_or_give_a_verdict(tmp_path: Path) -> None:
     for now in ("-1", str(2**63)):
-        proc = run_cli("attestation", "verify", SGX.quote, "--collateral", SGX.collateral,
-                       "--now", now)  # fmt: skip
+        proc = run_cli(
+            "attestation", "verify", SGX.quote, "--collateral", SGX.collateral, "--now", now
+        )
         assert proc.returncode == 2, proc.stderr
     assert run_cli("app", "init", tmp_path / "x", "--lang", "ruby").returncode == 2
-    missing = run_cli("attestation", "verify", tmp_path / "none", "--collateral", SGX.collateral,
-                      "--json")  # fmt: skip
+    missing = run_cli(
+        "attestation", "verify", tmp_path / "none", "--collateral", SGX.collateral, "--json"
+    )
     assert missing.returncode == 1
     verdict = json.loads(missing.stdout)
     assert verdict["ok"] is False and verdict["reasons"][0].startswith("cannot read")

@@ -48,8 +48,9 @@ def make_chain(home: Path, url: str) -> int:
         for index, name in enumerate(("x1", "x2")):
             ref = SecretRef(OWNER, "requester", name)
             sms.secrets.put(ref, SECRET.encode(), update=False, now=NOW + index)
-        sms.secrets.put(SecretRef(OWNER, "requester", "x1"), b"v2-" + SECRET.encode(),
-                        update=True, now=NOW + 2)  # fmt: skip
+        sms.secrets.put(
+            SecretRef(OWNER, "requester", "x1"), b"v2-" + SECRET.encode(), update=True, now=NOW + 2
+        )
         sms.sessions.create(OWNER, parse_session(SESSION, {}), NOW + 3)
     finally:
         sms.engine.dispose()
@@ -79,31 +80,53 @@ def test_verify_and_show_a_chain_made_by_the_sms(tmp_path: Path, database_url: s
 
     as_json = run_cli("audit", "verify", *db, "--json", env=env)
     document = json.loads(as_json.stdout)  # exactly one JSON document
-    assert document == {"ok": True, "entries": count, "error": None,
-                        "head": {"seq": count - 1, "hash": head.group(2)}}  # fmt: skip
-    expected = run_cli("audit", "verify", *db, "--expect", f"{head.group(1)}:{head.group(2)}",
-                       env=env)  # fmt: skip
+    assert document == {
+        "ok": True,
+        "entries": count,
+        "error": None,
+        "head": {"seq": count - 1, "hash": head.group(2)},
+    }
+    expected = run_cli(
+        "audit", "verify", *db, "--expect", f"{head.group(1)}:{head.group(2)}", env=env
+    )
     assert expected.returncode == 0 and "has the expected hash" in expected.stdout
 
     table = run_cli("audit", "show", *db, env=env)
     assert table.returncode == 0, table.stderr
-    for needle in ("secret.write", "session.write", "requester/x1", f"{OWNER}/audited",
-                   "2027-01-15T08:00:00Z", '{"version": 2}'):  # fmt: skip
+    for needle in (
+        "secret.write",
+        "session.write",
+        "requester/x1",
+        f"{OWNER}/audited",
+        "2027-01-15T08:00:00Z",
+        '{"version": 2}',
+    ):
         assert needle in table.stdout, needle
     listed = json.loads(run_cli("audit", "show", *db, "--json", env=env).stdout)
     assert [e["seq"] for e in listed] == list(range(count))
-    assert set(listed[0]) == {"seq", "time", "at", "actor", "action", "subject", "detail",
-                              "prev_hash", "hash"}  # fmt: skip
+    assert set(listed[0]) == {
+        "seq",
+        "time",
+        "at",
+        "actor",
+        "action",
+        "subject",
+        "detail",
+        "prev_hash",
+        "hash",
+    }
     assert listed[0]["time"] == "2027-01-15T08:00:00Z" and listed[0]["actor"] == OWNER
     assert listed[-1]["hash"] == head.group(2)
     for output in (table.stdout, json.dumps(listed), verified.stdout):
         assert SECRET not in output  # entries name secrets and versions, never a value
 
-    window = json.loads(run_cli("audit", "show", *db, "--since", "2", "--limit", "2", "--json",
-                                env=env).stdout)  # fmt: skip
+    window = json.loads(
+        run_cli("audit", "show", *db, "--since", "2", "--limit", "2", "--json", env=env).stdout
+    )
     assert [e["seq"] for e in window] == [2, 3]
-    assert json.loads(run_cli("audit", "show", *db, "--since", "99", "--json",
-                              env=env).stdout) == []  # fmt: skip
+    assert (
+        json.loads(run_cli("audit", "show", *db, "--since", "99", "--json", env=env).stdout) == []
+    )
     empty = run_cli("audit", "show", *db, "--since", "99", env=env)
     assert (empty.returncode, empty.stdout.strip()) == (0, "no audit log entries from 99 on")
 
@@ -125,8 +148,9 @@ def _break_link(engine: Engine) -> None:
     with engine.begin() as connection:
         row = connection.execute(select(audit_log).where(audit_log.c.seq == 3)).one()
         prev = "f" * 64
-        digest = entry_hash(prev, 3, row.at, row.actor, row.action, row.subject,
-                            json.loads(row.detail))  # fmt: skip
+        digest = entry_hash(
+            prev, 3, row.at, row.actor, row.action, row.subject, json.loads(row.detail)
+        )
         connection.execute(
             update(audit_log).where(audit_log.c.seq == 3).values(prev_hash=prev, hash=digest)
         )
@@ -168,12 +192,19 @@ def _rewrite_from(engine: Engine, seq: int) -> None:
         prev = rows[0].prev_hash
         for row in rows:
             detail = {"version": 99} if row.seq == seq else json.loads(row.detail)
-            digest = entry_hash(prev, row.seq, row.at, row.actor, row.action, row.subject,
-                                detail)  # fmt: skip
-            connection.execute(audit_log.insert().values(
-                seq=row.seq, prev_hash=prev, hash=digest, at=row.at, actor=row.actor,
-                action=row.action, subject=row.subject, detail=json.dumps(detail),
-            ))  # fmt: skip
+            digest = entry_hash(prev, row.seq, row.at, row.actor, row.action, row.subject, detail)
+            connection.execute(
+                audit_log.insert().values(
+                    seq=row.seq,
+                    prev_hash=prev,
+                    hash=digest,
+                    at=row.at,
+                    actor=row.actor,
+                    action=row.action,
+                    subject=row.subject,
+                    detail=json.dumps(detail),
+                )
+            )
             prev = digest
 
 
@@ -189,9 +220,11 @@ def test_truncation_and_rewrite_need_the_noted_head(tmp_path: Path, database_url
             connection.execute(delete(audit_log).where(audit_log.c.seq >= count - 2))
         # What is left is a valid chain: only the noted head tells.
         assert run_cli("audit", "verify", *db, env=env).returncode == 0
-        assert_refusal(run_cli("audit", "verify", *db, *expect, env=env),
-                       f"audit log entry {count - 1} is missing",
-                       f"the log ends at entry {count - 3}")  # fmt: skip
+        assert_refusal(
+            run_cli("audit", "verify", *db, *expect, env=env),
+            f"audit log entry {count - 1} is missing",
+            f"the log ends at entry {count - 3}",
+        )
         _rewrite_from(engine, 1)
     finally:
         engine.dispose()
@@ -208,8 +241,9 @@ def _fingerprint(path: Path) -> dict[str, str]:
     """The database file and its WAL: content only (a reader of a WAL database may leave
     an empty -wal file and the -shm index behind)."""
     names = (path, path.with_name(path.name + "-wal"))
-    return {p.name: hashlib.sha256(p.read_bytes() if p.exists() else b"").hexdigest()
-            for p in names}  # fmt: skip
+    return {
+        p.name: hashlib.sha256(p.read_bytes() if p.exists() else b"").hexdigest() for p in names
+    }
 
 
 def test_default_database_and_read_only(tmp_path: Path) -> None:
@@ -241,15 +275,19 @@ def test_refusals_name_the_database(tmp_path: Path) -> None:
     assert not nowhere.exists()
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database at all" * 100)
-    assert_refusal(run_cli("audit", "show", "--db", f"sqlite:///{garbage}", env=env),
-                   "cannot read the database", "file is not a database")  # fmt: skip
+    assert_refusal(
+        run_cli("audit", "show", "--db", f"sqlite:///{garbage}", env=env),
+        "cannot read the database",
+        "file is not a database",
+    )
     closed = f"postgresql://confide:hunter2@127.0.0.1:{free_port()}/test"
     for command in ("verify", "show"):
         proc = run_cli("audit", command, "--db", closed, env=env)
         assert_refusal(proc, "cannot reach the database", "Connection refused")
         assert "hunter2" not in proc.stderr
-    assert_refusal(run_cli("audit", "verify", "--db", "mysql://x/y", env=env),
-                   "unsupported database URL")  # fmt: skip
+    assert_refusal(
+        run_cli("audit", "verify", "--db", "mysql://x/y", env=env), "unsupported database URL"
+    )
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

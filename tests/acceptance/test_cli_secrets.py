@@ -34,8 +34,11 @@ def _address(env: Env) -> str:
 def users(tmp_path: Path) -> Iterator[tuple[Env, Env]]:
     """Alice (owns APP and DATASET in the registry file) and Bob, against one sms."""
     port = free_port()
-    base = {**os.environ, "CONFIDE_SMS": f"http://127.0.0.1:{port}",
-            "CONFIDE_WALLET_PASSWORD": "pw"}  # fmt: skip
+    base = {
+        **os.environ,
+        "CONFIDE_SMS": f"http://127.0.0.1:{port}",
+        "CONFIDE_WALLET_PASSWORD": "pw",
+    }
     alice = {**base, "CONFIDE_HOME": str(tmp_path / "alice")}
     bob = {**base, "CONFIDE_HOME": str(tmp_path / "bob")}
     owner = _address(alice)
@@ -48,8 +51,10 @@ def users(tmp_path: Path) -> Iterator[tuple[Env, Env]]:
     server = subprocess.Popen(
         [*CONFIDE, "serve", "sms", "--port", str(port), "--registry", str(registry)],
         env={**base, "CONFIDE_HOME": str(tmp_path / "server")},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -70,9 +75,20 @@ def test_app_secret(users: tuple[Env, Env]) -> None:
     owner = json.loads(run_cli("wallet", "show", "--json", env=alice).stdout)["address"]
     missing = run_cli("app", "check-secret", APP, env=alice)
     assert (missing.returncode, missing.stdout) == (1, f"app secret of {APP} is not set\n")
-    pushed = run_cli("app", "push-secret", APP.upper().replace("0X", "0x"), "--secret-value",
-                     "APP-SECRET-77", "--tee", "sgx,tdx", "--tolerate", "outdated-tcb",
-                     "--app-measurement", SGX, env=alice)  # fmt: skip
+    pushed = run_cli(
+        "app",
+        "push-secret",
+        APP.upper().replace("0X", "0x"),
+        "--secret-value",
+        "APP-SECRET-77",
+        "--tee",
+        "sgx,tdx",
+        "--tolerate",
+        "outdated-tcb",
+        "--app-measurement",
+        SGX,
+        env=alice,
+    )
     assert (pushed.returncode, pushed.stdout) == (0, f"app secret of {APP} stored (version 1)\n")
     checked = run_cli("app", "check-secret", APP, env=bob)  # public: anyone may ask
     assert (checked.returncode, checked.stdout) == (0, f"app secret of {APP} is set\n")
@@ -80,21 +96,43 @@ def test_app_secret(users: tuple[Env, Env]) -> None:
     assert json.loads(as_json.stdout) == {"app": APP, "exists": True}
     unpinned = run_cli("app", "push-secret", APP, "--secret-value", "APP-SECRET-83", env=alice)
     assert_refusal(unpinned, "must name the app measurement")
-    again = run_cli("app", "push-secret", APP, "--secret-value", "APP-SECRET-78",
-                    "--app-measurement", SGX, env=alice)  # fmt: skip
+    again = run_cli(
+        "app",
+        "push-secret",
+        APP,
+        "--secret-value",
+        "APP-SECRET-78",
+        "--app-measurement",
+        SGX,
+        env=alice,
+    )
     assert_refusal(again, "409", "use --update")
     updated = subprocess.run(
-        [*CONFIDE, "app", "push-secret", APP, "--update", "--json"], input="APP-SECRET-79\n",
-        env=alice, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [*CONFIDE, "app", "push-secret", APP, "--update", "--json"],
+        input="APP-SECRET-79\n",
+        env=alice,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert json.loads(updated.stdout) == {"app": APP, "version": 2}
-    stolen = run_cli("app", "push-secret", APP, "--secret-value", "APP-SECRET-80", "--update",
-                     env=bob)  # fmt: skip
+    stolen = run_cli(
+        "app", "push-secret", APP, "--secret-value", "APP-SECRET-80", "--update", env=bob
+    )
     assert_refusal(stolen, "403", f"only the app's owner {owner}")
     unknown = run_cli("app", "push-secret", UNKNOWN, "--secret-value", "APP-SECRET-81", env=alice)
     assert_refusal(unknown, "404", f"app {UNKNOWN} is not registered")
-    bad_tee = run_cli("app", "push-secret", APP, "--secret-value", "APP-SECRET-82", "--tee",
-                      "sgx,sev", "--json", env=alice)  # fmt: skip
+    bad_tee = run_cli(
+        "app",
+        "push-secret",
+        APP,
+        "--secret-value",
+        "APP-SECRET-82",
+        "--tee",
+        "sgx,sev",
+        "--json",
+        env=alice,
+    )
     assert_refusal(bad_tee, "unknown TEE type 'sev'")
     assert json.loads(bad_tee.stdout)["ok"] is False
     not_an_app = run_cli("app", "check-secret", "0x12", env=alice)
@@ -108,27 +146,69 @@ def test_dataset_key_and_requester_policy(users: tuple[Env, Env], tmp_path: Path
     key_file = tmp_path / "dataset.key"
     key_file.write_text("DATASET-KEY-55")
     pushed = run_cli(
-        "dataset", "push-secret", DATASET, "--secret-file", key_file, "--tee", "sgx",
-        "--app-measurement", SGX, "--requester", UNKNOWN.upper().replace("0X", "0x"),
-        "--requester", APP, "--workerpool", UNKNOWN, "--json", env=alice,
-    )  # fmt: skip
+        "dataset",
+        "push-secret",
+        DATASET,
+        "--secret-file",
+        key_file,
+        "--tee",
+        "sgx",
+        "--app-measurement",
+        SGX,
+        "--requester",
+        UNKNOWN.upper().replace("0X", "0x"),
+        "--requester",
+        APP,
+        "--workerpool",
+        UNKNOWN,
+        "--json",
+        env=alice,
+    )
     assert json.loads(pushed.stdout) == {"dataset": DATASET, "version": 1}
     checked = run_cli("dataset", "check-secret", DATASET, env=bob)
     assert (checked.returncode, checked.stdout) == (0, f"dataset key of {DATASET} is set\n")
     unknown = run_cli("dataset", "check-secret", UNKNOWN, "--json", env=alice)
     assert unknown.returncode == 1
     assert json.loads(unknown.stdout) == {"dataset": UNKNOWN, "exists": False}
-    stolen = run_cli("dataset", "push-secret", DATASET, "--secret-value", "DATASET-KEY-56",
-                     "--update", env=bob)  # fmt: skip
+    stolen = run_cli(
+        "dataset", "push-secret", DATASET, "--secret-value", "DATASET-KEY-56", "--update", env=bob
+    )
     assert_refusal(stolen, "403", "dataset's owner")
-    bad_app = run_cli("dataset", "push-secret", DATASET, "--secret-value", "DATASET-KEY-57",
-                      "--update", "--app-measurement", "ab" * 32, env=alice)  # fmt: skip
+    bad_app = run_cli(
+        "dataset",
+        "push-secret",
+        DATASET,
+        "--secret-value",
+        "DATASET-KEY-57",
+        "--update",
+        "--app-measurement",
+        "ab" * 32,
+        env=alice,
+    )
     assert_refusal(bad_app, "is not typed")
-    requester = run_cli("requester", "push-secret", "x1", "--secret-value", "REQ-SECRET-58",
-                        "--tee", "tdx", "--tolerate", "sw-hardening-needed", env=alice)  # fmt: skip
+    requester = run_cli(
+        "requester",
+        "push-secret",
+        "x1",
+        "--secret-value",
+        "REQ-SECRET-58",
+        "--tee",
+        "tdx",
+        "--tolerate",
+        "sw-hardening-needed",
+        env=alice,
+    )
     assert requester.stdout == 'secret "x1" stored (version 1)\n'
-    bad_toleration = run_cli("requester", "push-secret", "x2", "--secret-value",
-                             "REQ-SECRET-59", "--tolerate", "anything", env=alice)  # fmt: skip
+    bad_toleration = run_cli(
+        "requester",
+        "push-secret",
+        "x2",
+        "--secret-value",
+        "REQ-SECRET-59",
+        "--tolerate",
+        "anything",
+        env=alice,
+    )
     assert_refusal(bad_toleration, "unknown toleration 'anything'")
     outputs = (pushed, checked, unknown, stolen, bad_app, requester, bad_toleration)
     text = "".join(p.stdout + p.stderr for p in outputs)
@@ -144,8 +224,9 @@ def test_result_encryption_keypair(users: tuple[Env, Env], tmp_path: Path) -> No
     assert first["key_file"] == str(key_path)
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     private_pem = key_path.read_text()
-    assert_refusal(run_cli("result", "generate-encryption-keypair", env=alice),
-                   "already exists", "--force")  # fmt: skip
+    assert_refusal(
+        run_cli("result", "generate-encryption-keypair", env=alice), "already exists", "--force"
+    )
     assert key_path.read_text() == private_pem
     replaced = run_cli("result", "generate-encryption-keypair", "--force", env=alice)
     lines = replaced.stdout.splitlines()
@@ -154,16 +235,20 @@ def test_result_encryption_keypair(users: tuple[Env, Env], tmp_path: Path) -> No
     assert public != first["public_key"] and "push-encryption-key" in replaced.stderr
     owner = json.loads(run_cli("wallet", "show", "--json", env=alice).stdout)["address"]
     pushed = run_cli("result", "push-encryption-key", env=alice)
-    assert pushed.stdout == (f"result encryption key of {owner} stored (version 1)\n"
-                             f"sha256 {digest}\n")  # fmt: skip
+    assert pushed.stdout == (
+        f"result encryption key of {owner} stored (version 1)\nsha256 {digest}\n"
+    )
     served = httpx.get(f"{alice['CONFIDE_SMS']}/v1/requesters/{owner}/result-key").json()
     assert (served["public_key"], served["sha256"], served["version"]) == (public, digest, 1)
     hex_file = tmp_path / "public.hex"
     hex_file.write_text(first["public_key"] + "\n")
     by_file = run_cli("result", "push-encryption-key", "--key-file", hex_file, "--json", env=bob)
     bob_address = json.loads(run_cli("wallet", "show", "--json", env=bob).stdout)["address"]
-    assert json.loads(by_file.stdout) == {"address": bob_address, "sha256": first["sha256"],
-                                          "version": 1}  # fmt: skip
+    assert json.loads(by_file.stdout) == {
+        "address": bob_address,
+        "sha256": first["sha256"],
+        "version": 1,
+    }
     none = run_cli("result", "push-encryption-key", env=bob)  # bob has no key pair
     assert_refusal(none, "result-key does not exist", "generate-encryption-keypair")
     private_body = "".join(private_pem.splitlines()[1:-1])

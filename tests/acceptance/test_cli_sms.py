@@ -20,12 +20,19 @@ from tests.integration.sms_server import free_port
 @pytest.fixture
 def sms(tmp_path: Path) -> Iterator[tuple[dict[str, str], subprocess.Popen[str]]]:
     port = free_port()
-    env = {**os.environ, "CONFIDE_HOME": str(tmp_path / "home"),
-           "CONFIDE_SMS": f"http://127.0.0.1:{port}", "CONFIDE_WALLET_PASSWORD": "pw"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CONFIDE_HOME": str(tmp_path / "home"),
+        "CONFIDE_SMS": f"http://127.0.0.1:{port}",
+        "CONFIDE_WALLET_PASSWORD": "pw",
+    }
     server = subprocess.Popen(
         [*CONFIDE, "serve", "sms", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -48,17 +55,22 @@ def test_push_and_check_secrets(sms: tuple[dict[str, str], subprocess.Popen[str]
     pushed = run_cli("requester", "push-secret", "x1", "--secret-value", "SECRET-41", env=env)
     assert pushed.stdout.strip() == 'secret "x1" stored (version 1)'
     from_stdin = subprocess.run(
-        [*CONFIDE, "requester", "push-secret", "x2", "--json"], input="SECRET-42\n",
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [*CONFIDE, "requester", "push-secret", "x2", "--json"],
+        input="SECRET-42\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert json.loads(from_stdin.stdout) == {"name": "x2", "version": 1}
     assert_refusal(
         run_cli("requester", "push-secret", "x1", "--secret-value", "other", env=env),
         "409",
         "use --update",
     )
-    updated = run_cli("requester", "push-secret", "x1", "--secret-value", "v2", "--update",
-                      "--json", env=env)  # fmt: skip
+    updated = run_cli(
+        "requester", "push-secret", "x1", "--secret-value", "v2", "--update", "--json", env=env
+    )
     assert json.loads(updated.stdout)["version"] == 2
     checked = run_cli("requester", "check-secret", "x1", env=env)
     assert (checked.returncode, checked.stdout.strip()) == (0, 'secret "x1" is set')
@@ -139,14 +151,16 @@ def test_session_errors(tmp_path: Path, sms: tuple[dict[str, str], subprocess.Po
     assert run_cli("wallet", "create", env=env).returncode == 0
     file = tmp_path / "bad.yml"
     file.write_text(SESSION.replace("PRED", "null").replace("command:", "comand:"))
-    assert_refusal(run_cli("session", "create", file, "--var", "SIM=" + "ab" * 32, env=env),
-                   f"{file}:7", "unknown field 'comand'")  # fmt: skip
+    assert_refusal(
+        run_cli("session", "create", file, "--var", "SIM=" + "ab" * 32, env=env),
+        f"{file}:7",
+        "unknown field 'comand'",
+    )
     file.write_text(SESSION.replace("PRED", "null"))
     assert_refusal(run_cli("session", "create", file, env=env), "$SIM is not set")
     other = {**env, "CONFIDE_HOME": str(tmp_path / "other")}
     assert run_cli("wallet", "create", env=other).returncode == 0
-    assert run_cli("session", "create", file, "--var", "SIM=" + "ab" * 32,
-                   env=env).returncode == 0  # fmt: skip
+    assert run_cli("session", "create", file, "--var", "SIM=" + "ab" * 32, env=env).returncode == 0
     owner = json.loads(run_cli("wallet", "show", "--json", env=env).stdout)["address"]
     assert_refusal(run_cli("session", "show", "cubic", "--owner", owner, env=other), "403")
 

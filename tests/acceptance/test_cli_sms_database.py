@@ -26,15 +26,21 @@ def test_serve_sms_refuses_an_unreachable_database(tmp_path: Path) -> None:
     assert_refusal(refused, "cannot reach the database", "127.0.0.1", "Connection refused")
     assert "hunter2" not in refused.stderr
     nowhere = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'sms.db'}"
-    assert_refusal(run_cli("serve", "sms", "--port", port, "--db", nowhere, env=env),
-                   "cannot reach the database", "unable to open database file")  # fmt: skip
+    assert_refusal(
+        run_cli("serve", "sms", "--port", port, "--db", nowhere, env=env),
+        "cannot reach the database",
+        "unable to open database file",
+    )
 
 
 def _serve(env: dict[str, str], port: int, db: list[str]) -> subprocess.Popen[str]:
     server = subprocess.Popen(
         [*CONFIDE, "serve", "sms", "--port", str(port), *db],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -48,8 +54,12 @@ def _serve(env: dict[str, str], port: int, db: list[str]) -> subprocess.Popen[st
 def test_a_killed_server_loses_nothing_acknowledged(tmp_path: Path, database_url: str) -> None:
     """SIGKILL right after the acknowledgements: no graceful shutdown, no flush."""
     port = free_port()
-    env = {**os.environ, "CONFIDE_HOME": str(tmp_path / "home"),
-           "CONFIDE_SMS": f"http://127.0.0.1:{port}", "CONFIDE_WALLET_PASSWORD": "pw"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CONFIDE_HOME": str(tmp_path / "home"),
+        "CONFIDE_SMS": f"http://127.0.0.1:{port}",
+        "CONFIDE_WALLET_PASSWORD": "pw",
+    }
     # SQLite: the default database under $CONFIDE_HOME, which `audit` then finds by itself.
     db = [] if database_url.startswith("sqlite") else ["--db", database_url]
     assert run_cli("wallet", "create", env=env).returncode == 0

@@ -31,11 +31,11 @@ def test_encrypt_makes_a_private_key_and_prints_only_the_tag(tmp_path: Path, sou
     assert "vol.key (new)" in proc.stderr
     _no_leak(proc, key_hex)
 
-    verify = run_cli("volume", "verify", "vol", "--key-file", "vol.key", "--tag", tag,
-                     cwd=tmp_path)  # fmt: skip
+    verify = run_cli("volume", "verify", "vol", "--key-file", "vol.key", "--tag", tag, cwd=tmp_path)
     assert verify.returncode == 0 and "intact" in verify.stdout and "as expected" in verify.stdout
-    decrypt = run_cli("volume", "decrypt", "vol", "out", "--key-file", "vol.key", "--tag", tag,
-                      cwd=tmp_path)  # fmt: skip
+    decrypt = run_cli(
+        "volume", "decrypt", "vol", "out", "--key-file", "vol.key", "--tag", tag, cwd=tmp_path
+    )
     assert decrypt.returncode == 0, decrypt.stderr
     assert "decrypted 6 files" in decrypt.stdout
     _no_leak(decrypt, key_hex)
@@ -43,8 +43,9 @@ def test_encrypt_makes_a_private_key_and_prints_only_the_tag(tmp_path: Path, sou
 
 
 def test_json_outputs_are_single_documents(tmp_path: Path, source: Path) -> None:
-    enc = run_cli("volume", "encrypt", source, tmp_path / "vol", "--key-file", tmp_path / "k",
-                  "--json")  # fmt: skip
+    enc = run_cli(
+        "volume", "encrypt", source, tmp_path / "vol", "--key-file", tmp_path / "k", "--json"
+    )
     document = json.loads(enc.stdout)
     assert set(document) == {"tag", "key_file", "volume", "files", "bytes"}
     assert document["files"] == 6 and document["key_file"] == str(tmp_path / "k")
@@ -54,12 +55,22 @@ def test_json_outputs_are_single_documents(tmp_path: Path, source: Path) -> None
     assert info["tag"] == document["tag"] and info["tag_verified"] is False
     assert info["objects"] == 6 and info["format_version"] == 1
 
-    ver = json.loads(run_cli("volume", "verify", tmp_path / "vol", "--key-file", tmp_path / "k",
-                             "--json").stdout)  # fmt: skip
+    ver = json.loads(
+        run_cli("volume", "verify", tmp_path / "vol", "--key-file", tmp_path / "k", "--json").stdout
+    )
     assert ver == {"ok": True, "tag": document["tag"], "files": 6, "bytes": document["bytes"]}
 
-    dec = run_cli("volume", "decrypt", tmp_path / "vol", tmp_path / "out", "--key-file",
-                  tmp_path / "k", "--tag", document["tag"], "--json")  # fmt: skip
+    dec = run_cli(
+        "volume",
+        "decrypt",
+        tmp_path / "vol",
+        tmp_path / "out",
+        "--key-file",
+        tmp_path / "k",
+        "--tag",
+        document["tag"],
+        "--json",
+    )
     assert json.loads(dec.stdout) == {
         "tag": document["tag"],
         "destination": str(tmp_path / "out"),
@@ -121,8 +132,16 @@ def test_tampered_object_names_volume_and_file(tmp_path: Path, source: Path) -> 
 def test_rollback_is_refused_with_tag(tmp_path: Path, source: Path) -> None:
     old = run_cli("volume", "encrypt", source, tmp_path / "v1", "--key-file", tmp_path / "k")
     new = run_cli("volume", "encrypt", source, tmp_path / "v2", "--key-file", tmp_path / "k")
-    proc = run_cli("volume", "decrypt", tmp_path / "v1", tmp_path / "out", "--key-file",
-                   tmp_path / "k", "--tag", new.stdout.strip())  # fmt: skip
+    proc = run_cli(
+        "volume",
+        "decrypt",
+        tmp_path / "v1",
+        tmp_path / "out",
+        "--key-file",
+        tmp_path / "k",
+        "--tag",
+        new.stdout.strip(),
+    )
     assert_refusal(proc, old.stdout.strip(), "rolled back")
     assert not (tmp_path / "out").exists()
 
@@ -131,12 +150,20 @@ def test_non_empty_destination_refused_then_forced(tmp_path: Path, source: Path)
     run_cli("volume", "encrypt", source, tmp_path / "vol", "--key-file", tmp_path / "k")
     (tmp_path / "out").mkdir()
     (tmp_path / "out/keep").write_text("x")
-    proc = run_cli("volume", "decrypt", tmp_path / "vol", tmp_path / "out", "--key-file",
-                   tmp_path / "k")  # fmt: skip
+    proc = run_cli(
+        "volume", "decrypt", tmp_path / "vol", tmp_path / "out", "--key-file", tmp_path / "k"
+    )
     assert_refusal(proc, "not empty", "--force")
     assert (tmp_path / "out/keep").read_text() == "x"
-    forced = run_cli("volume", "decrypt", tmp_path / "vol", tmp_path / "out", "--key-file",
-                     tmp_path / "k", "--force")  # fmt: skip
+    forced = run_cli(
+        "volume",
+        "decrypt",
+        tmp_path / "vol",
+        tmp_path / "out",
+        "--key-file",
+        tmp_path / "k",
+        "--force",
+    )
     assert forced.returncode == 0
     assert tree_state(tmp_path / "out") == tree_state(source)
 
@@ -177,8 +204,12 @@ def test_info_on_something_that_is_not_a_volume(tmp_path: Path) -> None:
 
 
 def test_help_is_actionable() -> None:
-    for args in (["--help"], ["volume", "--help"], ["volume", "encrypt", "--help"],
-                 ["volume", "decrypt", "--help"]):  # fmt: skip
+    for args in (
+        ["--help"],
+        ["volume", "--help"],
+        ["volume", "encrypt", "--help"],
+        ["volume", "decrypt", "--help"],
+    ):
         proc = run_cli(*args)
         assert proc.returncode == 0
     decrypt_help = run_cli("volume", "decrypt", "--help").stdout
@@ -193,9 +224,12 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, source: Path) -> None:
     try:
         proc = subprocess.run(
             [*CONFIDE, "volume", "encrypt", str(source), str(tmp_path / "vol")],
-            stdout=subprocess.PIPE, stderr=terminal, check=False, timeout=60,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            check=False,
+            timeout=60,
             env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
-        )  # fmt: skip
+        )
         os.close(terminal)
         drawn = b""
         while True:

@@ -44,17 +44,28 @@ def test_create_show_and_refuse_to_overwrite(tmp_path: Path) -> None:
 
 def test_import_from_stdin_and_file(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [*CONFIDE, "wallet", "import", "--json"], input=KEY_11 + "\n",
-        capture_output=True, text=True, env=_env(tmp_path), check=False,
-    )  # fmt: skip
+        [*CONFIDE, "wallet", "import", "--json"],
+        input=KEY_11 + "\n",
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["address"] == ADDRESS_11
     assert "11" * 32 not in proc.stdout + proc.stderr
     assert "11" * 32 not in (tmp_path / "wallet.json").read_text()  # encrypted at rest
     key_file = tmp_path / "key.txt"
     key_file.write_text(KEY_11[2:] + "\n")
-    other = run_cli("wallet", "import", "--private-key-file", key_file, "--wallet",
-                    tmp_path / "w2.json", env=_env(tmp_path))  # fmt: skip
+    other = run_cli(
+        "wallet",
+        "import",
+        "--private-key-file",
+        key_file,
+        "--wallet",
+        tmp_path / "w2.json",
+        env=_env(tmp_path),
+    )
     assert other.stdout.strip() == ADDRESS_11
 
 
@@ -66,7 +77,11 @@ def test_refusals(tmp_path: Path) -> None:
     (tmp_path / "wallet.json").write_text("{not json")
     assert_refusal(run_cli("wallet", "show", env=_env(tmp_path)), "not a wallet keystore")
     bad_key = subprocess.run(
-        [*CONFIDE, "wallet", "import", "--wallet", str(tmp_path / "w.json")], input="zz\n",
-        capture_output=True, text=True, env=_env(tmp_path), check=False,
-    )  # fmt: skip
+        [*CONFIDE, "wallet", "import", "--wallet", str(tmp_path / "w.json")],
+        input="zz\n",
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        check=False,
+    )
     assert_refusal(bad_key, "64 hex characters")

@@ -42,8 +42,13 @@ def running_sms(
     engine: Engine | None = None,
     collateral: Path | None = None,
 ) -> Iterator[str]:
-    config = SmsConfig(home=home, db_url=db_url, deployment_id=deployment, allow_sim=allow_sim,
-                       collateral=collateral)  # fmt: skip
+    config = SmsConfig(
+        home=home,
+        db_url=db_url,
+        deployment_id=deployment,
+        allow_sim=allow_sim,
+        collateral=collateral,
+    )
     sms = Sms(config, engine=engine, registry=registry)
     port = free_port()
     server = uvicorn.Server(

@@ -70,17 +70,23 @@ class _World:
     platform: SigningKey
     session: StoredSession
 
-    def request(self, nonce: bytes, keys: EnclaveKeys, measurement: Measurement = APP,
-                service: str = "app") -> AttestRequest:  # fmt: skip
+    def request(
+        self, nonce: bytes, keys: EnclaveKeys, measurement: Measurement = APP, service: str = "app"
+    ) -> AttestRequest:
         subject = f"{OWNER.address}/cubic@{self.session.hash}"
-        binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public,
-                                 self.sms.config.sms_id, subject, service, "")  # fmt: skip
+        binding = EnclaveBinding(
+            keys.x25519_public, keys.ed25519_public, self.sms.config.sms_id, subject, service, ""
+        )
         evidence = SimAttester(self.platform, measurement).evidence(binding.report_data(nonce))
         return AttestRequest(
-            evidence=evidence, nonce=nonce, x25519_public=keys.x25519_public,
-            ed25519_public=keys.ed25519_public, service=service, worker="",
+            evidence=evidence,
+            nonce=nonce,
+            x25519_public=keys.x25519_public,
+            ed25519_public=keys.ed25519_public,
+            service=service,
+            worker="",
             target=SessionTarget(OWNER.address, "cubic", self.session.hash),
-        )  # fmt: skip
+        )
 
     def audited(self, action: str) -> int:
         with self.sms.engine.connect() as connection:
@@ -96,8 +102,9 @@ class _World:
 
 @contextmanager
 def _world(tmp_path: Path, database_url: str) -> Iterator[_World]:
-    sms = Sms(SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t",
-                        allow_sim=True))  # fmt: skip
+    sms = Sms(
+        SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t", allow_sim=True)
+    )
     try:
         session = sms.sessions.create(OWNER.address, parse_session(SESSION, {}), NOW)
         ref = SecretRef(OWNER.address, "volume", "input", subject="cubic")
@@ -230,8 +237,12 @@ def test_a_refusal_before_the_nonce_is_read_audits_nothing_without_a_live_nonce(
 
 
 def _sealed_config(w: _World, grant: Grant, request: AttestRequest, keys: EnclaveKeys) -> Any:
-    info = sealing_info(sms_id=w.sms.config.sms_id, subject=request.subject,
-                        service=request.service, nonce=request.nonce)  # fmt: skip
+    info = sealing_info(
+        sms_id=w.sms.config.sms_id,
+        subject=request.subject,
+        service=request.service,
+        nonce=request.nonce,
+    )
     payload = json.loads(keys.open_sealed(grant.sealed, info))
     config = payload["config"]
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
@@ -297,18 +308,26 @@ def _other_session(w: _World) -> StoredSession:
 
 
 def _request_for(
-    w: _World, session: StoredSession, keys: EnclaveKeys, service: str = "app",
+    w: _World,
+    session: StoredSession,
+    keys: EnclaveKeys,
+    service: str = "app",
     nonce: bytes | None = None,
-) -> AttestRequest:  # fmt: skip
+) -> AttestRequest:
     nonce = w.attestations.challenge(NOW) if nonce is None else nonce
     subject = f"{OWNER.address}/{session.name}@{session.hash}"
-    binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public, w.sms.config.sms_id,
-                             subject, service, "")  # fmt: skip
+    binding = EnclaveBinding(
+        keys.x25519_public, keys.ed25519_public, w.sms.config.sms_id, subject, service, ""
+    )
     return AttestRequest(
-        evidence=SimAttester(w.platform, APP).evidence(binding.report_data(nonce)), nonce=nonce,
-        x25519_public=keys.x25519_public, ed25519_public=keys.ed25519_public, service=service,
-        worker="", target=SessionTarget(OWNER.address, session.name, session.hash),
-    )  # fmt: skip
+        evidence=SimAttester(w.platform, APP).evidence(binding.report_data(nonce)),
+        nonce=nonce,
+        x25519_public=keys.x25519_public,
+        ed25519_public=keys.ed25519_public,
+        service=service,
+        worker="",
+        target=SessionTarget(OWNER.address, session.name, session.hash),
+    )
 
 
 MANY = 40  # more secrets than one statement of the plan's read takes (BATCH)
@@ -352,8 +371,7 @@ def test_services_without_secrets_and_with_more_than_a_batch_are_planned_right(
         for service in ("bare", "many"):
             keys = EnclaveKeys.generate()
             request = _request_for(w, session, keys, service)
-            configs[service] = _sealed_config(w, w.attestations.attest(request, NOW), request,
-                                              keys)  # fmt: skip
+            configs[service] = _sealed_config(w, w.attestations.attest(request, NOW), request, keys)
         assert configs["bare"]["environment"] == {} and configs["bare"]["volumes"] == []
         many = configs["many"]
         assert many["environment"] == {f"S{i}": f"v{i}" for i in range(MANY)}
@@ -409,8 +427,10 @@ def test_grants_of_one_session_in_a_batch_share_its_recheck_and_each_is_refused(
     audited on its own, in a chain that holds."""
     with _world(tmp_path, database_url) as w:
         other = _other_session(w)
-        pending = [w.attestations.prepare(_request_for(w, other, EnclaveKeys.generate()), NOW)
-                   for _ in range(3)]  # fmt: skip
+        pending = [
+            w.attestations.prepare(_request_for(w, other, EnclaveKeys.generate()), NOW)
+            for _ in range(3)
+        ]
         text = SESSION.replace("name: cubic", "name: other").replace(
             'version: "1"', f'version: "2"\npredecessor: {other.hash}'
         )
@@ -424,8 +444,9 @@ def test_grants_of_one_session_in_a_batch_share_its_recheck_and_each_is_refused(
 
 
 def _prepared(w: _World, count: int) -> list[PendingGrant]:
-    requests = [w.request(w.attestations.challenge(NOW), EnclaveKeys.generate())
-                for _ in range(count)]  # fmt: skip
+    requests = [
+        w.request(w.attestations.challenge(NOW), EnclaveKeys.generate()) for _ in range(count)
+    ]
     return [w.attestations.prepare(r, NOW) for r in requests]
 
 

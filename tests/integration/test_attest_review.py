@@ -114,17 +114,21 @@ def test_a_key_that_cannot_be_sealed_to_burns_nothing(tmp_path: Path, database_u
         nonce = client.call_json("POST", "/v1/attest/challenge", None, signed=False)["nonce"]
         keys = EnclaveKeys.generate()
         low_order = bytes(32)
-        binding = EnclaveBinding(low_order, keys.ed25519_public, client.info()["sms_id"],
-                                 task_id, "app", WORKER.address)  # fmt: skip
+        binding = EnclaveBinding(
+            low_order, keys.ed25519_public, client.info()["sms_id"], task_id, "app", WORKER.address
+        )
         evidence = SimAttester(w.platform, MEASUREMENT).evidence(
             binding.report_data(bytes.fromhex(nonce))
         )
         request = {
             "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
-            "nonce": nonce, "x25519_public": low_order.hex(),
-            "ed25519_public": keys.ed25519_public.hex(), "service": "app",
-            "worker": WORKER.address, "task": {"id": task_id, "lease_token": "lease-1"},
-        }  # fmt: skip
+            "nonce": nonce,
+            "x25519_public": low_order.hex(),
+            "ed25519_public": keys.ed25519_public.hex(),
+            "service": "app",
+            "worker": WORKER.address,
+            "task": {"id": task_id, "lease_token": "lease-1"},
+        }
         with pytest.raises(AuthError, match="cannot be sealed to"):
             client.call_json("POST", "/v1/attest", request, signed=True)
         assert w.run(task_id).config["task"]["id"] == task_id  # the lease was not used up
@@ -134,8 +138,9 @@ def test_hostile_orders_are_400_not_500(tmp_path: Path, database_url: str) -> No
     with task_world(tmp_path, database_url) as w:
         for index in ("²", "01", "0", "1001", "1e3"):
             order = {**w.order().to_json(), "secrets": {index: "x1"}}
-            answer = httpx.post(w.base + "/v1/task-orders/check",
-                                json={"order": order, "signature": "0x00"})  # fmt: skip
+            answer = httpx.post(
+                w.base + "/v1/task-orders/check", json={"order": order, "signature": "0x00"}
+            )
             assert answer.status_code == 400, index
             assert "is not 1 to 1000" in answer.json()["detail"]
 
@@ -153,12 +158,18 @@ def test_attest_without_a_live_nonce_leaves_no_trace(tmp_path: Path, database_ur
         before = audit_rows()
         keys = EnclaveKeys.generate()
         for _ in range(5):
-            answer = httpx.post(w.base + "/v1/attest", json={
-                "evidence": {"tee": "sim", "data": ""}, "nonce": "00" * 32,
-                "x25519_public": keys.x25519_public.hex(),
-                "ed25519_public": keys.ed25519_public.hex(), "service": "app",
-                "worker": OWNER.address, **w.target(),
-            })  # fmt: skip
+            answer = httpx.post(
+                w.base + "/v1/attest",
+                json={
+                    "evidence": {"tee": "sim", "data": ""},
+                    "nonce": "00" * 32,
+                    "x25519_public": keys.x25519_public.hex(),
+                    "ed25519_public": keys.ed25519_public.hex(),
+                    "service": "app",
+                    "worker": OWNER.address,
+                    **w.target(),
+                },
+            )
             assert answer.status_code == 403 and "nonce unknown" in answer.text
         assert audit_rows() == before
         sms.engine.dispose()
@@ -191,16 +202,19 @@ class _RotatingVerifier:
 
 @pytest.mark.parametrize(
     ("write", "reason"),
-    [("rotate", "secret session/cubic@.* changed while attesting"),
-     ("update", "version [0-9a-f]{64} is no longer current \\(the session was updated\\)")],
-)  # fmt: skip
+    [
+        ("rotate", "secret session/cubic@.* changed while attesting"),
+        ("update", "version [0-9a-f]{64} is no longer current \\(the session was updated\\)"),
+    ],
+)
 def test_nothing_superseded_is_released(
     tmp_path: Path, database_url: str, write: str, reason: str
 ) -> None:
     """A secret rotated, or the session updated, between the plan's reads and the grant:
     refused (checked in the grant's transaction), and nothing released."""
-    sms = Sms(SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t",
-                        allow_sim=True))  # fmt: skip
+    sms = Sms(
+        SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t", allow_sim=True)
+    )
     from confide.sms.session_document import parse_session
 
     stored = sms.sessions.create(OWNER.address, parse_session(SESSION, {}), 1_800_000_000)
@@ -215,21 +229,32 @@ def test_nothing_superseded_is_released(
             sms.secrets.put(api_key, b"rotated", update=True, now=1_800_000_001)
         else:
             text = SESSION.replace('version: "1"', f'version: "2"\npredecessor: {stored.hash}')
-            sms.sessions.update(OWNER.address, OWNER.address, parse_session(text, {}),
-                                1_800_000_001)  # fmt: skip
+            sms.sessions.update(
+                OWNER.address, OWNER.address, parse_session(text, {}), 1_800_000_001
+            )
 
     verifier = _RotatingVerifier(SimVerifier(DatabasePlatformRegistry(sms.engine)), during)
     attestations = Attestations(sms, {"sim": verifier}, DatabaseNonceStore(sms.engine))
     nonce = attestations.challenge(1_800_000_000)
     keys = EnclaveKeys.generate()
     target = SessionTarget(OWNER.address, "cubic", stored.hash)
-    binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public, sms.config.sms_id,
-                             f"{OWNER.address}/cubic@{stored.hash}", "app", "")  # fmt: skip
+    binding = EnclaveBinding(
+        keys.x25519_public,
+        keys.ed25519_public,
+        sms.config.sms_id,
+        f"{OWNER.address}/cubic@{stored.hash}",
+        "app",
+        "",
+    )
     request = AttestRequest(
-        evidence=SimAttester(platform, APP).evidence(binding.report_data(nonce)), nonce=nonce,
-        x25519_public=keys.x25519_public, ed25519_public=keys.ed25519_public, service="app",
-        worker="", target=target,
-    )  # fmt: skip
+        evidence=SimAttester(platform, APP).evidence(binding.report_data(nonce)),
+        nonce=nonce,
+        x25519_public=keys.x25519_public,
+        ed25519_public=keys.ed25519_public,
+        service="app",
+        worker="",
+        target=target,
+    )
     with pytest.raises(AttestationRefusedError, match=reason):
         attestations.attest(request, 1_800_000_000)
     with sms.engine.connect() as connection:

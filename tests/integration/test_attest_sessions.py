@@ -95,24 +95,40 @@ class World:
         s = self.session
         return {"session": {"owner": s["owner"], "name": s["name"], "hash": s["hash"], **override}}
 
-    def attest(self, keys: EnclaveKeys, *, service: str = "app", measurement: Measurement = APP,
-               target: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    def attest(
+        self,
+        keys: EnclaveKeys,
+        *,
+        service: str = "app",
+        measurement: Measurement = APP,
+        target: dict[str, Any] | None = None,
+    ) -> Any:
         client = SmsClient(self.base)
         return attest_and_open(
-            client, SimAttester(self.platform, measurement), keys, sms_key=sms_key(self.owner),
-            target=target or self.target(), service=service, worker="host-1",
-        )  # fmt: skip
+            client,
+            SimAttester(self.platform, measurement),
+            keys,
+            sms_key=sms_key(self.owner),
+            target=target or self.target(),
+            service=service,
+            worker="host-1",
+        )
 
 
 @contextmanager
-def world(tmp_path: Path, database_url: str, session: str = SESSION, allow_sim: bool = True,
-          engine: Engine | None = None) -> Iterator[World]:  # fmt: skip
-    with running_sms(tmp_path / "sms", database_url, allow_sim=allow_sim,
-                     engine=engine) as base:  # fmt: skip
+def world(
+    tmp_path: Path,
+    database_url: str,
+    session: str = SESSION,
+    allow_sim: bool = True,
+    engine: Engine | None = None,
+) -> Iterator[World]:
+    with running_sms(tmp_path / "sms", database_url, allow_sim=allow_sim, engine=engine) as base:
         owner = SmsClient(base, wallet=OWNER)
         platform = SigningKey.generate()
-        owner.call_json("POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()},
-                        signed=True)  # fmt: skip
+        owner.call_json(
+            "POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()}, signed=True
+        )
         created = owner.create_session(session, {}, "cubic.yml")
         yield World(base, owner, platform, created)
 
@@ -122,17 +138,26 @@ def push_input(w: World, key: bytes, tag: str) -> dict[str, Any]:
     return w.owner.call_json("PUT", path, {"key": key.hex(), "tag": tag}, signed=True)
 
 
-def report_tag(w: World, keys: EnclaveKeys, volume: str, previous: str | None, tag: str,
-               digest: str = "dd" * 32) -> httpx.Response:  # fmt: skip
+def report_tag(
+    w: World,
+    keys: EnclaveKeys,
+    volume: str,
+    previous: str | None,
+    tag: str,
+    digest: str = "dd" * 32,
+) -> httpx.Response:
     subject = f"{OWNER.address}/cubic@{w.session['hash']}"
     message = tag_message(subject, volume, previous, tag, digest)
     body = {
-        "previous_tag": previous, "tag": tag, "blob_digest": digest,
+        "previous_tag": previous,
+        "tag": tag,
+        "blob_digest": digest,
         "enclave_key": keys.ed25519_public.hex(),
         "signature": keys.signing.sign(TAG_LABEL, message).hex(),
-    }  # fmt: skip
-    return httpx.post(f"{w.base}/v1/sessions/{OWNER.address}/cubic/volumes/{volume}/tags",
-                      json=body)  # fmt: skip
+    }
+    return httpx.post(
+        f"{w.base}/v1/sessions/{OWNER.address}/cubic/volumes/{volume}/tags", json=body
+    )
 
 
 def test_attested_enclave_receives_its_sealed_configuration(
@@ -152,12 +177,19 @@ def test_attested_enclave_receives_its_sealed_configuration(
         assert volumes["input"]["path"] == "/encryptedInputs"
         assert len(volumes["output"]["key"]) == 64 and volumes["output"]["tag"] is None
         claims = verify_token(
-            released.token, w.owner.info()["jwks"],
-            TokenCheck(issuer="sms-test", audience=f"session:{OWNER.address}/cubic",
-                       now=int(time.time()), allow_sim=True,
-                       expect=(("subject", f"{OWNER.address}/cubic@{w.session['hash']}"),
-                    ("service", "app"))),
-        )  # fmt: skip
+            released.token,
+            w.owner.info()["jwks"],
+            TokenCheck(
+                issuer="sms-test",
+                audience=f"session:{OWNER.address}/cubic",
+                now=int(time.time()),
+                allow_sim=True,
+                expect=(
+                    ("subject", f"{OWNER.address}/cubic@{w.session['hash']}"),
+                    ("service", "app"),
+                ),
+            ),
+        )
         assert claims["config_hash"] == released.config_hash
         assert claims["enclave_keys"]["ed25519"] == keys.ed25519_public.hex()
         assert claims["status"] == "warning"  # simulation is never better
@@ -180,17 +212,19 @@ def test_a_service_with_more_secrets_and_volumes_than_one_read_holds(
     volumes = [f"v{i:02d}" for i in range(40)]
     environment = "".join(f'      {n.upper()}: "$$confide:secrets:{n}$$"\n' for n in names)
     declared = "".join(
-        f'  - name: {n}\n    kind: ascii\n    value: "value-of-{n}"\n' if i % 2 == 0
+        f'  - name: {n}\n    kind: ascii\n    value: "value-of-{n}"\n'
+        if i % 2 == 0
         else f"  - name: {n}\n    kind: key\n"
         for i, n in enumerate(names)
-    )  # fmt: skip
+    )
     session = (
         f'name: cubic\nversion: "1"\nservices:\n  - name: app\n'
         f'    measurements: ["{APP}"]\n    command: python3 /app/app.py\n'
         f"    environment:\n{environment}    volumes: [{', '.join(volumes)}]\n"
-        f"volumes:\n" + "".join(f"  - name: {v}\n    mode: output\n" for v in volumes)
+        f"volumes:\n"
+        + "".join(f"  - name: {v}\n    mode: output\n" for v in volumes)
         + f"secrets:\n{declared}security:\n  tolerate: [simulation]\n"
-    )  # fmt: skip
+    )
     with world(tmp_path, database_url, session=session) as w:
         first = w.attest(EnclaveKeys.generate()).config
         again = w.attest(EnclaveKeys.generate()).config  # keys found, rechecked, not made
@@ -212,8 +246,9 @@ def test_an_output_volume_is_not_pushed(tmp_path: Path, database_url: str) -> No
         with pytest.raises(ConfideError, match=r"403.*is an output volume"):
             w.owner.call_json("PUT", path, {"key": "22" * 32, "tag": "cc" * 32}, signed=True)
         push_input(w, b"\x11" * 32, "aa" * 32)
-        output = next(v for v in w.attest(EnclaveKeys.generate()).config["volumes"]
-                      if v["name"] == "output")  # fmt: skip
+        output = next(
+            v for v in w.attest(EnclaveKeys.generate()).config["volumes"] if v["name"] == "output"
+        )
         assert output["key"] != "22" * 32 and output["tag"] is None
 
 
@@ -232,8 +267,9 @@ def test_a_tag_report_racing_a_session_update_is_refused(
         def update_first(self: VolumeTags, *args: Any, **kwargs: Any) -> Any:
             # (on the server's database thread: the store, not a request that would wait
             # for that thread)
-            self.sms.sessions.update(OWNER.address, OWNER.address,
-                                     parse_session(updated, {}), int(time.time()))  # fmt: skip
+            self.sms.sessions.update(
+                OWNER.address, OWNER.address, parse_session(updated, {}), int(time.time())
+            )
             return original(self, *args, **kwargs)
 
         monkeypatch.setattr(VolumeTags, "_append", update_first)
@@ -265,8 +301,10 @@ def test_refusals_name_their_reason(tmp_path: Path, database_url: str) -> None:
             with pytest.raises(AuthError, match=match):
                 w.attest(EnclaveKeys.generate(), **kwargs)
 
-        refused(r"403.*measurement sim:cdcd…dcd not allowed",
-                measurement=Measurement.parse("sim:" + "cd" * 32))  # fmt: skip
+        refused(
+            r"403.*measurement sim:cdcd…dcd not allowed",
+            measurement=Measurement.parse("sim:" + "cd" * 32),
+        )
         refused(r"403.*service 'ghost' is not in session", service="ghost")
         refused(r"403.*has no current version " + "0" * 64, target=w.target(hash="0" * 64))
         refused(r"403.*cubic has no current version", target=w.target(owner=OTHER.address))
@@ -278,15 +316,19 @@ def test_refusals_name_their_reason(tmp_path: Path, database_url: str) -> None:
         keys = EnclaveKeys.generate()
         from confide.attestation.verifier import EnclaveBinding
 
-        other = EnclaveBinding(keys.x25519_public, keys.ed25519_public, "sms-test", "f" * 64, "app",
-                               "host-1")  # fmt: skip
+        other = EnclaveBinding(
+            keys.x25519_public, keys.ed25519_public, "sms-test", "f" * 64, "app", "host-1"
+        )
         evidence = SimAttester(w.platform, APP).evidence(other.report_data(bytes.fromhex(nonce)))
         request = {
             "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
-            "nonce": nonce, "x25519_public": keys.x25519_public.hex(),
-            "ed25519_public": keys.ed25519_public.hex(), "service": "app", "worker": "host-1",
+            "nonce": nonce,
+            "x25519_public": keys.x25519_public.hex(),
+            "ed25519_public": keys.ed25519_public.hex(),
+            "service": "app",
+            "worker": "host-1",
             **w.target(),
-        }  # fmt: skip
+        }
         answer = httpx.post(w.base + "/v1/attest", json=request)
         assert answer.status_code == 403 and "report data does not match" in answer.text
         replay = httpx.post(w.base + "/v1/attest", json=request)  # the nonce is used up
@@ -296,8 +338,12 @@ def test_refusals_name_their_reason(tmp_path: Path, database_url: str) -> None:
         w.platform = SigningKey.generate()
         refused(r"403.*not registered")
 
-        for bad in (b"{", b"[]", json.dumps({**request, "extra": 1}).encode(),
-                    json.dumps({**request, "nonce": "zz"}).encode()):  # fmt: skip
+        for bad in (
+            b"{",
+            b"[]",
+            json.dumps({**request, "extra": 1}).encode(),
+            json.dumps({**request, "nonce": "zz"}).encode(),
+        ):
             response = httpx.post(w.base + "/v1/attest", content=bad)
             assert response.status_code == 400, bad
             assert response.headers["content-type"] == "application/problem+json"
@@ -332,9 +378,11 @@ def test_an_input_volume_needs_its_key_first(tmp_path: Path, database_url: str) 
             w.attest(EnclaveKeys.generate())
         with pytest.raises(AuthError, match="403"):  # another wallet may not push it
             SmsClient(w.base, wallet=OTHER).call_json(
-                "PUT", f"/v1/sessions/{OWNER.address}/cubic/volumes/input",
-                {"key": "22" * 32, "tag": "bb" * 32}, signed=True,
-            )  # fmt: skip
+                "PUT",
+                f"/v1/sessions/{OWNER.address}/cubic/volumes/input",
+                {"key": "22" * 32, "tag": "bb" * 32},
+                signed=True,
+            )
 
 
 def test_only_the_pinned_sms_and_the_enclave_can_use_a_grant(
@@ -354,16 +402,27 @@ def test_only_the_pinned_sms_and_the_enclave_can_use_a_grant(
             keys.x25519_public, keys.ed25519_public, "sms-test", subject, "app", "host-1"
         )
         evidence = SimAttester(w.platform, APP).evidence(binding.report_data(nonce))
-        answer = client.call_json("POST", "/v1/attest", {
-            "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
-            "nonce": nonce_hex, "x25519_public": keys.x25519_public.hex(),
-            "ed25519_public": keys.ed25519_public.hex(), "service": "app", "worker": "host-1",
-            **w.target(),
-        }, signed=False)  # fmt: skip
+        answer = client.call_json(
+            "POST",
+            "/v1/attest",
+            {
+                "evidence": {"tee": "sim", "data": base64.b64encode(evidence.data).decode()},
+                "nonce": nonce_hex,
+                "x25519_public": keys.x25519_public.hex(),
+                "ed25519_public": keys.ed25519_public.hex(),
+                "service": "app",
+                "worker": "host-1",
+                **w.target(),
+            },
+            signed=False,
+        )
         assert API_KEY not in json.dumps(answer)
         context: dict[str, Any] = {
-            "sms_id": "sms-test", "subject": subject, "service": "app", "nonce": nonce,
-        }  # fmt: skip
+            "sms_id": "sms-test",
+            "subject": subject,
+            "service": "app",
+            "nonce": nonce,
+        }
         released = open_grant(answer, keys, sms_key=sms_key(w.owner), **context)
         assert released.config["environment"]["API_KEY"] == API_KEY
         with pytest.raises(AttestationError, match="not signed by the pinned sms key"):
@@ -426,13 +485,16 @@ def test_volume_tags_compare_and_swap(tmp_path: Path, database_url: str) -> None
         assert [t["tag"] for t in history["tags"]] == [first, second, "05" * 32]
         shown = w.owner.session(OWNER.address, "cubic")
         assert {v["name"]: v["tag"] for v in shown["volumes"]} == {
-            "input": "aa" * 32, "output": "05" * 32,
-        }  # fmt: skip
+            "input": "aa" * 32,
+            "output": "05" * 32,
+        }
         with pytest.raises(AuthError, match="403"):
             SmsClient(w.base, wallet=OTHER).call_json(
-                "GET", f"/v1/sessions/{OWNER.address}/cubic/volumes/output/tags", None,
+                "GET",
+                f"/v1/sessions/{OWNER.address}/cubic/volumes/output/tags",
+                None,
                 signed=True,
-            )  # fmt: skip
+            )
 
 
 def test_every_attestation_is_audited_without_values(tmp_path: Path, database_url: str) -> None:
@@ -481,8 +543,9 @@ security:
   ignore_advisories: [INTEL-SA-00289, INTEL-SA-00615]
 """
     clock = lambda: float(SGX.now)  # noqa: E731
-    with running_sms(tmp_path / "sms", database_url, clock=clock,
-                     collateral=SGX.collateral) as base:  # fmt: skip
+    with running_sms(
+        tmp_path / "sms", database_url, clock=clock, collateral=SGX.collateral
+    ) as base:
         owner = SmsClient(base, wallet=OWNER, clock=clock)
         assert owner.info()["attestation_backends"] == ["sgx", "tdx"]
         created = owner.create_session(session, {}, "hw.yml")
@@ -490,10 +553,13 @@ security:
         keys = EnclaveKeys.generate()
         request = {
             "evidence": {"tee": "sgx", "data": base64.b64encode(SGX.quote.read_bytes()).decode()},
-            "nonce": nonce, "x25519_public": keys.x25519_public.hex(),
-            "ed25519_public": keys.ed25519_public.hex(), "service": "app", "worker": "",
+            "nonce": nonce,
+            "x25519_public": keys.x25519_public.hex(),
+            "ed25519_public": keys.ed25519_public.hex(),
+            "service": "app",
+            "worker": "",
             "session": {"owner": OWNER.address, "name": "hw", "hash": created["hash"]},
-        }  # fmt: skip
+        }
         answer = httpx.post(base + "/v1/attest", json=request)
         assert answer.status_code == 403
         detail = answer.json()["detail"]
@@ -535,8 +601,9 @@ security:
 """
 
     clock = lambda: float(TDX.now)  # noqa: E731
-    with running_sms(tmp_path / "sms", database_url, clock=clock,
-                     collateral=TDX.collateral) as base:  # fmt: skip
+    with running_sms(
+        tmp_path / "sms", database_url, clock=clock, collateral=TDX.collateral
+    ) as base:
         owner = SmsClient(base, wallet=OWNER, clock=clock)
         pinned = owner.create_session(session("td", TDX_RTMR2), {}, "td.yml")
         assert pinned["services"][0]["tdx"] == {"rtmr1": TDX_RTMR1, "rtmr2": TDX_RTMR2}
@@ -547,11 +614,14 @@ security:
             keys = EnclaveKeys.generate()
             quote = base64.b64encode(TDX.quote.read_bytes()).decode()
             request = {
-                "evidence": {"tee": "tdx", "data": quote}, "nonce": nonce,
+                "evidence": {"tee": "tdx", "data": quote},
+                "nonce": nonce,
                 "x25519_public": keys.x25519_public.hex(),
-                "ed25519_public": keys.ed25519_public.hex(), "service": "app", "worker": "",
+                "ed25519_public": keys.ed25519_public.hex(),
+                "service": "app",
+                "worker": "",
                 "session": {"owner": OWNER.address, "name": name, "hash": created["hash"]},
-            }  # fmt: skip
+            }
             answer = httpx.post(base + "/v1/attest", json=request)
             assert answer.status_code == 403
             details.append(answer.json()["detail"])
@@ -588,15 +658,24 @@ def test_concurrent_attestations_are_recorded_in_batches_each_answered(
         for _ in range(11):
             nonce = bytes.fromhex(httpx.post(f"{w.base}/v1/attest/challenge").json()["nonce"])
             keys = EnclaveKeys.generate()
-            binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public,
-                                     str(info["sms_id"]), subject, "app", "host-1")  # fmt: skip
+            binding = EnclaveBinding(
+                keys.x25519_public,
+                keys.ed25519_public,
+                str(info["sms_id"]),
+                subject,
+                "app",
+                "host-1",
+            )
             data = attester.evidence(binding.report_data(nonce)).data
             body = {
                 "evidence": {"tee": "sim", "data": base64.b64encode(data).decode()},
-                "nonce": nonce.hex(), "x25519_public": keys.x25519_public.hex(),
-                "ed25519_public": keys.ed25519_public.hex(), "service": "app",
-                "worker": "host-1", **w.target(),
-            }  # fmt: skip
+                "nonce": nonce.hex(),
+                "x25519_public": keys.x25519_public.hex(),
+                "ed25519_public": keys.ed25519_public.hex(),
+                "service": "app",
+                "worker": "host-1",
+                **w.target(),
+            }
             prepared.append((keys, nonce, body))
         prepared.append(prepared[0])  # a replay of the first, sent with the others
         meeting = threading.Barrier(len(prepared), timeout=30)
@@ -612,9 +691,15 @@ def test_concurrent_attestations_are_recorded_in_batches_each_answered(
         refused = next(a for a in answers if a.status_code == 403)
         assert "nonce unknown or already used" in refused.json()["detail"]
         for (keys, nonce, _), answer in zip(prepared[1:11], answers[1:11], strict=True):
-            released = open_grant(answer.json(), keys, sms_key=sms_key(w.owner),
-                                  sms_id=str(info["sms_id"]), subject=subject, service="app",
-                                  nonce=nonce)  # fmt: skip
+            released = open_grant(
+                answer.json(),
+                keys,
+                sms_key=sms_key(w.owner),
+                sms_id=str(info["sms_id"]),
+                subject=subject,
+                service="app",
+                nonce=nonce,
+            )
             assert released.config["environment"]["API_KEY"] == API_KEY
         assert max(sizes) > 1, sizes  # several grants shared a transaction
         with make_engine(database_url).connect() as connection:

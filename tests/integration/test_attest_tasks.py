@@ -62,30 +62,53 @@ class TaskWorld:
 
     def order(self, **changes: Any) -> TaskOrder:
         order = TaskOrder(
-            requester=REQUESTER.address, app=APP_ADDRESS, app_measurement=MEASUREMENT,
-            tee=("sim",), tolerate=("simulation",), ignore_advisories=(),
-            secrets=((1, "x1"), (3, "x2")), dataset=DATASET,
+            requester=REQUESTER.address,
+            app=APP_ADDRESS,
+            app_measurement=MEASUREMENT,
+            tee=("sim",),
+            tolerate=("simulation",),
+            ignore_advisories=(),
+            secrets=((1, "x1"), (3, "x2")),
+            dataset=DATASET,
             result_key=hashlib.sha256(self.result_public).hexdigest(),
-            sms_key=self.sms_key.hex(), workerpool=POOL, salt=os.urandom(16).hex(),
-        )  # fmt: skip
+            sms_key=self.sms_key.hex(),
+            workerpool=POOL,
+            salt=os.urandom(16).hex(),
+        )
         return dataclasses.replace(order, **changes)
 
-    def publish(self, order: TaskOrder, *, signer: Wallet = REQUESTER,
-                lease: str = "lease-1", worker: str = WORKER.address) -> str:  # fmt: skip
+    def publish(
+        self,
+        order: TaskOrder,
+        *,
+        signer: Wallet = REQUESTER,
+        lease: str = "lease-1",
+        worker: str = WORKER.address,
+    ) -> str:
         signature = signer.sign_text(order.signing_message())
         self.registry.add_task(TaskRecord(order, signature, lease, worker))
         return order.task_id()
 
     def run(
-        self, task_id: str, *, lease: str = "lease-1", worker: Wallet = WORKER,
-        measurement: Measurement = MEASUREMENT, signed: bool = True,
-    ) -> ReleasedConfig:  # fmt: skip
+        self,
+        task_id: str,
+        *,
+        lease: str = "lease-1",
+        worker: Wallet = WORKER,
+        measurement: Measurement = MEASUREMENT,
+        signed: bool = True,
+    ) -> ReleasedConfig:
         client = SmsClient(self.base, wallet=worker)
         return attest_and_open(
-            client, SimAttester(self.platform, measurement), EnclaveKeys.generate(),
-            sms_key=self.sms_key, target={"task": {"id": task_id, "lease_token": lease}},
-            service="app", worker=worker.address, signed=signed,
-        )  # fmt: skip
+            client,
+            SimAttester(self.platform, measurement),
+            EnclaveKeys.generate(),
+            sms_key=self.sms_key,
+            target={"task": {"id": task_id, "lease_token": lease}},
+            service="app",
+            worker=worker.address,
+            signed=signed,
+        )
 
 
 @contextmanager
@@ -97,8 +120,9 @@ def task_world(tmp_path: Path, database_url: str) -> Iterator[TaskWorld]:
     with running_sms(tmp_path / "sms", database_url, allow_sim=True, registry=registry) as base:
         platform = SigningKey.generate()
         worker = SmsClient(base, wallet=WORKER)
-        worker.call_json("POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()},
-                         signed=True)  # fmt: skip
+        worker.call_json(
+            "POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()}, signed=True
+        )
         requester = SmsClient(base, wallet=REQUESTER)
         requester.push_requester_secret("x1", SECRET_X1.encode())
         requester.push_requester_secret("x2", SECRET_X2.encode())
@@ -149,8 +173,11 @@ def test_task_refusals(tmp_path: Path, database_url: str) -> None:
         refused("is not a member of workerpool", task_id, worker=OUTSIDER)
         refused("not the task's current lease", task_id, lease="lease-0")
         refused("is signed by the worker it names", task_id, signed=False)
-        refused("measurement sim:cdcd…dcd not allowed", task_id,
-                measurement=Measurement.parse("sim:" + "cd" * 32))  # fmt: skip
+        refused(
+            "measurement sim:cdcd…dcd not allowed",
+            task_id,
+            measurement=Measurement.parse("sim:" + "cd" * 32),
+        )
         refused("unknown task", "0x" + "00" * 32)
 
         forged = w.publish(w.order(), signer=OUTSIDER)
@@ -158,8 +185,11 @@ def test_task_refusals(tmp_path: Path, database_url: str) -> None:
         # Who asks comes first: a wallet outside the pool learns nothing of the order.
         refused("is not a member of workerpool", forged, worker=OUTSIDER)
         other_code = w.publish(w.order(app_measurement=Measurement.parse("sim:" + "cd" * 32)))
-        refused("is not one the app's owner registered", other_code,
-                measurement=Measurement.parse("sim:" + "cd" * 32))  # fmt: skip
+        refused(
+            "is not one the app's owner registered",
+            other_code,
+            measurement=Measurement.parse("sim:" + "cd" * 32),
+        )
         elsewhere = w.publish(w.order(sms_key="77" * 32))
         refused("pins another sms key", elsewhere)
         missing = w.publish(w.order(secrets=((1, "x1"), (2, "nope"))))
@@ -173,15 +203,22 @@ def test_task_refusals(tmp_path: Path, database_url: str) -> None:
 def test_release_policies_are_intersected(tmp_path: Path, database_url: str) -> None:
     with task_world(tmp_path, database_url) as w:
         requester = SmsClient(w.base, wallet=REQUESTER)
-        requester.push_requester_secret("hw", b"hardware-only", policy=ReleasePolicy(
-            tee=frozenset({"sgx"})))  # fmt: skip
+        requester.push_requester_secret(
+            "hw", b"hardware-only", policy=ReleasePolicy(tee=frozenset({"sgx"}))
+        )
         hardware_only = w.publish(w.order(secrets=((1, "hw"),)))
         with pytest.raises(AuthError, match="sim evidence not accepted by the policy"):
             w.run(hardware_only)
 
         owner = SmsClient(w.base, wallet=DATA_OWNER)
-        owner.push_dataset_key(DATASET, b"k2", update=True, policy=ReleasePolicy(
-            apps=frozenset({MEASUREMENT}), requesters=frozenset({DEVELOPER.address})))  # fmt: skip
+        owner.push_dataset_key(
+            DATASET,
+            b"k2",
+            update=True,
+            policy=ReleasePolicy(
+                apps=frozenset({MEASUREMENT}), requesters=frozenset({DEVELOPER.address})
+            ),
+        )
         restricted = w.publish(w.order())
         with pytest.raises(AuthError, match=f"dataset {DATASET}: not released for requester"):
             w.run(restricted)
@@ -210,10 +247,13 @@ def test_an_order_is_checked_before_the_task_is_queued(tmp_path: Path, database_
             f"requester secret(s) 'nope', 'gone' of {REQUESTER.address} do not exist",
         ]
         other = check(w.order(dataset="0x" + "ee" * 20, app="0x" + "ee" * 20))
-        assert other["problems"] == [f"unknown app {'0x' + 'ee' * 20}",
-                                     f"unknown dataset {'0x' + 'ee' * 20}"]  # fmt: skip
-        malformed = httpx.post(w.base + "/v1/task-orders/check",
-                               json={"order": {"requester": "x"}, "signature": "0x"})  # fmt: skip
+        assert other["problems"] == [
+            f"unknown app {'0x' + 'ee' * 20}",
+            f"unknown dataset {'0x' + 'ee' * 20}",
+        ]
+        malformed = httpx.post(
+            w.base + "/v1/task-orders/check", json={"order": {"requester": "x"}, "signature": "0x"}
+        )
         assert malformed.status_code == 400 and "missing" in malformed.json()["detail"]
 
 
@@ -225,8 +265,10 @@ def test_the_check_names_what_each_secrets_owner_does_not_allow(
     with task_world(tmp_path, database_url) as w:
 
         def problems(order: TaskOrder, signer: Wallet = REQUESTER) -> list[str]:
-            body = {"order": order.to_json(),
-                    "signature": signer.sign_text(order.signing_message())}  # fmt: skip
+            body = {
+                "order": order.to_json(),
+                "signature": signer.sign_text(order.signing_message()),
+            }
             result: list[str] = httpx.post(w.base + "/v1/task-orders/check", json=body).json()[
                 "problems"
             ]
@@ -247,13 +289,16 @@ def test_the_check_names_what_each_secrets_owner_does_not_allow(
         assert problems(untolerated) == [
             "requester secret 'no-sim': simulation, which this order runs, is not tolerated"
         ]
-        for order, reason in ((sgx_only, "sim evidence not accepted by the policy"),
-                              (untolerated, "not tolerated")):  # fmt: skip
+        for order, reason in (
+            (sgx_only, "sim evidence not accepted by the policy"),
+            (untolerated, "not tolerated"),
+        ):
             with pytest.raises(AuthError, match=reason):
                 w.run(w.publish(order))
 
-        others_only = ReleasePolicy(apps=frozenset({MEASUREMENT}),
-                                    requesters=frozenset({OUTSIDER.address.lower()}))  # fmt: skip
+        others_only = ReleasePolicy(
+            apps=frozenset({MEASUREMENT}), requesters=frozenset({OUTSIDER.address.lower()})
+        )
         SmsClient(w.base, wallet=DATA_OWNER).push_dataset_key(
             DATASET, b"k2", update=True, policy=others_only
         )
@@ -277,20 +322,33 @@ def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url
     registry = MemoryRegistry()
     registry.add_app(APP_ADDRESS, DEVELOPER.address, MEASUREMENT)
     registry.add_member(POOL, WORKER.address)
-    config = SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t",
-                       allow_sim=True)  # fmt: skip
+    config = SmsConfig(
+        home=tmp_path / "sms", db_url=database_url, deployment_id="t", allow_sim=True
+    )
     sms = Sms(config, registry=registry)
     try:
         platform = SigningKey.generate()
         sms.platforms.register(platform.public_bytes(), WORKER.address, now)
-        sms.secrets.put(SecretRef(REQUESTER.address, "requester", "x1"), SECRET_X1.encode(),
-                        update=False, now=now)  # fmt: skip
+        sms.secrets.put(
+            SecretRef(REQUESTER.address, "requester", "x1"),
+            SECRET_X1.encode(),
+            update=False,
+            now=now,
+        )
         order = TaskOrder(
-            requester=REQUESTER.address, app=APP_ADDRESS, app_measurement=MEASUREMENT,
-            tee=("sim",), tolerate=("simulation",), ignore_advisories=(),
-            secrets=((1, "x1"),), dataset=None, result_key=None,
-            sms_key=sms.tokens.public_key().hex(), workerpool=POOL, salt=os.urandom(16).hex(),
-        )  # fmt: skip
+            requester=REQUESTER.address,
+            app=APP_ADDRESS,
+            app_measurement=MEASUREMENT,
+            tee=("sim",),
+            tolerate=("simulation",),
+            ignore_advisories=(),
+            secrets=((1, "x1"),),
+            dataset=None,
+            result_key=None,
+            sms_key=sms.tokens.public_key().hex(),
+            workerpool=POOL,
+            salt=os.urandom(16).hex(),
+        )
         signature = REQUESTER.sign_text(order.signing_message())
         registry.add_task(TaskRecord(order, signature, "lease-1", WORKER.address))
         attestations = Attestations(sms, sms.verifiers(), DatabaseNonceStore(sms.engine))
@@ -298,14 +356,24 @@ def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url
 
         def request(lease: str = "lease-1") -> AttestRequest:
             nonce, keys = attestations.challenge(now), EnclaveKeys.generate()
-            binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public,
-                                     sms.config.sms_id, order.task_id(), "app", worker)  # fmt: skip
+            binding = EnclaveBinding(
+                keys.x25519_public,
+                keys.ed25519_public,
+                sms.config.sms_id,
+                order.task_id(),
+                "app",
+                worker,
+            )
             evidence = SimAttester(platform, MEASUREMENT).evidence(binding.report_data(nonce))
             return AttestRequest(
-                evidence=evidence, nonce=nonce, x25519_public=keys.x25519_public,
-                ed25519_public=keys.ed25519_public, service="app", worker=worker,
+                evidence=evidence,
+                nonce=nonce,
+                x25519_public=keys.x25519_public,
+                ed25519_public=keys.ed25519_public,
+                service="app",
+                worker=worker,
                 target=TaskTarget(order.task_id(), lease),
-            )  # fmt: skip
+            )
 
         pending = [attestations.prepare(request(), now, worker) for _ in range(2)]
         first, second = attestations.commit(pending)

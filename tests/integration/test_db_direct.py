@@ -28,8 +28,19 @@ WHERE = (
 )
 LATEST = select(secrets).where(*WHERE).order_by(secrets.c.version.desc()).limit(1)
 MAX_VERSION = select(func.max(secrets.c.version)).where(*WHERE)
-COLUMNS = ("row_id", "owner", "kind", "name", "subject", "version", "kek_id", "wrapped_key",
-           "ciphertext", "created_at", "policy")  # fmt: skip
+COLUMNS = (
+    "row_id",
+    "owner",
+    "kind",
+    "name",
+    "subject",
+    "version",
+    "kek_id",
+    "wrapped_key",
+    "ciphertext",
+    "created_at",
+    "policy",
+)
 
 
 @pytest.fixture
@@ -40,9 +51,16 @@ def engine(database_url: str) -> Engine:
 
 
 def _row(version: int) -> dict[str, object]:
-    return {**KEY, "row_id": os.urandom(16).hex(), "version": version, "kek_id": "k-test",
-            "wrapped_key": os.urandom(40), "ciphertext": b"\x00\xff" + os.urandom(30),
-            "created_at": NOW + version, "policy": ""}  # fmt: skip
+    return {
+        **KEY,
+        "row_id": os.urandom(16).hex(),
+        "version": version,
+        "kek_id": "k-test",
+        "wrapped_key": os.urandom(40),
+        "ciphertext": b"\x00\xff" + os.urandom(30),
+        "created_at": NOW + version,
+        "policy": "",
+    }
 
 
 def test_rows_and_effects_match_core(engine: Engine) -> None:

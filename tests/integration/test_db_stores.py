@@ -39,8 +39,14 @@ def engine(database_url: str) -> Engine:
 
 def test_audit_chain_appends_and_verifies(engine: Engine) -> None:
     for index in range(5):
-        append_now(engine, at=NOW + index, actor="0xa", action="secret.write",
-                   subject=f"requester/x{index}", detail={"version": 1})  # fmt: skip
+        append_now(
+            engine,
+            at=NOW + index,
+            actor="0xa",
+            action="secret.write",
+            subject=f"requester/x{index}",
+            detail={"version": 1},
+        )
     with engine.connect() as connection:
         assert verify_chain(connection) == 5
         log = entries(connection)
@@ -54,8 +60,9 @@ def test_audit_chain_appends_and_verifies(engine: Engine) -> None:
 )
 def test_audit_tampering_is_found(engine: Engine, column: str, value: str, message: str) -> None:
     for index in range(3):
-        append_now(engine, at=NOW, actor="0xa", action="a", subject=f"s{index}",
-                   detail={"version": 1})  # fmt: skip
+        append_now(
+            engine, at=NOW, actor="0xa", action="a", subject=f"s{index}", detail={"version": 1}
+        )
     with engine.begin() as connection:
         connection.execute(update(audit_log).where(audit_log.c.seq == 1).values({column: value}))
     with engine.connect() as connection, pytest.raises(ConfideError, match=message):
@@ -66,9 +73,18 @@ def test_a_forked_chain_is_refused_by_the_database(engine: Engine) -> None:
     with engine.begin() as connection:
         append(connection, at=NOW, actor="a", action="a", subject="s")
     with pytest.raises(Exception), engine.begin() as connection:  # noqa: B017, PT011
-        connection.execute(audit_log.insert().values(
-            seq=1, prev_hash="0" * 64, hash="1" * 64, at=NOW, actor="x", action="x",
-            subject="x", detail="{}"))  # fmt: skip
+        connection.execute(
+            audit_log.insert().values(
+                seq=1,
+                prev_hash="0" * 64,
+                hash="1" * 64,
+                at=NOW,
+                actor="x",
+                action="x",
+                subject="x",
+                detail="{}",
+            )
+        )
 
 
 def test_a_head_read_with_other_columns_is_appended_to(engine: Engine) -> None:
@@ -85,8 +101,14 @@ def test_a_head_read_with_other_columns_is_appended_to(engine: Engine) -> None:
         row = connection.execute(select(*head_columns())).one()
     append_now(engine, at=NOW, actor="b", action="b", subject="s")
     with pytest.raises(IntegrityError), engine.begin() as connection:
-        append(connection, at=NOW, actor="c", action="c", subject="s",
-               head=Head(row.audit_seq, row.audit_hash))  # fmt: skip
+        append(
+            connection,
+            at=NOW,
+            actor="c",
+            action="c",
+            subject="s",
+            head=Head(row.audit_seq, row.audit_hash),
+        )
     with engine.connect() as connection:
         assert verify_chain(connection) == 3
 
@@ -162,18 +184,26 @@ def test_sim_attestation_against_the_database_stores(engine: Engine) -> None:
     nonce = nonces.issue(NOW)
     evidence = SimAttester(platform, app).evidence(binding.report_data(nonce))
     verdict = verify_attestation(
-        evidence, nonce=nonce, binding=binding,
+        evidence,
+        nonce=nonce,
+        binding=binding,
         policy=Policy(measurements=frozenset({app}), tolerate=frozenset({"simulation"})),
-        verifiers={"sim": SimVerifier(registry)}, nonces=nonces, now=NOW,
-    )  # fmt: skip
+        verifiers={"sim": SimVerifier(registry)},
+        nonces=nonces,
+        now=NOW,
+    )
     assert verdict.ok, verdict.reasons
     stranger = SimAttester(SigningKey.generate(), app)
     nonce = nonces.issue(NOW)
     refused = verify_attestation(
-        stranger.evidence(binding.report_data(nonce)), nonce=nonce, binding=binding,
+        stranger.evidence(binding.report_data(nonce)),
+        nonce=nonce,
+        binding=binding,
         policy=Policy(measurements=frozenset({app}), tolerate=frozenset({"simulation"})),
-        verifiers={"sim": SimVerifier(registry)}, nonces=nonces, now=NOW,
-    )  # fmt: skip
+        verifiers={"sim": SimVerifier(registry)},
+        nonces=nonces,
+        now=NOW,
+    )
     assert "is not registered" in refused.reasons[0]
 
 

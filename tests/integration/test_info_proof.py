@@ -36,8 +36,9 @@ def test_info_is_signed_over_the_clients_challenge(tmp_path: Path) -> None:
         def impostor(request: httpx.Request) -> httpx.Response:
             return httpx.Response(200, json=info)
 
-        client = SmsClient(base, trust_dir=tmp_path / "trust",
-                           transport=httpx.MockTransport(impostor))  # fmt: skip
+        client = SmsClient(
+            base, trust_dir=tmp_path / "trust", transport=httpx.MockTransport(impostor)
+        )
         with pytest.raises(AuthError, match="did not prove"):
             client.info()
         assert not (tmp_path / "trust").exists() or not any((tmp_path / "trust").iterdir())
@@ -64,9 +65,14 @@ def test_a_request_signed_for_one_sms_is_refused_by_another_of_the_same_deployme
         assert audience_of(honest).startswith("sms/prod/")
         assert audience_of(spoof) != audience_of(honest)
         headers = sign_request(
-            wallet, audience=audience_of(spoof), method="PUT", path=path, body=b"v",
-            content_type="application/octet-stream", now=int(time.time()),
-        )  # fmt: skip
+            wallet,
+            audience=audience_of(spoof),
+            method="PUT",
+            path=path,
+            body=b"v",
+            content_type="application/octet-stream",
+            now=int(time.time()),
+        )
         headers["content-type"] = "application/octet-stream"
         replayed = put(honest, headers)
         assert replayed.status_code == 401 and "does not match" in replayed.json()["detail"]
@@ -82,14 +88,21 @@ def test_the_client_signs_only_for_the_key_it_pinned(tmp_path: Path) -> None:
     elsewhere = request_audience("prod", SigningKey.generate().public_bytes())
 
     def lying(request: httpx.Request) -> httpx.Response:
-        info: dict[str, Any] = {"deployment_id": "prod", "audience": elsewhere,
-                                "jwks": tokens.jwks()}  # fmt: skip
+        info: dict[str, Any] = {
+            "deployment_id": "prod",
+            "audience": elsewhere,
+            "jwks": tokens.jwks(),
+        }
         challenge = bytes.fromhex(request.url.params["challenge"])
         info["proof"] = tokens.sign_blob(INFO_LABEL, info_message(challenge, info)).hex()
         return httpx.Response(200, json=info)
 
-    client = SmsClient("http://127.0.0.1:9", wallet=Wallet.generate(), trust_dir=tmp_path,
-                       transport=httpx.MockTransport(lying))  # fmt: skip
+    client = SmsClient(
+        "http://127.0.0.1:9",
+        wallet=Wallet.generate(),
+        trust_dir=tmp_path,
+        transport=httpx.MockTransport(lying),
+    )
     with pytest.raises(AuthError, match=r"names audience .*refusing to sign"):
         client.push_requester_secret("x1", b"v")
     assert list(tmp_path.iterdir()) == []  # and its key is not pinned either

@@ -106,8 +106,7 @@ def test_writers_take_the_audit_lock_before_a_secret_row(
         audit.lock(holder)
         pusher = threading.Thread(target=lambda: outcome.append(_put(store, ref)))
         pusher.start()
-        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                       "AND NOT granted")  # fmt: skip
+        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
         deadline = time.monotonic() + 10
         with engine.connect() as probe:
             while probe.execute(waiting).scalar() == 0:
@@ -163,9 +162,10 @@ def test_a_ciphertext_moved_to_another_row_is_refused(store: SecretStore, engine
     with engine.begin() as connection:
         source = connection.execute(select(secrets).where(secrets.c.name == "x1")).one()
         connection.execute(
-            update(secrets).where(secrets.c.name == "x2").values(
-                wrapped_key=source.wrapped_key, ciphertext=source.ciphertext)
-        )  # fmt: skip
+            update(secrets)
+            .where(secrets.c.name == "x2")
+            .values(wrapped_key=source.wrapped_key, ciphertext=source.ciphertext)
+        )
     with pytest.raises(SecretError, match="failed authentication"):
         store.latest(other)
     assert store.latest(X1) == (1, VALUE)
@@ -237,9 +237,10 @@ def test_an_app_secret_moved_to_a_dataset_row_does_not_open(
     with engine.begin() as connection:
         source = connection.execute(select(secrets).where(secrets.c.kind == "app")).one()
         connection.execute(
-            update(secrets).where(secrets.c.kind == "dataset").values(
-                wrapped_key=source.wrapped_key, ciphertext=source.ciphertext)
-        )  # fmt: skip
+            update(secrets)
+            .where(secrets.c.kind == "dataset")
+            .values(wrapped_key=source.wrapped_key, ciphertext=source.ciphertext)
+        )
     with pytest.raises(SecretError, match="failed authentication"):
         store.release(DATASET)
 

@@ -140,10 +140,15 @@ def test_session_and_its_secrets_are_written_together(
     store, secrets, _ = stores
     from confide.errors import SecretError
 
-    huge = _doc().__class__(**{**_doc().__dict__, "secrets": tuple(
-        s.__class__(s.name, s.kind, "x" * 70_000 if s.name == "generated" else s.value)
-        for s in _doc().secrets
-    )})  # fmt: skip
+    huge = _doc().__class__(
+        **{
+            **_doc().__dict__,
+            "secrets": tuple(
+                s.__class__(s.name, s.kind, "x" * 70_000 if s.name == "generated" else s.value)
+                for s in _doc().secrets
+            ),
+        }
+    )
     with pytest.raises(SecretError, match="64 KiB"):
         store.create(ALICE, huge, NOW)
     with pytest.raises(SessionNotFoundError):

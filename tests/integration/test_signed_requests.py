@@ -29,9 +29,15 @@ def _signed() -> SignedBy:
     wallet = Wallet.generate()
     headers = sign_request(wallet, audience=AUDIENCE, method="POST", path="/v1/x", now=NOW)
     return verify_request(
-        headers, audience=AUDIENCE, method="POST", path="/v1/x", query="",
-        content_type="", body=b"", now=NOW,
-    )  # fmt: skip
+        headers,
+        audience=AUDIENCE,
+        method="POST",
+        path="/v1/x",
+        query="",
+        content_type="",
+        body=b"",
+        now=NOW,
+    )
 
 
 def test_a_nonce_is_accepted_once(engine: Engine) -> None:

@@ -23,9 +23,14 @@ BOB = Wallet.generate()
 
 def _signed_put(base: str, wallet: Wallet, path: str, body: bytes, audience: str) -> httpx.Response:
     headers = sign_request(
-        wallet, audience=audience, method="PUT", path=path, body=body,
-        content_type="application/octet-stream", now=int(time.time()),
-    )  # fmt: skip
+        wallet,
+        audience=audience,
+        method="PUT",
+        path=path,
+        body=body,
+        content_type="application/octet-stream",
+        now=int(time.time()),
+    )
     headers["content-type"] = "application/octet-stream"
     return httpx.put(base + path, content=body, headers=headers)
 
@@ -58,8 +63,13 @@ def test_push_check_and_refusals(tmp_path: Path, database_url: str) -> None:
         bob_writes = _signed_put(base, BOB, path, b"v", audience_of(base))
         assert bob_writes.status_code == 403
         for bad in ("a%2Fb", "x%00", "%C3%A9", "x1';DROP"):
-            response = _signed_put(base, ALICE, f"/v1/requesters/{ALICE.address}/secrets/{bad}",
-                                   b"v", audience_of(base))  # fmt: skip
+            response = _signed_put(
+                base,
+                ALICE,
+                f"/v1/requesters/{ALICE.address}/secrets/{bad}",
+                b"v",
+                audience_of(base),
+            )
             assert response.status_code in (400, 404), bad
         assert "Traceback" not in unsigned.text
 
@@ -69,9 +79,14 @@ def test_replay_is_refused_even_after_a_restart(tmp_path: Path, database_url: st
     body = b"value"
     with running_sms(tmp_path / "sms", database_url) as base:
         headers = sign_request(
-            ALICE, audience=audience_of(base), method="PUT", path=path, body=body,
-            content_type="application/octet-stream", now=int(time.time()),
-        )  # fmt: skip
+            ALICE,
+            audience=audience_of(base),
+            method="PUT",
+            path=path,
+            body=body,
+            content_type="application/octet-stream",
+            now=int(time.time()),
+        )
         headers["content-type"] = "application/octet-stream"
         assert httpx.put(base + path, content=body, headers=headers).status_code == 201
         replay = httpx.put(base + path + "?update=true", content=body, headers=headers)
@@ -148,8 +163,12 @@ def test_sessions_over_http(tmp_path: Path, database_url: str) -> None:
         with pytest.raises(SecretError, match=r"400.*s.yml:5: .*\$SIM is not set"):
             alice.create_session(SESSION_TEXT.replace("PRED", "null"), {}, "s.yml")
         updated = alice.update_session(
-            ALICE.address, "s1", SESSION_TEXT.replace("PRED", created["hash"]).replace(
-                "run", "run2"), sim, "s.yml")  # fmt: skip
+            ALICE.address,
+            "s1",
+            SESSION_TEXT.replace("PRED", created["hash"]).replace("run", "run2"),
+            sim,
+            "s.yml",
+        )
         history = alice.session_history(ALICE.address, "s1")["history"]
         assert [h["hash"] for h in history] == [created["hash"], updated["hash"]]
         with pytest.raises(AuthError, match="403"):

@@ -27,9 +27,15 @@ ALICE = Wallet.generate()
 
 def _put(base: str, path: str, query: str, body: bytes, audience: str) -> httpx.Response:
     headers = sign_request(
-        ALICE, audience=audience, method="PUT", path=path, query=query, body=body,
-        content_type="application/octet-stream", now=int(time.time()),
-    )  # fmt: skip
+        ALICE,
+        audience=audience,
+        method="PUT",
+        path=path,
+        query=query,
+        body=body,
+        content_type="application/octet-stream",
+        now=int(time.time()),
+    )
     headers["content-type"] = "application/octet-stream"
     url = base + path + (f"?{query}" if query else "")
     return httpx.put(url, content=body, headers=headers)
@@ -41,9 +47,15 @@ def test_a_refused_request_cannot_be_replayed_later(tmp_path: Path, database_url
         path = f"/v1/requesters/{ALICE.address}/secrets/later"
         body = b"old body"
         headers = sign_request(
-            ALICE, audience=audience, method="PUT", path=path, query="update=true",
-            body=body, content_type="application/octet-stream", now=int(time.time()),
-        )  # fmt: skip
+            ALICE,
+            audience=audience,
+            method="PUT",
+            path=path,
+            query="update=true",
+            body=body,
+            content_type="application/octet-stream",
+            now=int(time.time()),
+        )
         headers["content-type"] = "application/octet-stream"
         refused = httpx.put(base + path + "?update=true", content=body, headers=headers)
         assert refused.status_code == 404  # nothing to update yet
@@ -79,9 +91,15 @@ def test_query_order_does_not_matter_and_unknown_routes_are_problems(
         path = f"/v1/requesters/{ALICE.address}/secrets/q"
         assert _put(base, path, "", b"v", audience).status_code == 201
         headers = sign_request(
-            ALICE, audience=audience, method="PUT", path=path, query="tee=sgx&update=true",
-            body=b"v2", content_type="application/octet-stream", now=int(time.time()),
-        )  # fmt: skip
+            ALICE,
+            audience=audience,
+            method="PUT",
+            path=path,
+            query="tee=sgx&update=true",
+            body=b"v2",
+            content_type="application/octet-stream",
+            now=int(time.time()),
+        )
         headers["content-type"] = "application/octet-stream"
         sent = httpx.put(base + path + "?update=true&tee=sgx", content=b"v2", headers=headers)
         assert sent.status_code == 201  # the server signs over the canonical (sorted) query
@@ -143,9 +161,11 @@ def test_session_updates_are_audited_under_the_caller(tmp_path: Path) -> None:
 
     sms = Sms(SmsConfig(home=tmp_path / "h", db_url=f"sqlite:///{tmp_path / 'db'}"))
     owner, editor = ALICE.address, "0x" + "b2" * 20
-    text = ("name: s\nversion: '1'\npredecessor: PRED\naccess_policy: {read: [owner], update: "
-            f"[owner, '{editor}']}}\nservices:\n  - {{name: a, measurements: ['sim:{'ab' * 32}'], "
-            "command: x}\n")  # fmt: skip
+    text = (
+        "name: s\nversion: '1'\npredecessor: PRED\naccess_policy: {read: [owner], update: "
+        f"[owner, '{editor}']}}\nservices:\n  - {{name: a, measurements: ['sim:{'ab' * 32}'], "
+        "command: x}\n"
+    )
     store = SessionStore(sms.engine, sms.secrets)
     first = store.create(owner, parse_session(text.replace("PRED", "null"), {}), 1)
     store.update(
@@ -167,18 +187,28 @@ def test_a_session_write_and_its_replay_record_commit_together(
     body = json.dumps({"yaml": text, "vars": {}, "source": "s1.yml"}).encode()
     with running_sms(tmp_path / "sms", database_url) as base:
         headers = sign_request(
-            ALICE, audience=audience_of(base), method="POST", path="/v1/sessions", body=body,
-            content_type="application/json", now=int(time.time()),
-        )  # fmt: skip
+            ALICE,
+            audience=audience_of(base),
+            method="POST",
+            path="/v1/sessions",
+            body=body,
+            content_type="application/json",
+            now=int(time.time()),
+        )
         headers["content-type"] = "application/json"
         assert httpx.post(base + "/v1/sessions", content=body, headers=headers).status_code == 201
         replay = httpx.post(base + "/v1/sessions", content=body, headers=headers)
         assert replay.status_code == 401 and "replayed" in replay.json()["detail"]
         # A refused write (409: the name is taken) uses its nonce up as well.
         again = sign_request(
-            ALICE, audience=audience_of(base), method="POST", path="/v1/sessions", body=body,
-            content_type="application/json", now=int(time.time()),
-        )  # fmt: skip
+            ALICE,
+            audience=audience_of(base),
+            method="POST",
+            path="/v1/sessions",
+            body=body,
+            content_type="application/json",
+            now=int(time.time()),
+        )
         again["content-type"] = "application/json"
         assert httpx.post(base + "/v1/sessions", content=body, headers=again).status_code == 409
         replay = httpx.post(base + "/v1/sessions", content=body, headers=again)
@@ -198,17 +228,24 @@ def test_a_signed_head_on_a_session_or_its_tags_only_reads(
     with running_sms(tmp_path / "sms", database_url) as base:
         client = SmsClient(base, wallet=ALICE, trust_dir=tmp_path / "trust")
         client.create_session(text, {}, "s1.yml")
-        for path in (f"/v1/sessions/{ALICE.address}/s1",
-                     f"/v1/sessions/{ALICE.address}/s1/volumes/out/tags"):  # fmt: skip
+        for path in (
+            f"/v1/sessions/{ALICE.address}/s1",
+            f"/v1/sessions/{ALICE.address}/s1/volumes/out/tags",
+        ):
             headers = sign_request(
-                ALICE, audience=audience_of(base), method="HEAD", path=path,
+                ALICE,
+                audience=audience_of(base),
+                method="HEAD",
+                path=path,
                 now=int(time.time()),
-            )  # fmt: skip
+            )
             head = httpx.head(base + path, headers=headers)
             assert head.status_code == 200 and head.content == b"", path
-        history = client.call_json("GET", f"/v1/sessions/{ALICE.address}/s1/history", None,
-                                   signed=True)  # fmt: skip
+        history = client.call_json(
+            "GET", f"/v1/sessions/{ALICE.address}/s1/history", None, signed=True
+        )
         assert len(history["history"]) == 1
-        tags = client.call_json("GET", f"/v1/sessions/{ALICE.address}/s1/volumes/out/tags",
-                                None, signed=True)  # fmt: skip
+        tags = client.call_json(
+            "GET", f"/v1/sessions/{ALICE.address}/s1/volumes/out/tags", None, signed=True
+        )
         assert tags["tags"] == []

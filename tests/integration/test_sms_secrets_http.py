@@ -44,12 +44,19 @@ def _registry() -> MemoryRegistry:
     return registry
 
 
-def _put(base: str, wallet: Wallet, path: str, body: bytes, query: str = "",
-         audience: str | None = None) -> httpx.Response:  # fmt: skip
+def _put(
+    base: str, wallet: Wallet, path: str, body: bytes, query: str = "", audience: str | None = None
+) -> httpx.Response:
     headers = sign_request(
-        wallet, audience=audience or audience_of(base), method="PUT", path=path, query=query,
-        body=body, content_type="application/octet-stream", now=int(time.time()),
-    )  # fmt: skip
+        wallet,
+        audience=audience or audience_of(base),
+        method="PUT",
+        path=path,
+        query=query,
+        body=body,
+        content_type="application/octet-stream",
+        now=int(time.time()),
+    )
     headers["content-type"] = "application/octet-stream"
     return httpx.put(base + path + (f"?{query}" if query else ""), content=body, headers=headers)
 
@@ -68,8 +75,11 @@ def test_app_secret_push_check_and_refusals(tmp_path: Path, database_url: str) -
     with running_sms(home, database_url, registry=_registry()) as base:
         alice = SmsClient(base, wallet=ALICE)
         assert not alice.app_secret_exists(APP)
-        policy = ReleasePolicy(tee=frozenset({"sgx"}), tolerate=frozenset({"outdated-tcb"}),
-                               apps=frozenset({Measurement.parse(SGX)}))  # fmt: skip
+        policy = ReleasePolicy(
+            tee=frozenset({"sgx"}),
+            tolerate=frozenset({"outdated-tcb"}),
+            apps=frozenset({Measurement.parse(SGX)}),
+        )
         unpinned = ReleasePolicy(tee=frozenset({"sgx"}))
         with pytest.raises(SecretError, match="must name the app measurement"):
             alice.push_app_secret(APP, APP_VALUE, policy=unpinned)
@@ -105,9 +115,11 @@ def test_dataset_key_with_restrictions(tmp_path: Path, database_url: str) -> Non
     with running_sms(home, database_url, registry=_registry()) as base:
         alice = SmsClient(base, wallet=ALICE)
         policy = ReleasePolicy(
-            tee=frozenset({"sgx", "tdx"}), apps=frozenset({Measurement.parse(SGX)}),
-            requesters=frozenset({BOB.address}), workerpools=frozenset({POOL}),
-        )  # fmt: skip
+            tee=frozenset({"sgx", "tdx"}),
+            apps=frozenset({Measurement.parse(SGX)}),
+            requesters=frozenset({BOB.address}),
+            workerpools=frozenset({POOL}),
+        )
         assert alice.push_dataset_key(DATASET, DATASET_VALUE, policy=policy) == 1
         assert alice.dataset_key_exists(DATASET.upper().replace("0X", "0x"))
         assert not alice.dataset_key_exists(UNKNOWN)
@@ -119,8 +131,9 @@ def test_dataset_key_with_restrictions(tmp_path: Path, database_url: str) -> Non
             SmsClient(base, wallet=BOB).push_dataset_key(DATASET, b"v", update=True)
         rotated = DATASET_VALUE + b"-2"  # an update without options keeps the restrictions
         assert alice.push_dataset_key(DATASET, rotated, update=True) == 2
-    stored = _release(home, database_url, SecretRef(ALICE.address, "dataset", "key",
-                                                    subject=DATASET))  # fmt: skip
+    stored = _release(
+        home, database_url, SecretRef(ALICE.address, "dataset", "key", subject=DATASET)
+    )
     assert stored == StoredSecret(2, rotated, policy)
     if database_url.startswith("sqlite"):  # no plaintext value anywhere in the database files
         db = Path(database_url.removeprefix("sqlite:///"))
@@ -144,8 +157,11 @@ def test_bad_policy_options_are_400_naming_them(
     tmp_path: Path, database_url: str, query: str, named: str
 ) -> None:
     key, _, value = query.partition("=")
-    paths = [f"/v1/datasets/{DATASET}/key", f"/v1/apps/{APP}/secret",
-             f"/v1/requesters/{ALICE.address}/secrets/x"]  # fmt: skip
+    paths = [
+        f"/v1/datasets/{DATASET}/key",
+        f"/v1/apps/{APP}/secret",
+        f"/v1/requesters/{ALICE.address}/secrets/x",
+    ]
     if key in ("app", "requester", "workerpool"):  # dataset keys only: refused elsewhere anyway
         paths = paths[:1]
     with running_sms(tmp_path / "sms", database_url, registry=_registry()) as base:
@@ -164,14 +180,22 @@ def test_result_key_push_and_public_read(tmp_path: Path, database_url: str) -> N
         alice = SmsClient(base, wallet=ALICE)
         assert alice.result_key(ALICE.address) is None
         pushed = alice.push_result_key(first.public_bytes)
-        assert pushed == {"address": ALICE.address, "version": 1,
-                          "sha256": result_key_sha256(first.public_bytes)}  # fmt: skip
+        assert pushed == {
+            "address": ALICE.address,
+            "version": 1,
+            "sha256": result_key_sha256(first.public_bytes),
+        }
         assert alice.push_result_key(second.public_bytes)["version"] == 2  # no --update needed
-        public = httpx.get(f"{base}/v1/requesters/{ALICE.address.upper().replace('0X', '0x')}"
-                           "/result-key").json()  # fmt: skip
+        public = httpx.get(
+            f"{base}/v1/requesters/{ALICE.address.upper().replace('0X', '0x')}/result-key"
+        ).json()
         key = second.public_bytes
-        assert public == {"address": ALICE.address, "public_key": key.hex(),
-                          "sha256": result_key_sha256(key), "version": 2}  # fmt: skip
+        assert public == {
+            "address": ALICE.address,
+            "public_key": key.hex(),
+            "sha256": result_key_sha256(key),
+            "version": 2,
+        }
         path = f"/v1/requesters/{ALICE.address}/result-key"
         assert _put(base, BOB, path, first.public_bytes).status_code == 403
         short = _put(base, ALICE, path, first.public_bytes[:31])
@@ -189,9 +213,15 @@ def test_replays_including_of_a_refused_request(tmp_path: Path, database_url: st
     with running_sms(tmp_path / "sms", database_url, registry=registry) as base:
         path = f"/v1/apps/{APP}/secret"
         headers = sign_request(
-            ALICE, audience=audience_of(base), method="PUT", path=path, query=PINNED, body=b"v",
-            content_type="application/octet-stream", now=int(time.time()),
-        )  # fmt: skip
+            ALICE,
+            audience=audience_of(base),
+            method="PUT",
+            path=path,
+            query=PINNED,
+            body=b"v",
+            content_type="application/octet-stream",
+            now=int(time.time()),
+        )
         headers["content-type"] = "application/octet-stream"
         assert (
             httpx.put(base + path + "?" + PINNED, content=b"v", headers=headers).status_code == 201
@@ -203,9 +233,15 @@ def test_replays_including_of_a_refused_request(tmp_path: Path, database_url: st
         late = "0x" + "1a" * 20
         path = f"/v1/apps/{late}/secret"
         headers = sign_request(
-            ALICE, audience=audience_of(base), method="PUT", path=path, query=PINNED, body=b"v",
-            content_type="application/octet-stream", now=int(time.time()),
-        )  # fmt: skip
+            ALICE,
+            audience=audience_of(base),
+            method="PUT",
+            path=path,
+            query=PINNED,
+            body=b"v",
+            content_type="application/octet-stream",
+            now=int(time.time()),
+        )
         headers["content-type"] = "application/octet-stream"
         url = base + path + "?" + PINNED
         assert httpx.put(url, content=b"v", headers=headers).status_code == 404
@@ -220,8 +256,9 @@ def test_oversized_bodies_and_hostile_paths(tmp_path: Path, database_url: str) -
         port = int(base.rsplit(":", 1)[1])
         for path in (f"/v1/apps/{APP}/secret", f"/v1/datasets/{DATASET}/key"):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-                raw.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\n"
-                            f"Content-Length: 100000000\r\n\r\n".encode())  # fmt: skip
+                raw.sendall(
+                    f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n".encode()
+                )
                 answer = b""
                 while b"}" not in answer:  # the 100 MB body is never sent
                     chunk = raw.recv(4096)
@@ -233,8 +270,15 @@ def test_oversized_bodies_and_hostile_paths(tmp_path: Path, database_url: str) -
             SmsClient(base, wallet=ALICE).push_app_secret(APP, b"x" * 65537)
         lookalike = APP.replace("a", "\u0430", 1)  # a Cyrillic letter in the address
         fullwidth = "\uff10x" + "aa" * 20
-        for bad in (f"{APP}%2F..%2F..", "..%2F" + APP, lookalike, fullwidth,
-                    "0x';DROP TABLE secrets;--", APP + "%00", APP + "'"):  # fmt: skip
+        for bad in (
+            f"{APP}%2F..%2F..",
+            "..%2F" + APP,
+            lookalike,
+            fullwidth,
+            "0x';DROP TABLE secrets;--",
+            APP + "%00",
+            APP + "'",
+        ):
             for route in ("apps/{}/secret", "datasets/{}/key", "requesters/{}/result-key"):
                 path = "/v1/" + route.format(bad)
                 put = _put(base, ALICE, path, b"v")

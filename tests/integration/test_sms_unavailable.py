@@ -52,9 +52,14 @@ class RecordingTransport(httpx.HTTPTransport):
 def _signed_put(base: str, name: str, body: bytes = VALUE) -> httpx.Response:
     path = f"/v1/requesters/{ALICE.address}/secrets/{name}"
     headers = sign_request(
-        ALICE, audience=audience_of(base), method="PUT", path=path, body=body,
-        content_type="application/octet-stream", now=int(time.time()),
-    )  # fmt: skip
+        ALICE,
+        audience=audience_of(base),
+        method="PUT",
+        path=path,
+        body=body,
+        content_type="application/octet-stream",
+        now=int(time.time()),
+    )
     headers["content-type"] = "application/octet-stream"
     return httpx.put(base + path, content=body, headers=headers, timeout=30)
 
@@ -81,8 +86,12 @@ def _assert_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["retry-after"] == "1"
-    assert response.json() == {"type": "about:blank", "title": "Service Unavailable",
-                               "status": 503, "detail": UNAVAILABLE_DETAIL}  # fmt: skip
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": UNAVAILABLE_DETAIL,
+    }
     assert VALUE.decode() not in response.text
 
 
@@ -145,8 +154,9 @@ def test_a_locked_sqlite_database_is_503_and_the_resigned_retry_succeeds(
     unavailable = [r for r in caplog.records if "answered 503" in r.getMessage()]
     assert len(unavailable) == 2  # once per refused request
     assert "database locked (OperationalError SQLITE_BUSY) on PUT" in unavailable[0].getMessage()
-    assert not any(VALUE.decode() in r.getMessage() or "INSERT" in r.getMessage()
-                   for r in caplog.records)  # fmt: skip
+    assert not any(
+        VALUE.decode() in r.getMessage() or "INSERT" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_the_client_gives_up_after_its_retries(tmp_path: Path) -> None:
@@ -160,8 +170,11 @@ def test_the_client_gives_up_after_its_retries(tmp_path: Path) -> None:
         lock = sqlite3.connect(db, isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
         try:
-            with pytest.raises(Exception, match=r"the sms is unavailable: the database is "
-                               r"unavailable .* \(503 on each of 3 attempts\)"):  # fmt: skip
+            with pytest.raises(
+                Exception,
+                match=r"the sms is unavailable: the database is "
+                r"unavailable .* \(503 on each of 3 attempts\)",
+            ):
                 client.push_requester_secret("k1", VALUE)
         finally:
             lock.close()
@@ -315,9 +328,14 @@ def test_an_attestation_while_sqlite_is_locked_is_503_and_its_retry_is_granted(
                 return attester.evidence(report_data)
 
         released = attest_and_open(
-            SmsClient(w.base, sleep=wait), LockingAttester(), EnclaveKeys.generate(),
-            sms_key=sms_key(w.owner), target=w.target(), service="app", worker="host-1",
-        )  # fmt: skip
+            SmsClient(w.base, sleep=wait),
+            LockingAttester(),
+            EnclaveKeys.generate(),
+            sms_key=sms_key(w.owner),
+            target=w.target(),
+            service="app",
+            worker="host-1",
+        )
         lock.close()
         assert waits == [1.0]  # one 503 (Retry-After: 1), then granted
         assert released.config["environment"]["API_KEY"] == API_KEY

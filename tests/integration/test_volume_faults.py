@@ -58,10 +58,22 @@ def _in_small_tmpfs(mountpoint: Path, size: str, command: list[str]) -> list[str
         f'mount -t tmpfs -o size={size} tmpfs "$1" && {{ {quoted}; echo "rc=$?"; }}; ls -A "$1"'
     )
     proc = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
-         str(mountpoint)],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(mountpoint),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert proc.stderr.count("error: ") == 1, proc.stderr
     assert "No space left on device" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -75,8 +87,17 @@ def test_disk_full_during_decrypt_leaves_nothing(
     vol, key_file, tag = big_volume
     small = tmp_path / "small"
     small.mkdir()
-    command = [*CONFIDE, "volume", "decrypt", str(vol), str(small / "out"),
-               "--key-file", str(key_file), "--tag", tag]  # fmt: skip
+    command = [
+        *CONFIDE,
+        "volume",
+        "decrypt",
+        str(vol),
+        str(small / "out"),
+        "--key-file",
+        str(key_file),
+        "--tag",
+        tag,
+    ]
     # exit status 1, and the tmpfs is empty: no output tree, no staging directory
     assert _in_small_tmpfs(small, "5m", command) == ["rc=1"]
 
@@ -102,9 +123,16 @@ def test_file_size_limit_part_way_through_decrypt(
 ) -> None:
     vol, key_file, tag = big_volume
     proc = run_cli(
-        "volume", "decrypt", vol, tmp_path / "out", "--key-file", key_file, "--tag", tag,
+        "volume",
+        "decrypt",
+        vol,
+        tmp_path / "out",
+        "--key-file",
+        key_file,
+        "--tag",
+        tag,
         preexec_fn=_limit_file_size,
-    )  # fmt: skip
+    )
     assert_refusal(proc, "cannot", "File too large")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.key", "src", "vol"]
 
@@ -130,10 +158,19 @@ def _decrypt_caught_mid_way(tmp_path: Path) -> tuple[subprocess.Popen[str], Path
     """Start a CLI decrypt of a 128 MiB volume; return once its staging directory exists."""
     vol, key_file, tag = _make_volume(tmp_path, 32, 4 * MIB)
     process = subprocess.Popen(
-        [*CONFIDE, "volume", "decrypt", str(vol), str(tmp_path / "out"), "--key-file",
-         str(key_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *CONFIDE,
+            "volume",
+            "decrypt",
+            str(vol),
+            str(tmp_path / "out"),
+            "--key-file",
+            str(key_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
         assert time.monotonic() < deadline and process.poll() is None

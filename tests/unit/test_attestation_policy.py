@@ -43,14 +43,19 @@ def test_each_status_needs_exactly_its_tolerations(status: str, needs: set[str])
     for missing in needs:
         partial = Policy(tolerate=frozenset(needs - {missing}))
         reasons = partial.evaluate(_appraisal(status))
-        assert reasons == [f"TCB status {status} not tolerated (needs tolerate: "
-                           f"{', '.join(sorted(needs - (needs - {missing})))})"]  # fmt: skip
+        assert reasons == [
+            f"TCB status {status} not tolerated (needs tolerate: "
+            f"{', '.join(sorted(needs - (needs - {missing})))})"
+        ]
 
 
 @pytest.mark.parametrize("status", ["Revoked", "SomethingNew", ""])
 def test_revoked_and_unknown_statuses_are_never_accepted(status: str) -> None:
-    everything = Policy(tolerate=frozenset(TCB_REQUIREMENTS["OutOfDateConfigurationNeeded"]
-                                           | {"sw-hardening-needed", "debug-mode"}))  # fmt: skip
+    everything = Policy(
+        tolerate=frozenset(
+            TCB_REQUIREMENTS["OutOfDateConfigurationNeeded"] | {"sw-hardening-needed", "debug-mode"}
+        )
+    )
     assert everything.evaluate(_appraisal(status)) == [f"TCB status {status} is never accepted"]
 
 

@@ -118,9 +118,18 @@ def test_expected_claims(issuer: TokenIssuer) -> None:
 )
 def test_time_claims(claims: dict[str, object], message: str) -> None:
     key = SigningKey.generate()
-    base = {"eat_profile": PROFILE, "iss": "sms-1", "aud": "deploy-1/sms", "iat": NOW,
-            "exp": NOW + 60, "status": "affirming", "tee": "tdx", "debug": False,
-            "tcb_status": "UpToDate", "advisories": []}  # fmt: skip
+    base = {
+        "eat_profile": PROFILE,
+        "iss": "sms-1",
+        "aud": "deploy-1/sms",
+        "iat": NOW,
+        "exp": NOW + 60,
+        "status": "affirming",
+        "tee": "tdx",
+        "debug": False,
+        "tcb_status": "UpToDate",
+        "advisories": [],
+    }
     token = sign_token(key, {**base, **claims})
     jwks = {"keys": [public_jwk(key.public_bytes())]}
     with pytest.raises(AttestationError, match=message):

@@ -48,8 +48,12 @@ def test_scaffolded_python_app_follows_the_iexec_contract(bundle: Path, tmp_path
     env = {**os.environ, "IEXEC_OUT": str(out), "IEXEC_REQUESTER_SECRET_1": "s3cret"}
     proc = subprocess.run(
         [sys.executable, "app.py", "--n", "3"],
-        cwd=bundle, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=bundle,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "s3cret" not in proc.stdout + proc.stderr + (out / "result.json").read_text()
     assert (out / "computed.json").exists()
@@ -76,9 +80,18 @@ def test_measurement_is_typed_and_stable(bundle: Path) -> None:
         lambda b: _switch_entrypoint(b),  # noqa: PLW0108 (defined below: looked up late)
         lambda b: _edit(b, "runtime: python", "runtime: node"),
     ],
-    ids=["content", "mode", "new file", "pycache", "heap", "stack", "threads", "entrypoint",
-         "runtime"],
-)  # fmt: skip
+    ids=[
+        "content",
+        "mode",
+        "new file",
+        "pycache",
+        "heap",
+        "stack",
+        "threads",
+        "entrypoint",
+        "runtime",
+    ],
+)
 def test_measurement_changes_with_what_runs(bundle: Path, change: object) -> None:
     before = _remeasure(bundle)
     change(bundle)  # type: ignore[operator]

@@ -43,8 +43,10 @@ def test_depth_of_random_documents_is_their_nesting() -> None:
             return rng.choice(leaves)
         if pick < 0.65:
             return [document(level + 1) for _ in range(rng.randint(0, 3))]
-        return {rng.choice(["k", "[", '"{', "\\"]) + str(i): document(level + 1)
-                for i in range(rng.randint(0, 3))}  # fmt: skip
+        return {
+            rng.choice(["k", "[", '"{', "\\"]) + str(i): document(level + 1)
+            for i in range(rng.randint(0, 3))
+        }
 
     for _ in range(3000):
         value = document(0)
@@ -94,8 +96,9 @@ def test_deep_nesting_under_a_raised_recursion_limit_does_not_crash() -> None:
         "except JsonTooDeepError:\n"
         "    print('refused')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "refused"
 
@@ -106,6 +109,7 @@ def test_importing_the_wallet_module_keeps_the_recursion_limit() -> None:
         "import confide.crypto.wallet\n"
         "print(sys.getrecursionlimit() == before)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
     assert proc.stdout.strip() == "True", proc.stderr

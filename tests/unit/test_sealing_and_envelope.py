@@ -117,8 +117,16 @@ def test_a_release_policy_is_bound_and_the_default_adds_no_field(kek: KeyEncrypt
         with pytest.raises(SecretError, match="release policy"):
             open_value({kek.kek_id: kek}, sealed, dataclasses.replace(strict, policy=widened))
     # Rows sealed before policies existed (default policy) keep their associated data.
-    fields = (b"confide-secret-at-rest-v1", b"r-1", b"0xowner", b"requester", b"x1", b"2", b"",
-              kek.kek_id.encode())  # fmt: skip
+    fields = (
+        b"confide-secret-at-rest-v1",
+        b"r-1",
+        b"0xowner",
+        b"requester",
+        b"x1",
+        b"2",
+        b"",
+        kek.kek_id.encode(),
+    )
     assert CONTEXT.aad(kek.kek_id) == b"".join(lp(field) for field in fields)
 
 

@@ -30,16 +30,23 @@ POOL = "0x" + "c3" * 20
 
 def test_query_options_round_trip_through_the_canonical_form() -> None:
     policy = ReleasePolicy.from_query(
-        [("tee", "TDX, sgx"), ("tolerate", "outdated-tcb"), ("app", SGX.upper()),
-         ("requester", ALICE.upper().replace("0X", "0x")), ("requester", BOB),
-         ("workerpool", POOL)],
+        [
+            ("tee", "TDX, sgx"),
+            ("tolerate", "outdated-tcb"),
+            ("app", SGX.upper()),
+            ("requester", ALICE.upper().replace("0X", "0x")),
+            ("requester", BOB),
+            ("workerpool", POOL),
+        ],
         restrictable=True,
-    )  # fmt: skip
+    )
     assert policy == ReleasePolicy(
-        tee=frozenset({"sgx", "tdx"}), tolerate=frozenset({"outdated-tcb"}),
-        apps=frozenset({Measurement.parse(SGX)}), requesters=frozenset({ALICE, BOB}),
+        tee=frozenset({"sgx", "tdx"}),
+        tolerate=frozenset({"outdated-tcb"}),
+        apps=frozenset({Measurement.parse(SGX)}),
+        requesters=frozenset({ALICE, BOB}),
         workerpools=frozenset({POOL}),
-    )  # fmt: skip
+    )
     assert ReleasePolicy.from_query(policy.query_items(), restrictable=True) == policy
     assert ReleasePolicy.from_json(policy.canonical()) == policy
     assert ReleasePolicy.from_query([], restrictable=False).canonical() == ""

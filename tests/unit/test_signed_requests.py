@@ -50,9 +50,15 @@ def test_round_trip_and_header_case(wallet: Wallet) -> None:
 
 def test_canonical_text_is_exactly_the_documented_one() -> None:
     text = canonical_request(
-        audience="sms/d", method="get", path="/v1/x", query="a=1", content_type="",
-        body=b"", timestamp=5, nonce="00" * 16,
-    )  # fmt: skip
+        audience="sms/d",
+        method="get",
+        path="/v1/x",
+        query="a=1",
+        content_type="",
+        body=b"",
+        timestamp=5,
+        nonce="00" * 16,
+    )
     assert text == (
         "confide-request-v1\nsms/d\nGET\n/v1/x?a=1\n\n"
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n5\n" + "00" * 16

@@ -54,27 +54,37 @@ class Flaky:
     async def put(self, request: Request) -> Response:
         body = await request.body()
         signed = verify_request(
-            request.headers, audience=AUDIENCE, method="PUT", path=request.url.path,
+            request.headers,
+            audience=AUDIENCE,
+            method="PUT",
+            path=request.url.path,
             query=canonical_query(request.query_params.multi_items()),
-            content_type=request.headers.get("content-type", ""), body=body,
+            content_type=request.headers.get("content-type", ""),
+            body=body,
             now=int(time.time()),
-        )  # fmt: skip
+        )
         self.nonces.append(signed.nonce)
         self.timestamps.append(signed.timestamp)
         if len(self.nonces) <= self.failures:
             headers = {} if self.retry_after is None else {"retry-after": self.retry_after}
-            problem = {"type": "about:blank", "title": "Service Unavailable", "status": 503,
-                       "detail": UNAVAILABLE_DETAIL}  # fmt: skip
+            problem = {
+                "type": "about:blank",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": UNAVAILABLE_DETAIL,
+            }
             return JSONResponse(problem, status_code=503, headers=headers)
         return JSONResponse({"name": request.path_params["name"], "version": 1}, status_code=201)
 
 
 @contextmanager
 def serving(flaky: Flaky) -> Iterator[str]:
-    app = Starlette(routes=[
-        Route("/v1/info", flaky.info, methods=["GET"]),
-        Route("/v1/requesters/{address}/secrets/{name}", flaky.put, methods=["PUT"]),
-    ])  # fmt: skip
+    app = Starlette(
+        routes=[
+            Route("/v1/info", flaky.info, methods=["GET"]),
+            Route("/v1/requesters/{address}/secrets/{name}", flaky.put, methods=["PUT"]),
+        ]
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -104,9 +114,13 @@ def test_two_503s_then_success_with_three_signatures() -> None:
 
 @pytest.mark.parametrize(
     ("retry_after", "expected"),
-    [("2", [2.0, 2.0, 2.0]), ("3600", [RETRY_CAP_SECONDS] * 3),
-     (None, [0.25, 0.5, 1.0]), ("Wed, 21 Oct 2015 07:28:00 GMT", [0.25, 0.5, 1.0])],
-)  # fmt: skip
+    [
+        ("2", [2.0, 2.0, 2.0]),
+        ("3600", [RETRY_CAP_SECONDS] * 3),
+        (None, [0.25, 0.5, 1.0]),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", [0.25, 0.5, 1.0]),
+    ],
+)
 def test_retry_after_is_honoured_capped_and_bounded(
     retry_after: str | None, expected: list[float]
 ) -> None:

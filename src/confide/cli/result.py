@@ -46,8 +46,9 @@ def generate_keypair(
     pair.write(path, overwrite=force)
     public = pair.public_bytes
     if json_out:
-        emit_json({"public_key": public.hex(), "sha256": result_key_sha256(public),
-                   "key_file": str(path)})  # fmt: skip
+        emit_json(
+            {"public_key": public.hex(), "sha256": result_key_sha256(public), "key_file": str(path)}
+        )
         return
     say(f"public key {public.hex()}")
     say(f"sha256 {result_key_sha256(public)}")
@@ -78,8 +79,9 @@ def push_key(
     if result["sha256"] != result_key_sha256(public):
         raise KeyFileError("the sms acknowledged another key than the one sent")
     if json_out:
-        emit_json({"address": result["address"], "sha256": result["sha256"],
-                   "version": result["version"]})  # fmt: skip
+        emit_json(
+            {"address": result["address"], "sha256": result["sha256"], "version": result["version"]}
+        )
         return
     say(f"result encryption key of {result['address']} stored (version {result['version']})")
     say(f"sha256 {result['sha256']}")

@@ -99,8 +99,13 @@ def release_policy(
     """The push options as a release policy, checked here before anything is sent."""
     from confide.sms.release_policy import ReleasePolicy  # noqa: PLC0415
 
-    given = {"tee": tee, "tolerate": tolerate, "app": apps, "requester": requesters,
-             "workerpool": workerpools}  # fmt: skip
+    given = {
+        "tee": tee,
+        "tolerate": tolerate,
+        "app": apps,
+        "requester": requesters,
+        "workerpool": workerpools,
+    }
     items = [(key, value) for key, values in given.items() for value in values or []]
     return ReleasePolicy.from_query(items, restrictable=True)
 
@@ -196,14 +201,17 @@ def serve_sms(
         f"database {shown_url(url)}, attestation: {backends}\n"
     )
     uvicorn.run(
-        create_app(sms, time.time), host=host, port=port, log_level="warning",
+        create_app(sms, time.time),
+        host=host,
+        port=port,
+        log_level="warning",
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         # X-Forwarded-* headers are believed only with --behind-tls-proxy, and then from
         # the addresses in FORWARDED_ALLOW_IPS (uvicorn's default: the loopback; set it
         # for a proxy on another host). Nothing the sms decides depends on them.
         proxy_headers=behind_tls_proxy,
-    )  # fmt: skip
+    )
 
 
 def sms_database_url(db: str | None) -> str:

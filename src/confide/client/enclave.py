@@ -65,10 +65,12 @@ def attest_and_open(
         subject = session_subject(session["owner"], session["name"], session["hash"])
     else:
         subject = target["task"]["id"]
-    nonce = bytes.fromhex(client.call_json("POST", "/v1/attest/challenge", None, signed=False)
-                          ["nonce"])  # fmt: skip
-    binding = EnclaveBinding(keys.x25519_public, keys.ed25519_public, sms_id, subject,
-                             service, worker)  # fmt: skip
+    nonce = bytes.fromhex(
+        client.call_json("POST", "/v1/attest/challenge", None, signed=False)["nonce"]
+    )
+    binding = EnclaveBinding(
+        keys.x25519_public, keys.ed25519_public, sms_id, subject, service, worker
+    )
     evidence = attester.evidence(binding.report_data(nonce))
     request = {
         "evidence": {"tee": evidence.tee, "data": base64.b64encode(evidence.data).decode()},
@@ -80,8 +82,16 @@ def attest_and_open(
         **target,
     }
     answer = client.call_json("POST", "/v1/attest", request, signed=signed)
-    released = open_grant(answer, keys, sms_key=sms_key, sms_id=sms_id, subject=subject,
-                          service=service, nonce=nonce, worker=worker)  # fmt: skip
+    released = open_grant(
+        answer,
+        keys,
+        sms_key=sms_key,
+        sms_id=sms_id,
+        subject=subject,
+        service=service,
+        nonce=nonce,
+        worker=worker,
+    )
     expected = (
         {k: (v.lower() if k == "owner" else v) for k, v in target["session"].items()}
         if "session" in target
@@ -96,9 +106,16 @@ def attest_and_open(
 
 
 def open_grant(
-    answer: dict[str, Any], keys: EnclaveKeys, *, sms_key: bytes, sms_id: str, subject: str,
-    service: str, nonce: bytes, worker: str | None = None,
-) -> ReleasedConfig:  # fmt: skip
+    answer: dict[str, Any],
+    keys: EnclaveKeys,
+    *,
+    sms_key: bytes,
+    sms_id: str,
+    subject: str,
+    service: str,
+    nonce: bytes,
+    worker: str | None = None,
+) -> ReleasedConfig:
     """Check the sms's signature over the sealed configuration, open it, and check that
     the token inside is the sms's, for this configuration and for these keys, subject,
     service (and ``worker``, when given). Its expiry is not checked here: an enclave's
@@ -120,8 +137,14 @@ def open_grant(
     digest = config_hash(config)
     claims = verify_token_signature(str(token), {"keys": [public_jwk(sms_key)]})
     ours = {"x25519": keys.x25519_public.hex(), "ed25519": keys.ed25519_public.hex()}
-    expected = {"config_hash": digest, "subject": subject, "iss": sms_id, "service": service,
-                "enclave_keys": ours, **({} if worker is None else {"worker": worker})}  # fmt: skip
+    expected = {
+        "config_hash": digest,
+        "subject": subject,
+        "iss": sms_id,
+        "service": service,
+        "enclave_keys": ours,
+        **({} if worker is None else {"worker": worker}),
+    }
     wrong = sorted(name for name, value in expected.items() if claims.get(name) != value)
     if wrong:
         raise AttestationError(

@@ -74,8 +74,9 @@ class SmsClient:
             self._info = info
         return self._info
 
-    def push_requester_secret(self, name: str, value: bytes, *, update: bool = False,
-                              policy: ReleasePolicy | None = None) -> int:  # fmt: skip
+    def push_requester_secret(
+        self, name: str, value: bytes, *, update: bool = False, policy: ReleasePolicy | None = None
+    ) -> int:
         wallet = self._need_wallet()
         path = f"/v1/requesters/{wallet.address}/secrets/{_checked_name(name)}"
         return self._push_secret(path, value, update, policy)
@@ -84,8 +85,9 @@ class SmsClient:
         path = f"/v1/requesters/{normalise_address(address)}/secrets/{_checked_name(name)}"
         return self._exists(path)
 
-    def push_app_secret(self, app: str, value: bytes, *, update: bool = False,
-                        policy: ReleasePolicy | None = None) -> int:  # fmt: skip
+    def push_app_secret(
+        self, app: str, value: bytes, *, update: bool = False, policy: ReleasePolicy | None = None
+    ) -> int:
         """The app developer secret; the wallet must be the app's owner."""
         path = f"/v1/apps/{normalise_address(app)}/secret"
         return self._push_secret(path, value, update, policy)
@@ -93,8 +95,14 @@ class SmsClient:
     def app_secret_exists(self, app: str) -> bool:
         return self._exists(f"/v1/apps/{normalise_address(app)}/secret")
 
-    def push_dataset_key(self, dataset: str, value: bytes, *, update: bool = False,
-                         policy: ReleasePolicy | None = None) -> int:  # fmt: skip
+    def push_dataset_key(
+        self,
+        dataset: str,
+        value: bytes,
+        *,
+        update: bool = False,
+        policy: ReleasePolicy | None = None,
+    ) -> int:
         """The dataset's key; the wallet must be the dataset's owner."""
         path = f"/v1/datasets/{normalise_address(dataset)}/key"
         return self._push_secret(path, value, update, policy)
@@ -143,8 +151,9 @@ class SmsClient:
         result: dict[str, Any] = response.json()
         return result
 
-    def update_session(self, owner: str, name: str, text: str, variables: dict[str, str],
-                       source: str) -> dict[str, Any]:  # fmt: skip
+    def update_session(
+        self, owner: str, name: str, text: str, variables: dict[str, str], source: str
+    ) -> dict[str, Any]:
         body = json.dumps({"yaml": text, "vars": variables, "source": source}).encode()
         path = f"/v1/sessions/{normalise_address(owner)}/{_checked_name(name)}"
         result: dict[str, Any] = self._signed("PUT", path, "", body, "application/json").json()
@@ -187,9 +196,15 @@ class SmsClient:
 
         def attempt() -> httpx.Response:  # signed anew each time: a fresh nonce and timestamp
             headers = sign_request(
-                wallet, audience=audience, method=method, path=path, query=query,
-                content_type=content_type, body=body, now=int(self._clock()),
-            )  # fmt: skip
+                wallet,
+                audience=audience,
+                method=method,
+                path=path,
+                query=query,
+                content_type=content_type,
+                body=body,
+                now=int(self._clock()),
+            )
             if content_type:
                 headers["content-type"] = content_type
             return self._send(method, url, content=body, headers=headers)

@@ -92,8 +92,12 @@ def key_file_is_private(path: Path) -> bool:
 
 def write_key_file(path: Path, key: SymmetricKey) -> None:
     """Create ``path`` with mode 0600 holding ``key``; never overwrites an existing file."""
-    write_secret_file(path, (key.to_hex() + "\n").encode("ascii"), overwrite=False,
-                      exists=f"key file {path} already exists; not overwritten")  # fmt: skip
+    write_secret_file(
+        path,
+        (key.to_hex() + "\n").encode("ascii"),
+        overwrite=False,
+        exists=f"key file {path} already exists; not overwritten",
+    )
 
 
 def write_secret_file(path: Path, data: bytes, *, overwrite: bool, exists: str) -> None:

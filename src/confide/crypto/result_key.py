@@ -48,10 +48,12 @@ class ResultKeyPair(Redacted):
         )
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_secret_file(
-            path, pem, overwrite=overwrite,
+            path,
+            pem,
+            overwrite=overwrite,
             exists=f"{path} already exists; not overwritten (use --force to replace it: "
             f"results sealed to the old key can then no longer be opened)",
-        )  # fmt: skip
+        )
 
 
 def result_key_sha256(public_key: bytes) -> str:

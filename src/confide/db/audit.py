@@ -50,13 +50,21 @@ class AuditEntry:
     detail: dict[str, Any]
 
 
-def entry_hash(prev_hash: str, seq: int, at: int, actor: str, action: str, subject: str,
-               detail: dict[str, Any]) -> str:  # fmt: skip
+def entry_hash(
+    prev_hash: str, seq: int, at: int, actor: str, action: str, subject: str, detail: dict[str, Any]
+) -> str:
     canonical = json.dumps(
-        {"seq": seq, "at": at, "actor": actor, "action": action, "subject": subject,
-         "detail": detail},
-        sort_keys=True, separators=(",", ":"),
-    )  # fmt: skip
+        {
+            "seq": seq,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "detail": detail,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical.encode()).hexdigest()
 
 
@@ -81,9 +89,15 @@ def head_columns() -> list[Label[Any]]:
 
 
 def append(
-    connection: Connection, *, at: int, actor: str, action: str, subject: str,
-    detail: dict[str, Any] | None = None, head: Head | None = None,
-) -> AuditEntry:  # fmt: skip
+    connection: Connection,
+    *,
+    at: int,
+    actor: str,
+    action: str,
+    subject: str,
+    detail: dict[str, Any] | None = None,
+    head: Head | None = None,
+) -> AuditEntry:
     """Append one entry in the caller's transaction (a collision raises IntegrityError).
 
     ``head``: the head the caller read after :func:`lock` in this transaction (see
@@ -109,13 +123,20 @@ class Appender:
         self._rows: list[dict[str, Any]] = []
 
     def append(
-        self, *, at: int, actor: str, action: str, subject: str,
-        detail: dict[str, Any] | None = None, head: Head | None = None,
-    ) -> AuditEntry:  # fmt: skip
+        self,
+        *,
+        at: int,
+        actor: str,
+        action: str,
+        subject: str,
+        detail: dict[str, Any] | None = None,
+        head: Head | None = None,
+    ) -> AuditEntry:
         """As :func:`append`; ``head`` is used only for the first entry (later ones
         follow the entry before them)."""
-        entry, row = _entry(self._connection, self._last or head, at, actor, action, subject,
-                            detail or {})  # fmt: skip
+        entry, row = _entry(
+            self._connection, self._last or head, at, actor, action, subject, detail or {}
+        )
         self._rows.append(row)
         self._last = Head(entry.seq, entry.hash)
         return entry
@@ -131,9 +152,14 @@ class Appender:
 
 
 def _entry(
-    connection: Connection, head: Head | None, at: int, actor: str, action: str, subject: str,
+    connection: Connection,
+    head: Head | None,
+    at: int,
+    actor: str,
+    action: str,
+    subject: str,
     detail: dict[str, Any],
-) -> tuple[AuditEntry, dict[str, Any]]:  # fmt: skip
+) -> tuple[AuditEntry, dict[str, Any]]:
     """The entry that follows ``head`` (read under the lock when None), and its row."""
     if head is None:
         lock(connection)
@@ -146,9 +172,15 @@ def _entry(
     digest = entry_hash(prev, seq, at, actor, action, subject, detail)
     entry = AuditEntry(seq, prev, digest, at, actor, action, subject, detail)
     return entry, {
-        "seq": seq, "prev_hash": prev, "hash": digest, "at": at, "actor": actor,
-        "action": action, "subject": subject, "detail": json.dumps(detail, sort_keys=True),
-    }  # fmt: skip
+        "seq": seq,
+        "prev_hash": prev,
+        "hash": digest,
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "detail": json.dumps(detail, sort_keys=True),
+    }
 
 
 def lock(connection: Connection) -> None:
@@ -194,12 +226,21 @@ def entries(connection: Connection, since: int = 0, limit: int | None = None) ->
     return list(_iter_entries(connection, since, limit))
 
 
-def _iter_entries(connection: Connection, since: int = 0,
-                  limit: int | None = None) -> Iterator[AuditEntry]:  # fmt: skip
+def _iter_entries(
+    connection: Connection, since: int = 0, limit: int | None = None
+) -> Iterator[AuditEntry]:
     query = select(audit_log).where(audit_log.c.seq >= since).order_by(audit_log.c.seq)
     for r in connection.execute(query if limit is None else query.limit(limit)):
-        yield AuditEntry(int(r.seq), r.prev_hash, r.hash, int(r.at), r.actor, r.action,
-                         r.subject, json.loads(r.detail))  # fmt: skip
+        yield AuditEntry(
+            int(r.seq),
+            r.prev_hash,
+            r.hash,
+            int(r.at),
+            r.actor,
+            r.action,
+            r.subject,
+            json.loads(r.detail),
+        )
 
 
 @dataclass(frozen=True)
@@ -226,12 +267,23 @@ def check_chain(connection: Connection, expect: tuple[int, str] | None = None) -
         if error is not None:
             continue  # keep counting: the report names the head as stored
         if entry.seq != expected_seq:
-            error = (f"audit log entry {expected_seq} is missing (a gap: the next entry is "
-                     f"{entry.seq})")  # fmt: skip
+            error = (
+                f"audit log entry {expected_seq} is missing (a gap: the next entry is {entry.seq})"
+            )
         elif entry.prev_hash != previous:
             error = f"audit log entry {entry.seq} does not follow entry {entry.seq - 1}"
-        elif entry_hash(entry.prev_hash, entry.seq, entry.at, entry.actor, entry.action,
-                        entry.subject, entry.detail) != entry.hash:  # fmt: skip
+        elif (
+            entry_hash(
+                entry.prev_hash,
+                entry.seq,
+                entry.at,
+                entry.actor,
+                entry.action,
+                entry.subject,
+                entry.detail,
+            )
+            != entry.hash
+        ):
             error = f"audit log entry {entry.seq} was altered (its hash does not match it)"
         if expect is not None and entry.seq == expect[0]:
             expected_hash = entry.hash
@@ -245,11 +297,15 @@ def _expectation(expect: tuple[int, str], found: str | None, head: AuditEntry | 
     seq, wanted = expect
     if found is None:
         end = "the log is empty" if head is None else f"the log ends at entry {head.seq}"
-        return (f"audit log entry {seq} is missing: {end} (entries removed from the end "
-                f"since {seq}:{wanted[:12]}… was written down)")  # fmt: skip
+        return (
+            f"audit log entry {seq} is missing: {end} (entries removed from the end "
+            f"since {seq}:{wanted[:12]}… was written down)"
+        )
     if found != wanted.lower():
-        return (f"audit log entry {seq} has hash {found[:12]}…, not the expected "
-                f"{wanted[:12]}… (the log was rewritten since it was written down)")  # fmt: skip
+        return (
+            f"audit log entry {seq} has hash {found[:12]}…, not the expected "
+            f"{wanted[:12]}… (the log was rewritten since it was written down)"
+        )
     return None
 
 

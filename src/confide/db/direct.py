@@ -122,10 +122,14 @@ class DirectStatement:
             if lost:
                 connection.invalidate(exc)
             raise DBAPIError.instance(
-                compiled.sql, args, exc, dialect.loaded_dbapi.Error,
+                compiled.sql,
+                args,
+                exc,
+                dialect.loaded_dbapi.Error,
                 hide_parameters=connection.engine.hide_parameters,
-                connection_invalidated=lost, dialect=dialect,
-            ) from exc  # fmt: skip
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from exc
         if rows and compiled.result:
             make, processors = compiled.row, compiled.result
             if any(processors):
@@ -204,8 +208,10 @@ class InsertRows:
         statement = self._statements.get(count)
         if statement is None:
             columns = self._table.c
-            values = [{c: bindparam(f"{c}_{i}", type_=columns[c].type) for c in self._columns}
-                      for i in range(count)]  # fmt: skip
+            values = [
+                {c: bindparam(f"{c}_{i}", type_=columns[c].type) for c in self._columns}
+                for i in range(count)
+            ]
             statement = DirectStatement(insert(self._table).values(values))
             with self._lock:
                 statement = self._statements.setdefault(count, statement)

@@ -139,8 +139,16 @@ class AttestRequest:
     def from_json(cls, data: Any) -> AttestRequest:
         if not isinstance(data, dict):
             raise AttestRequestError("the body is a JSON object")
-        allowed = {"evidence", "nonce", "x25519_public", "ed25519_public", "service",
-                   "worker", "session", "task"}  # fmt: skip
+        allowed = {
+            "evidence",
+            "nonce",
+            "x25519_public",
+            "ed25519_public",
+            "service",
+            "worker",
+            "session",
+            "task",
+        }
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise AttestRequestError(f"unknown fields {unknown}")
@@ -274,17 +282,21 @@ class _ServiceShape:
             ignore_advisories=frozenset(security["ignore_advisories"]),
             tdx_pins=parse_tdx_pins(service.get("tdx"), f"service {name!r}"),
         )
-        refs = {secret: session_secret_ref(head.owner, head.name, head.hash, secret)
-                for secret in sorted(_references(service))}  # fmt: skip
+        refs = {
+            secret: session_secret_ref(head.owner, head.name, head.hash, secret)
+            for secret in sorted(_references(service))
+        }
         volumes = [v for v in document["volumes"] if v["name"] in service["volumes"]]
         keys = {v["name"]: volume_key_ref(head.owner, head.name, v["name"]) for v in volumes}
         return cls(service, policy, refs, volumes, keys)
 
 
 def _volumes(
-    volumes: list[dict[str, Any]], keys: Mapping[str, SecretRef],
-    found: Mapping[SecretRef, StoredSecret], tags: Mapping[str, str | None],
-) -> list[dict[str, Any]]:  # fmt: skip
+    volumes: list[dict[str, Any]],
+    keys: Mapping[str, SecretRef],
+    found: Mapping[SecretRef, StoredSecret],
+    tags: Mapping[str, str | None],
+) -> list[dict[str, Any]]:
     """Each volume the service may use (``volumes``), with its key (read into ``found``)
     and the tag it must have (``tags``).
 
@@ -299,12 +311,16 @@ def _volumes(
                 f"input volume {volume['name']!r} has no key yet: its owner pushes it with "
                 f"the volume"
             )
-        result.append({
-            "name": volume["name"], "mode": volume["mode"], "path": volume["path"],
-            # None: made and stored when the grant is recorded
-            "key": None if stored is None else stored.value.hex(),
-            "tag": tags[volume["name"]],
-        })  # fmt: skip
+        result.append(
+            {
+                "name": volume["name"],
+                "mode": volume["mode"],
+                "path": volume["path"],
+                # None: made and stored when the grant is recorded
+                "key": None if stored is None else stored.value.hex(),
+                "tag": tags[volume["name"]],
+            }
+        )
     return result
 
 
@@ -377,19 +393,25 @@ class Attestations:
         )
         reasons = list(verdict.reasons)
         if verdict.ok and verdict.appraisal is not None and verdict.appraisal.tee == "sim":
-            reasons += self._sim_platform_reasons(request, plan, verdict.appraisal.platform,
-                                                  signer)  # fmt: skip
+            reasons += self._sim_platform_reasons(request, plan, verdict.appraisal.platform, signer)
         if not verdict.ok or reasons:
             self._refuse(request, now, tuple(reasons))
             raise AttestationRefusedError(*reasons)
         assert verdict.appraisal is not None  # noqa: S101 - ok verdicts carry one
         jti = os.urandom(16).hex()
-        info = sealing_info(sms_id=self.sms.config.sms_id, subject=request.subject,
-                            service=request.service, nonce=request.nonce)  # fmt: skip
+        info = sealing_info(
+            sms_id=self.sms.config.sms_id,
+            subject=request.subject,
+            service=request.service,
+            nonce=request.nonce,
+        )
         # An output volume without a key gets one: made here, stored when the grant is
         # recorded unless another grant stored one first (that one is then used).
-        fresh = [(volume, os.urandom(32)) for volume in plan.config.get("volumes", [])
-                 if volume["key"] is None]  # fmt: skip
+        fresh = [
+            (volume, os.urandom(32))
+            for volume in plan.config.get("volumes", [])
+            if volume["key"] is None
+        ]
         for volume, key in fresh:
             volume["key"] = key.hex()
         # Token and seal before the transaction, so the write lock is held for the writes
@@ -441,12 +463,18 @@ class Attestations:
             )
         shape = self._shape(head, request.service)
         service = shape.service
-        plan = _Plan(shape.policy, scope=f"{target.owner}/{target.name}",
-                     audience=f"session:{target.owner}/{target.name}", session=head)  # fmt: skip
+        plan = _Plan(
+            shape.policy,
+            scope=f"{target.owner}/{target.name}",
+            audience=f"session:{target.owner}/{target.name}",
+            session=head,
+        )
         refs, keys = shape.refs, shape.keys
         tags, found = self._plan_read(head, shape, request.nonce, now, connection)
-        values = {name: self._session_secret(ref, found, plan, f"session secret {name!r}")
-                  for name, ref in refs.items()}  # fmt: skip
+        values = {
+            name: self._session_secret(ref, found, plan, f"session secret {name!r}")
+            for name, ref in refs.items()
+        }
         plan.config = {
             "format": CONFIG_FORMAT,
             "session": {"owner": target.owner, "name": target.name, "hash": head.hash},
@@ -459,9 +487,13 @@ class Attestations:
         return plan
 
     def _plan_read(
-        self, head: StoredSession, shape: _ServiceShape, nonce: bytes, now: int,
+        self,
+        head: StoredSession,
+        shape: _ServiceShape,
+        nonce: bytes,
+        now: int,
         connection: Connection,
-    ) -> tuple[dict[str, str | None], dict[SecretRef, StoredSecret]]:  # fmt: skip
+    ) -> tuple[dict[str, str | None], dict[SecretRef, StoredSecret]]:
         """The nonce (AttestationError unless it is live), the volumes' tags and every
         secret the service may get (its own and its volumes' keys), in one statement
         (up to BATCH of each; more take a statement per BATCH). A secret is decrypted only
@@ -480,8 +512,9 @@ class Attestations:
         first = rows[0]  # the nonce and the tags, on every row (one without secrets too)
         expires = first.nonce_expires
         DatabaseNonceStore.require_live(None if expires is None else int(expires), now)
-        tags = {volume: None if first[i] is None else str(first[i])
-                for i, volume in enumerate(volumes)}  # fmt: skip
+        tags = {
+            volume: None if first[i] is None else str(first[i]) for i, volume in enumerate(volumes)
+        }
         return tags, self.sms.secrets.open_rows(wanted, rows if wanted else [])
 
     def _shape(self, head: StoredSession, name: str) -> _ServiceShape:
@@ -500,25 +533,35 @@ class Attestations:
     # -- tasks ------------------------------------------------------------------------
 
     def _task_plan(
-        self, request: AttestRequest, target: TaskTarget, signer: str | None,
+        self,
+        request: AttestRequest,
+        target: TaskTarget,
+        signer: str | None,
         connection: Connection,
-    ) -> _Plan:  # fmt: skip
+    ) -> _Plan:
         order, app = self._check_claim(request, target, signer)
         plan = _Plan(_order_policy(order), scope=target.task_id, audience=f"task:{target.task_id}")
         env: dict[str, str] = {"IEXEC_TASK_ID": target.task_id}
         developer = SecretRef(app.owner, "app", "1", subject=app.address)
-        mapped = [(index, SecretRef(order.requester, "requester", name))
-                  for index, name in order.secrets]  # fmt: skip
+        mapped = [
+            (index, SecretRef(order.requester, "requester", name)) for index, name in order.secrets
+        ]
         dataset = None if order.dataset is None else self.sms.registry.dataset(order.dataset)
-        dataset_ref = None if dataset is None else SecretRef(
-            dataset.owner, "dataset", "key", subject=dataset.address)  # fmt: skip
+        dataset_ref = (
+            None
+            if dataset is None
+            else SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+        )
         result_ref = None if order.result_key is None else result_key_ref(order.requester)
         # Every secret the task may get, in one read; each is checked below.
         found = self.sms.secrets.release_many(
-            [developer, *(ref for _, ref in mapped),
-             *(ref for ref in (dataset_ref, result_ref) if ref is not None)],
+            [
+                developer,
+                *(ref for _, ref in mapped),
+                *(ref for ref in (dataset_ref, result_ref) if ref is not None),
+            ],
             connection,
-        )  # fmt: skip
+        )
         stored = self._release(developer, plan, found)  # optional: None if not pushed
         if stored is not None:
             what = "the app developer secret"
@@ -549,11 +592,13 @@ class Attestations:
             "task": {"id": target.task_id, "app": order.app, "requester": order.requester},
             "service": request.service,
             "environment": env,
-            "dataset": None if order.dataset is None
+            "dataset": None
+            if order.dataset is None
             else {"address": order.dataset, "key": dataset_key},
-            "result_encryption_key": None if result_ref is None or order.result_key is None
+            "result_encryption_key": None
+            if result_ref is None or order.result_key is None
             else self._result_key(result_ref, order.result_key, found),
-        }  # fmt: skip
+        }
         return plan
 
     def _check_claim(
@@ -602,9 +647,12 @@ class Attestations:
         return order, app
 
     def _dataset_key(
-        self, ref: SecretRef, order: TaskOrder, plan: _Plan,
+        self,
+        ref: SecretRef,
+        order: TaskOrder,
+        plan: _Plan,
         found: Mapping[SecretRef, StoredSecret],
-    ) -> str:  # fmt: skip
+    ) -> str:
         stored = self._release(ref, plan, found)
         if stored is None:
             raise AttestationRefusedError(f"the key of dataset {ref.subject} does not exist")
@@ -648,8 +696,10 @@ class Attestations:
             problems.append(f"unknown dataset {order.dataset}")
         # Every secret the order names: the requester's mapped ones (``labels``), and the
         # app developer secret and the dataset key (``restricted`` by their owners).
-        labels = {SecretRef(order.requester, "requester", name): f"requester secret {name!r}"
-                  for _, name in order.secrets}  # fmt: skip
+        labels = {
+            SecretRef(order.requester, "requester", name): f"requester secret {name!r}"
+            for _, name in order.secrets
+        }
         restricted: dict[SecretRef, str] = {}
         if app is not None:
             developer = SecretRef(app.owner, "app", "1", subject=app.address)
@@ -686,9 +736,12 @@ class Attestations:
         return problems
 
     def _policy_problems(
-        self, order: TaskOrder, labels: Mapping[SecretRef, str],
-        restricted: Mapping[SecretRef, str], found: Mapping[SecretRef, StoredSecret],
-    ) -> list[str]:  # fmt: skip
+        self,
+        order: TaskOrder,
+        labels: Mapping[SecretRef, str],
+        restricted: Mapping[SecretRef, str],
+        found: Mapping[SecretRef, StoredSecret],
+    ) -> list[str]:
         """Why a secret the order would get (``labels``, read into ``found``) refuses it
         by its release policy: a TEE or a weakness the order runs with that it does not
         allow, or (``restricted``: app and dataset secrets) a measurement, requester or
@@ -749,8 +802,11 @@ class Attestations:
                 f"{what} names no app measurement that may receive it (its owner pushes it "
                 f"with --app-measurement)"
             )
-        reasons = policy.refusals(measurement=order.app_measurement, requester=order.requester,
-                                  workerpool=order.workerpool)  # fmt: skip
+        reasons = policy.refusals(
+            measurement=order.app_measurement,
+            requester=order.requester,
+            workerpool=order.workerpool,
+        )
         if reasons:
             raise AttestationRefusedError(*(f"{what}: {r}" for r in reasons))
 
@@ -772,9 +828,12 @@ class Attestations:
             raise AttestationRefusedError(NONCE_USED) from None
 
     def _recheck(
-        self, connection: Connection, request: AttestRequest, plan: _Plan,
+        self,
+        connection: Connection,
+        request: AttestRequest,
+        plan: _Plan,
         reads: dict[Any, _RecheckReads] | None = None,
-    ) -> tuple[audit.Head, str | None]:  # fmt: skip
+    ) -> tuple[audit.Head, str | None]:
         """Inside the grant's transaction, after the audit log's lock: nothing the plan
         read has moved on since (a secret rotated, the session updated, the lease
         re-claimed or already used while the evidence was being verified), or the reason
@@ -914,41 +973,65 @@ class Attestations:
             if self._store_output_keys(writes.connection, plan, pending.fresh, now):
                 sealed = self._seal(request, plan, verdict, pending.info, pending.jti, now)
         if isinstance(request.target, TaskTarget):
-            writes.releases.append({
-                "task_id": request.target.task_id, "lease_token": request.target.lease_token,
-                "jti": pending.jti, "worker": request.worker, "released_at": now,
-            })  # fmt: skip
-        writes.attestations.append({
-            "jti": pending.jti, "ed25519_public": request.ed25519_public.hex(),
-            "subject": request.subject, "scope": plan.scope, "service": request.service,
-            "worker": request.worker, "expires_at": now + DEFAULT_TTL_SECONDS,
-            "created_at": now,
-        })  # fmt: skip
-        writes.log.append(
-            at=now, head=None if pending.fresh else head,
-            actor=request.worker if isinstance(request.target, TaskTarget) else "enclave",
-            action="attest.granted", subject=_subject_label(request),
-            detail={"service": request.service, "jti": pending.jti, "status": verdict.status,
+            writes.releases.append(
+                {
+                    "task_id": request.target.task_id,
+                    "lease_token": request.target.lease_token,
+                    "jti": pending.jti,
                     "worker": request.worker,
-                    "tee": verdict.appraisal.tee,
-                    "measurement": str(verdict.appraisal.measurement),
-                    "tcb_status": verdict.appraisal.tcb_status,
-                    "released": plan.released, "config_hash": sealed.config_hash},
-        )  # fmt: skip
+                    "released_at": now,
+                }
+            )
+        writes.attestations.append(
+            {
+                "jti": pending.jti,
+                "ed25519_public": request.ed25519_public.hex(),
+                "subject": request.subject,
+                "scope": plan.scope,
+                "service": request.service,
+                "worker": request.worker,
+                "expires_at": now + DEFAULT_TTL_SECONDS,
+                "created_at": now,
+            }
+        )
+        writes.log.append(
+            at=now,
+            head=None if pending.fresh else head,
+            actor=request.worker if isinstance(request.target, TaskTarget) else "enclave",
+            action="attest.granted",
+            subject=_subject_label(request),
+            detail={
+                "service": request.service,
+                "jti": pending.jti,
+                "status": verdict.status,
+                "worker": request.worker,
+                "tee": verdict.appraisal.tee,
+                "measurement": str(verdict.appraisal.measurement),
+                "tcb_status": verdict.appraisal.tcb_status,
+                "released": plan.released,
+                "config_hash": sealed.config_hash,
+            },
+        )
         signature = self.sms.tokens.sign_blob(
             SEALED_CONFIG_LABEL, signed_sealed_message(pending.info, sealed.blob)
         )
-        return Grant(sealed.blob, signature, sealed.token, sealed.config_hash, verdict.status,
-                     pending.jti)  # fmt: skip
+        return Grant(
+            sealed.blob, signature, sealed.token, sealed.config_hash, verdict.status, pending.jti
+        )
 
-    def _seal(self, request: AttestRequest, plan: _Plan, verdict: Verdict, info: bytes,
-              jti: str, now: int) -> _Sealed:  # fmt: skip
+    def _seal(
+        self, request: AttestRequest, plan: _Plan, verdict: Verdict, info: bytes, jti: str, now: int
+    ) -> _Sealed:
         """The token over the configuration's hash, and both sealed to the enclave."""
         encoded, digest = sealed_document(plan.config)
         token = self.sms.tokens.issue(
-            verdict, request.binding(self.sms.config.sms_id), audience=plan.audience,
-            config_hash=digest, now=now, jti=jti,
-        )  # fmt: skip
+            verdict,
+            request.binding(self.sms.config.sms_id),
+            audience=plan.audience,
+            config_hash=digest,
+            now=now,
+            jti=jti,
+        )
         payload = sealed_payload(encoded, token)
         try:
             blob = seal_for_enclave(payload, request.x25519_public, info)
@@ -957,9 +1040,12 @@ class Attestations:
         return _Sealed(blob, token, digest)
 
     def _store_output_keys(
-        self, connection: Connection, plan: _Plan, fresh: list[tuple[dict[str, Any], bytes]],
+        self,
+        connection: Connection,
+        plan: _Plan,
+        fresh: list[tuple[dict[str, Any], bytes]],
         now: int,
-    ) -> bool:  # fmt: skip
+    ) -> bool:
         """In the grant's transaction, which holds the audit log's lock (so a grant that
         stored the key committed before it is read here, and it is found, not written
         twice), store the keys made for output volumes that had none; True if another
@@ -1035,8 +1121,12 @@ def current_tags(
         params = {"owner": owner, "session": session}
         params.update({f"volume_{i}": volume for i, volume in enumerate(chunk)})
         row = _tags_of(len(chunk)).first(connection, params)
-        tags.update({volume: None if tag is None else str(tag)
-                     for volume, tag in zip(chunk, row, strict=True)})  # fmt: skip
+        tags.update(
+            {
+                volume: None if tag is None else str(tag)
+                for volume, tag in zip(chunk, row, strict=True)
+            }
+        )
     return tags
 
 
@@ -1096,12 +1186,17 @@ def _tag_columns(count: int, nonce: bool) -> list[Any]:
     a last column for the expiry of the nonce bound as ``nonce``."""
     columns: list[Any] = [
         select(volume_tags.c.tag)
-        .where(volume_tags.c.owner == bindparam("owner"),
-               volume_tags.c.session == bindparam("session"),
-               volume_tags.c.volume == bindparam(f"volume_{i}"))
-        .order_by(volume_tags.c.seq.desc()).limit(1).scalar_subquery().label(f"t{i}")
+        .where(
+            volume_tags.c.owner == bindparam("owner"),
+            volume_tags.c.session == bindparam("session"),
+            volume_tags.c.volume == bindparam(f"volume_{i}"),
+        )
+        .order_by(volume_tags.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label(f"t{i}")
         for i in range(count)
-    ]  # fmt: skip
+    ]
     if nonce:
         columns.append(DatabaseNonceStore.expiry_column())
     return columns
@@ -1136,10 +1231,14 @@ def _recheck_of(count: int, first: str) -> DirectStatement:
     if first == "session":
         columns.append(successor_exists().label("superseded"))
     if first == "task":
-        columns.append(exists().where(
-            task_releases.c.task_id == bindparam("task_id"),
-            task_releases.c.lease_token == bindparam("lease_token"),
-        ).label("released"))  # fmt: skip
+        columns.append(
+            exists()
+            .where(
+                task_releases.c.task_id == bindparam("task_id"),
+                task_releases.c.lease_token == bindparam("lease_token"),
+            )
+            .label("released")
+        )
     if first:
         columns += audit.head_columns()
     return DirectStatement(select(*columns))
@@ -1147,9 +1246,8 @@ def _recheck_of(count: int, first: str) -> DirectStatement:
 
 _INSERT_ATTESTATIONS = InsertRows(
     attestations,
-    ("jti", "ed25519_public", "subject", "scope", "service", "worker", "expires_at",
-     "created_at"),
-)  # fmt: skip
+    ("jti", "ed25519_public", "subject", "scope", "service", "worker", "expires_at", "created_at"),
+)
 _INSERT_RELEASES = InsertRows(
     task_releases, ("task_id", "lease_token", "jti", "worker", "released_at")
 )
@@ -1168,11 +1266,17 @@ def _refusal(request: AttestRequest, now: int, reasons: Sequence[str]) -> dict[s
     """The audit entry of a refused attestation. The claimed worker is not authenticated
     for a session, so it is detail, not actor."""
     return {
-        "at": now, "actor": "enclave", "action": "attest.refused",
+        "at": now,
+        "actor": "enclave",
+        "action": "attest.refused",
         "subject": _subject_label(request),
-        "detail": {"service": request.service, "tee": request.evidence.tee,
-                   "worker": request.worker, "reasons": list(reasons)},
-    }  # fmt: skip
+        "detail": {
+            "service": request.service,
+            "tee": request.evidence.tee,
+            "worker": request.worker,
+            "reasons": list(reasons),
+        },
+    }
 
 
 def _subject_label(request: AttestRequest) -> str:

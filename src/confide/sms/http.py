@@ -389,8 +389,13 @@ async def on_database(request: Request, exc: Exception) -> Response:
     what = unavailability(exc)
     if what is None:
         raise exc  # not availability: the 500 path (on_error), with the traceback logged
-    _log.warning("database %s (%s) on %s %s: answered 503", what, cause(exc), request.method,
-                 request.url.path)  # fmt: skip
+    _log.warning(
+        "database %s (%s) on %s %s: answered 503",
+        what,
+        cause(exc),
+        request.method,
+        request.url.path,
+    )
     response = problem(503, "Service Unavailable", UNAVAILABLE_DETAIL)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response

@@ -180,10 +180,15 @@ class AttestHandlers:
             key_hex = document.get("key")
             key = None if key_hex is None else hex_field(key_hex, 32, "key", TagError)
             record = self.tags.push(
-                caller=signed.address, owner=owner, session=name, volume=volume, key=key,
+                caller=signed.address,
+                owner=owner,
+                session=name,
+                volume=volume,
+                key=key,
                 previous=check_tag(document.get("previous_tag"), "previous_tag", optional=True),
-                tag=str(check_tag(document.get("tag"), "tag")), now=self.base.now(),
-            )  # fmt: skip
+                tag=str(check_tag(document.get("tag"), "tag")),
+                now=self.base.now(),
+            )
         except Exception as exc:
             raise _tag_problem(exc) from None
         return JSONResponse(tag_json(volume, record), status_code=201)
@@ -212,14 +217,16 @@ class AttestHandlers:
             raise HttpProblemError(400, "Bad Request", f"expected fields {sorted(fields)}")
         try:
             record = self.tags.report(
-                owner=owner, session=name, volume=volume,
+                owner=owner,
+                session=name,
+                volume=volume,
                 previous=check_tag(document["previous_tag"], "previous_tag", optional=True),
                 tag=str(check_tag(document["tag"], "tag")),
                 blob_digest=str(check_tag(document["blob_digest"], "blob_digest")),
                 enclave_key=hex_field(document["enclave_key"], 32, "enclave_key", TagError),
                 signature=hex_field(document["signature"], 64, "signature", TagError),
                 now=self.base.now(),
-            )  # fmt: skip
+            )
         except Exception as exc:
             raise _tag_problem(exc) from None
         return JSONResponse(tag_json(volume, record), status_code=201)

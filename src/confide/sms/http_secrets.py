@@ -134,8 +134,12 @@ class SecretHandlers:
                     404, "Not Found", f"requester {owner} has no result-encryption key"
                 ) from None
             key = stored.value
-            body = {"address": owner, "public_key": key.hex(),
-                    "sha256": result_key_sha256(key), "version": stored.version}  # fmt: skip
+            body = {
+                "address": owner,
+                "public_key": key.hex(),
+                "sha256": result_key_sha256(key),
+                "version": stored.version,
+            }
             return JSONResponse(body)
         digests: list[str] = []
 
@@ -165,9 +169,14 @@ class SecretHandlers:
             return DEFAULT_POLICY  # the write answers 404
 
     async def write_secret(
-        self, request: Request, writer: WriterCheck, *, restrictable: bool = False,
-        versioned: bool = False, check: Callable[[bytes], None] | None = None,
-    ) -> tuple[int, ReleasePolicy]:  # fmt: skip
+        self,
+        request: Request,
+        writer: WriterCheck,
+        *,
+        restrictable: bool = False,
+        versioned: bool = False,
+        check: Callable[[bytes], None] | None = None,
+    ) -> tuple[int, ReleasePolicy]:
         """Every signed secret write; returns the version stored and its policy.
 
         ``writer`` names the secret the signer may write (or raises 403/404);
@@ -177,20 +186,30 @@ class SecretHandlers:
         """
         body = await read_body(request, MAX_VALUE_BYTES)
         return await self.base.blocking(
-            self._write_secret, request, body, writer, restrictable=restrictable,
-            versioned=versioned, check=check,
-        )  # fmt: skip
+            self._write_secret,
+            request,
+            body,
+            writer,
+            restrictable=restrictable,
+            versioned=versioned,
+            check=check,
+        )
 
     def _write_secret(
-        self, request: Request, body: bytes, writer: WriterCheck, *, restrictable: bool,
-        versioned: bool, check: Callable[[bytes], None] | None,
-    ) -> tuple[int, ReleasePolicy]:  # fmt: skip
+        self,
+        request: Request,
+        body: bytes,
+        writer: WriterCheck,
+        *,
+        restrictable: bool,
+        versioned: bool,
+        check: Callable[[bytes], None] | None,
+    ) -> tuple[int, ReleasePolicy]:
         base = self.base
         signed = base.authenticate(request, body)
         try:
             ref = writer(signed.address)
-            update, given = _write_options(request, restrictable=restrictable,
-                                           versioned=versioned)  # fmt: skip
+            update, given = _write_options(request, restrictable=restrictable, versioned=versioned)
             if check is not None:
                 check(body)
             policy = given if given is not None else self.kept_policy(ref, update)

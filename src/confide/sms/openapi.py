@@ -38,22 +38,36 @@ _SESSION_BODY = {
 
 
 def _query(name: str, description: str, *, repeatable: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": "array", "items": {"type": "string"}} if repeatable
-            else {"type": "string"}, "explode": True}  # fmt: skip
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "array", "items": {"type": "string"}}
+        if repeatable
+        else {"type": "string"},
+        "explode": True,
+    }
 
 
 def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}}  # fmt: skip
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
+    }
 
 
 _UPDATE = _query("update", "true: add a version of an existing secret (else create-only, 409)")
 _POLICY = [
-    _query("tee", "TEE types that may receive it, comma-separated (sgx,tdx,sim); "
-           "default: hardware, sim only where the sms allows it"),
+    _query(
+        "tee",
+        "TEE types that may receive it, comma-separated (sgx,tdx,sim); "
+        "default: hardware, sim only where the sms allows it",
+    ),
     _query("tolerate", "tolerated platform weaknesses, comma-separated (e.g. outdated-tcb)"),
-]  # fmt: skip
+]
 _RESTRICTIONS = [
     _query("app", "only to these app measurements (typed, e.g. sgx:<64 hex>)", repeatable=True),
     _query("requester", "only for tasks of these requesters (addresses)", repeatable=True),
@@ -61,9 +75,12 @@ _RESTRICTIONS = [
 ]
 _VALUE_BODY = {
     "required": True,
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary",
-                                                        "maxLength": 65536}}},
-}  # fmt: skip
+    "content": {
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary", "maxLength": 65536}
+        }
+    },
+}
 
 
 def _op(summary: str, *, signed: bool, ok: str, **extra: Any) -> dict[str, Any]:
@@ -80,9 +97,13 @@ def _op(summary: str, *, signed: bool, ok: str, **extra: Any) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     secret_params = [
         {"name": "address", "in": "path", "required": True, "schema": {"type": "string"}},
-        {"name": "name", "in": "path", "required": True,
-         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
-    ]  # fmt: skip
+        {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        },
+    ]
     return {
         "openapi": "3.1.0",
         "info": {"title": "confide sms", "version": __version__},
@@ -197,8 +218,10 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-_VOLUME = [*_OWNER_NAME, {"name": "volume", "in": "path", "required": True,
-                          "schema": {"type": "string"}}]  # fmt: skip
+_VOLUME = [
+    *_OWNER_NAME,
+    {"name": "volume", "in": "path", "required": True, "schema": {"type": "string"}},
+]
 
 
 def _json_body(*required: str) -> dict[str, Any]:

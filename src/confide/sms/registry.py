@@ -22,8 +22,11 @@ from confide.errors import AttestationError, AuthError, ConfideError
 from confide.sms.session_document import compose_yaml
 from confide.sms.tasks import TaskRecord
 
-_SECTIONS = {"apps": {"address", "owner", "measurements"}, "datasets": {"address", "owner"},
-             "workerpools": {"address", "members"}}  # fmt: skip
+_SECTIONS = {
+    "apps": {"address", "owner", "measurements"},
+    "datasets": {"address", "owner"},
+    "workerpools": {"address", "members"},
+}
 
 
 class RegistryError(ConfideError):
@@ -64,8 +67,9 @@ class MemoryRegistry:
     members: dict[str, set[str]] = field(default_factory=dict)
 
     def add_app(self, address: str, owner: str, *measurements: Measurement) -> AppRecord:
-        record = AppRecord(normalise_address(address), normalise_address(owner),
-                           frozenset(measurements))  # fmt: skip
+        record = AppRecord(
+            normalise_address(address), normalise_address(owner), frozenset(measurements)
+        )
         self.apps[record.address] = record
         return record
 
@@ -173,8 +177,10 @@ class _FileReader:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key not in allowed or key in result:
                 problem = "is given twice" if key in result else "is unknown"
-                raise self.fail(key_node, f"{where}: field {key!r} {problem} "
-                                          f"(allowed: {', '.join(sorted(allowed))})")  # fmt: skip
+                raise self.fail(
+                    key_node,
+                    f"{where}: field {key!r} {problem} (allowed: {', '.join(sorted(allowed))})",
+                )
             result[key] = value_node
         return result
 

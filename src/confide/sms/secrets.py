@@ -86,9 +86,13 @@ class SecretRef:
 
 
 class SecretStore:
-    def __init__(self, engine: Engine, kek: KeyEncryptionKey,
-                 older_keks: tuple[KeyEncryptionKey, ...] = (),
-                 cache_size: int = 65536) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: Engine,
+        kek: KeyEncryptionKey,
+        older_keks: tuple[KeyEncryptionKey, ...] = (),
+        cache_size: int = 65536,
+    ) -> None:
         self._engine = engine
         self._kek = kek
         self._keks = {k.kek_id: k for k in (*older_keks, kek)}
@@ -98,23 +102,35 @@ class SecretStore:
         self._existing: set[SecretRef] = set()
         self._cache_size = cache_size
 
-    def put(self, ref: SecretRef, value: bytes, *, update: bool | None, now: int,
-            policy: ReleasePolicy = DEFAULT_POLICY) -> int:  # fmt: skip
+    def put(
+        self,
+        ref: SecretRef,
+        value: bytes,
+        *,
+        update: bool | None,
+        now: int,
+        policy: ReleasePolicy = DEFAULT_POLICY,
+    ) -> int:
         """Store ``value`` under ``policy``; return its version. Create-only unless
         ``update``; ``update=None`` creates or adds a version (result keys)."""
         try:
             with self._engine.begin() as connection:
-                version = self.put_in(connection, ref, value, update=update, now=now,
-                                      policy=policy)  # fmt: skip
+                version = self.put_in(connection, ref, value, update=update, now=now, policy=policy)
         except IntegrityError:
             raise SecretExistsError(f"secret {ref.label()} was written concurrently") from None
         self._remember(ref)  # committed
         return version
 
     def put_in(
-        self, connection: Connection, ref: SecretRef, value: bytes, *, update: bool | None,
-        now: int, policy: ReleasePolicy = DEFAULT_POLICY,
-    ) -> int:  # fmt: skip
+        self,
+        connection: Connection,
+        ref: SecretRef,
+        value: bytes,
+        *,
+        update: bool | None,
+        now: int,
+        policy: ReleasePolicy = DEFAULT_POLICY,
+    ) -> int:
         """:meth:`put` inside the caller's transaction (with the write it belongs to).
 
         The audit log's lock is taken first, before the row: every writer takes its locks
@@ -136,25 +152,37 @@ class SecretStore:
         version = (current or 0) + 1
         row_id = os.urandom(16).hex()
         canonical_policy = policy.canonical()
-        context = SecretContext(row_id, ref.owner, ref.kind, ref.name, version, ref.subject,
-                                canonical_policy)  # fmt: skip
+        context = SecretContext(
+            row_id, ref.owner, ref.kind, ref.name, version, ref.subject, canonical_policy
+        )
         sealed = seal_value(self._kek, value, context)
         _INSERT.execute(
             connection,
             {
-                "row_id": row_id, "owner": ref.owner, "kind": ref.kind, "name": ref.name,
-                "subject": ref.subject, "version": version, "kek_id": sealed.kek_id,
-                "wrapped_key": sealed.wrapped_key, "ciphertext": sealed.ciphertext,
-                "created_at": now, "policy": canonical_policy,
+                "row_id": row_id,
+                "owner": ref.owner,
+                "kind": ref.kind,
+                "name": ref.name,
+                "subject": ref.subject,
+                "version": version,
+                "kek_id": sealed.kek_id,
+                "wrapped_key": sealed.wrapped_key,
+                "ciphertext": sealed.ciphertext,
+                "created_at": now,
+                "policy": canonical_policy,
             },
-        )  # fmt: skip
+        )
         detail: dict[str, object] = {"version": version}
         if canonical_policy:
             detail["policy"] = policy.to_json()
         audit.append(
-            connection, at=now, actor=ref.owner, action="secret.write",
-            subject=ref.label(), detail=detail,
-        )  # fmt: skip
+            connection,
+            at=now,
+            actor=ref.owner,
+            action="secret.write",
+            subject=ref.label(),
+            detail=detail,
+        )
         return version
 
     def exists(self, ref: SecretRef) -> bool:
@@ -241,8 +269,9 @@ class SecretStore:
         return found
 
     def _open(self, row: Any) -> StoredSecret:
-        context = SecretContext(row.row_id, row.owner, row.kind, row.name, int(row.version),
-                                row.subject, row.policy)  # fmt: skip
+        context = SecretContext(
+            row.row_id, row.owner, row.kind, row.name, int(row.version), row.subject, row.policy
+        )
         sealed = SealedValue(row.kek_id, bytes(row.wrapped_key), bytes(row.ciphertext))
         value = open_value(self._keks, sealed, context)  # authenticates the policy too
         return StoredSecret(int(row.version), value, ReleasePolicy.from_json(row.policy))
@@ -351,6 +380,17 @@ def _union(members: Iterable[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
 
 _INSERT = DirectStatement(
     insert(secrets),
-    columns=("row_id", "owner", "kind", "name", "subject", "version", "kek_id", "wrapped_key",
-             "ciphertext", "created_at", "policy"),
-)  # fmt: skip
+    columns=(
+        "row_id",
+        "owner",
+        "kind",
+        "name",
+        "subject",
+        "version",
+        "kek_id",
+        "wrapped_key",
+        "ciphertext",
+        "created_at",
+        "policy",
+    ),
+)

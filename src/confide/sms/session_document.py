@@ -305,9 +305,13 @@ def _services(reader: _Reader, node: yaml.Node, volume_names: set[str]) -> tuple
 
 
 def _tdx(
-    reader: _Reader, node: yaml.Node | None, measurements: list[Measurement],
-    measurements_node: yaml.Node, service: str, where: str,
-) -> tuple[tuple[str, str], ...]:  # fmt: skip
+    reader: _Reader,
+    node: yaml.Node | None,
+    measurements: list[Measurement],
+    measurements_node: yaml.Node,
+    service: str,
+    where: str,
+) -> tuple[tuple[str, str], ...]:
     """A service's ``tdx`` pins, checked as the attestation policy reads them. A service
     with a tdx measurement must pin RTMR1 and RTMR2 (the TD's kernel, command line and
     initrd): MRTD measures only the TD firmware, and the sms refuses TDX evidence for a

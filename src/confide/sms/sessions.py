@@ -62,15 +62,17 @@ class SessionStore:
         self._versions: dict[tuple[str, str, str], StoredSession] = {}
         self._cache_size = cache_size
 
-    def create(self, owner: str, document: SessionDocument, now: int,
-               also: Also | None = None) -> StoredSession:  # fmt: skip
+    def create(
+        self, owner: str, document: SessionDocument, now: int, also: Also | None = None
+    ) -> StoredSession:
         """``also`` runs first inside the write's transaction (the request's replay record)."""
         if document.predecessor is not None:
             raise SessionError("a new session has no predecessor (predecessor: null)")
         return self._write(owner, owner, document, now, expected_head=None, also=also)
 
-    def update(self, caller: str, owner: str, document: SessionDocument, now: int,
-               also: Also | None = None) -> StoredSession:  # fmt: skip
+    def update(
+        self, caller: str, owner: str, document: SessionDocument, now: int, also: Also | None = None
+    ) -> StoredSession:
         head = self.current(caller, owner, document.name, for_update=True)
         if document.predecessor != head.hash:
             raise SessionConflictError(
@@ -123,8 +125,14 @@ class SessionStore:
             return None
         if cached is not None:
             return cached
-        found = StoredSession(owner, name, digest, row.predecessor or None,
-                              json.loads(row.document), int(row.created_at))  # fmt: skip
+        found = StoredSession(
+            owner,
+            name,
+            digest,
+            row.predecessor or None,
+            json.loads(row.document),
+            int(row.created_at),
+        )
         if len(self._versions) >= self._cache_size:
             self._versions.clear()
         self._versions[key] = found
@@ -137,21 +145,37 @@ class SessionStore:
     def _history(self, owner: str, name: str) -> list[StoredSession]:
         with reading(self._engine) as connection:
             rows = connection.execute(
-                select(sessions).where(sessions.c.owner == owner, sessions.c.name == name)
+                select(sessions)
+                .where(sessions.c.owner == owner, sessions.c.name == name)
                 .order_by(sessions.c.created_at, sessions.c.hash)
-            ).all()  # fmt: skip
+            ).all()
         by_predecessor = {row.predecessor: row for row in rows}
         chain: list[StoredSession] = []
         cursor = ""
         while cursor in by_predecessor:  # follow predecessor links from the first version
             row = by_predecessor[cursor]
-            chain.append(StoredSession(row.owner, row.name, row.hash, row.predecessor or None,
-                                       json.loads(row.document), int(row.created_at)))  # fmt: skip
+            chain.append(
+                StoredSession(
+                    row.owner,
+                    row.name,
+                    row.hash,
+                    row.predecessor or None,
+                    json.loads(row.document),
+                    int(row.created_at),
+                )
+            )
             cursor = row.hash
         return chain
 
-    def _write(self, actor: str, owner: str, document: SessionDocument, now: int,
-               expected_head: str | None, also: Also | None = None) -> StoredSession:  # fmt: skip
+    def _write(
+        self,
+        actor: str,
+        owner: str,
+        document: SessionDocument,
+        now: int,
+        expected_head: str | None,
+        also: Also | None = None,
+    ) -> StoredSession:
         canonical = document.canonical()
         digest = document.session_hash()
         carried = self._generated_values(owner, document, expected_head)
@@ -161,14 +185,22 @@ class SessionStore:
                     also(connection)
                 connection.execute(
                     insert(sessions).values(
-                        owner=owner, name=document.name, hash=digest,
+                        owner=owner,
+                        name=document.name,
+                        hash=digest,
                         predecessor=expected_head or "",
-                        document=json.dumps(canonical, sort_keys=True), created_at=now,
+                        document=json.dumps(canonical, sort_keys=True),
+                        created_at=now,
                     )
-                )  # fmt: skip
-                audit.append(connection, at=now, actor=actor, action="session.write",
-                             subject=f"{owner}/{document.name}",
-                             detail={"hash": digest, "predecessor": expected_head})  # fmt: skip
+                )
+                audit.append(
+                    connection,
+                    at=now,
+                    actor=actor,
+                    action="session.write",
+                    subject=f"{owner}/{document.name}",
+                    detail={"hash": digest, "predecessor": expected_head},
+                )
                 for secret in document.secrets:  # in the same transaction: all or nothing
                     if secret.value is not None:
                         value = secret.value.encode()

@@ -23,9 +23,19 @@ from confide.errors import AuthError, ConfideError
 ORDER_LABEL = "confide-task-order-v1\n"
 _TASK_LABEL = b"confide-task-v1\n"
 _FIELDS = {
-    "requester", "app", "app_measurement", "tee", "tolerate", "ignore_advisories",
-    "secrets", "dataset", "result_key", "sms_key", "workerpool", "salt",
-}  # fmt: skip
+    "requester",
+    "app",
+    "app_measurement",
+    "tee",
+    "tolerate",
+    "ignore_advisories",
+    "secrets",
+    "dataset",
+    "result_key",
+    "sms_key",
+    "workerpool",
+    "salt",
+}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SALT = re.compile(r"[0-9a-f]{32}")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -121,13 +131,14 @@ class TaskOrder:
                 tolerate=_words(data["tolerate"], "tolerate", TOLERATIONS),
                 ignore_advisories=_words(data["ignore_advisories"], "ignore_advisories", None),
                 secrets=_mapping(data["secrets"]),
-                dataset=None if data["dataset"] is None
+                dataset=None
+                if data["dataset"] is None
                 else normalise_address(_text(data, "dataset")),
                 result_key=_optional_hex(data["result_key"], "result_key"),
                 sms_key=_hex(data["sms_key"], "sms_key"),
                 workerpool=normalise_address(_text(data, "workerpool")),
                 salt=_salt(data["salt"]),
-            )  # fmt: skip
+            )
         except (AuthError, ConfideError) as exc:
             if isinstance(exc, TaskOrderError):
                 raise

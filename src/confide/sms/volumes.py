@@ -60,8 +60,9 @@ class TagRecord:
     at: int
 
 
-def tag_message(subject: str, volume: str, previous: str | None, tag: str,
-                blob_digest: str) -> bytes:  # fmt: skip
+def tag_message(
+    subject: str, volume: str, previous: str | None, tag: str, blob_digest: str
+) -> bytes:
     """What an enclave signs to report an output volume's new tag; ``subject`` is the
     session as its attestation bound it, ``owner/name@hash``."""
     fields = (subject, volume, previous or "", tag, blob_digest)
@@ -81,9 +82,18 @@ class VolumeTags:
         self.sms = sms
 
     def report(
-        self, *, owner: str, session: str, volume: str, previous: str | None, tag: str,
-        blob_digest: str, enclave_key: bytes, signature: bytes, now: int,
-    ) -> TagRecord:  # fmt: skip
+        self,
+        *,
+        owner: str,
+        session: str,
+        volume: str,
+        previous: str | None,
+        tag: str,
+        blob_digest: str,
+        enclave_key: bytes,
+        signature: bytes,
+        now: int,
+    ) -> TagRecord:
         """An attested enclave reports an output volume's new tag."""
         grant = self._grant_for(enclave_key, f"{owner}/{session}", now)
         digest = grant.subject.rpartition("@")[2]
@@ -95,7 +105,7 @@ class VolumeTags:
             )
         service = next(
             (s for s in version.document["services"] if s["name"] == grant.service), None
-        )  # fmt: skip
+        )
         modes = {v["name"]: v["mode"] for v in version.document["volumes"]}
         if service is None or volume not in service["volumes"] or modes.get(volume) != "output":
             raise TagForbiddenError(
@@ -116,13 +126,30 @@ class VolumeTags:
                     f"the enclave's version is no longer current"
                 )
 
-        return self._append(owner, session, volume, previous, tag, blob_digest,
-                            enclave_key.hex(), now, first=still_current)  # fmt: skip
+        return self._append(
+            owner,
+            session,
+            volume,
+            previous,
+            tag,
+            blob_digest,
+            enclave_key.hex(),
+            now,
+            first=still_current,
+        )
 
     def push(
-        self, *, caller: str, owner: str, session: str, volume: str, key: bytes | None,
-        previous: str | None, tag: str, now: int,
-    ) -> TagRecord:  # fmt: skip
+        self,
+        *,
+        caller: str,
+        owner: str,
+        session: str,
+        volume: str,
+        key: bytes | None,
+        previous: str | None,
+        tag: str,
+        now: int,
+    ) -> TagRecord:
         """The session's owner (or an updater) sets an input volume's key and tag."""
         head = self.sms.sessions.current(caller, owner, session, for_update=True)
         modes = {v["name"]: v["mode"] for v in head.document["volumes"]}
@@ -148,20 +175,27 @@ class VolumeTags:
         with reading(self.sms.engine) as connection:
             rows = connection.execute(
                 select(volume_tags)
-                .where(volume_tags.c.owner == owner, volume_tags.c.session == session,
-                       volume_tags.c.volume == volume)
+                .where(
+                    volume_tags.c.owner == owner,
+                    volume_tags.c.session == session,
+                    volume_tags.c.volume == volume,
+                )
                 .order_by(volume_tags.c.seq)
-            ).all()  # fmt: skip
+            ).all()
         return [_record(r) for r in rows]
 
     def _grant_for(self, enclave_key: bytes, scope: str, now: int) -> _Grant:
         with reading(self.sms.engine) as connection:
             row = connection.execute(
                 select(attestations.c.subject, attestations.c.service)
-                .where(attestations.c.ed25519_public == enclave_key.hex(),
-                       attestations.c.scope == scope, attestations.c.expires_at > now)
-                .order_by(attestations.c.created_at.desc()).limit(1)
-            ).first()  # fmt: skip
+                .where(
+                    attestations.c.ed25519_public == enclave_key.hex(),
+                    attestations.c.scope == scope,
+                    attestations.c.expires_at > now,
+                )
+                .order_by(attestations.c.created_at.desc())
+                .limit(1)
+            ).first()
         if row is None:
             raise TagForbiddenError(
                 f"no current attestation of this enclave key for session {scope}"
@@ -169,11 +203,18 @@ class VolumeTags:
         return _Grant(str(row.subject), str(row.service))
 
     def _append(
-        self, owner: str, session: str, volume: str, previous: str | None, tag: str,
-        blob_digest: str, reported_by: str, now: int,
+        self,
+        owner: str,
+        session: str,
+        volume: str,
+        previous: str | None,
+        tag: str,
+        blob_digest: str,
+        reported_by: str,
+        now: int,
         also: Callable[[Connection], None] | None = None,
         first: Callable[[Connection], None] | None = None,
-    ) -> TagRecord:  # fmt: skip
+    ) -> TagRecord:
         """The compare-and-swap, in one transaction: ``first`` runs at its start (a
         recheck), ``also`` before the new entry is written (a key stored with it)."""
         try:
@@ -182,10 +223,14 @@ class VolumeTags:
                     first(connection)
                 head = connection.execute(
                     select(volume_tags.c.tag, volume_tags.c.seq)
-                    .where(volume_tags.c.owner == owner, volume_tags.c.session == session,
-                           volume_tags.c.volume == volume)
-                    .order_by(volume_tags.c.seq.desc()).limit(1)
-                ).first()  # fmt: skip
+                    .where(
+                        volume_tags.c.owner == owner,
+                        volume_tags.c.session == session,
+                        volume_tags.c.volume == volume,
+                    )
+                    .order_by(volume_tags.c.seq.desc())
+                    .limit(1)
+                ).first()
                 current = None if head is None else str(head.tag)
                 if current != previous:
                     raise TagConflictError(
@@ -193,10 +238,13 @@ class VolumeTags:
                         f"current tag {current or 'none'} (a rollback, or another writer)"
                     )
                 seen = connection.execute(
-                    select(volume_tags.c.seq)
-                    .where(volume_tags.c.owner == owner, volume_tags.c.session == session,
-                           volume_tags.c.volume == volume, volume_tags.c.tag == tag)
-                ).first()  # fmt: skip
+                    select(volume_tags.c.seq).where(
+                        volume_tags.c.owner == owner,
+                        volume_tags.c.session == session,
+                        volume_tags.c.volume == volume,
+                        volume_tags.c.tag == tag,
+                    )
+                ).first()
                 if seen is not None:
                     raise TagConflictError(
                         f"volume {volume!r}: tag {tag} was this volume's tag before (entry "
@@ -205,14 +253,27 @@ class VolumeTags:
                 seq = 0 if head is None else int(head.seq) + 1
                 if also is not None:
                     also(connection)
-                connection.execute(insert(volume_tags).values(
-                    owner=owner, session=session, volume=volume, seq=seq,
-                    previous_tag=previous or "", tag=tag, blob_digest=blob_digest,
-                    reported_by=reported_by, at=now,
-                ))  # fmt: skip
-                audit.append(connection, at=now, actor=reported_by, action="volume.tag",
-                             subject=f"{owner}/{session}/{volume}",
-                             detail={"seq": seq, "previous": previous, "tag": tag})  # fmt: skip
+                connection.execute(
+                    insert(volume_tags).values(
+                        owner=owner,
+                        session=session,
+                        volume=volume,
+                        seq=seq,
+                        previous_tag=previous or "",
+                        tag=tag,
+                        blob_digest=blob_digest,
+                        reported_by=reported_by,
+                        at=now,
+                    )
+                )
+                audit.append(
+                    connection,
+                    at=now,
+                    actor=reported_by,
+                    action="volume.tag",
+                    subject=f"{owner}/{session}/{volume}",
+                    detail={"seq": seq, "previous": previous, "tag": tag},
+                )
         except IntegrityError:
             raise TagConflictError(
                 f"volume {volume!r}: tag {tag} was reported before, or another writer won"
@@ -227,5 +288,11 @@ class _Grant:
 
 
 def _record(row: Any) -> TagRecord:
-    return TagRecord(int(row.seq), row.previous_tag or None, row.tag, row.blob_digest,
-                     row.reported_by, int(row.at))  # fmt: skip
+    return TagRecord(
+        int(row.seq),
+        row.previous_tag or None,
+        row.tag,
+        row.blob_digest,
+        row.reported_by,
+        int(row.at),
+    )
