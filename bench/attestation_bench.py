@@ -2,7 +2,7 @@
 
     python bench/attestation_bench.py [--rounds N] [--out docs/benchmarks-attestation.json]
 
-- ``sgx verify``: appraise the real SGX sample quote (../shared/vectors/dcap) with a
+- ``sgx verify``: appraise the real SGX sample quote (tests/vectors/dcap) with a
   policy that accepts it (measurement, tolerations, ignored advisories): dcap-qvl's full
   signature, certificate-chain and collateral checks, then confide's policy. Collateral
   parsed once, as the sms keeps it cached; a second line includes reading and parsing
@@ -42,7 +42,7 @@ from confide.attestation.sim import MemoryPlatformRegistry, SimAttester, SimVeri
 from confide.crypto.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = ROOT.parent / "shared" / "vectors" / "dcap"
+VECTORS = ROOT / "tests" / "vectors" / "dcap"
 
 
 class CachedCollateral:

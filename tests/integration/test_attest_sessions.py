@@ -42,7 +42,6 @@ from tests.vectors.dcap_vectors import (
     TDX_MR_TD,
     TDX_RTMR1,
     TDX_RTMR2,
-    needs_vectors,
 )
 
 OWNER = Wallet.generate()
@@ -526,7 +525,6 @@ def test_platform_registration(tmp_path: Path, database_url: str) -> None:
         assert unsigned.status_code == 401
 
 
-@needs_vectors
 def test_a_real_sgx_quote_is_verified_by_the_service(tmp_path: Path, database_url: str) -> None:
     """Intel's sample quote, through the sms, at the collateral's time: everything checks
     out (signature, chain to Intel's root, TCB with the session's tolerations, MRENCLAVE)
@@ -579,7 +577,6 @@ security:
         assert answer.status_code == 403 and "report data" not in answer.json()["detail"]
 
 
-@needs_vectors
 def test_a_real_tdx_quote_is_verified_against_the_sessions_pins(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -25,7 +25,7 @@ from confide.attestation.dcap import (
 from confide.attestation.measurement import Measurement
 from confide.attestation.policy import TdxPins
 from confide.errors import AttestationError
-from tests.vectors.dcap_vectors import SGX, TDX, needs_vectors
+from tests.vectors.dcap_vectors import SGX, TDX
 
 NOW = 1_800_000_000
 MR_TD = Measurement("tdx", "91" * 48)
@@ -126,7 +126,6 @@ def test_incomplete_claims_are_an_attestation_error() -> None:
         appraisal_from_claims("tdx", {**CLAIMS_TCB, "report": {"TD10": {"mr_td": "91" * 48}}})
 
 
-@needs_vectors
 def test_pccs_failure_is_a_refusal_not_a_crash() -> None:
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -136,7 +135,6 @@ def test_pccs_failure_is_a_refusal_not_a_crash() -> None:
         source.collateral(SGX.quote.read_bytes())
 
 
-@needs_vectors
 def test_collateral_directory_by_fmspc(tmp_path: Path) -> None:
     quote = TDX.quote.read_bytes()
     verifier = DcapVerifier("tdx", CollateralDirectory(tmp_path))

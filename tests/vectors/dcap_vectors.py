@@ -1,24 +1,13 @@
-"""The real Intel DCAP quotes of ../shared/vectors/dcap (see its PROVENANCE.md)."""
+"""The real Intel DCAP quotes vendored in tests/vectors/dcap (see its PROVENANCE.md)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-DCAP_DIR = (
-    Path(os.environ["CONFIDE_SHARED"]) / "vectors" / "dcap"
-    if os.environ.get("CONFIDE_SHARED")
-    else Path(__file__).resolve().parents[3] / "shared" / "vectors" / "dcap"
-)
-if os.environ.get("CI") and not DCAP_DIR.is_dir():  # CI must not pass by skipping them
-    raise RuntimeError(f"the DCAP test vectors are missing at {DCAP_DIR} (set CONFIDE_SHARED)")
-
-needs_vectors = pytest.mark.skipif(not DCAP_DIR.is_dir(), reason=f"{DCAP_DIR} is missing")
+DCAP_DIR = Path(__file__).resolve().parent / "dcap"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,8 @@ from tests.vectors.dcap_vectors import (
     TDX_MR_TD,
     TDX_OUTDATED,
     QuoteVector,
-    needs_vectors,
 )
 
-pytestmark = needs_vectors
 DAY = 86400
 
 
