@@ -1,6 +1,9 @@
 """Attestation benchmark: hardware quote verification and the sim round trip.
 
-    python bench/attestation_bench.py [--rounds N] [--out docs/benchmarks-attestation.json]
+    python bench/attestation_bench.py [--quick] [--rounds N] [--out FILE]
+
+Results go to bench/results/attestation.json; a ``--quick`` run (200 rounds) or one with
+fewer than the default rounds goes to the git-ignored bench/results/quick/attestation.json.
 
 - ``sgx verify``: appraise the real SGX sample quote (tests/vectors/dcap) with a
   policy that accepts it (measurement, tolerations, ignored advisories): dcap-qvl's full
@@ -43,6 +46,12 @@ from confide.crypto.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests" / "vectors" / "dcap"
+
+
+DEFAULT_OUT = ROOT / "bench" / "results" / "attestation.json"
+QUICK_OUT = ROOT / "bench" / "results" / "quick" / "attestation.json"  # git-ignored
+ROUNDS = 2000
+QUICK_ROUNDS = 200
 
 
 class CachedCollateral:
@@ -115,9 +124,20 @@ def sim_round_trip(rounds: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--rounds", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-attestation.json")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} rounds each")
+    parser.add_argument("--rounds", type=int, default=None, help=f"default {ROUNDS}")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (default: bench/results/attestation.json; bench/results/quick/ "
+        "for --quick or fewer rounds)",
+    )
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = QUICK_ROUNDS if args.quick else ROUNDS
+    if args.out is None:
+        args.out = DEFAULT_OUT if args.rounds >= ROUNDS else QUICK_OUT
     if not VECTORS.is_dir():
         print(f"missing {VECTORS}", file=sys.stderr)
         return 1
@@ -165,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:36} {figures['median_ms']:>10.3f} {figures['p99_ms']:>8.3f} "
             f"{figures['per_second']:>7}  {verdict}"
         )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
             {

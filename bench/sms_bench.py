@@ -3,6 +3,9 @@
     python bench/sms_bench.py [--quick] [--repeat N] [--duration S] [--pushes N] [--attests N]
                               [--scenario NAME ...] [--profile DIR] [--out FILE]
 
+A full run (both backends, every scenario, the default sizes) writes
+bench/results/sms.json; any other run writes the git-ignored bench/results/quick/sms.json.
+
 The server runs as a subprocess (``.venv/bin/confide serve sms --port P --db URL
 --deployment bench``, ``CONFIDE_HOME`` in a temporary directory), one process, on a free
 loopback port; this process (and the wrk it starts) is the load generator, with a wallet
@@ -84,8 +87,8 @@ from confide.crypto.signing import SigningKey
 from confide.crypto.wallet import Wallet
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "docs" / "benchmarks-sms.json"
-QUICK_OUT = ROOT / "bench" / "results" / "sms-quick.json"
+DEFAULT_OUT = ROOT / "bench" / "results" / "sms.json"
+QUICK_OUT = ROOT / "bench" / "results" / "quick" / "sms.json"  # git-ignored
 CONFIDE = ROOT / ".venv" / "bin" / "confide"
 PY_SPY = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
 HEAD_RPS_TARGET = 3000.0
@@ -893,6 +896,24 @@ def speed_probe() -> float:
     return round(best * 1000, 1)
 
 
+def is_full_run(args: argparse.Namespace, pg: str | None) -> bool:
+    """Whether this run may replace the recorded results (bench/results/sms.json).
+
+    Only a run of every scenario on both backends with the default sizes does; a quick,
+    partial or profiled run goes to the git-ignored bench/results/quick/ instead, so it
+    never replaces the figures docs/benchmarks.md quotes.
+    """
+    return bool(
+        pg
+        and not (args.quick or args.scenario or args.profile)
+        and not (args.sqlite_only or args.postgresql_only)
+        and args.repeat >= 3
+        and args.duration >= 10.0
+        and args.pushes >= 3000
+        and args.attests >= 6000
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="2 s runs, 300 pushes, 1 repeat")
@@ -907,7 +928,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgresql-only", action="store_true", help="skip SQLite")
     parser.add_argument("--scenario", action="append", default=[], help="run only these")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON report (default: bench/results/sms.json for a full run on both backends; "
+        "bench/results/quick/sms.json for --quick, --scenario, one backend or a profile)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: run bench/install-tools.sh", file=sys.stderr)
@@ -929,8 +956,8 @@ def main(argv: list[str] | None = None) -> int:
         scenarios=tuple(args.scenario),
         profile=args.profile,
     )
-    out: Path = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     pg = os.environ.get("CONFIDE_BENCH_PG") or os.environ.get("CONFIDE_TEST_PG")
+    out: Path = args.out or (DEFAULT_OUT if is_full_run(args, pg) else QUICK_OUT)
     started = time.monotonic()
     load_before = os.getloadavg()
     backends: Json = {}

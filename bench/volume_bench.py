@@ -27,7 +27,7 @@ to make those quick: it does not change the data path).
 
 Usage::
 
-    python bench/volume_bench.py [--quick] [--workdir DIR] [--out docs/benchmarks-volume.json]
+    python bench/volume_bench.py [--quick] [--workdir DIR] [--out bench/results/volume.json]
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ from confide.crypto import SymmetricKey
 from confide.volume import decrypt_tree, encrypt_tree, read_volume_info
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "docs" / "benchmarks-volume.json"
+DEFAULT_OUT = ROOT / "bench" / "results" / "volume.json"
 DEFAULT_PLOT = ROOT / "docs" / "img" / "volume-bench.png"
-QUICK_OUT = ROOT / "bench" / "results" / "volume-quick.json"
-QUICK_PLOT = ROOT / "bench" / "results" / "volume-quick.png"
+QUICK_OUT = ROOT / "bench" / "results" / "quick" / "volume.json"  # git-ignored
+QUICK_PLOT = ROOT / "bench" / "results" / "quick" / "volume.png"
 MIB = 1 << 20
 GIB = 1 << 30
 RSS_TARGET_MIB = 200.0
@@ -1089,14 +1089,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=None,
-        help="JSON results file (default: docs/benchmarks-volume.json; with --quick, "
-        "bench/results/volume-quick.json, so a smoke run never replaces recorded results)",
+        help="JSON results file (default: bench/results/volume.json; with --quick, "
+        "--rounds or --no-gocryptfs, bench/results/quick/volume.json, so a smoke or partial "
+        "run never replaces recorded results)",
     )
     parser.add_argument(
         "--plot",
         type=Path,
         default=None,
-        help="PNG plot (default: docs/img/volume-bench.png; with --quick, under bench/results/)",
+        help="PNG plot (default: docs/img/volume-bench.png; with --quick, --rounds or "
+        "--no-gocryptfs, bench/results/quick/volume.png)",
     )
     parser.add_argument(
         "--rounds",
@@ -1111,10 +1113,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    partial = args.quick or args.no_gocryptfs or args.rounds is not None
     if args.out is None:
-        args.out = QUICK_OUT if args.quick else DEFAULT_OUT
+        args.out = QUICK_OUT if partial else DEFAULT_OUT
     if args.plot is None:
-        args.plot = QUICK_PLOT if args.quick else DEFAULT_PLOT
+        args.plot = QUICK_PLOT if partial else DEFAULT_PLOT
     if args.rounds is not None and args.rounds < 1:
         print("--rounds must be at least 1", file=sys.stderr)
         return 2
