@@ -10,10 +10,6 @@ class ConfideError(Exception):
     """Root of every error that confide raises deliberately."""
 
 
-class UsageError(ConfideError):
-    """A well-formed request that cannot be acted on (bad option value, missing file)."""
-
-
 class KeyFileError(ConfideError):
     """A key file or key value is missing, malformed or unsafe."""
 
@@ -22,12 +18,14 @@ class VolumeError(ConfideError):
     """An encrypted volume cannot be created, read or written (not an integrity failure)."""
 
 
-class IntegrityError(VolumeError):
+class VolumeIntegrityError(VolumeError):
     """Authentication of a volume failed: wrong key, tampering, truncation or rollback.
 
     All decryption and authentication failures raise this one class. The message names
     the volume and the file but does not say which check failed inside the cipher, so
-    an attacker learns nothing to steer a forgery by.
+    an attacker learns nothing to steer a forgery by. Named apart from
+    ``sqlalchemy.exc.IntegrityError`` (a constraint violation, which the sms catches):
+    one name for two unrelated failures invites the wrong import.
     """
 
 

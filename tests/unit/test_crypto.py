@@ -9,7 +9,15 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from confide.crypto import SymmetricKey, lp, read_key_file, segment_cipher, write_key_file
+from confide.crypto import (
+    SymmetricKey,
+    lp,
+    open_manifest,
+    read_key_file,
+    seal_manifest,
+    segment_cipher,
+    write_key_file,
+)
 from confide.crypto.digest import chunk_digest, list_digest
 from confide.crypto.kdf import SubkeyDeriver, derive_subkey
 from confide.crypto.segment import SegmentAuthenticationError, stream_nonce
@@ -59,6 +67,24 @@ def test_segment_cipher_known_answer() -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     assert sealed == AESGCM(key).encrypt(bytes(10) + b"\x01\x01", b"confide segment", None)
+
+
+def test_manifest_seal_known_answer_and_tamper() -> None:
+    # The volume format: AES-256-GCM under the single-use manifest key, a zero nonce and
+    # the clear header as associated data.
+    key = bytes.fromhex("feffe9928665731c6d6a8f9467308308" * 2)
+    sealed = seal_manifest(key, b'{"entries":[]}', b"header")
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    assert sealed == AESGCM(key).encrypt(bytes(12), b'{"entries":[]}', b"header")
+    assert open_manifest(key, sealed, b"header") == b'{"entries":[]}'
+    for changed in (sealed[:-1] + bytes([sealed[-1] ^ 1]), sealed[:-1]):
+        with pytest.raises(SegmentAuthenticationError):
+            open_manifest(key, changed, b"header")
+    with pytest.raises(SegmentAuthenticationError):
+        open_manifest(key, sealed, b"Header")
+    with pytest.raises(SegmentAuthenticationError):
+        open_manifest(bytes(32), sealed, b"header")
 
 
 def test_segment_cipher_in_place_matches_allocating_api() -> None:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from confide.crypto import SymmetricKey
-from confide.errors import IntegrityError, VolumeError
+from confide.errors import VolumeError, VolumeIntegrityError
 from confide.volume import (
     VolumeResult,
     decrypt_tree,
@@ -207,7 +207,7 @@ def test_many_small_files_in_processes_and_threads(
     data = bytearray(object_path.read_bytes())
     data[0] ^= 1
     object_path.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=r"'d3/f500' failed authentication"):
+    with pytest.raises(VolumeIntegrityError, match=r"'d3/f500' failed authentication"):
         decrypt_tree(tmp_path / "vol", tmp_path / "out2", key, workers=2)
     assert not (tmp_path / "out2").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src", "vol"]

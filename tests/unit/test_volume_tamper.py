@@ -1,4 +1,4 @@
-"""Every way of changing a volume is caught, with the same IntegrityError, before release."""
+"""Every way of changing a volume is caught, with the same VolumeIntegrityError, before release."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from confide.crypto import SymmetricKey
-from confide.errors import IntegrityError
+from confide.crypto import SymmetricKey, seal_manifest
+from confide.errors import VolumeIntegrityError
 from confide.volume import decrypt_tree, encrypt_tree, read_manifest, verify_tree
 from confide.volume.format import (
     FORMAT_VERSION,
-    MANIFEST_NONCE,
     SEALED_SEGMENT_SIZE,
     SEGMENT_SIZE,
     SUITE_AES256GCM_HKDF_SHA256,
@@ -108,11 +106,11 @@ def test_tampering_is_refused_and_nothing_is_released(
     vol = tmp_path / "vol"
     result = encrypt_tree(tree, vol, key)
     TAMPERS[name](vol, objects_by_path(vol, key))
-    with pytest.raises(IntegrityError, match=f"volume {vol}"):
+    with pytest.raises(VolumeIntegrityError, match=f"volume {vol}"):
         verify_tree(vol, key)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(VolumeIntegrityError):
         verify_tree(vol, key, expected_tag=result.tag)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(VolumeIntegrityError):
         decrypt_tree(vol, tmp_path / "out", key)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "vol"]
 
@@ -121,7 +119,7 @@ def test_segment_failure_names_the_file(tmp_path: Path, tree: Path, key: Symmetr
     vol = tmp_path / "vol"
     encrypt_tree(tree, vol, key)
     flip_bit(objects_by_path(vol, key)["three.bin"], SEGMENT_SIZE)
-    with pytest.raises(IntegrityError, match=r"'three\.bin' failed authentication"):
+    with pytest.raises(VolumeIntegrityError, match=r"'three\.bin' failed authentication"):
         verify_tree(vol, key)
 
 
@@ -129,9 +127,9 @@ def test_wrong_key_is_refused(tmp_path: Path, tree: Path, key: SymmetricKey) -> 
     vol = tmp_path / "vol"
     result = encrypt_tree(tree, vol, key)
     other = SymmetricKey.generate()
-    with pytest.raises(IntegrityError, match="wrong key, or the volume was tampered with"):
+    with pytest.raises(VolumeIntegrityError, match="wrong key, or the volume was tampered with"):
         decrypt_tree(vol, tmp_path / "out", other)
-    with pytest.raises(IntegrityError, match="wrong key"):
+    with pytest.raises(VolumeIntegrityError, match="wrong key"):
         verify_tree(vol, other, expected_tag=result.tag)
     assert not (tmp_path / "out").exists()
 
@@ -148,9 +146,9 @@ def test_rollback_to_an_older_version_is_caught_with_the_tag(
     shutil.rmtree(vol)
     shutil.copytree(tmp_path / "old-copy", vol)  # the attacker restores the old version
     assert verify_tree(vol, key).tag == old.tag  # consistent on its own...
-    with pytest.raises(IntegrityError, match="another version of the volume"):
+    with pytest.raises(VolumeIntegrityError, match="another version of the volume"):
         verify_tree(vol, key, expected_tag=new.tag)  # ...but not the version expected
-    with pytest.raises(IntegrityError, match="rolled back"):
+    with pytest.raises(VolumeIntegrityError, match="rolled back"):
         decrypt_tree(vol, tmp_path / "out", key, expected_tag=new.tag)
     assert not (tmp_path / "out").exists()
 
@@ -175,7 +173,7 @@ def test_old_manifest_with_new_objects_is_refused(
     old_header = (vol / "volume.fspf").read_bytes()
     encrypt_tree(tree, vol, key, force=True)
     (vol / "volume.fspf").write_bytes(old_header)
-    with pytest.raises(IntegrityError, match="unexpected object"):
+    with pytest.raises(VolumeIntegrityError, match="unexpected object"):
         verify_tree(vol, key)
 
 
@@ -186,7 +184,7 @@ def forge(vol: Path, key: SymmetricKey, manifest: bytes) -> None:
     header = Header(
         FORMAT_VERSION, SUITE_AES256GCM_HKDF_SHA256, SEGMENT_SIZE, vvid, len(manifest) + 16
     ).pack()
-    ciphertext = AESGCM(keys.manifest_key).encrypt(MANIFEST_NONCE, manifest, header)
+    ciphertext = seal_manifest(keys.manifest_key, manifest, header)
     (vol / "objects").mkdir(parents=True)
     (vol / "volume.fspf").write_bytes(header + ciphertext + compute_tag(keys, header, ciphertext))
 
@@ -221,7 +219,7 @@ def test_malicious_manifest_is_refused_before_any_write(
     vol = tmp_path / "vol"
     forge(vol, key, ('{"entries":[' + entries + '],"format":1}').encode())
     (tmp_path / "work").mkdir()
-    with pytest.raises(IntegrityError, match=reason):
+    with pytest.raises(VolumeIntegrityError, match=reason):
         decrypt_tree(vol, tmp_path / "work" / "out", key)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol", "work"]
     assert list((tmp_path / "work").iterdir()) == []
@@ -246,5 +244,5 @@ def test_malicious_manifest_is_refused_before_any_write(
 )
 def test_garbled_manifest_is_refused(tmp_path: Path, key: SymmetricKey, document: bytes) -> None:
     forge(tmp_path / "vol", key, document)
-    with pytest.raises(IntegrityError, match="manifest is invalid"):
+    with pytest.raises(VolumeIntegrityError, match="manifest is invalid"):
         verify_tree(tmp_path / "vol", key)

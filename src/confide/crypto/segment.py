@@ -6,6 +6,9 @@ and 0 otherwise (the STREAM construction of Hoang, Reyhanitabar, Rogaway and Viz
 used by age). Each file has its own key, so a nonce never repeats under a key; dropping,
 repeating or reordering segments changes a nonce, and cutting the tail off loses the
 segment that carries the last flag, so each of those fails authentication.
+
+A volume's manifest is sealed whole, once, by ``seal_manifest`` with the same AEAD under
+a key derived for that volume version alone, so its fixed zero nonce never repeats.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ TAG_BYTES = 16
 WritableBuffer = bytearray | mmap.mmap
 SEGMENT_OVERHEAD = TAG_BYTES
 _MAX_COUNTER = (1 << 88) - 1
+_MANIFEST_NONCE = bytes(12)  # the key is single-use: one manifest per volume version
 
 
 class SegmentAuthenticationError(Exception):
-    """A segment did not authenticate (the caller turns this into IntegrityError)."""
+    """A segment or a manifest did not authenticate (the caller raises VolumeIntegrityError)."""
 
 
 def stream_nonce(index: int, last: bool) -> bytes:
@@ -72,3 +76,16 @@ class SegmentCipher(Redacted):
 def segment_cipher(file_key: bytes) -> SegmentCipher:
     """The cipher for one file's segments."""
     return SegmentCipher(file_key)
+
+
+def seal_manifest(manifest_key: bytes, manifest: bytes, header: bytes) -> bytes:
+    """Seal a volume's manifest under its single-use key, authenticating ``header`` too."""
+    return AESGCM(manifest_key).encrypt(_MANIFEST_NONCE, manifest, header)
+
+
+def open_manifest(manifest_key: bytes, sealed: bytes, header: bytes) -> bytes:
+    """Authenticate and decrypt a manifest sealed by ``seal_manifest``."""
+    try:
+        return AESGCM(manifest_key).decrypt(_MANIFEST_NONCE, sealed, header)
+    except InvalidTag:
+        raise SegmentAuthenticationError from None

@@ -8,17 +8,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from confide.crypto import SymmetricKey, segment_cipher
-from confide.errors import IntegrityError, VolumeError
+from confide.crypto import (
+    SegmentAuthenticationError,
+    SymmetricKey,
+    open_manifest,
+    seal_manifest,
+    segment_cipher,
+)
+from confide.errors import VolumeError, VolumeIntegrityError
 from confide.volume import engine, tree
 from confide.volume.format import (
     FORMAT_VERSION,
     HEADER_BYTES,
     ID_BYTES,
-    MANIFEST_NONCE,
     MAX_MANIFEST_BYTES,
     OBJECTS_DIR,
     SEGMENT_SIZE,
@@ -150,7 +152,7 @@ def _write_volume_file(staging: Path, keys: VolumeKeys, vvid: bytes, manifest: M
         vvid,
         len(plaintext) + 16,
     ).pack()
-    ciphertext = AESGCM(keys.manifest_key).encrypt(MANIFEST_NONCE, plaintext, header)
+    ciphertext = seal_manifest(keys.manifest_key, plaintext, header)
     tag = compute_tag(keys, header, ciphertext)
     try:
         (staging / VOLUME_FILE).write_bytes(header + ciphertext + tag)
@@ -173,23 +175,23 @@ def _open_volume(
     tag = compute_tag(keys, header_bytes, ciphertext)
     if expected_tag is not None and not tags_equal(tag, _parse_tag(expected_tag)):
         if tags_equal(tag, stored):
-            raise IntegrityError(
+            raise VolumeIntegrityError(
                 f"volume {name}: tag {tag.hex()} is not the expected {expected_tag.lower()}: "
                 f"this is another version of the volume (rolled back or replaced)"
             )
-        raise IntegrityError(
+        raise VolumeIntegrityError(
             f"volume {name}: header or manifest failed authentication "
             f"(wrong key, or the volume was tampered with)"
         )
     if not tags_equal(tag, stored):
-        raise IntegrityError(
+        raise VolumeIntegrityError(
             f"volume {name}: header or manifest failed authentication "
             f"(wrong key, or the volume was tampered with)"
         )
     try:
-        plaintext = AESGCM(keys.manifest_key).decrypt(MANIFEST_NONCE, ciphertext, header_bytes)
-    except InvalidTag:
-        raise IntegrityError(f"volume {name}: manifest failed authentication") from None
+        plaintext = open_manifest(keys.manifest_key, ciphertext, header_bytes)
+    except SegmentAuthenticationError:
+        raise VolumeIntegrityError(f"volume {name}: manifest failed authentication") from None
     return keys, parse_manifest(plaintext, name), tag.hex()
 
 
@@ -204,15 +206,15 @@ def _read_volume_file(src: Path) -> bytes:
     except FileNotFoundError:
         raise VolumeError(f"{src} is not a confide volume (no {VOLUME_FILE})") from None
     except OSError as exc:
-        raise IntegrityError(
+        raise VolumeIntegrityError(
             f"volume {src}: {VOLUME_FILE} cannot be opened: {exc.strerror}"
         ) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise IntegrityError(f"volume {src}: {VOLUME_FILE} is not a regular file")
+            raise VolumeIntegrityError(f"volume {src}: {VOLUME_FILE} is not a regular file")
         if info.st_size > HEADER_BYTES + MAX_MANIFEST_BYTES + TAG_BYTES:
-            raise IntegrityError(f"volume {src}: {VOLUME_FILE} is larger than any valid one")
+            raise VolumeIntegrityError(f"volume {src}: {VOLUME_FILE} is larger than any valid one")
         with os.fdopen(os.dup(fd), "rb") as handle:
             return handle.read(info.st_size + 1)
     except OSError as exc:
@@ -256,7 +258,7 @@ def _open_objects(
                 f"{object_dir}/{item.object_id}", target, item.size, item.mode, cipher, piece
             )
         except engine.ObjectDefectError as defect:
-            raise IntegrityError(f"volume {name}: file {item.path!r} {defect}") from None
+            raise VolumeIntegrityError(f"volume {name}: file {item.path!r} {defect}") from None
 
     sizes = [f.size for f in manifest.files]
     if target_root is not None:
@@ -264,7 +266,7 @@ def _open_objects(
     digests = _collect(sizes, work, workers, progress, f"cannot decrypt volume {name}")
     for item, digest in zip(manifest.files, digests, strict=True):
         if digest != item.digest:
-            raise IntegrityError(f"volume {name}: file {item.path!r} failed authentication")
+            raise VolumeIntegrityError(f"volume {name}: file {item.path!r} failed authentication")
 
 
 def _check_objects(name: str, objects: Path, manifest: Manifest) -> None:
@@ -277,22 +279,22 @@ def _check_objects(name: str, objects: Path, manifest: Manifest) -> None:
     except OSError as exc:
         raise VolumeError(f"cannot read {objects}: {exc.strerror}") from None
     if not entries and manifest.files and not objects.is_dir():
-        raise IntegrityError(f"volume {name}: the {OBJECTS_DIR} directory is missing")
+        raise VolumeIntegrityError(f"volume {name}: the {OBJECTS_DIR} directory is missing")
     extras = sorted(set(entries) - {f.object_id for f in manifest.files})
     if extras:
-        raise IntegrityError(
+        raise VolumeIntegrityError(
             f"volume {name}: unexpected object {extras[0]!r} (added to the volume)"
         )
     for item in manifest.files:
         info = entries.get(item.object_id)
         if info is None:
-            raise IntegrityError(f"volume {name}: file {item.path!r} is missing its object")
+            raise VolumeIntegrityError(f"volume {name}: file {item.path!r} is missing its object")
         if not stat.S_ISREG(info.st_mode):
-            raise IntegrityError(
+            raise VolumeIntegrityError(
                 f"volume {name}: file {item.path!r} has an object that is not a regular file"
             )
         if info.st_size != sealed_size(item.size):
-            raise IntegrityError(
+            raise VolumeIntegrityError(
                 f"volume {name}: file {item.path!r} failed authentication "
                 f"(object truncated or extended)"
             )

@@ -20,7 +20,7 @@ from confide.crypto.encoding import u16
 from confide.crypto.kdf import SubkeyDeriver
 from confide.crypto.keys import Redacted
 from confide.crypto.segment import SEGMENT_OVERHEAD
-from confide.errors import IntegrityError
+from confide.errors import VolumeIntegrityError
 
 MAGIC = b"CONFIDEV"
 FORMAT_VERSION = 1
@@ -39,7 +39,6 @@ _LABEL_MANIFEST = b"confide-volume manifest-key"
 _LABEL_TAG = b"confide-volume tag-key"
 _LABEL_OBJECT = b"confide-volume object-key"
 _LABEL_DIGEST = b"confide-volume object-digest"
-MANIFEST_NONCE = bytes(12)
 MAX_MANIFEST_BYTES = 1 << 30
 
 
@@ -65,21 +64,23 @@ class Header:
 
 
 def parse_header(blob: bytes, volume: str) -> Header:
-    """Parse the header of a ``volume.fspf`` blob; any defect is an IntegrityError."""
+    """Parse the header of a ``volume.fspf`` blob; any defect is an VolumeIntegrityError."""
     if len(blob) < HEADER_BYTES + TAG_BYTES:
-        raise IntegrityError(f"volume {volume}: {VOLUME_FILE} is truncated")
+        raise VolumeIntegrityError(f"volume {volume}: {VOLUME_FILE} is truncated")
     magic, version, suite, segment_size, vvid, manifest_length = _HEADER.unpack_from(blob)
     if magic != MAGIC:
-        raise IntegrityError(f"volume {volume}: {VOLUME_FILE} is not a confide volume header")
+        raise VolumeIntegrityError(f"volume {volume}: {VOLUME_FILE} is not a confide volume header")
     if version != FORMAT_VERSION or suite != SUITE_AES256GCM_HKDF_SHA256:
-        raise IntegrityError(
+        raise VolumeIntegrityError(
             f"volume {volume}: header names format {version} suite {suite}, which this "
             f"confide does not read (damaged, or written by a newer confide)"
         )
     if segment_size != SEGMENT_SIZE:
-        raise IntegrityError(f"volume {volume}: header has a damaged segment size")
+        raise VolumeIntegrityError(f"volume {volume}: header has a damaged segment size")
     if manifest_length != len(blob) - HEADER_BYTES - TAG_BYTES:
-        raise IntegrityError(f"volume {volume}: {VOLUME_FILE} length does not match its header")
+        raise VolumeIntegrityError(
+            f"volume {volume}: {VOLUME_FILE} length does not match its header"
+        )
     return Header(version, suite, segment_size, vvid, manifest_length)
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from confide.errors import IntegrityError
+from confide.errors import VolumeIntegrityError
 from confide.jsonsafe import JsonTooDeepError, loads_bounded
 from confide.volume.format import FORMAT_VERSION
 
@@ -88,8 +88,8 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_manifest(plaintext: bytes, volume: str) -> Manifest:
     """Parse and strictly validate a decrypted manifest."""
 
-    def bad(why: str) -> IntegrityError:
-        return IntegrityError(f"volume {volume}: manifest is invalid: {why}")
+    def bad(why: str) -> VolumeIntegrityError:
+        return VolumeIntegrityError(f"volume {volume}: manifest is invalid: {why}")
 
     try:
         document = loads_bounded(plaintext, 4, object_pairs_hook=_no_duplicate_keys)
