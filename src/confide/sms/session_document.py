@@ -22,6 +22,7 @@ import yaml
 from confide.attestation.measurement import Measurement
 from confide.attestation.policy import TDX_PIN_FIELDS, TOLERATIONS, Policy, parse_tdx_pins
 from confide.errors import AttestationError, ConfideError, SessionError
+from confide.sms.session_yaml import compose_session_yaml
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -45,6 +46,10 @@ _SECRET = {"name", "kind", "value"}
 _SECURITY = {"tolerate", "ignore_advisories"}
 _ACCESS = {"read", "update"}
 _DEFAULT_PATHS = {"input": "/encryptedInputs", "output": "/encryptedOutputs"}
+# Generous, but bounded: a session is read for any wallet that sends one.
+MAX_SERVICES = 64
+MAX_ENVIRONMENT = 256  # entries per service
+MAX_TEMPLATE_GROWTH = 256 * 1024  # characters that template values add, in all
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ class _Reader:
         self.source = source
         self.variables = variables
         self.secret_refs: list[tuple[str, int]] = []
+        self.growth = 0  # characters added by template values so far
 
     def fail(self, node: yaml.Node | None, message: str) -> SessionError:
         line = f":{node.start_mark.line + 1}" if node is not None else ""
@@ -183,7 +189,15 @@ class _Reader:
                 raise self.fail(
                     node, f"{where}: template variable ${name} is not set (pass --var {name}=…)"
                 )
-            return self.variables[name]
+            value = self.variables[name]
+            self.growth += len(value)
+            if self.growth > MAX_TEMPLATE_GROWTH:
+                raise self.fail(
+                    node,
+                    f"{where}: template values add more than {MAX_TEMPLATE_GROWTH} "
+                    f"characters to the session (MAX_TEMPLATE_GROWTH)",
+                )
+            return value
 
         return _TOKEN.sub(replace, value)
 
@@ -202,11 +216,15 @@ def compose_yaml(text: str, source: str, error: type[ConfideError]) -> yaml.Node
 def parse_session(
     text: str, variables: Mapping[str, str], source: str = "session"
 ) -> SessionDocument:
-    """Parse and check a session document; SessionError naming the line on any fault."""
-    root = compose_yaml(text, source, SessionError)
+    """Parse and check a session document; SessionError naming the line on any fault.
+
+    The YAML is read within fixed limits (``confide.sms.session_yaml``: no anchors or
+    aliases, at most 256 KiB, 20,000 values, 32 levels), and so are the services, the
+    environment entries and what template values add: any wallet may send a session."""
+    root = compose_session_yaml(text, source)
     reader = _Reader(source, variables)
     if root is None:
-        raise SessionError(f"{source}: the document is empty")
+        raise SessionError(f"{source}:1: the document is empty")
     top = reader.mapping(root, _TOP, "the session")
     for required in ("name", "version", "services"):
         if required not in top:
@@ -256,6 +274,10 @@ def _services(reader: _Reader, node: yaml.Node, volume_names: set[str]) -> tuple
     entries = reader.sequence(node, "services")
     if not entries:
         raise reader.fail(node, "services must list at least one service")
+    if len(entries) > MAX_SERVICES:
+        raise reader.fail(
+            entries[MAX_SERVICES], f"more than {MAX_SERVICES} services (MAX_SERVICES)"
+        )
     for index, entry in enumerate(entries):
         where = f"services[{index}]"
         fields = reader.mapping(entry, _SERVICE, where)
@@ -276,7 +298,14 @@ def _services(reader: _Reader, node: yaml.Node, volume_names: set[str]) -> tuple
         tdx = _tdx(reader, fields.get("tdx"), measurements, fields["measurements"], name, where)
         environment = []
         if "environment" in fields:
-            env = reader.mapping(fields["environment"], _AnyKey(), f"{where}.environment")
+            env_node = fields["environment"]
+            if isinstance(env_node, yaml.MappingNode) and len(env_node.value) > MAX_ENVIRONMENT:
+                raise reader.fail(
+                    env_node.value[MAX_ENVIRONMENT][0],
+                    f"service {name!r} has more than {MAX_ENVIRONMENT} environment entries "
+                    f"(MAX_ENVIRONMENT)",
+                )
+            env = reader.mapping(env_node, _AnyKey(), f"{where}.environment")
             environment = [(k, reader.text(v, f"{where}.environment.{k}")) for k, v in env.items()]
         service_volumes = [
             reader.text(v, f"{where}.volumes")
