@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from confide.cli.output import JsonOption, emit_json, say
-from confide.cli.sms import (
+from confide.cli.options import (
     AppMeasurementOption,
     SecretFileOption,
     SecretValueOption,
@@ -22,6 +21,7 @@ from confide.cli.sms import (
     signing_client,
     sms_url,
 )
+from confide.cli.output import JsonOption, emit_json, say
 from confide.cli.wallet import PasswordOption, WalletOption
 
 app = typer.Typer(

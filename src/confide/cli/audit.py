@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from confide.cli.options import shown_url, sms_database_url
 from confide.cli.output import JsonOption, emit_json, say
-from confide.cli.sms import shown_url, sms_database_url
 from confide.errors import ConfideError
 
 if TYPE_CHECKING:

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from confide.cli.output import JsonOption, emit_json, say
-from confide.cli.sms import (
+from confide.cli.options import (
     AppMeasurementOption,
     SecretFileOption,
     SecretValueOption,
@@ -20,6 +19,7 @@ from confide.cli.sms import (
     signing_client,
     sms_url,
 )
+from confide.cli.output import JsonOption, emit_json, say
 from confide.cli.wallet import PasswordOption, WalletOption
 
 app = typer.Typer(

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from confide.cli.options import SmsOption, signing_client
 from confide.cli.output import JsonOption, emit_json, note, say
-from confide.cli.sms import SmsOption, signing_client
 from confide.cli.wallet import PasswordOption, WalletOption
 from confide.config import confide_home
 from confide.errors import KeyFileError

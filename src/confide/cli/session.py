@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from confide.cli.options import SmsOption, signing_client
 from confide.cli.output import JsonOption, emit_json, say
-from confide.cli.sms import SmsOption, signing_client
 from confide.cli.wallet import PasswordOption, WalletOption, address_or_own
 from confide.errors import SessionError
 
