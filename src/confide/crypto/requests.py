@@ -29,6 +29,7 @@ HEADER_NONCE = "X-Confide-Nonce"
 HEADER_SIGNATURE = "X-Confide-Signature"
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{130}")
 
 
 def canonical_query(params: Mapping[str, str] | list[tuple[str, str]]) -> str:
@@ -119,6 +120,41 @@ def verify_request(
     Replay is not checked here: the caller records (address, nonce) with the request's
     effect, so that a replay fails even across replicas and restarts.
     """
+    claimed = signature_headers(headers, now=now)
+    message = canonical_request(
+        audience=audience,
+        method=method,
+        path=path,
+        query=query,
+        content_type=content_type,
+        body=body,
+        timestamp=claimed.timestamp,
+        nonce=claimed.nonce,
+    )
+    signer = recover_signer(message, claimed.signature)
+    if signer != claimed.address:
+        raise AuthError(
+            "the signature does not match the request: it was signed for another "
+            "service, deployment, method, path, query, body or time, or by another wallet"
+        )
+    return SignedBy(claimed.address, claimed.nonce, claimed.timestamp)
+
+
+@dataclass(frozen=True)
+class SignatureHeaders:
+    """The four headers of a signed request, well formed and fresh, not yet verified."""
+
+    address: str
+    timestamp: int
+    nonce: str
+    signature: str
+
+
+def signature_headers(headers: Mapping[str, str], *, now: int) -> SignatureHeaders:
+    """The checks of :func:`verify_request` that need no body: the four headers are
+    present and well formed and the timestamp is fresh. A server runs them before it
+    reads a body (``confide.web.limits``), so that an unsigned request costs no buffer.
+    """
     values = {name: _header(headers, name) for name in _HEADERS}
     address = normalise_address(values[HEADER_ADDRESS])
     if not _TIMESTAMP.fullmatch(values[HEADER_TIMESTAMP]):
@@ -132,23 +168,10 @@ def verify_request(
     nonce = values[HEADER_NONCE]
     if not _NONCE.fullmatch(nonce):
         raise AuthError(f"{HEADER_NONCE} is 32 lower-case hex characters (128 bits)")
-    message = canonical_request(
-        audience=audience,
-        method=method,
-        path=path,
-        query=query,
-        content_type=content_type,
-        body=body,
-        timestamp=timestamp,
-        nonce=nonce,
-    )
-    signer = recover_signer(message, values[HEADER_SIGNATURE])
-    if signer != address:
-        raise AuthError(
-            "the signature does not match the request: it was signed for another "
-            "service, deployment, method, path, query, body or time, or by another wallet"
-        )
-    return SignedBy(address, nonce, timestamp)
+    signature = values[HEADER_SIGNATURE]
+    if not _SIGNATURE.fullmatch(signature):
+        raise AuthError(f"{HEADER_SIGNATURE} is malformed: 65 bytes as 0x and 130 hex")
+    return SignatureHeaders(address, timestamp, nonce, signature)
 
 
 _HEADERS = (HEADER_ADDRESS, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
