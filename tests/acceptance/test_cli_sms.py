@@ -162,7 +162,36 @@ def test_session_errors(tmp_path: Path, sms: tuple[dict[str, str], subprocess.Po
     assert run_cli("wallet", "create", env=other).returncode == 0
     assert run_cli("session", "create", file, "--var", "SIM=" + "ab" * 32, env=env).returncode == 0
     owner = json.loads(run_cli("wallet", "show", "--json", env=env).stdout)["address"]
-    assert_refusal(run_cli("session", "show", "cubic", "--owner", owner, env=other), "403")
+    hidden = run_cli("session", "show", "cubic", "--owner", owner, env=other)
+    assert_refusal(hidden, "404", "that you may read")
+    missing = run_cli("session", "show", "nope", "--owner", owner, env=other)
+    assert hidden.stderr.replace("cubic", "nope") == missing.stderr  # existence does not leak
+
+
+def test_session_update_cannot_flip_a_volume_mode(
+    tmp_path: Path, sms: tuple[dict[str, str], subprocess.Popen[str]]
+) -> None:
+    """An input volume (its key and tag pushed by the owner) cannot become an output
+    volume (whose key and tag go to the enclave that writes it)."""
+    env, _ = sms
+    assert run_cli("wallet", "create", env=env).returncode == 0
+    file = tmp_path / "cubic.yml"
+    file.write_text(SESSION.replace("PRED", "null"))
+    var = ("--var", "SIM=" + "ab" * 32)
+    created = json.loads(run_cli("session", "create", file, *var, "--json", env=env).stdout)
+    flipped = SESSION.replace("PRED", created["hash"]).replace(
+        "  - name: input\n", "  - {name: input, mode: output}\n"
+    )
+    assert flipped != SESSION.replace("PRED", created["hash"])
+    file.write_text(flipped)
+    assert_refusal(
+        run_cli("session", "update", file, *var, env=env),
+        "volume 'input'",
+        "is an input volume",
+        "cannot change to output",
+    )
+    shown = json.loads(run_cli("session", "show", "cubic", "--json", env=env).stdout)
+    assert shown["hash"] == created["hash"]
 
 
 def test_the_help_example_creates_a_session(

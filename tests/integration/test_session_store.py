@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select
 
 from confide.crypto.envelope import KeyEncryptionKey
 from confide.db import make_engine, upgrade
+from confide.errors import SessionError
 from confide.sms.secrets import SecretRef, SecretStore
 from confide.sms.session_document import parse_session
 from confide.sms.sessions import (
@@ -61,7 +62,7 @@ def test_create_read_update_and_history(stores: tuple[SessionStore, SecretStore,
     assert "VERY-SECRET-VALUE" not in str(first.document)
     assert store.current(ALICE, ALICE, "cubic").hash == first.hash
     assert store.current(BOB, ALICE, "cubic").hash == first.hash  # listed reader
-    with pytest.raises(SessionForbiddenError, match="may not read"):
+    with pytest.raises(SessionNotFoundError, match="that you may read"):
         store.current(CAROL, ALICE, "cubic")
     with pytest.raises(SessionForbiddenError, match="may not update"):
         store.update(BOB, ALICE, _doc(first.hash, "python3 v2.py"), NOW + 1)
@@ -132,6 +133,109 @@ def test_concurrent_updates_one_wins(stores: tuple[SessionStore, SecretStore, En
         thread.join(30)
     assert sorted(outcomes) == ["lost", "won"]
     assert len(store.history(ALICE, ALICE, "cubic")) == 2
+
+
+def test_the_loser_of_a_concurrent_update_learns_the_current_hash(
+    stores: tuple[SessionStore, SecretStore, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race where both updates pass the predecessor check and the database's UNIQUE
+    constraint picks the winner: the loser's conflict names the winner's hash (the docs
+    promise it), in the message and as ``current_hash`` for the HTTP problem body."""
+    store, _, _ = stores
+    first = store.create(ALICE, _doc(), NOW)
+    write = store._write
+    winner: list[str] = []
+
+    def racing_write(*args: object, **kwargs: object) -> object:
+        if not winner:  # the other update commits between the loser's check and write
+            winner.append("")
+            winner[0] = store.update(ALICE, ALICE, _doc(first.hash, "python3 a.py"), NOW + 1).hash
+        return write(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_write", racing_write)
+    with pytest.raises(SessionConflictError, match="updated concurrently") as info:
+        store.update(ALICE, ALICE, _doc(first.hash, "python3 b.py"), NOW + 1)
+    assert winner[0] != first.hash
+    assert info.value.current_hash == winner[0]
+    assert winner[0] in str(info.value)
+    with pytest.raises(SessionConflictError) as stale:
+        store.update(ALICE, ALICE, _doc(first.hash, "python3 c.py"), NOW + 2)
+    assert stale.value.current_hash == winner[0]
+
+
+def test_a_session_you_may_not_read_answers_as_a_missing_one(
+    stores: tuple[SessionStore, SecretStore, Engine],
+) -> None:
+    """Another owner's session name: the same error, word for word, whether it exists or
+    not, for a read, its history, and an update; existence does not leak."""
+    store, _, _ = stores
+
+    def refusals() -> list[tuple[type[Exception], str]]:
+        found: list[tuple[type[Exception], str]] = []
+        for call in (
+            lambda: store.current(CAROL, ALICE, "cubic"),
+            lambda: store.history(CAROL, ALICE, "cubic"),
+            lambda: store.update(CAROL, ALICE, _doc("0" * 64), NOW + 1),
+        ):
+            with pytest.raises(SessionNotFoundError) as info:
+                call()
+            found.append((type(info.value), str(info.value)))
+        return found
+
+    missing = refusals()
+    store.create(ALICE, _doc(), NOW)
+    assert refusals() == missing
+    assert missing[0][1] == f"no session 'cubic' of {ALICE} that you may read"
+    with pytest.raises(SessionForbiddenError, match="may not update"):  # BOB may read it
+        store.update(BOB, ALICE, _doc("0" * 64), NOW + 1)
+
+
+def test_the_owner_is_never_locked_out(stores: tuple[SessionStore, SecretStore, Engine]) -> None:
+    """An updater the policy names writes a policy without the owner: the owner may still
+    read and update the session (the owner is always in both lists)."""
+    store, _, _ = stores
+    shared = TEXT.replace("update: [owner]", "update: [owner, BOB]")
+    first = store.create(
+        ALICE, parse_session(shared.replace("PRED", "null").replace("BOB", BOB), {}), NOW
+    )
+    locked = TEXT.replace("{read: [owner, BOB], update: [owner]}", "{read: [BOB], update: [BOB]}")
+    text = locked.replace("PRED", first.hash).replace("BOB", BOB)
+    second = store.update(BOB, ALICE, parse_session(text, {}), NOW + 1)
+    assert second.document["access_policy"] == {"read": [BOB], "update": [BOB]}
+    assert store.current(ALICE, ALICE, "cubic").hash == second.hash
+    assert store.history(ALICE, ALICE, "cubic")[-1].hash == second.hash
+    third = store.update(ALICE, ALICE, _doc(second.hash), NOW + 2)
+    assert store.current(ALICE, ALICE, "cubic").hash == third.hash
+
+
+VOLUMES = {
+    "input": "volumes:\n  - {name: data, mode: input}\n",
+    "output": "volumes:\n  - {name: data, mode: output}\n",
+    "none": "",
+}
+
+
+def _with_volume(mode: str, predecessor: str | None):  # type: ignore[no-untyped-def]
+    text = TEXT.replace("PRED", predecessor or "null").replace("BOB", BOB)
+    return parse_session(text + VOLUMES[mode], {})
+
+
+def test_a_volume_keeps_its_mode(stores: tuple[SessionStore, SecretStore, Engine]) -> None:
+    """An input volume's key and tag are pushed by the owner; an output volume's are handed
+    to the enclave that writes it. Turning an input into an output (directly, or by
+    dropping the volume and declaring it again) would let the owner plant them."""
+    store, _, _ = stores
+    first = store.create(ALICE, _with_volume("input", None), NOW)
+    with pytest.raises(SessionError, match=r"volume .data. .* is an input volume: its mode cannot"):
+        store.update(ALICE, ALICE, _with_volume("output", first.hash), NOW + 1)
+    dropped = store.update(ALICE, ALICE, _with_volume("none", first.hash), NOW + 1)
+    with pytest.raises(SessionError, match="is an input volume"):
+        store.update(ALICE, ALICE, _with_volume("output", dropped.hash), NOW + 2)
+    again = store.update(ALICE, ALICE, _with_volume("input", dropped.hash), NOW + 2)
+    assert store.current(ALICE, ALICE, "cubic").hash == again.hash
+    other = store.create(BOB, _with_volume("output", None), NOW)  # its own session: free
+    with pytest.raises(SessionError, match="is an output volume: its mode cannot change to input"):
+        store.update(BOB, BOB, _with_volume("input", other.hash), NOW + 1)
 
 
 def test_session_and_its_secrets_are_written_together(

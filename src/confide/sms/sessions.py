@@ -5,7 +5,12 @@ hash as ``predecessor``, so two concurrent updates cannot both win and nobody ov
 a version they have not seen. Secret values go to the secret store (kind ``session``,
 subject = the session name), so the stored document, its hash and its history never hold
 one; a secret without a value is generated (32 random bytes, as hex). Reads and updates
-follow the session's access policy (``owner`` or wallet addresses).
+follow the session's access policy (``owner`` or wallet addresses); the owner may always
+read and update their session, whatever the policy lists, so no updater can lock them
+out. A session that a caller may not read answers exactly as one that does not exist, so
+its existence does not leak. A volume keeps its mode for the session's whole life: an
+input volume's key and tag are the owner's to push, so an input turned output would hand
+an enclave a key and tag the owner planted.
 """
 
 from __future__ import annotations
@@ -36,11 +41,18 @@ class SessionNotFoundError(SessionError):
 
 
 class SessionConflictError(SessionError):
-    """Create of an existing session, or update from a stale predecessor (HTTP 409)."""
+    """Create of an existing session, or update from a stale predecessor (HTTP 409).
+
+    ``current_hash`` is the session's current hash when it is known (always for an
+    update), for the problem body: the caller bases a new update on it."""
+
+    def __init__(self, message: str, current_hash: str | None = None) -> None:
+        super().__init__(message)
+        self.current_hash = current_hash
 
 
 class SessionForbiddenError(SessionError):
-    """The caller may not read or update this session (HTTP 403)."""
+    """The caller may read this session but not update it (HTTP 403)."""
 
 
 @dataclass(frozen=True)
@@ -73,27 +85,34 @@ class SessionStore:
     def update(
         self, caller: str, owner: str, document: SessionDocument, now: int, also: Also | None = None
     ) -> StoredSession:
-        head = self.current(caller, owner, document.name, for_update=True)
+        history = self._permitted(caller, owner, document.name, for_update=True)
+        head = history[-1]
         if document.predecessor != head.hash:
             raise SessionConflictError(
                 f"session {owner}/{document.name}: predecessor "
                 f"{document.predecessor or 'null'} is not the current hash {head.hash}; "
-                f"fetch the session and base your update on it"
+                f"fetch the session and base your update on it",
+                current_hash=head.hash,
             )
+        _check_volume_modes(history, document)
         return self._write(caller, owner, document, now, expected_head=head.hash, also=also)
 
     def current(
         self, caller: str, owner: str, name: str, *, for_update: bool = False
     ) -> StoredSession:
+        return self._permitted(caller, owner, name, for_update=for_update)[-1]
+
+    def _permitted(
+        self, caller: str, owner: str, name: str, *, for_update: bool = False
+    ) -> list[StoredSession]:
+        """The session's history if ``caller`` may read it (and update it, with
+        ``for_update``). Not found and not readable are one answer, word for word."""
         history = self._history(owner, name)
-        if not history:
-            raise SessionNotFoundError(f"no session {name!r} in {owner}'s namespace")
-        head = history[-1]
-        allowed = head.document["access_policy"]["update" if for_update else "read"]
-        if not _permits(allowed, caller, owner):
-            what = "update" if for_update else "read"
-            raise SessionForbiddenError(f"{caller} may not {what} session {owner}/{name}")
-        return head
+        if not history or not _permits(history[-1], "read", caller):
+            raise SessionNotFoundError(f"no session {name!r} of {owner} that you may read")
+        if for_update and not _permits(history[-1], "update", caller):
+            raise SessionForbiddenError(f"{caller} may not update session {owner}/{name}")
+        return history
 
     def known_version(self, owner: str, name: str, digest: str) -> StoredSession | None:
         """Version ``digest`` if this store has read it before (without a read): it
@@ -209,9 +228,13 @@ class SessionStore:
                     ref = session_secret_ref(owner, document.name, digest, secret.name)
                     self._secrets.put_in(connection, ref, value, update=False, now=now)
         except IntegrityError:
+            history = self._history(owner, document.name)
+            current = history[-1].hash if history else None
+            what = "already exists" if expected_head is None else "was updated concurrently"
             raise SessionConflictError(
-                f"session {owner}/{document.name} "
-                + ("already exists" if expected_head is None else "was updated concurrently")
+                f"session {owner}/{document.name} {what}: the current hash is "
+                f"{current or 'unknown'}; fetch the session and base your update on it",
+                current_hash=current,
             ) from None
         return StoredSession(owner, document.name, digest, expected_head, canonical, now)
 
@@ -276,5 +299,27 @@ def session_secret_ref(owner: str, session: str, digest: str, secret: str) -> Se
     return SecretRef(owner, "session", secret, subject=f"{session}@{digest[:16]}")
 
 
-def _permits(allowed: list[str], caller: str, owner: str) -> bool:
-    return any(entry == caller or (entry == "owner" and caller == owner) for entry in allowed)
+def _permits(head: StoredSession, what: str, caller: str) -> bool:
+    """Whether ``caller`` may ``what`` (read, update) the session: its owner always, so
+    a policy written by an updater cannot lock the owner out; else whom it lists."""
+    allowed: list[str] = head.document["access_policy"][what]
+    return caller == head.owner or caller in allowed
+
+
+def _check_volume_modes(history: list[StoredSession], document: SessionDocument) -> None:
+    """A volume keeps the mode it was first declared with, in every later version (also
+    after a version that dropped it): an input volume's key and tag come from the owner,
+    and an output volume's are handed to the enclave that writes it, so a mode flip
+    would let the owner plant them."""
+    modes: dict[str, str] = {}
+    for version in history:
+        for volume in version.document["volumes"]:
+            modes.setdefault(volume["name"], volume["mode"])
+    for volume in document.volumes:
+        earlier = modes.get(volume.name, volume.mode)
+        if earlier != volume.mode:
+            raise SessionError(
+                f"volume {volume.name!r} of session {history[-1].owner}/{document.name} "
+                f"is an {earlier} volume: its mode cannot change to {volume.mode} "
+                f"(declare a volume with another name)"
+            )
