@@ -1,11 +1,16 @@
-"""Session documents: the DESIGN.md example, templates, references, errors with lines."""
+"""Session documents: the DESIGN.md example, templates, references, errors with lines,
+and the limits that bound what reading any document costs."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import yaml
 
 from confide.errors import SessionError
-from confide.sms.session_document import parse_session
+from confide.sms import session_yaml
+from confide.sms.session_document import MAX_ENVIRONMENT, MAX_SERVICES, parse_session
 
 EXAMPLE = """\
 name: cubic-prod
@@ -178,3 +183,103 @@ def test_a_tdx_measurement_without_pins_is_refused_when_written() -> None:
     text = EXAMPLE.replace('"sgx:${SGX}"', f'"tdx:{MR_TD}"')
     with pytest.raises(SessionError, match=r"s.yml:7: service 'app' lists a tdx measurement"):
         parse_session(text, VARS, "s.yml")
+
+
+def _timed_refusal(text: str, variables: dict[str, str], message: str) -> float:
+    start = time.perf_counter()
+    with pytest.raises(SessionError, match=message):
+        parse_session(text, variables, "s.yml")
+    return time.perf_counter() - start
+
+
+def _service(index: int, environment: str) -> str:
+    return (
+        f"  - name: s{index}\n"
+        f"    measurements: ['sim:{'ab' * 32}']\n"
+        f"    command: c\n"
+        f"    environment:\n{environment}"
+    )
+
+
+def test_anchors_and_aliases_are_refused_before_any_expansion() -> None:
+    """Services that alias one service with an aliased environment: read node by node,
+    services x entries (the old parser took seconds per 50 KB, holding the sms). Refused
+    at the first anchor, naming its line."""
+    environment = "".join(f"      E{i}: value-{i}\n" for i in range(2_000))
+    bomb = (
+        "name: bomb\nversion: '1'\nservices:\n  - &one\n    name: app\n"
+        f"    measurements: ['sim:{'ab' * 32}']\n    command: c\n    environment: &env\n"
+        + environment
+        + "  - *one\n" * 2_000
+    )
+    assert _timed_refusal(bomb, {}, r"^s.yml:4: anchor &one: anchors and aliases") < 2.0
+    alias_only = EXAMPLE.replace("MODE: production", "MODE: *nothing")
+    _timed_refusal(alias_only, VARS, r"^s.yml:11: alias \*nothing: anchors and aliases")
+    value_anchor = EXAMPLE.replace("MODE: production", "MODE: &m production")
+    _timed_refusal(value_anchor, VARS, r"^s.yml:11: anchor &m")
+
+
+@pytest.mark.parametrize("loader", ["libyaml", "python"])
+def test_both_yaml_parsers_give_the_same_session(
+    loader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libyaml's events when PyYAML has it, the pure-Python parser otherwise: the same
+    nodes, so the same session and hash (the known answer)."""
+    if loader == "python":
+        monkeypatch.setattr(session_yaml, "_Loader", yaml.SafeLoader)
+    expected = "a42e429377c87f366a8133839d322eaafde4fdcb67e09d5979d271edd05384fa"
+    assert parse_session(EXAMPLE, VARS).session_hash() == expected
+    with pytest.raises(SessionError, match=r"^s.yml:11: anchor &m"):
+        parse_session(EXAMPLE.replace("MODE: production", "MODE: &m x"), VARS, "s.yml")
+    with pytest.raises(SessionError, match=r"^s.yml:1: nested deeper than 32 levels"):
+        parse_session("[" * 10_000, {}, "s.yml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000, r"^s.yml:1: nested deeper than 32 levels \(MAX_DEPTH\)"),
+        ("a:\n" + "".join(" " * i + "a:\n" for i in range(1, 100)), r"^s.yml:33: nested deeper"),
+        ("[" + "a," * 130_000 + "a]", r"^s.yml:1: more than 20000 YAML values \(MAX_NODES\)"),
+        ("".join(f"k{i}: v\n" for i in range(21_000)), r"^s.yml:10000: more than 20000 YAML"),
+        ("name: x\n" + "#" * (256 * 1024), r"^s.yml:2: the document is 262152 bytes, over the"),
+        ("name: é\n" + "x" * (256 * 1024 - 8), r"^s.yml:2: the document is 262145 bytes"),
+        ("name: x\nversion: \ud800", r"^s.yml:2: not valid text"),
+        ("name: x\nversion: \x01", r"^s.yml:2: not valid YAML"),
+        ("name: x\n---\nname: y", r"^s.yml:2: a session is one YAML document"),
+        ("", r"^s.yml:1: the document is empty"),
+    ],
+)
+def test_documents_over_a_limit_are_refused_quickly_naming_the_line(
+    text: str, message: str
+) -> None:
+    """A deep document was a RecursionError (an HTTP 500); nothing here may be one."""
+    assert _timed_refusal(text, {}, message) < 2.0
+
+
+def test_a_document_at_the_limits_parses_in_bounded_time() -> None:
+    """The largest document of services and environment entries that fits the limits
+    (38 services x 256 entries, about 20,000 values) parses well under a second."""
+    services = "".join(
+        _service(n, "".join(f"      E{i}: $V\n" for i in range(256))) for n in range(38)
+    )
+    text = "name: big\nversion: '1'\nservices:\n" + services
+    assert len(text.encode()) <= session_yaml.MAX_DOCUMENT_BYTES
+    start = time.perf_counter()
+    session = parse_session(text, {"V": "v"}, "s.yml")
+    assert time.perf_counter() - start < 2.0
+    assert len(session.services) == 38 and len(session.services[0].environment) == 256
+
+
+def test_services_environment_and_template_growth_are_capped() -> None:
+    one_entry = "      E: v\n"
+    services = "".join(_service(n, one_entry) for n in range(MAX_SERVICES + 1))
+    text = "name: many\nversion: '1'\nservices:\n" + services
+    line = 3 + 5 * MAX_SERVICES + 1
+    _timed_refusal(text, {}, rf"^s.yml:{line}: more than 64 services \(MAX_SERVICES\)")
+    wide = "".join(f"      E{i}: v\n" for i in range(MAX_ENVIRONMENT + 1))
+    text = "name: wide\nversion: '1'\nservices:\n" + _service(0, wide)
+    _timed_refusal(text, {}, rf"^s.yml:{8 + MAX_ENVIRONMENT}: service 's0' has more than 256")
+    # a template value repeated: 60,000 references to a 100 KB value would be 6 GB
+    grow = "name: grow\nversion: '1'\nservices:\n" + _service(0, f"      E: {'$V' * 60_000}\n")
+    assert _timed_refusal(grow, {"V": "x" * 100_000}, r"^s.yml:8: .*MAX_TEMPLATE_GROWTH") < 2.0
