@@ -1,0 +1,126 @@
+"""Run a service's ASGI app under uvicorn, with the limits of :mod:`confide.web.limits`
+and a clean stop: what ``confide serve sms`` (and the hub and storage) call.
+
+Beyond the body limits inside the app, uvicorn bounds connections and requests at once
+(``limit_concurrency``, answered 503 beyond) and how long an idle connection stays open
+(``timeout_keep_alive``). The process's open-file limit is raised to fit the connection
+limit when the hard limit allows, and the connection limit lowered to fit it otherwise
+(a server out of descriptors cannot even answer 503).
+
+SIGTERM and SIGINT stop the server gracefully: it stops accepting, lets the requests
+under way finish (up to ``Limits.graceful_shutdown`` seconds), runs the app's shutdown,
+writes one line to stderr and returns, so that the process exits 0. (uvicorn's own
+handling re-raises the signal after its shutdown, so the process died of it: exit 143
+and nothing said.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from confide.web.limits import Limits
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SPARE_FILES = 128  # descriptors beyond the connections: database, logs, files
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by a signal without dying of it."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stopped_by: int | None = None
+        self.cut_short = False  # requests under way were cancelled (or a forced exit)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._stop) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = sig
+        self.handle_exit(sig, frame)  # a second ^C forces the exit, as in uvicorn
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        began = time.monotonic()
+        await super().shutdown(sockets)
+        grace = self.config.timeout_graceful_shutdown
+        overran = grace is not None and time.monotonic() - began >= grace
+        self.cut_short = self.force_exit or overran
+
+
+def serve(
+    app: Any,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    limits: Limits | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    proxy_headers: bool = False,
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT; returns after a clean shutdown.
+
+    ``proxy_headers``: believe X-Forwarded-* from the addresses in FORWARDED_ALLOW_IPS
+    (uvicorn's default: the loopback), for a service behind a TLS proxy.
+    """
+    limits = limits or Limits()
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        proxy_headers=proxy_headers,
+        limit_concurrency=fit_open_files(limits.concurrency),
+        timeout_keep_alive=int(limits.keep_alive),
+        timeout_graceful_shutdown=int(limits.graceful_shutdown),
+    )
+    server = _Server(config)
+    started = time.monotonic()
+    server.run()
+    if not server.started:  # uvicorn has said why (a port in use, a failed startup)
+        raise SystemExit(1)
+    cause = signal.Signals(server.stopped_by).name if server.stopped_by else "a request to stop"
+    ran = f"{name} stopped on {cause} after {time.monotonic() - started:.0f} s"
+    if server.cut_short:
+        sys.stderr.write(f"{ran}: requests under way were cut short\n")
+        raise SystemExit(1)
+    sys.stderr.write(f"{ran}: requests under way finished, shut down cleanly\n")
+
+
+def fit_open_files(connections: int) -> int:
+    """Raise the soft open-file limit for ``connections`` (up to the hard limit); the
+    number of connections that fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return connections
+    return max(1, min(connections, soft - _SPARE_FILES))
