@@ -37,6 +37,7 @@ from confide.sms.attest import (
     PendingGrant,
     SessionTarget,
 )
+from confide.sms.attest.record import Recorder
 from confide.sms.secrets import SecretRef
 from confide.sms.service import Sms, SmsConfig
 from confide.sms.session_document import parse_session
@@ -205,18 +206,20 @@ def test_a_refusal_before_the_nonce_is_read_audits_nothing_without_a_live_nonce(
     tmp_path: Path, database_url: str
 ) -> None:
     """A session's nonce is read with its volumes' tags, after its version and service
-    are found. One refused before that read (another version, a service not in it) is
-    audited only with a live nonce, which it uses up: a dead one leaves no trace and
-    never reaches the refusal's write transaction (the audit log's lock)."""
+    are found. One refused before that read (another version, a service not in it) with
+    a dead nonce leaves no trace and never reaches the refusal's write transaction (the
+    audit log's lock). With a live one, a version that does not exist is still refused
+    without a trace (its nonce stays live: nothing was verified); a service not in an
+    existing version is audited, and its nonce used up."""
     with _world(tmp_path, database_url) as w:
         refusals: list[tuple[str, ...]] = []
-        refuse = w.attestations._refuse
+        refuse = w.attestations.recorder.refuse
 
         def counted(request: AttestRequest, now: int, reasons: tuple[str, ...]) -> None:
             refusals.append(reasons)
             refuse(request, now, reasons)
 
-        w.attestations._refuse = counted  # type: ignore[method-assign]
+        w.attestations.recorder.refuse = counted  # type: ignore[method-assign]
         keys = EnclaveKeys.generate()
         stale = dataclasses.replace(
             w.request(b"\x00" * 32, keys), target=SessionTarget(OWNER.address, "cubic", "ab" * 32)
@@ -230,6 +233,9 @@ def test_a_refusal_before_the_nonce_is_read_audits_nothing_without_a_live_nonce(
         live = w.attestations.challenge(NOW)
         with pytest.raises(AttestationRefusedError, match="no current version"):
             w.attestations.attest(dataclasses.replace(stale, nonce=live), NOW)
+        assert w.audited("attest.refused") == 0 and refusals == []
+        with pytest.raises(AttestationRefusedError, match="service 'nope' is not in session"):
+            w.attestations.attest(dataclasses.replace(unknown_service, nonce=live), NOW)
         assert w.audited("attest.refused") == 1
         with pytest.raises(AttestationRefusedError, match="unknown or already used"):
             w.attestations.attest(dataclasses.replace(unknown_service, nonce=live), NOW)
@@ -453,14 +459,14 @@ def _prepared(w: _World, count: int) -> list[PendingGrant]:
 def _faults(monkeypatch: pytest.MonkeyPatch, faults: dict[PendingGrant, Exception]) -> None:
     """Recording a grant of ``faults`` raises its exception (a fault injected in the
     unit: what a database error, or a constraint a stray writer broke, would raise)."""
-    record = Attestations._record
+    record = Recorder._record
 
-    def faulty(self: Attestations, writes: Any, grant: PendingGrant, head: Any) -> Grant:
+    def faulty(self: Recorder, writes: Any, grant: PendingGrant, head: Any) -> Grant:
         if grant in faults:
             raise faults[grant]
         return record(self, writes, grant, head)
 
-    monkeypatch.setattr(Attestations, "_record", faulty)
+    monkeypatch.setattr(Recorder, "_record", faulty)
 
 
 def _disk_error() -> OperationalError:

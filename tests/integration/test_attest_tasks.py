@@ -207,7 +207,7 @@ def test_release_policies_are_intersected(tmp_path: Path, database_url: str) -> 
             "hw", b"hardware-only", policy=ReleasePolicy(tee=frozenset({"sgx"}))
         )
         hardware_only = w.publish(w.order(secrets=((1, "hw"),)))
-        with pytest.raises(AuthError, match="sim evidence not accepted by the policy"):
+        with pytest.raises(AuthError, match="'hw': not released to the TEE this order runs on"):
             w.run(hardware_only)
 
         owner = SmsClient(w.base, wallet=DATA_OWNER)
@@ -290,8 +290,8 @@ def test_the_check_names_what_each_secrets_owner_does_not_allow(
             "requester secret 'no-sim': simulation, which this order runs, is not tolerated"
         ]
         for order, reason in (
-            (sgx_only, "sim evidence not accepted by the policy"),
-            (untolerated, "not tolerated"),
+            (sgx_only, "not released to the TEE this order runs on"),
+            (untolerated, "simulation, which this order runs, is not tolerated"),
         ):
             with pytest.raises(AuthError, match=reason):
                 w.run(w.publish(order))

@@ -13,20 +13,9 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import (
-    CompoundSelect,
-    Connection,
-    Engine,
-    Select,
-    bindparam,
-    func,
-    insert,
-    select,
-    union_all,
-)
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from confide.crypto.envelope import (
@@ -37,11 +26,34 @@ from confide.crypto.envelope import (
     seal_value,
 )
 from confide.db import audit
-from confide.db.direct import DirectStatement
 from confide.db.engine import reading
-from confide.db.schema import secrets
 from confide.errors import SecretError
 from confide.sms.release_policy import ReleasePolicy
+from confide.sms.secret_queries import (
+    BATCH,
+    INSERT,
+    MAX_VERSION,
+    batch_params,
+    batches,
+    key_params,
+    latest_of,
+    present_of,
+)
+
+__all__ = [  # BATCH is re-exported: the HTTP layer batches HEAD checks by it
+    "BATCH",
+    "DEFAULT_POLICY",
+    "KINDS",
+    "MAX_VALUE_BYTES",
+    "SECRET_NAME",
+    "SecretExistsError",
+    "SecretNotFoundError",
+    "SecretRef",
+    "SecretStore",
+    "StoredSecret",
+    "checked",
+    "result_key_ref",
+]
 
 MAX_VALUE_BYTES = 64 * 1024
 KINDS = ("app", "requester", "dataset", "result-key", "session", "volume")
@@ -156,7 +168,7 @@ class SecretStore:
             row_id, ref.owner, ref.kind, ref.name, version, ref.subject, canonical_policy
         )
         sealed = seal_value(self._kek, value, context)
-        _INSERT.execute(
+        INSERT.execute(
             connection,
             {
                 "row_id": row_id,
@@ -189,21 +201,20 @@ class SecretStore:
         """Whether ``ref`` has a version: :meth:`known` without a read, else read."""
         return ref in self.exists_many([ref])
 
-    def exists_many(self, refs: Sequence[SecretRef]) -> set[SecretRef]:
+    def exists_many(
+        self, refs: Sequence[SecretRef], connection: Connection | None = None
+    ) -> set[SecretRef]:
         """Those of ``refs`` that have a version: the ones :meth:`known`, and the others
         read by one statement per :data:`BATCH` (HEAD checks that arrived together,
-        confide.sms.batching), on a read of their own."""
-        wanted = list(dict.fromkeys(refs))
-        for ref in wanted:
-            ref.check()
+        confide.sms.batching), on ``connection`` or a read of their own."""
+        wanted = checked(refs)
         found = {ref for ref in wanted if self.known(ref)}
         unknown = [ref for ref in wanted if ref not in found]
-        if unknown:
-            with reading(self._engine) as connection:
-                for chunk in batches(unknown):
-                    rows = _present_of(len(chunk)).all(connection, batch_params(chunk))
-                    keys = {_identity(row) for row in rows}
-                    found.update(ref for ref in chunk if _identity(ref) in keys)
+        if unknown and connection is not None:
+            found |= _present(unknown, connection)
+        elif unknown:
+            with reading(self._engine) as own:
+                found |= _present(unknown, own)
         for ref in found:
             self._remember(ref)  # committed reads
         return found
@@ -252,13 +263,14 @@ class SecretStore:
         wanted = checked(refs)
         rows: list[Any] = []
         for chunk in batches(wanted):
-            rows += _latest_of(len(chunk)).all(connection, batch_params(chunk))
+            rows += latest_of(len(chunk)).all(connection, batch_params(chunk))
         return self.open_rows(wanted, rows)
 
     def open_rows(
         self, refs: Sequence[SecretRef], rows: Iterable[Any]
     ) -> dict[SecretRef, StoredSecret]:
-        """:meth:`release_many`'s answer from rows of :func:`latest_rows` (read by a caller
+        """:meth:`release_many`'s answer from rows of
+        :func:`confide.sms.secret_queries.latest_rows` (read by a caller
         that reads more in the same statement): a row without a ``row_id`` is none."""
         by_identity = {_identity(row): row for row in rows if row.row_id is not None}
         found = {}
@@ -278,26 +290,8 @@ class SecretStore:
 
     def current_version(self, connection: Connection, ref: SecretRef) -> int | None:
         """The current version number of ``ref`` (None: none), read on ``connection``."""
-        found = _MAX_VERSION.first(connection, self._match(ref))
+        found = MAX_VERSION.first(connection, key_params(ref))
         return None if found is None or found[0] is None else int(found[0])
-
-    @staticmethod
-    def _match(ref: SecretRef) -> dict[str, str]:
-        """The parameters of ``_KEY``."""
-        return {"owner": ref.owner, "kind": ref.kind, "subject": ref.subject, "name": ref.name}
-
-
-# Statements built once, with bound parameters, and run on the driver (confide.db.direct):
-# built per call (with its values inlined as literals) a statement was built and hashed
-# again every time, and SQLAlchemy's execution machinery was most of a HEAD check's server
-# time (docs/benchmarks.md, "Secret service").
-_KEY = (
-    secrets.c.owner == bindparam("owner"),
-    secrets.c.kind == bindparam("kind"),
-    secrets.c.subject == bindparam("subject"),
-    secrets.c.name == bindparam("name"),
-)
-_MAX_VERSION = DirectStatement(select(func.max(secrets.c.version)).where(*_KEY))
 
 
 def checked(refs: Iterable[SecretRef]) -> list[SecretRef]:
@@ -308,89 +302,21 @@ def checked(refs: Iterable[SecretRef]) -> list[SecretRef]:
     return wanted
 
 
+def _present(refs: Sequence[SecretRef], connection: Connection) -> set[SecretRef]:
+    """Those of ``refs`` that have a version, read on ``connection``."""
+    found: set[SecretRef] = set()
+    for chunk in batches(refs):
+        rows = present_of(len(chunk)).all(connection, batch_params(chunk))
+        keys = {_identity(row) for row in rows}
+        found.update(ref for ref in chunk if _identity(ref) in keys)
+    return found
+
+
 def _identity(item: SecretRef | Any) -> tuple[str, str, str, str]:
     """What names a secret, of a :class:`SecretRef` or of a row of ``secrets``."""
     return item.owner, item.kind, item.subject, item.name
 
 
-BATCH = 32  # references per statement of release_many (and of an attestation's recheck)
-
-T = TypeVar("T")
-
-
-def batches(items: Sequence[T]) -> list[Sequence[T]]:
-    """``items`` in slices of at most :data:`BATCH`, one statement's worth each."""
-    return [items[start : start + BATCH] for start in range(0, len(items), BATCH)]
-
-
 def result_key_ref(requester: str) -> SecretRef:
     """Where a requester's result-encryption public key is kept (every push a version)."""
     return SecretRef(requester, "result-key", "result-key")
-
-
-def key_of(i: int) -> tuple[Any, ...]:
-    """``_KEY`` for the ``i``-th reference of a batch (parameters ``owner_i``, …)."""
-    return (
-        secrets.c.owner == bindparam(f"owner_{i}"),
-        secrets.c.kind == bindparam(f"kind_{i}"),
-        secrets.c.subject == bindparam(f"subject_{i}"),
-        secrets.c.name == bindparam(f"name_{i}"),
-    )
-
-
-def batch_params(refs: Sequence[SecretRef]) -> dict[str, str]:
-    """The parameters of ``key_of(0)``, ``key_of(1)``, … for ``refs``."""
-    return {f"{k}_{i}": v for i, ref in enumerate(refs) for k, v in SecretStore._match(ref).items()}
-
-
-@lru_cache(maxsize=BATCH)
-def _latest_of(count: int) -> DirectStatement:
-    """The current row of each of ``count`` references: a ``UNION ALL`` of one indexed
-    ``ORDER BY version DESC LIMIT 1`` read each."""
-    return DirectStatement(latest_rows(count))
-
-
-def latest_rows(count: int) -> Select[Any] | CompoundSelect[Any]:
-    """The statement of :func:`_latest_of`, for a caller that reads it with more (its
-    parameters: :func:`batch_params`; its rows: :meth:`SecretStore.open_rows`); at most
-    BATCH references."""
-    return _union(
-        select(secrets).where(*key_of(i)).order_by(secrets.c.version.desc()).limit(1)
-        for i in range(count)
-    )
-
-
-@lru_cache(maxsize=BATCH)
-def _present_of(count: int) -> DirectStatement:
-    """The key of each of ``count`` references that has a version (one indexed
-    ``LIMIT 1`` read each, in a ``UNION ALL``)."""
-    key = (secrets.c.owner, secrets.c.kind, secrets.c.subject, secrets.c.name)
-    return DirectStatement(_union(select(*key).where(*key_of(i)).limit(1) for i in range(count)))
-
-
-def _union(members: Iterable[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
-    """One statement of ``members``: a ``UNION ALL`` of them as subqueries (SQLite takes
-    no LIMIT on a member of a compound select); a single one as it is."""
-    selects = list(members)
-    if len(selects) == 1:
-        return selects[0]
-    subqueries = (q.subquery(f"s{i}").select() for i, q in enumerate(selects))
-    return union_all(*subqueries)
-
-
-_INSERT = DirectStatement(
-    insert(secrets),
-    columns=(
-        "row_id",
-        "owner",
-        "kind",
-        "name",
-        "subject",
-        "version",
-        "kek_id",
-        "wrapped_key",
-        "ciphertext",
-        "created_at",
-        "policy",
-    ),
-)

@@ -1,0 +1,234 @@
+"""One validator for task orders: what the order check answers before a task is queued
+and what a release refuses are the same checks, with the same words.
+
+:meth:`OrderValidator.review` collects every problem of an order: its signature, the sms
+it pins, its app and the measurement it asks for, its dataset, the secrets it maps, the
+result key it pins, and what each secret's owner allows (release policies). The order
+check (``POST /v1/task-orders/check``) returns them all; a release refuses with them all
+when there is any. A check written once cannot be forgotten on one of the two paths.
+
+A release also asks who is asking (:meth:`OrderValidator.claim`: the task exists, the
+request is signed by a member of the order's workerpool holding the current lease), first,
+so that a wallet outside the pool learns nothing of the order from a refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+from confide.attestation.policy import Policy
+from confide.crypto.result_key import result_key_sha256
+from confide.sms.attest.request import (
+    AttestationRefusedError,
+    AttestRequest,
+    TargetNotFoundError,
+    TaskTarget,
+)
+from confide.sms.registry import AppRecord
+from confide.sms.release_policy import ReleasePolicy
+from confide.sms.secrets import SecretRef, StoredSecret, result_key_ref
+from confide.sms.service import Sms
+from confide.sms.tasks import TaskOrder, TaskOrderError, TaskRecord
+
+
+@dataclass
+class OrderReview:
+    """What the validator found of an order: every problem (none: it can be released),
+    the secrets it names, and those it read (opened only for an order its requester
+    signed; the result key, a public key, always)."""
+
+    order: TaskOrder
+    problems: list[str]
+    app: AppRecord | None
+    developer: SecretRef | None  # the app developer secret (optional)
+    mapped: list[tuple[int, SecretRef]]  # the requester's secrets, by index
+    dataset_key: SecretRef | None
+    result_key: SecretRef | None
+    found: dict[SecretRef, StoredSecret] = field(repr=False)
+
+
+class OrderValidator:
+    def __init__(self, sms: Sms) -> None:
+        self.sms = sms
+
+    def review(self, order: TaskOrder, signature: str, connection: Connection) -> OrderReview:
+        """Every problem of ``order`` signed with ``signature``; its secrets read on
+        ``connection`` (one statement per BATCH of them)."""
+        problems: list[str] = []
+        signed = True
+        try:
+            order.check_signature(signature)
+        except TaskOrderError as exc:
+            problems.append(str(exc))
+            signed = False
+        if order.sms_key != self.sms.tokens.public_key().hex():
+            problems.append("the task order pins another sms key: not released here")
+        registry = self.sms.registry
+        app = registry.app(order.app)
+        if app is None:
+            problems.append(f"unknown app {order.app}")
+        elif order.app_measurement not in app.measurements:
+            problems.append(
+                f"the order's app measurement {order.app_measurement.short()} is not one "
+                f"the app's owner registered"
+            )
+        dataset = None if order.dataset is None else registry.dataset(order.dataset)
+        if order.dataset is not None and dataset is None:
+            problems.append(f"unknown dataset {order.dataset}")
+        # Every secret the order names: the requester's mapped ones (``labels``), and the
+        # app developer secret and the dataset key (``restricted`` by their owners).
+        mapped = [
+            (index, SecretRef(order.requester, "requester", name)) for index, name in order.secrets
+        ]
+        labels = {ref: f"requester secret {ref.name!r}" for _, ref in mapped}
+        restricted: dict[SecretRef, str] = {}
+        developer = dataset_key = None
+        if app is not None:
+            developer = SecretRef(app.owner, "app", "1", subject=app.address)
+            restricted[developer] = "the app developer secret"  # optional
+        if dataset is not None:
+            dataset_key = SecretRef(dataset.owner, "dataset", "key", subject=dataset.address)
+            restricted[dataset_key] = f"dataset {dataset.address}"
+        result = None if order.result_key is None else result_key_ref(order.requester)
+        # Values are opened (their policies authenticated) only for an order its requester
+        # signed; otherwise existence alone is read, as a HEAD tells it (and the result
+        # key, a public key).
+        opened = [*labels, *restricted] if signed else []
+        secrets = self.sms.secrets
+        found = secrets.release_many([*opened, *([] if result is None else [result])], connection)
+        present = set(found) if signed else secrets.exists_many([*labels, *restricted], connection)
+        missing = [ref.name for ref in labels if ref not in present]
+        if missing:
+            problems.append(
+                f"requester secret(s) {', '.join(repr(m) for m in missing)} of "
+                f"{order.requester} do not exist"
+            )
+        if dataset_key is not None and dataset_key not in present:
+            problems.append(f"dataset {dataset_key.subject} has no key")
+        if result is not None and order.result_key is not None:
+            problems += _result_key_problems(result, order.result_key, found)
+        if signed:  # the requester asks: what each secret's owner allows, for this order
+            problems += self._policy_problems(order, labels | restricted, restricted, found)
+        return OrderReview(order, problems, app, developer, mapped, dataset_key, result, found)
+
+    def _policy_problems(
+        self,
+        order: TaskOrder,
+        labels: Mapping[SecretRef, str],
+        restricted: Mapping[SecretRef, str],
+        found: Mapping[SecretRef, StoredSecret],
+    ) -> list[str]:
+        """Why a secret the order would get (``labels``, read into ``found``) refuses it
+        by its release policy: a TEE or a weakness the order runs with that it does not
+        allow, or (``restricted``: app and dataset secrets) a measurement, requester or
+        workerpool its owner did not name. An order names one measurement, so one TEE:
+        secrets that each admit it admit it together (the attestation enforces their
+        intersection too)."""
+        ordered = order_policy(order)
+        problems: list[str] = []
+        for ref, what in labels.items():
+            stored = found.get(ref)
+            if stored is None:
+                continue  # missing ones are reported apart (an app secret is optional)
+            allowed = stored.policy.to_policy(allow_sim=self.sms.config.allow_sim)
+            problems += _tee_problems(ordered.intersect(allowed), what)
+            if ref in restricted:
+                problems += _restriction_problems(stored.policy, order, what)
+        return problems
+
+    def claim(self, request: AttestRequest, target: TaskTarget, signer: str | None) -> TaskRecord:
+        """The task exists (TargetNotFoundError, never audited, if not), the request is
+        signed by the worker it names, a member of the order's workerpool holding the
+        task's current lease."""
+        registry = self.sms.registry
+        record = registry.task(target.task_id)
+        if record is None or record.task_id != target.task_id:
+            raise TargetNotFoundError(f"unknown task {target.task_id}")
+        # Who asks, first: a wallet outside the task's workerpool, or without its lease,
+        # learns nothing more of the order (its signature, its sms) from the refusal.
+        if signer != request.worker:
+            raise AttestationRefusedError(
+                "a task's attestation is signed by the worker it names"
+                + (f" (signed by {signer})" if signer else " (it is not signed)")
+            )
+        workerpool = record.order.workerpool
+        if not registry.is_member(workerpool, request.worker):
+            raise AttestationRefusedError(
+                f"worker {request.worker} is not a member of workerpool {workerpool}"
+            )
+        if (
+            not record.lease_token
+            or target.lease_token != record.lease_token
+            or record.worker.lower() != request.worker
+        ):
+            raise AttestationRefusedError(
+                "the lease token is not the task's current lease (a stale or another "
+                "worker's claim)"
+            )
+        return record
+
+    def claim_moved(self, request: AttestRequest, target: TaskTarget) -> str | None:
+        """Why the task's claim no longer holds (the hub's, not under the audit lock):
+        the lease re-claimed, or the worker removed from the task's workerpool."""
+        registry = self.sms.registry
+        record = registry.task(target.task_id)
+        if (
+            record is None
+            or record.lease_token != target.lease_token
+            or record.worker.lower() != request.worker
+        ):
+            return "the task's lease changed while attesting"
+        if not registry.is_member(record.order.workerpool, request.worker):
+            return (
+                f"worker {request.worker} left workerpool {record.order.workerpool} while attesting"
+            )
+        return None
+
+
+def order_policy(order: TaskOrder) -> Policy:
+    """The policy a task order asks for: its app measurement, TEE types and tolerations."""
+    return Policy(
+        measurements=frozenset({order.app_measurement}),
+        tee_types=frozenset(order.tee),
+        tolerate=frozenset(order.tolerate),
+        ignore_advisories=frozenset(order.ignore_advisories),
+    )
+
+
+def _tee_problems(effective: Policy, what: str) -> list[str]:
+    """Why ``effective`` (an order's policy and release policies) admits no evidence the
+    order can bring: no TEE type left, or simulation left without its toleration."""
+    tees = effective.allowed_tees()
+    if not tees:
+        return [f"{what}: not released to the TEE this order runs on"]
+    if tees == {"sim"} and "simulation" not in effective.tolerate:
+        return [f"{what}: simulation, which this order runs, is not tolerated"]
+    return []
+
+
+def _restriction_problems(policy: ReleasePolicy, order: TaskOrder, what: str) -> list[str]:
+    """App and dataset secrets go only to app measurements their owner signed for: the
+    registry (the hub) is not trusted to choose the code that receives them."""
+    if policy.apps is None:
+        return [
+            f"{what} names no app measurement that may receive it (its owner pushes it "
+            f"with --app-measurement)"
+        ]
+    reasons = policy.refusals(
+        measurement=order.app_measurement, requester=order.requester, workerpool=order.workerpool
+    )
+    return [f"{what}: {r}" for r in reasons]
+
+
+def _result_key_problems(
+    ref: SecretRef, pinned: str, found: Mapping[SecretRef, StoredSecret]
+) -> list[str]:
+    stored = found.get(ref)
+    if stored is None:
+        return [f"requester {ref.owner} has no result-encryption key"]
+    if result_key_sha256(stored.value) != pinned:
+        return ["the requester's result-encryption key is not the one the task order pins"]
+    return []
