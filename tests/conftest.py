@@ -116,6 +116,14 @@ def assert_refusal(proc: subprocess.CompletedProcess[str], *fragments: str) -> N
         assert fragment in errors[0], (fragment, errors[0])
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on a database (those taking ``database_url``) are marked ``database``: .ci/run
+    runs them a second time with CONFIDE_DB_DIRECT=0, through SQLAlchemy's public path."""
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.database)
+
+
 def _postgres_url() -> str | None:
     return os.environ.get("CONFIDE_TEST_PG") or None
 

@@ -1,11 +1,16 @@
 """DirectStatement against Connection.execute, on real SQLite and PostgreSQL: the same rows
-and the same effects, inside SQLAlchemy's transaction, and driver errors as SQLAlchemy's."""
+and the same effects, inside SQLAlchemy's transaction, and driver errors as SQLAlchemy's.
+
+The tests that take the ``engine`` fixture run on both paths: on the driver (direct) and
+through ``Connection.execute`` (the fallback of ``CONFIDE_DB_DIRECT=0``); those about
+libpq's prepared statements make their engine with ``direct=True``."""
 
 from __future__ import annotations
 
 import os
 import resource
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, bindparam, create_engine, delete, func, insert, select, text
@@ -13,7 +18,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from confide.db import make_engine, upgrade
-from confide.db.direct import _LIBPQ, INSERT_ROWS, DirectStatement, InsertRows
+from confide.db.direct import (
+    _LIBPQ,
+    DIRECT_ENV,
+    DIRECT_OPTION,
+    INSERT_ROWS,
+    DirectStatement,
+    InsertRows,
+)
 from confide.db.engine import connect_url, reading
 from confide.db.schema import attest_nonces, secrets
 from tests.integration.tcp_forwarder import TcpForwarder
@@ -43,9 +55,9 @@ COLUMNS = (
 )
 
 
-@pytest.fixture
-def engine(database_url: str) -> Engine:
-    engine = make_engine(database_url)
+@pytest.fixture(params=["direct", "core"])
+def engine(request: pytest.FixtureRequest, database_url: str) -> Engine:
+    engine = make_engine(database_url, direct=request.param == "direct")
     upgrade(engine)
     return engine
 
@@ -143,13 +155,14 @@ def test_a_missing_parameter_is_refused_before_the_driver() -> None:
         statement.first(connection, {"a": 1})
 
 
+@pytest.mark.parametrize("direct", [True, False])
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_a_lost_postgresql_connection_is_invalidated(database_url: str) -> None:
+def test_a_lost_postgresql_connection_is_invalidated(database_url: str, direct: bool) -> None:
     parsed = make_url(database_url)
     forwarder = TcpForwarder(parsed.host or "127.0.0.1", parsed.port or 5432)
     try:
         through = parsed.set(host="127.0.0.1", port=forwarder.port)
-        engine = make_engine(through.render_as_string(hide_password=False))
+        engine = make_engine(through.render_as_string(hide_password=False), direct=direct)
         upgrade(engine)
         peek = DirectStatement(select(attest_nonces.c.expires_at))
         with reading(engine) as connection:
@@ -163,7 +176,9 @@ def test_a_lost_postgresql_connection_is_invalidated(database_url: str) -> None:
         with reading(engine) as connection:  # a new connection from the pool works
             assert peek.all(connection, {}) == []
             # with statements of its own (the record's info outlived the old connection)
-            assert connection.info[_LIBPQ].driver is connection.connection.dbapi_connection
+            if direct:
+                driver = connection.connection.dbapi_connection
+                assert connection.info[_LIBPQ].driver is driver
         engine.dispose()
     finally:
         forwarder.close()
@@ -232,7 +247,7 @@ def test_psycopg_statements_go_to_libpq_prepared_once(database_url: str) -> None
     """On psycopg a statement is prepared on its connection's first use and executed by
     name after; a failed one leaves the transaction to psycopg's rollback, and the
     connection goes on with what it prepared."""
-    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, direct=True)
     upgrade(engine)
     put = DirectStatement(insert(attest_nonces), columns=("nonce", "expires_at"))
     count = DirectStatement(select(func.count()).select_from(attest_nonces))
@@ -276,7 +291,7 @@ def test_prepared_statements_survive_rollbacks_and_recover_from_a_deallocate(
     """A rollback keeps what DirectStatement prepared, even after Core statements ran
     often (psycopg's own preparing, which deallocates everything at a rollback, is off);
     a DEALLOCATE ALL fails the one statement that finds its name gone, not the next."""
-    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, direct=True)
     upgrade(engine)
     count = DirectStatement(select(func.count()).select_from(attest_nonces))
     core = select(func.count()).select_from(attest_nonces)
@@ -302,7 +317,7 @@ def test_one_deallocated_statement_fails_once_and_the_others_go_on(database_url:
     """A single statement deallocated behind our back fails once; it is prepared again
     under its name (which names what it is), and the statements still prepared are
     used as they are."""
-    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, direct=True)
     upgrade(engine)
     count = DirectStatement(select(func.count()).select_from(attest_nonces))
     latest = DirectStatement(LATEST)
@@ -332,7 +347,7 @@ def test_a_plan_a_migration_made_stale_fails_once(database_url: str) -> None:
     """A column's type changed while a statement was prepared: PostgreSQL refuses the
     old plan once; the statement is deallocated and prepared again, in the next
     transaction, and reads the new type."""
-    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, direct=True)
     with engine.begin() as connection:
         connection.exec_driver_sql("CREATE TABLE direct_stale (a integer)")
         connection.exec_driver_sql("INSERT INTO direct_stale VALUES (7)")
@@ -408,3 +423,102 @@ def test_rows_inserted_together_belong_to_the_callers_transaction(engine: Engine
         put.execute(connection, [_row(many + 1), _row(many + 1)])  # the second breaks UNIQUE
     with reading(engine) as connection:
         assert connection.execute(count).scalar() == many  # neither was kept
+
+
+def test_the_switch_is_read_once_when_the_engine_is_made(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """CONFIDE_DB_DIRECT=0 makes an engine's statements take the fallback; what the
+    environment says later does not change an engine made before, and ``direct=`` wins."""
+    url = f"sqlite:///{tmp_path / 'switch.db'}"
+    monkeypatch.setenv(DIRECT_ENV, "0")
+    fallback = make_engine(url)
+    chosen = make_engine(url, direct=True)
+    monkeypatch.setenv(DIRECT_ENV, "1")
+    assert fallback.get_execution_options()[DIRECT_OPTION] is False
+    assert chosen.get_execution_options()[DIRECT_OPTION] is True
+    assert make_engine(url).get_execution_options()[DIRECT_OPTION] is True
+    monkeypatch.delenv(DIRECT_ENV)
+    assert make_engine(url).get_execution_options()[DIRECT_OPTION] is True
+
+
+def test_the_fallback_touches_no_private_api(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """With the private path broken (as an upgrade of SQLAlchemy or psycopg could break
+    it), an engine on the fallback runs every kind of statement, with the same results."""
+    engine = make_engine(database_url, direct=False)
+    upgrade(engine)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the private path was used")
+
+    monkeypatch.setattr(DirectStatement, "_compile", broken)
+    monkeypatch.setattr("confide.db.direct._LibpqState", broken)
+    monkeypatch.setattr("confide.db.direct._run_cursor", broken)
+    put = DirectStatement(insert(secrets), columns=COLUMNS)
+    with engine.begin() as connection:
+        assert put.execute(connection, _row(1)) == 1
+        InsertRows(secrets, COLUMNS).execute(connection, [_row(2), _row(3)])
+    with reading(engine) as connection:
+        row = DirectStatement(LATEST).first(connection, KEY)
+        assert row is not None and row.version == 3 and isinstance(row.wrapped_key, bytes)
+        assert DirectStatement(MAX_VERSION).first(connection, KEY)[0] == 3
+        assert (
+            len(DirectStatement(select(secrets.c.version).where(*WHERE)).all(connection, KEY)) == 3
+        )
+    engine.dispose()
+
+
+def test_both_paths_give_the_same_results(database_url: str) -> None:
+    """Every statement shape the stores use (an insert, rows inserted together, a latest
+    row, an aggregate, a delete with RETURNING, a row count, a constraint violation, a
+    missing parameter) answers the same on the driver and through Connection.execute."""
+    engines = {
+        direct: make_engine(database_url, direct=direct, pool_size=1, max_overflow=0)
+        for direct in (True, False)
+    }
+    upgrade(engines[True])
+    put = DirectStatement(insert(secrets), columns=COLUMNS)
+    together = InsertRows(secrets, COLUMNS)
+    latest, max_version = DirectStatement(LATEST), DirectStatement(MAX_VERSION)
+    versions = DirectStatement(select(secrets.c.version).where(*WHERE).order_by("version"))
+    nonce_put = DirectStatement(insert(attest_nonces), columns=("nonce", "expires_at"))
+    take = DirectStatement(
+        delete(attest_nonces)
+        .where(attest_nonces.c.nonce == bindparam("nonce"))
+        .returning(attest_nonces.c.expires_at)
+    )
+    prune = DirectStatement(delete(attest_nonces).where(attest_nonces.c.expires_at < NOW + 5))
+    answers: dict[bool, list[object]] = {}
+    for direct, engine in engines.items():
+        name = f"x-{direct}"
+        key = {**KEY, "name": name}
+        seen: list[object] = []
+        with engine.begin() as connection:
+            seen.append(put.execute(connection, {**_row(1), "name": name}))
+            together.execute(connection, [{**_row(v), "name": name} for v in (2, 3, 4)])
+            nonces = [os.urandom(32) for _ in range(4)]
+            for i, nonce in enumerate(nonces):
+                seen.append(nonce_put.execute(connection, {"nonce": nonce, "expires_at": NOW + i}))
+        with reading(engine) as connection:
+            row = latest.first(connection, key)
+            assert row is not None
+            seen += [row.version, row.kind, type(row.wrapped_key), len(row)]
+            seen.append(max_version.first(connection, key)[0])
+            seen.append([tuple(r) for r in versions.all(connection, key)])
+            seen.append(latest.first(connection, {**key, "name": "absent"}))
+        with engine.begin() as connection:
+            seen.append(tuple(take.first(connection, {"nonce": nonces[3]})))
+            seen.append(take.first(connection, {"nonce": nonces[3]}))
+            seen.append(prune.execute(connection, {}))
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            put.execute(connection, {**_row(1), "name": name})
+        with engine.connect() as connection, pytest.raises(KeyError):
+            nonce_put.execute(connection, {"nonce": os.urandom(32)})
+        with engine.connect() as connection, pytest.raises(KeyError):
+            latest.first(connection, {"owner": KEY["owner"]})
+        answers[direct] = seen
+        engine.dispose()
+    assert answers[True] == answers[False]
+    assert answers[True][:6] == [1, 1, 1, 1, 1, 4]

@@ -27,11 +27,22 @@ connection: it deallocates every prepared statement at each rollback.
 It takes plain statements only: named bind parameters with scalar values, column types
 whose bind and result processing the dialect states (applied here), no ``IN`` lists
 that expand. Anything else stays on ``Connection.execute``.
+
+The fence. This module is the only one that touches those private parts (SQLAlchemy's
+compiled ``binds``, ``positiontup`` and ``construct_params``; psycopg's ``pq``,
+``Transformer`` and ``pgconn``), and pyproject.toml bounds both libraries above for it.
+Every statement a :class:`DirectStatement` holds can also run through SQLAlchemy's
+public :meth:`Connection.execute`, with the same rows, counts and errors: an engine made
+with ``direct=False`` (:func:`confide.db.engine.make_engine`), or with
+``CONFIDE_DB_DIRECT=0`` in the environment when it is made, does so. The CI runs the
+database tests both ways, so after an upgrade that breaks the private path the fallback
+is a tested one (slower, as measured above; never different).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 from collections import namedtuple
@@ -39,12 +50,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert
+from sqlalchemy import BindParameter, Connection, Table, bindparam, insert
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, visitors
 
 Processor = Callable[[Any], Any]
+
+DIRECT_OPTION = "confide_direct"  # the engine's execution option: False runs Core's execute
+_PRESERVE = {"preserve_rowcount": True}
+DIRECT_ENV = "CONFIDE_DB_DIRECT"  # "0": every engine made after runs Core's execute
+
+
+def direct_option(direct: bool | None = None) -> dict[str, bool]:
+    """The execution option that says which way an engine's DirectStatements run.
+
+    ``direct``: True or False; None reads ``CONFIDE_DB_DIRECT`` (``0`` or ``false``: the
+    public path), once, here. An engine without the option runs the direct path.
+    """
+    if direct is None:
+        direct = os.environ.get(DIRECT_ENV, "1").strip().lower() not in ("0", "false", "no")
+    return {DIRECT_OPTION: direct}
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,7 @@ class DirectStatement:
         self._statement = statement
         self._columns = None if columns is None else list(columns)
         self._compiled: dict[tuple[str, str, str], _Compiled] = {}
+        self._required_names: frozenset[str] | None = None
         self._lock = threading.Lock()
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
@@ -103,6 +130,8 @@ class DirectStatement:
     def _run(
         self, connection: Connection, params: Mapping[str, Any], *, fetch: bool
     ) -> tuple[list[Any], int]:
+        if not connection.get_execution_options().get(DIRECT_OPTION, True):
+            return self._run_core(connection, params, fetch=fetch)
         dialect = connection.dialect
         compiled = self._compiled.get(_key(dialect)) or self._compile(dialect)
         args = self._args(compiled, params)
@@ -140,6 +169,35 @@ class DirectStatement:
             else:
                 rows = [make(*r) for r in rows]
         return rows, count
+
+    def _run_core(
+        self, connection: Connection, params: Mapping[str, Any], *, fetch: bool
+    ) -> tuple[list[Any], int]:
+        """The fallback: the same statement through :meth:`Connection.execute` (rows as
+        SQLAlchemy's, which are named tuples too). A missing parameter is a KeyError, as on
+        the direct path, and not Core's default of NULL for an insert's absent column."""
+        missing = self._required() - params.keys()
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+        statement: Any = self._statement  # a select, insert, delete or text: Executable
+        # preserve_rowcount: an INSERT's count too, as the driver's cursor gives it.
+        result = connection.execute(statement, dict(params), execution_options=_PRESERVE)
+        count = result.rowcount
+        rows: list[Any] = list(result.all()) if fetch and result.returns_rows else []
+        result.close()
+        return rows, count
+
+    def _required(self) -> frozenset[str]:
+        """The parameters the caller must give: the statement's bind parameters without a
+        value of their own, and an insert's columns (public API only: no compiling)."""
+        if self._required_names is None:
+            names = {
+                b.key
+                for b in visitors.iterate(self._statement)
+                if isinstance(b, BindParameter) and b.required
+            }
+            self._required_names = frozenset(names | set(self._columns or ()))
+        return self._required_names
 
     def _compile(self, dialect: Dialect) -> _Compiled:
         with self._lock:

@@ -5,19 +5,25 @@ from __future__ import annotations
 import select
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
+from confide.db.direct import direct_option
+from confide.db.silence import STATEMENT_TIMEOUT_MS, SilenceWatch, libpq_timeouts
 from confide.errors import ConfideError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 5000  # an SQLite writer waits this long for the lock, then gives up (503)
 _MIGRATION_LOCK = 0x6D6967726174  # "migrat"
+MIGRATION_TIMEOUT = "10min"  # replicas starting together wait for the first's migration
+_WATCHES: weakref.WeakKeyDictionary[Engine, SilenceWatch] = weakref.WeakKeyDictionary()
 
 
 def connect_url(url: str) -> str:
@@ -29,11 +35,23 @@ def connect_url(url: str) -> str:
     raise ConfideError(f"unsupported database URL {url!r}: use sqlite:///FILE or postgresql://")
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options: Any) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    direct: bool | None = None,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    **options: Any,
+) -> Engine:
     """An engine for ``url``; ``options`` go to :func:`sqlalchemy.create_engine`.
 
     ``busy_timeout_ms``: how long an SQLite writer waits for the write lock before the
     database counts as locked (the sms then answers 503; tests make it short).
+    ``direct``: whether :class:`~confide.db.direct.DirectStatement` runs on the driver
+    (True) or through ``Connection.execute`` (False); None: ``CONFIDE_DB_DIRECT``, read
+    now. ``statement_timeout_ms``: PostgreSQL's ``statement_timeout`` (unless the URL
+    sets it), which also bounds how long a silent server is waited for: see
+    :mod:`confide.db.silence`, whose connect, keepalive and TCP timeouts are added too.
     On PostgreSQL, a pooled connection that the server or the network has closed (a
     database restart, a cut) is replaced at checkout instead of failing the request that
     draws it: see :func:`_closed_by_peer`.
@@ -42,7 +60,16 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options: 
     # A database error's message leaves out the statement's parameters: they may hold a
     # sealed value, a requester's address or a secret's name, and such errors are logged.
     options.setdefault("hide_parameters", True)
+    options["execution_options"] = {
+        **direct_option(direct),
+        **options.get("execution_options", {}),
+    }
+    silence: float | None = None
     if target.startswith("postgresql"):
+        timeouts, silence = libpq_timeouts(make_url(target), statement_timeout_ms)
+        connect_args = options.setdefault("connect_args", {})
+        for name, value in timeouts.items():
+            connect_args.setdefault(name, value)
         # The hot statements are prepared by confide.db.direct, once per connection.
         # psycopg's own preparing (of a statement run five times) is turned off: with a
         # statement of its own prepared, psycopg deallocates every prepared statement of
@@ -53,6 +80,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options: 
     engine = create_engine(target, future=True, **options)
     if engine.dialect.name == "postgresql" and not options.get("pool_pre_ping"):
         event.listen(engine, "checkout", _closed_by_peer)
+    if engine.dialect.name == "postgresql" and silence is not None:
+        _WATCHES[engine] = SilenceWatch(engine, silence)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         _WriterGate(busy_timeout_ms / 1000).attach(engine)
@@ -333,7 +362,13 @@ def upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":  # replicas starting together queue here
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        watch = _WATCHES.get(engine)
+        driver = connection.connection.dbapi_connection
+        with watch.unwatched(driver) if watch is not None else nullcontext():
+            if connection.dialect.name == "postgresql":  # replicas starting together queue here
+                connection.execute(text(f"SET LOCAL statement_timeout = '{MIGRATION_TIMEOUT}'"))
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")

@@ -1,0 +1,190 @@
+"""Bounds on a PostgreSQL server that stops answering, so a request fails (503) in seconds.
+
+What libpq offers bounds most of it, set by :func:`libpq_timeouts` unless the URL sets
+its own: ``connect_timeout`` (a new connection, through its startup and authentication),
+``statement_timeout`` (the server cancels a statement that runs or waits for a lock too
+long), TCP keepalives (an idle pooled connection to a host that vanished) and
+``tcp_user_timeout`` (data the peer does not acknowledge: a network that drops packets
+ends the connection in seconds, not after the kernel's ~15 minutes of retries).
+
+One case is left: a peer whose kernel acknowledges but that never answers (a stopped
+server, a proxy or load balancer that hangs). libpq then waits on its socket forever,
+with the request's thread. :class:`SilenceWatch` covers it: a thread that looks at each
+connection's TCP state (``TCP_INFO``: when data was last sent and last received) twice
+a second, and shuts down the socket of one that sent a message and has had no byte back
+for longer than the server's own ``statement_timeout`` allows (plus a margin for its
+answer to arrive). libpq then reads end of file, psycopg raises an OperationalError on
+a broken connection, SQLAlchemy invalidates it, and the request is answered 503 like
+any database outage. Every message a client sends in PostgreSQL's protocol gets an
+answer, so silence past that bound means the peer is gone. A connection over a Unix
+socket (no network in between) is not watched.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import URL
+
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 5000
+# An idle connection is probed after 10 s, then every 3 s; 3 unanswered probes end it.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3}
+KEEPALIVES_COUNT = 3
+TCP_USER_TIMEOUT_MS = 5000  # data unacknowledged this long ends the connection
+SILENCE_MARGIN_S = 2.0  # past statement_timeout: time for the server's cancel to arrive
+WATCH_INTERVAL_S = 0.5
+
+_TCP_INFO = struct.Struct("=8B9I4I")  # Linux struct tcp_info up to last_ack_recv
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0}
+
+
+def libpq_timeouts(url: URL, statement_timeout_ms: int) -> tuple[dict[str, Any], float | None]:
+    """The connection parameters to add for ``url`` (what its query leaves unset), and
+    the silence after which :class:`SilenceWatch` ends a connection (None: not watched,
+    when the URL turns ``statement_timeout`` off or sets it in a form not read here)."""
+    query = url.query
+    added: dict[str, Any] = {}
+    if "connect_timeout" not in query:
+        added["connect_timeout"] = CONNECT_TIMEOUT_S
+    for name, value in {**KEEPALIVES, "keepalives_count": KEEPALIVES_COUNT}.items():
+        if name not in query:
+            added[name] = value
+    if "tcp_user_timeout" not in query:
+        added["tcp_user_timeout"] = TCP_USER_TIMEOUT_MS
+    given = query.get("options", "")
+    options = " ".join(given) if isinstance(given, tuple) else given
+    found = re.search(r"statement_timeout\s*=\s*(\S+)", options)
+    if found is None:
+        added["options"] = f"{options} -c statement_timeout={statement_timeout_ms}".strip()
+        timeout_ms: float | None = statement_timeout_ms
+    else:
+        timeout_ms = _milliseconds(found.group(1))
+    if not timeout_ms:
+        return added, None
+    return added, timeout_ms / 1000 + SILENCE_MARGIN_S
+
+
+def _milliseconds(text: str) -> float | None:
+    """A PostgreSQL duration setting (``5000``, ``5s``, ``1min``) in ms; None if unread."""
+    match = re.fullmatch(r"'?(\d+)\s*(us|ms|s|min|h)?'?", text.strip())
+    if match is None:
+        return None
+    return int(match.group(1)) * _UNITS[match.group(2) or "ms"]
+
+
+class SilenceWatch:
+    """Ends the connections of one engine that wait on a silent peer (see the module)."""
+
+    def __init__(self, engine: Engine, silence_s: float) -> None:
+        self.silence_s = silence_s
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[Any, int]] = {}  # id(driver): (driver, fd)
+        self._ended = 0
+        event.listen(engine, "connect", self._connected)
+        for name in ("close", "close_detached", "invalidate", "soft_invalidate"):
+            event.listen(engine, name, self._closing)
+        # The thread holds the watch weakly: an engine that is gone stops it.
+        threading.Thread(
+            target=_watch, args=(weakref.ref(self),), name="confide-db-silence", daemon=True
+        ).start()
+
+    @contextmanager
+    def unwatched(self, driver: Any) -> Iterator[None]:
+        """A block whose statements may rightly wait long (migrations, at start)."""
+        with self._lock:
+            entry = self._watched.pop(id(driver), None)
+        try:
+            yield
+        finally:
+            if entry is not None and not getattr(driver, "closed", True):
+                with self._lock:
+                    self._watched[id(driver)] = entry
+
+    @property
+    def ended(self) -> int:
+        """How many connections it has ended (for tests and logs)."""
+        return self._ended
+
+    def _connected(self, driver: Any, record: Any) -> None:
+        del record
+        try:
+            fd = driver.fileno()
+            sock = socket.socket(fileno=fd)  # only to ask its family; detached below
+        except (OSError, ValueError, AttributeError):
+            return
+        try:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                return
+        finally:
+            sock.detach()
+        with self._lock:
+            self._watched[id(driver)] = (driver, fd)
+
+    def _closing(self, driver: Any, *rest: Any) -> None:
+        """Before the pool closes it: the descriptor may be another file's afterwards."""
+        del rest
+        with self._lock:
+            self._watched.pop(id(driver), None)
+
+    def check(self) -> None:
+        """One look at every watched connection (the watch thread's work)."""
+        with self._lock:  # held through the shutdown: a closing connection waits for it
+            for key, (driver, fd) in list(self._watched.items()):
+                if getattr(driver, "closed", True):
+                    del self._watched[key]
+                    continue
+                silent = _silent_for(fd)
+                if silent is not None and silent > self.silence_s:
+                    del self._watched[key]
+                    self._ended += 1
+                    _shut(fd)
+
+
+def _watch(ref: weakref.ref[SilenceWatch]) -> None:
+    while True:
+        time.sleep(WATCH_INTERVAL_S)
+        watch = ref()
+        if watch is None:
+            return
+        watch.check()
+        del watch
+
+
+def _silent_for(fd: int) -> float | None:
+    """Seconds since data was last sent on ``fd`` without any received after it; None
+    when nothing sent is waiting for an answer (or the state cannot be read)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+    if len(info) < _TCP_INFO.size:
+        return None
+    fields: tuple[int, ...] = _TCP_INFO.unpack(info)
+    last_sent_ms, _, last_received_ms, _ = fields[-4:]
+    if last_received_ms <= last_sent_ms:  # an answer came after the last message sent
+        return None
+    return last_sent_ms / 1000
+
+
+def _shut(fd: int) -> None:
+    """End the connection under libpq's feet: its wait wakes to end of file."""
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
