@@ -2,43 +2,61 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
 from confide import __version__
-from confide.cli import app as app_commands
-from confide.cli import attestation, audit, dataset, result, session, sms, volume, wallet
 from confide.errors import ConfideError
 
-app = typer.Typer(
-    name="confide",
-    help=(
-        "confide: confidential computing without leaking secrets.\n\n"
-        "Encrypt data into volumes whose tag catches tampering and rollback; measure app "
-        "bundles; verify hardware attestation quotes; run the secret service (`confide serve "
-        "sms`) and keep secrets and CAS sessions in it, released only to attested enclaves. "
-        "Run `confide COMMAND --help` for the options of a command."
-    ),
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+HELP = (
+    "confide: confidential computing without leaking secrets.\n\n"
+    "Encrypt data into volumes whose tag catches tampering and rollback; measure app "
+    "bundles; verify hardware attestation quotes; run the secret service (`confide serve "
+    "sms`) and keep secrets and CAS sessions in it, released only to attested enclaves. "
+    "Run `confide COMMAND --help` for the options of a command."
 )
-app.add_typer(volume.app, name="volume")
-app.add_typer(app_commands.app, name="app")
-app.add_typer(attestation.app, name="attestation")
-app.add_typer(wallet.app, name="wallet")
-app.add_typer(sms.requester_app, name="requester")
-app.add_typer(dataset.app, name="dataset")
-app.add_typer(result.app, name="result")
-app.add_typer(sms.serve_app, name="serve")
-app.add_typer(session.app, name="session")
-app.add_typer(audit.app, name="audit")
+# (command, module, typer app in it). Only the group a command line names is imported:
+# a signed `requester push-secret` then skips the volume engine, the attestation
+# verifiers and the database layer (start-up time is most of a short command's time;
+# docs/benchmarks.md). A command line naming no known group imports them all, so the
+# top-level help lists every command and a mistyped one is answered as before.
+GROUPS = (
+    ("volume", "confide.cli.volume", "app"),
+    ("app", "confide.cli.app", "app"),
+    ("attestation", "confide.cli.attestation", "app"),
+    ("wallet", "confide.cli.wallet", "app"),
+    ("requester", "confide.cli.sms", "requester_app"),
+    ("dataset", "confide.cli.dataset", "app"),
+    ("result", "confide.cli.result", "app"),
+    ("serve", "confide.cli.sms", "serve_app"),
+    ("session", "confide.cli.session", "app"),
+    ("audit", "confide.cli.audit", "app"),
+)
+
+
+def build_app(argv: Sequence[str] = ()) -> typer.Typer:
+    """The command tree, with only the command group ``argv`` names when it names one."""
+    app = typer.Typer(
+        name="confide",
+        help=HELP,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    app.callback()(_root)
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    named = [group for group in GROUPS if group[0] == first]
+    for name, module, attribute in named or GROUPS:
+        app.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+    return app
 
 
 def _version(value: bool) -> None:
@@ -47,7 +65,6 @@ def _version(value: bool) -> None:
         raise typer.Exit
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -81,7 +98,7 @@ def run(argv: list[str]) -> int:
     """
     json_mode = "--json" in argv
     try:
-        app(args=argv, prog_name="confide")
+        build_app(argv)(args=argv, prog_name="confide")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 2 and json_mode:

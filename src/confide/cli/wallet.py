@@ -49,7 +49,7 @@ def wallet_path(option: Path | None) -> Path:
 
 def address_or_own(address: str | None, wallet: Path | None) -> str:
     """``address`` if given, else the address of the user's wallet (no password needed)."""
-    from confide.crypto.wallet import keystore_address  # noqa: PLC0415
+    from confide.crypto.keystore import keystore_address  # noqa: PLC0415
 
     return address or keystore_address(wallet_path(wallet))
 

@@ -23,8 +23,8 @@ from confide.crypto.info_proof import (
 from confide.crypto.requests import canonical_query, sign_request
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError, SecretError
+from confide.names import NAME
 from confide.sms.release_policy import ReleasePolicy
-from confide.sms.secrets import SECRET_NAME
 
 RETRIES = 3  # after a 503 (the sms's database is locked or unreachable), then give up
 RETRY_CAP_SECONDS = 5.0  # the longest wait between attempts, whatever Retry-After says
@@ -270,7 +270,7 @@ def _pin_name(base_url: str) -> str:
 
 
 def _checked_name(name: str) -> str:
-    if not SECRET_NAME.fullmatch(name):
+    if not NAME.fullmatch(name):
         raise SecretError(f"secret name {name!r} is not allowed: 1 to 64 of A-Z a-z 0-9 _ -")
     return name
 

@@ -2,7 +2,11 @@
 
 Owners, requesters and workers are wallet addresses. A wallet signs text messages with
 EIP-191 (``personal_sign``), which any Ethereum tooling can check; the server recovers the
-address from the signature (coincurve behind eth-keys does the secp256k1 work).
+address from the signature. Signing and recovery are libsecp256k1 (coincurve) and
+Keccak-256 (eth-hash) directly, and the keystore is ``confide.crypto.keystore``: the same
+signatures and files as eth-account (tests compare them), without its import of py_ecc's
+BLS code, which cost every signed command half a second and raised the process's
+recursion limit.
 """
 
 from __future__ import annotations
@@ -10,23 +14,33 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+from coincurve import PrivateKey, PublicKey
+from eth_hash.auto import keccak
+
 from confide.crypto.keys import Redacted
+from confide.crypto.keystore import (
+    WrongPasswordError,
+    decrypt_keystore,
+    encrypt_keystore,
+    keystore_address,
+    read_keystore,
+)
 from confide.errors import AuthError, WalletError
 
-_RECURSION_LIMIT = sys.getrecursionlimit()
-from coincurve import PublicKey  # noqa: E402
-from eth_account import Account  # noqa: E402
-from eth_account.messages import encode_defunct  # noqa: E402
-from eth_hash.auto import keccak  # noqa: E402
-
-# py_ecc (imported by eth-account, for curves confide does not use) raises the recursion
-# limit to 100,000, process-wide; deep recursion would then overflow the C stack and
-# crash instead of raising RecursionError. Put the limit back.
-sys.setrecursionlimit(_RECURSION_LIMIT)
+__all__ = [
+    "Wallet",
+    "checksum_address",
+    "keystore_address",
+    "load_wallet",
+    "normalise_address",
+    "recover_signer",
+    "save_wallet",
+    "unlock_wallet",
+]
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _PRIVATE_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
@@ -39,39 +53,63 @@ def normalise_address(text: str) -> str:
     return text.strip().lower()
 
 
+def checksum_address(address: str) -> str:
+    """EIP-55 mixed-case form of an address (what keystores and wallets display)."""
+    hex_address = address.lower().removeprefix("0x")
+    digest = keccak(hex_address.encode()).hex()
+    return "0x" + "".join(
+        c.upper() if int(digest[i], 16) >= 8 else c for i, c in enumerate(hex_address)
+    )
+
+
+def _eip191_digest(message: str) -> bytes:
+    """Keccak-256 of ``"\\x19Ethereum Signed Message:\\n" + len(bytes) + bytes``."""
+    data = message.encode()
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+
+
+def _address_of(public: PublicKey) -> str:
+    """The last 20 bytes of the Keccak-256 of the uncompressed key, lower case."""
+    return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
+
+
 class Wallet(Redacted):
     """An unlocked wallet: its address and the means to sign, never shown."""
 
-    __slots__ = ("_account",)
+    __slots__ = ("_address", "_key")
 
-    def __init__(self, account: Any) -> None:
-        self._account = account
+    def __init__(self, key: PrivateKey) -> None:
+        self._key = key
+        self._address = _address_of(key.public_key)
 
     @property
     def address(self) -> str:
-        return str(self._account.address).lower()
+        return self._address
 
     @classmethod
     def generate(cls) -> Wallet:
-        return cls(Account.create())
+        return cls(PrivateKey())  # 32 bytes from the OS's CSPRNG, below the curve order
 
     @classmethod
     def from_private_key(cls, key_hex: str) -> Wallet:
         if not _PRIVATE_KEY.fullmatch(key_hex.strip()):
             raise WalletError("a private key is 64 hex characters (optionally 0x-prefixed)")
         try:
-            return cls(Account.from_key(key_hex.strip()))
+            return cls(PrivateKey(bytes.fromhex(key_hex.strip().removeprefix("0x"))))
         except ValueError:  # zero, or not below the curve order
             raise WalletError("that private key is not a valid secp256k1 key") from None
 
     def sign_text(self, message: str) -> str:
-        """EIP-191 signature of ``message``, as 0x-prefixed hex (65 bytes)."""
-        signed = Account.sign_message(encode_defunct(text=message), self._account.key)
-        return "0x" + bytes(signed.signature).hex()
+        """EIP-191 signature of ``message``, as 0x-prefixed hex (65 bytes, ``v`` 27/28).
+
+        libsecp256k1 signs deterministically (RFC 6979) with a low ``s``, as eth-account
+        does: the same key and message give the same signature bytes.
+        """
+        signature = self._key.sign_recoverable(_eip191_digest(message), hasher=None)
+        return "0x" + (signature[:64] + bytes((27 + signature[64],))).hex()
 
     def keystore(self, password: str) -> dict[str, Any]:
-        document: dict[str, Any] = Account.encrypt(self._account.key, password, kdf="scrypt")
-        return document
+        return encrypt_keystore(self._key.secret, password, checksum_address(self._address))
 
 
 def recover_signer(message: str, signature: str) -> str:
@@ -89,14 +127,12 @@ def recover_signer(message: str, signature: str) -> str:
         raw = bytes.fromhex(signature.removeprefix("0x"))
         if len(raw) != 65 or raw[64] not in _RECOVERY_ID:
             raise ValueError("length or v")
-        data = message.encode()
-        digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
         public = PublicKey.from_signature_and_message(
-            raw[:64] + bytes((_RECOVERY_ID[raw[64]],)), digest, hasher=None
+            raw[:64] + bytes((_RECOVERY_ID[raw[64]],)), _eip191_digest(message), hasher=None
         )
     except Exception:  # any malformed signature is one refusal
         raise AuthError("the signature is malformed or does not verify") from None
-    return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
+    return _address_of(public)
 
 
 _RECOVERY_ID = {27: 0, 28: 1, 0: 0, 1: 1}  # v -> libsecp256k1's recovery id
@@ -131,29 +167,49 @@ def save_wallet(path: Path, wallet: Wallet, password: str, *, overwrite: bool = 
 
 
 def load_wallet(path: Path, password: str) -> Wallet:
-    document = _read_keystore(path)
+    document = read_keystore(path)
     try:
-        key = Account.decrypt(document, password)
-    except ValueError:
+        key = decrypt_keystore(document, password)
+    except WrongPasswordError:
         raise WalletError(f"wrong password for wallet {path}") from None
-    return Wallet(Account.from_key(key))
-
-
-def keystore_address(path: Path) -> str:
-    """The wallet's address, read from the keystore without its password."""
-    address = _read_keystore(path).get("address")
-    if not isinstance(address, str) or not re.fullmatch(r"(0x)?[0-9a-fA-F]{40}", address):
-        raise WalletError(f"{path} does not name its address")
-    return "0x" + address.lower().removeprefix("0x")
-
-
-def _read_keystore(path: Path) -> dict[str, Any]:
+    except WalletError as exc:
+        raise WalletError(f"{path}: {exc}") from None
     try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise WalletError(f"no wallet at {path}; create one with `confide wallet create`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise WalletError(f"{path} is not a wallet keystore (JSON v3)") from None
-    if not isinstance(document, dict) or document.get("version") != 3:
-        raise WalletError(f"{path} is not a wallet keystore (JSON v3)")
-    return document
+        return Wallet(PrivateKey(key))
+    except ValueError:
+        raise WalletError(f"{path} holds no valid secp256k1 key") from None
+
+
+class PendingWallet:
+    """A wallet being unlocked on another thread; ``wait()`` returns it or raises.
+
+    Opening a keystore is 0.7 s of scrypt, which releases the GIL: a command starts it
+    first and imports its HTTP client meanwhile, instead of one after the other.
+    """
+
+    __slots__ = ("_error", "_thread", "_wallet")
+
+    def __init__(self, path: Path, password: str) -> None:
+        self._wallet: Wallet | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(path, password), name="wallet-unlock", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: Path, password: str) -> None:
+        try:
+            self._wallet = load_wallet(path, password)
+        except BaseException as exc:  # handed to the caller by wait()
+            self._error = exc
+
+    def wait(self) -> Wallet:
+        self._thread.join()
+        if self._wallet is None:
+            raise self._error or WalletError("the wallet was not unlocked")
+        return self._wallet
+
+
+def unlock_wallet(path: Path, password: str) -> PendingWallet:
+    """Start unlocking the wallet at ``path`` in the background (see ``PendingWallet``)."""
+    return PendingWallet(path, password)
