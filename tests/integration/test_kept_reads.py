@@ -17,7 +17,7 @@ from sqlalchemy.pool import QueuePool
 
 from confide.db import make_engine, reading, upgrade
 from confide.db.engine import KeptReads
-from confide.sms.http import _Handlers
+from confide.sms.http_common import SmsHandlers
 from confide.sms.secrets import SecretRef
 from confide.sms.service import Sms, SmsConfig
 
@@ -184,7 +184,7 @@ def test_threads_started_during_a_shutdown_keep_connections_it_does_not_close(
     stopped; a request arriving meanwhile starts new threads, whose connections belong to
     a new keeper and stay open."""
     sms = Sms(SmsConfig(home=tmp_path, db_url=database_url, deployment_id="t"), engine=engine)
-    handlers = _Handlers(sms, time.time)
+    handlers = SmsHandlers(sms, time.time)
 
     async def scenario() -> None:
         await handlers._existing([REF])  # the HEAD threads start, with the first keeper

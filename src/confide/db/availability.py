@@ -17,18 +17,20 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 UNAVAILABLE_DETAIL = "the database is unavailable (locked or unreachable): retry"
 
 _SQLITE_LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
-_SQLITE_UNREACHABLE = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PROTOCOL")
+_SQLITE_UNREACHABLE = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PROTOCOL")
 # PostgreSQL: lock_not_available, deadlock_detected, serialization_failure; query_canceled
 # (statement_timeout); classes 08 connection exception, 53 insufficient resources (too
 # many connections), 57 operator intervention (shutdown, cannot connect now).
 _PG_LOCKED = ("55P03", "40P01", "40001")
 _PG_TIMEOUT = ("57014",)
+_PG_FULL = ("53100",)  # disk_full
 _PG_UNREACHABLE_CLASSES = ("08", "53", "57")
 
 
 def unavailability(exc: BaseException | None) -> str | None:
-    """``"locked"``, ``"timeout"`` or ``"unreachable"`` when ``exc`` means the database is
-    unavailable for now; None for anything else (an integrity error, a bug)."""
+    """``"locked"``, ``"timeout"``, ``"full"`` (its disk) or ``"unreachable"`` when ``exc``
+    means the database is unavailable for now; None for anything else (an integrity error,
+    a bug)."""
     if isinstance(exc, PoolTimeoutError):
         return "timeout"  # every pooled connection stayed busy for the pool's whole timeout
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
@@ -45,6 +47,8 @@ def unavailability(exc: BaseException | None) -> str | None:
 def _sqlite(name: str) -> str | None:
     if name.startswith(_SQLITE_LOCKED):
         return "locked"
+    if name.startswith("SQLITE_FULL"):
+        return "full"
     return "unreachable" if name.startswith(_SQLITE_UNREACHABLE) else None
 
 
@@ -55,6 +59,8 @@ def _postgres(state: str | None) -> str | None:
         return "locked"
     if state in _PG_TIMEOUT:
         return "timeout"
+    if state in _PG_FULL:
+        return "full"
     return "unreachable" if state[:2] in _PG_UNREACHABLE_CLASSES else None
 
 

@@ -1,41 +1,37 @@
-"""HTTP routes for attestation, sim platforms and session volumes (thin over the core)."""
+"""HTTP routes for attestation, sim platforms and session volumes (thin over the core).
+
+Refusals are answered by class (``confide.sms.http_common.PROBLEMS``); a signed request
+is handled inside ``signed_request``, which uses its nonce up on any refusal.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from confide.attestation.nonces import NONCE_TTL_SECONDS
-from confide.errors import AttestationError, SecretError, SessionError
-from confide.jsonsafe import loads_bounded
+from confide.errors import AttestationError
 from confide.sms.attest import (
-    AttestationRefusedError,
     Attestations,
     AttestRequest,
-    AttestRequestError,
     Outcome,
     PendingGrant,
     hex_field,
 )
 from confide.sms.batching import Coalescer
-from confide.sms.http_common import HttpProblemError, path_address, read_body
-from confide.sms.secrets import SecretExistsError
-from confide.sms.sessions import SessionForbiddenError, SessionNotFoundError
-from confide.sms.tasks import TaskOrder, TaskOrderError
+from confide.sms.http_common import SmsHandlers
+from confide.sms.tasks import TaskOrder
 from confide.sms.volumes import (
-    TagConflictError,
     TagError,
-    TagForbiddenError,
     TagRecord,
     VolumeTags,
     check_tag,
 )
-
-if TYPE_CHECKING:
-    from confide.sms.http import _Handlers
+from confide.web.bodies import json_object, path_address, read_body
+from confide.web.problems import HttpProblemError
 
 ATTEST_BODY_LIMIT = 256 * 1024
 SMALL_BODY_LIMIT = 16 * 1024
@@ -44,7 +40,7 @@ SIGNATURE_HEADER = "x-confide-signature"
 
 
 class AttestHandlers:
-    def __init__(self, base: _Handlers, attestations: Attestations) -> None:
+    def __init__(self, base: SmsHandlers, attestations: Attestations) -> None:
         self.base = base
         self.sms = base.sms
         self.attestations = attestations
@@ -70,38 +66,29 @@ class AttestHandlers:
             ),
         ]
 
-    async def json_body(self, request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
-        body = await read_body(request, limit)
-        try:
-            document = loads_bounded(body, 6)
-        except ValueError:
-            raise HttpProblemError(400, "Bad Request", "the body is not JSON") from None
-        if not isinstance(document, dict):
-            raise HttpProblemError(400, "Bad Request", "the body is not a JSON object")
-        return body, document
-
     async def register_platform(self, request: Request) -> Response:
-        body, document = await self.json_body(request, SMALL_BODY_LIMIT)
-        return await self.base.blocking(self._register_platform, request, body, document)
+        body = await read_body(request, SMALL_BODY_LIMIT)
+        return await self.base.blocking(self._register_platform, request, body)
 
-    def _register_platform(self, request: Request, body: bytes, document: Any) -> Response:
-        signed = self.base.authenticate(request, body)
-        self.base.record(signed)
-        key_hex = document.get("platform_key")
-        if set(document) != {"platform_key"} or not isinstance(key_hex, str):
-            raise HttpProblemError(400, "Bad Request", 'expected {"platform_key": 64 hex}')
-        try:
-            key = bytes.fromhex(key_hex)
-            created = self.platforms.register(key, signed.address, self.base.now())
-        except (ValueError, AttestationError):
-            raise HttpProblemError(
-                400, "Bad Request", "platform_key is a 32-byte Ed25519 public key as 64 hex"
-            ) from None
-        owner = self.platforms.owner(key)
-        if owner != signed.address:
-            raise HttpProblemError(
-                409, "Conflict", "that platform key is registered by another wallet"
-            )
+    def _register_platform(self, request: Request, body: bytes) -> Response:
+        with self.base.signed_request(request, body) as signed:
+            signed.record()
+            document = json_object(body, 6)
+            key_hex = document.get("platform_key")
+            if set(document) != {"platform_key"} or not isinstance(key_hex, str):
+                raise HttpProblemError(400, "Bad Request", 'expected {"platform_key": 64 hex}')
+            try:
+                key = bytes.fromhex(key_hex)
+                created = self.platforms.register(key, signed.address, self.base.now())
+            except (ValueError, AttestationError):
+                raise HttpProblemError(
+                    400, "Bad Request", "platform_key is a 32-byte Ed25519 public key as 64 hex"
+                ) from None
+            owner = self.platforms.owner(key)
+            if owner != signed.address:
+                raise HttpProblemError(
+                    409, "Conflict", "that platform key is registered by another wallet"
+                )
         return JSONResponse(
             {"platform_key": key.hex(), "owner": owner, "created": created},
             status_code=201 if created else 200,
@@ -117,45 +104,35 @@ class AttestHandlers:
     async def attest(self, request: Request) -> Response:
         """Prepared (planned, verified, sealed) on a database thread, then recorded in one
         transaction with the grants that are ready at the same moment (a group commit)."""
-        body, document = await self.json_body(request, ATTEST_BODY_LIMIT)
-        pending = await self.base.blocking(self._prepare, request, body, document)
+        body = await read_body(request, ATTEST_BODY_LIMIT)
+        if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
+            pending = await self.base.blocking(self._prepare_signed, request, body)
+        else:
+            pending = await self.base.blocking(self._prepare, json_object(body, 6), None)
         outcome = await self.grants.get(pending)
-        try:
-            grant = outcome.result()
-        except AttestationRefusedError as exc:
-            raise HttpProblemError(403, "Forbidden", f"attestation refused: {exc}") from None
-        return JSONResponse(grant.to_json())
+        return JSONResponse(outcome.result().to_json())  # a refusal: 403
 
     async def _commit(self, batch: list[PendingGrant]) -> dict[PendingGrant, Outcome]:
         outcomes = await self.base.blocking(self.attestations.commit, batch)
         return dict(zip(batch, outcomes, strict=True))
 
-    def _prepare(self, request: Request, body: bytes, document: Any) -> PendingGrant:
-        signer = None
-        if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
-            signed = self.base.authenticate(request, body)
-            self.base.record(signed)
-            signer = signed.address
-        try:
-            parsed = AttestRequest.from_json(document)
-        except AttestRequestError as exc:
-            raise HttpProblemError(400, "Bad Request", str(exc)) from None
-        try:
-            return self.attestations.prepare(parsed, self.base.now(), signer)
-        except AttestationRefusedError as exc:
-            raise HttpProblemError(403, "Forbidden", f"attestation refused: {exc}") from None
+    def _prepare_signed(self, request: Request, body: bytes) -> PendingGrant:
+        with self.base.signed_request(request, body) as signed:
+            signed.record()
+            return self._prepare(json_object(body, 6), signed.address)
+
+    def _prepare(self, document: dict[str, Any], signer: str | None) -> PendingGrant:
+        parsed = AttestRequest.from_json(document)
+        return self.attestations.prepare(parsed, self.base.now(), signer)
 
     async def check_order(self, request: Request) -> Response:
         """Public: whether a signed order could be released (what the hub asks before it
         queues a task). Tells what HEAD tells (existence) and, for an order its requester
         signed, which secret's release policy refuses it; never a value."""
-        _, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        document = json_object(await read_body(request, SMALL_BODY_LIMIT), 6)
         if set(document) != {"order", "signature"} or not isinstance(document["signature"], str):
             raise HttpProblemError(400, "Bad Request", 'expected {"order": {...}, "signature"}')
-        try:
-            order = TaskOrder.from_json(document["order"])
-        except TaskOrderError as exc:
-            raise HttpProblemError(400, "Bad Request", str(exc)) from None
+        order = TaskOrder.from_json(document["order"])
         problems = await self.base.blocking(
             self.attestations.check_order, order, document["signature"]
         )
@@ -164,19 +141,19 @@ class AttestHandlers:
     async def push_volume(self, request: Request) -> Response:
         owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
         volume = request.path_params["volume"]
-        body, document = await self.json_body(request, SMALL_BODY_LIMIT)
-        return await self.base.blocking(
-            self._push_volume, request, body, document, owner, name, volume
-        )
+        body = await read_body(request, SMALL_BODY_LIMIT)
+        return await self.base.blocking(self._push_volume, request, body, owner, name, volume)
 
     def _push_volume(
-        self, request: Request, body: bytes, document: Any, owner: str, name: str, volume: str
+        self, request: Request, body: bytes, owner: str, name: str, volume: str
     ) -> Response:
-        signed = self.base.authenticate(request, body)
-        self.base.record(signed)
-        if not set(document) <= {"key", "previous_tag", "tag"}:
-            raise HttpProblemError(400, "Bad Request", 'expected {"key", "previous_tag", "tag"}')
-        try:
+        with self.base.signed_request(request, body) as signed:
+            signed.record()
+            document = json_object(body, 6)
+            if not set(document) <= {"key", "previous_tag", "tag"}:
+                raise HttpProblemError(
+                    400, "Bad Request", 'expected {"key", "previous_tag", "tag"}'
+                )
             key_hex = document.get("key")
             key = None if key_hex is None else hex_field(key_hex, 32, "key", TagError)
             record = self.tags.push(
@@ -189,8 +166,6 @@ class AttestHandlers:
                 tag=str(check_tag(document.get("tag"), "tag")),
                 now=self.base.now(),
             )
-        except Exception as exc:
-            raise _tag_problem(exc) from None
         return JSONResponse(tag_json(volume, record), status_code=201)
 
     async def volume_tags(self, request: Request) -> Response:
@@ -198,16 +173,13 @@ class AttestHandlers:
         volume = request.path_params["volume"]
         if request.method != "POST":  # GET, or the HEAD Starlette adds to it: a read
             return await self.base.blocking(self._tag_history, request, owner, name, volume)
-        _, document = await self.json_body(request, SMALL_BODY_LIMIT)
+        document = json_object(await read_body(request, SMALL_BODY_LIMIT), 6)
         return await self.base.blocking(self._report_tag, document, owner, name, volume)
 
     def _tag_history(self, request: Request, owner: str, name: str, volume: str) -> Response:
-        signed = self.base.authenticate(request, b"")
-        self.base.record(signed)
-        try:
+        with self.base.signed_request(request, b"") as signed:
+            signed.record()
             records = self.tags.history(signed.address, owner, name, volume)
-        except Exception as exc:
-            raise _tag_problem(exc) from None
         tags = [tag_json(volume, r) for r in records]
         return JSONResponse({"owner": owner, "session": name, "volume": volume, "tags": tags})
 
@@ -215,20 +187,17 @@ class AttestHandlers:
         fields = {"previous_tag", "tag", "blob_digest", "enclave_key", "signature"}
         if set(document) != fields:
             raise HttpProblemError(400, "Bad Request", f"expected fields {sorted(fields)}")
-        try:
-            record = self.tags.report(
-                owner=owner,
-                session=name,
-                volume=volume,
-                previous=check_tag(document["previous_tag"], "previous_tag", optional=True),
-                tag=str(check_tag(document["tag"], "tag")),
-                blob_digest=str(check_tag(document["blob_digest"], "blob_digest")),
-                enclave_key=hex_field(document["enclave_key"], 32, "enclave_key", TagError),
-                signature=hex_field(document["signature"], 64, "signature", TagError),
-                now=self.base.now(),
-            )
-        except Exception as exc:
-            raise _tag_problem(exc) from None
+        record = self.tags.report(
+            owner=owner,
+            session=name,
+            volume=volume,
+            previous=check_tag(document["previous_tag"], "previous_tag", optional=True),
+            tag=str(check_tag(document["tag"], "tag")),
+            blob_digest=str(check_tag(document["blob_digest"], "blob_digest")),
+            enclave_key=hex_field(document["enclave_key"], 32, "enclave_key", TagError),
+            signature=hex_field(document["signature"], 64, "signature", TagError),
+            now=self.base.now(),
+        )
         return JSONResponse(tag_json(volume, record), status_code=201)
 
 
@@ -242,17 +211,3 @@ def tag_json(volume: str, record: TagRecord) -> dict[str, Any]:
         "reported_by": record.reported_by,
         "at": record.at,
     }
-
-
-def _tag_problem(exc: Exception) -> Exception:
-    if isinstance(exc, HttpProblemError):
-        return exc
-    if isinstance(exc, SessionNotFoundError):
-        return HttpProblemError(404, "Not Found", str(exc))
-    if isinstance(exc, (TagForbiddenError, SessionForbiddenError)):
-        return HttpProblemError(403, "Forbidden", str(exc))
-    if isinstance(exc, (TagConflictError, SecretExistsError)):
-        return HttpProblemError(409, "Conflict", str(exc))
-    if isinstance(exc, (TagError, SessionError, SecretError)):
-        return HttpProblemError(400, "Bad Request", str(exc))
-    return exc

@@ -5,43 +5,39 @@ Every write goes through :meth:`SecretHandlers.write_secret`: the body is refuse
 before it is all read, the request must be signed, the signer must be who may write that
 secret (the requester; the app's or dataset's owner per the registry), the signed query
 holds ``update`` and the release policy, and the value is stored in the same transaction
-as the request's nonce. A refusal after the signature uses the nonce up, so the request
-cannot be replayed later, when it would succeed (say, once the app is registered).
+as the request's nonce. A refusal after the signature uses the nonce up
+(``signed_request``), so the request cannot be replayed later, when it would succeed (say,
+once the app is registered).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from confide.crypto.result_key import check_public_key, result_key_sha256
-from confide.db.replay import record_request
-from confide.errors import AuthError, ConfideError, SecretError
-from confide.sms.http_common import HttpProblemError, path_address, read_body
+from confide.errors import SecretError
+from confide.sms.http_common import SmsHandlers
 from confide.sms.registry import AppRecord, DatasetRecord
 from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secrets import (
     DEFAULT_POLICY,
     MAX_VALUE_BYTES,
-    SecretExistsError,
     SecretNotFoundError,
     SecretRef,
     result_key_ref,
 )
-
-if TYPE_CHECKING:
-    from confide.sms.http import _Handlers
+from confide.web.bodies import path_address, read_body
+from confide.web.problems import HttpProblemError
 
 WriterCheck = Callable[[str], SecretRef]  # the signer's address -> the secret it may write
 
 
 class SecretHandlers:
-    def __init__(self, base: _Handlers) -> None:
+    def __init__(self, base: SmsHandlers) -> None:
         self.base = base
         self.sms = base.sms
 
@@ -60,10 +56,7 @@ class SecretHandlers:
     async def requester_secret(self, request: Request) -> Response:
         owner = path_address(request.path_params["address"])
         ref = SecretRef(owner, "requester", request.path_params["name"])
-        try:
-            ref.check()
-        except SecretError as exc:
-            raise HttpProblemError(400, "Bad Request", str(exc)) from None
+        ref.check()  # a SecretError: 400
         if request.method == "HEAD":
             return _existence(await self.exists(ref))
 
@@ -206,8 +199,7 @@ class SecretHandlers:
         check: Callable[[bytes], None] | None,
     ) -> tuple[int, ReleasePolicy]:
         base = self.base
-        signed = base.authenticate(request, body)
-        try:
+        with base.signed_request(request, body) as signed:
             ref = writer(signed.address)
             update, given = _write_options(request, restrictable=restrictable, versioned=versioned)
             if check is not None:
@@ -220,30 +212,11 @@ class SecretHandlers:
                     f"measurement>; CLI: --app-measurement): the registry is not trusted "
                     f"to choose the code that gets it"
                 )
-        except ConfideError as exc:
-            base.burn(signed)
-            raise HttpProblemError(400, "Bad Request", str(exc)) from None
-        except HttpProblemError:
-            base.burn(signed)
-            raise
-        try:
             with self.sms.engine.begin() as connection:
-                record_request(connection, signed, base.now())
+                signed.record_in(connection)
                 version = self.sms.secrets.put_in(
                     connection, ref, body, update=update, now=base.now(), policy=policy
                 )
-        except AuthError as exc:
-            raise HttpProblemError(401, "Unauthorized", str(exc)) from None
-        except (SecretExistsError, IntegrityError) as exc:
-            base.burn(signed)
-            detail = str(exc) if isinstance(exc, SecretError) else "written concurrently: retry"
-            raise HttpProblemError(409, "Conflict", detail) from None
-        except SecretNotFoundError as exc:
-            base.burn(signed)
-            raise HttpProblemError(404, "Not Found", str(exc)) from None
-        except BaseException:
-            base.burn(signed)
-            raise
         self.sms.secrets.committed(ref)  # a HEAD check of it is answered from memory
         base.maybe_prune()
         return version, policy
