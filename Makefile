@@ -5,8 +5,10 @@ demo:
 	@scripts/bootstrap.sh dev
 	@scripts/demo.sh
 
+# The PostgreSQL tests run on $CONFIDE_TEST_PG, or else on a throwaway cluster made for
+# the run (scripts/with-postgres.sh), so that `make test` always tests that backend too.
 test: lint
-	.venv/bin/python -m pytest -n 2 -q
+	scripts/with-postgres.sh .venv/bin/python -m pytest -n 2 -q
 
 lint:
 	@scripts/bootstrap.sh dev

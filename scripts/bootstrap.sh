@@ -17,6 +17,15 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# `bootstrap.sh postgresql`: the PostgreSQL server binaries only (Debian's package), for
+# scripts/with-postgres.sh's throwaway cluster.
+if [ "$EXTRAS" = postgresql ]; then
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        apt_install postgresql
+    fi
+    exit 0
+fi
+
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "bootstrap: confide needs Python 3.11 or newer as $PYTHON" >&2
     exit 1
