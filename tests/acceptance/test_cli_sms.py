@@ -163,7 +163,7 @@ def test_session_errors(tmp_path: Path, sms: tuple[dict[str, str], subprocess.Po
     assert run_cli("session", "create", file, "--var", "SIM=" + "ab" * 32, env=env).returncode == 0
     owner = json.loads(run_cli("wallet", "show", "--json", env=env).stdout)["address"]
     hidden = run_cli("session", "show", "cubic", "--owner", owner, env=other)
-    assert_refusal(hidden, "404", "that you may read")
+    assert_refusal(hidden, "403", "that you may read")
     missing = run_cli("session", "show", "nope", "--owner", owner, env=other)
     assert hidden.stderr.replace("cubic", "nope") == missing.stderr  # existence does not leak
 

@@ -62,7 +62,7 @@ def test_create_read_update_and_history(stores: tuple[SessionStore, SecretStore,
     assert "VERY-SECRET-VALUE" not in str(first.document)
     assert store.current(ALICE, ALICE, "cubic").hash == first.hash
     assert store.current(BOB, ALICE, "cubic").hash == first.hash  # listed reader
-    with pytest.raises(SessionNotFoundError, match="that you may read"):
+    with pytest.raises(SessionForbiddenError, match="that you may read"):
         store.current(CAROL, ALICE, "cubic")
     with pytest.raises(SessionForbiddenError, match="may not update"):
         store.update(BOB, ALICE, _doc(first.hash, "python3 v2.py"), NOW + 1)
@@ -167,7 +167,8 @@ def test_a_session_you_may_not_read_answers_as_a_missing_one(
     stores: tuple[SessionStore, SecretStore, Engine],
 ) -> None:
     """Another owner's session name: the same error, word for word, whether it exists or
-    not, for a read, its history, and an update; existence does not leak."""
+    not, for a read, its history and an update (403); existence does not leak. In the
+    caller's own namespace a missing session is 404."""
     store, _, _ = stores
 
     def refusals() -> list[tuple[type[Exception], str]]:
@@ -177,7 +178,7 @@ def test_a_session_you_may_not_read_answers_as_a_missing_one(
             lambda: store.history(CAROL, ALICE, "cubic"),
             lambda: store.update(CAROL, ALICE, _doc("0" * 64), NOW + 1),
         ):
-            with pytest.raises(SessionNotFoundError) as info:
+            with pytest.raises(SessionForbiddenError) as info:
                 call()
             found.append((type(info.value), str(info.value)))
         return found
@@ -188,6 +189,8 @@ def test_a_session_you_may_not_read_answers_as_a_missing_one(
     assert missing[0][1] == f"no session 'cubic' of {ALICE} that you may read"
     with pytest.raises(SessionForbiddenError, match="may not update"):  # BOB may read it
         store.update(BOB, ALICE, _doc("0" * 64), NOW + 1)
+    with pytest.raises(SessionNotFoundError, match=f"no session 'other' of {CAROL} that"):
+        store.current(CAROL, CAROL, "other")
 
 
 def test_the_owner_is_never_locked_out(stores: tuple[SessionStore, SecretStore, Engine]) -> None:

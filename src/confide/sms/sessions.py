@@ -7,10 +7,11 @@ subject = the session name), so the stored document, its hash and its history ne
 one; a secret without a value is generated (32 random bytes, as hex). Reads and updates
 follow the session's access policy (``owner`` or wallet addresses); the owner may always
 read and update their session, whatever the policy lists, so no updater can lock them
-out. A session that a caller may not read answers exactly as one that does not exist, so
-its existence does not leak. A volume keeps its mode for the session's whole life: an
-input volume's key and tag are the owner's to push, so an input turned output would hand
-an enclave a key and tag the owner planted.
+out. In another owner's namespace, a session that the caller may neither read nor update
+answers exactly as one that does not exist, so its existence does not leak. A volume
+keeps its mode for the session's whole life: an input volume's key and tag are the
+owner's to push, so an input turned output would hand an enclave a key and tag the owner
+planted.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ Also = Callable[[Connection], None]
 
 
 class SessionNotFoundError(SessionError):
-    """No such session in that owner's namespace (HTTP 404)."""
+    """No such session in the caller's own namespace (HTTP 404)."""
 
 
 class SessionConflictError(SessionError):
@@ -52,7 +53,8 @@ class SessionConflictError(SessionError):
 
 
 class SessionForbiddenError(SessionError):
-    """The caller may read this session but not update it (HTTP 403)."""
+    """The caller may not read or update this session, or it does not exist in another
+    owner's namespace: one answer for both, so existence does not leak (HTTP 403)."""
 
 
 @dataclass(frozen=True)
@@ -105,14 +107,22 @@ class SessionStore:
     def _permitted(
         self, caller: str, owner: str, name: str, *, for_update: bool = False
     ) -> list[StoredSession]:
-        """The session's history if ``caller`` may read it (and update it, with
-        ``for_update``). Not found and not readable are one answer, word for word."""
+        """The session's history if ``caller`` may read it (``for_update``: update it).
+        In another owner's namespace a missing session and one the caller may neither
+        read nor update are one answer, word for word (403), so existence does not leak;
+        in the caller's own namespace a missing session is 404."""
         history = self._history(owner, name)
-        if not history or not _permits(history[-1], "read", caller):
-            raise SessionNotFoundError(f"no session {name!r} of {owner} that you may read")
-        if for_update and not _permits(history[-1], "update", caller):
-            raise SessionForbiddenError(f"{caller} may not update session {owner}/{name}")
-        return history
+        may_read = bool(history) and _permits(history[-1], "read", caller)
+        may_update = bool(history) and _permits(history[-1], "update", caller)
+        if may_update if for_update else may_read:
+            return history
+        if not (may_read or may_update):  # whether it exists is none of the caller's business
+            message = f"no session {name!r} of {owner} that you may read"
+            if caller == owner:
+                raise SessionNotFoundError(message)
+            raise SessionForbiddenError(message)
+        what = "update" if for_update else "read"
+        raise SessionForbiddenError(f"{caller} may not {what} session {owner}/{name}")
 
     def known_version(self, owner: str, name: str, digest: str) -> StoredSession | None:
         """Version ``digest`` if this store has read it before (without a read): it
