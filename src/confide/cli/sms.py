@@ -86,11 +86,11 @@ def serve_sms(
     """Run the secret management service (and CAS) until SIGTERM or ^C."""
     import time  # noqa: PLC0415
 
-    import uvicorn  # noqa: PLC0415
-
     from confide.sms.http import create_app  # noqa: PLC0415
     from confide.sms.registry import StaticRegistry  # noqa: PLC0415
     from confide.sms.service import Sms, SmsConfig  # noqa: PLC0415
+    from confide.web.limits import Limits  # noqa: PLC0415
+    from confide.web.server import serve  # noqa: PLC0415
 
     if not _is_loopback(host) and not (tls_cert and tls_key) and not behind_tls_proxy:
         raise ConfideError(
@@ -123,13 +123,15 @@ def serve_sms(
         f"sms {sms.config.sms_id} on {host}:{port}, deployment {sms.config.deployment_id}, "
         f"database {shown_url(url)}, attestation: {backends}\n"
     )
-    uvicorn.run(
-        create_app(sms, time.time),
+    limits = Limits()  # connections, bodies, timeouts: confide.web.limits
+    serve(
+        create_app(sms, time.time, limits=limits),
+        name="sms",
         host=host,
         port=port,
-        log_level="warning",
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
+        limits=limits,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         # X-Forwarded-* headers are believed only with --behind-tls-proxy, and then from
         # the addresses in FORWARDED_ALLOW_IPS (uvicorn's default: the loopback; set it
         # for a proxy on another host). Nothing the sms decides depends on them.

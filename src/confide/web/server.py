@@ -7,6 +7,11 @@ Beyond the body limits inside the app, uvicorn bounds connections and requests a
 limit when the hard limit allows, and the connection limit lowered to fit it otherwise
 (a server out of descriptors cannot even answer 503).
 
+Memory that bodies held goes back to the system once they are answered: glibc's
+allocator otherwise raises its mmap threshold as large blocks are freed, after which
+bodies come from the heap and their pages stay (an sms held 170 MiB after a load that
+started from 79 MiB; with the fixed thresholds below, 86 MiB).
+
 SIGTERM and SIGINT stop the server gracefully: it stops accepting, lets the requests
 under way finish (up to ``Limits.graceful_shutdown`` seconds), runs the app's shutdown,
 writes one line to stderr and returns, so that the process exits 0. (uvicorn's own
@@ -17,6 +22,7 @@ and nothing said.)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import resource
 import signal
 import socket
@@ -34,6 +40,10 @@ from confide.web.limits import Limits
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _SPARE_FILES = 128  # descriptors beyond the connections: database, logs, files
+# glibc's mallopt parameters, and the values that let body-sized blocks be unmapped
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_FROM = 64 << 10  # blocks from 64 KiB: mapped on their own, unmapped when freed
+_TRIM_FROM = 128 << 10  # free memory at the heap's top beyond this goes back
 
 
 class _Server(uvicorn.Server):
@@ -86,6 +96,7 @@ def serve(
     (uvicorn's default: the loopback), for a service behind a TLS proxy.
     """
     limits = limits or Limits()
+    give_freed_memory_back()
     config = uvicorn.Config(
         app,
         host=host,
@@ -109,6 +120,18 @@ def serve(
         sys.stderr.write(f"{ran}: requests under way were cut short\n")
         raise SystemExit(1)
     sys.stderr.write(f"{ran}: requests under way finished, shut down cleanly\n")
+
+
+def give_freed_memory_back() -> None:
+    """Fixed glibc allocator thresholds (see the module's docstring); elsewhere, nothing.
+    The hot paths allocate no block of 64 KiB, so the mappings cost them nothing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return  # not glibc
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM)
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_FROM)
 
 
 def fit_open_files(connections: int) -> int:

@@ -1,0 +1,240 @@
+"""What a request may cost a running sms before it is known who sent it: bodies on
+signed routes refused unread without good signature headers, and memory that stays
+bounded (and comes back) under thousands of connections that never finish a body,
+while health, readiness and existence checks keep answering."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from confide.crypto.requests import sign_request
+from confide.crypto.wallet import Wallet
+from tests.conftest import CONFIDE
+from tests.integration.sms_server import audience_of, free_port, running_sms
+
+MIB = 1 << 20
+WALLET = Wallet.generate()
+CONNECTIONS = 2000
+BODY = 200_000  # under the session route's limit
+RSS_CEILING = 300 * MIB
+
+
+def _session_head(base: str, audience: str, length: int, *, signed: bool = True) -> bytes:
+    """A POST /v1/sessions request's head, announcing a body of ``length`` bytes."""
+    headers = {"Host": base.removeprefix("http://"), "Content-Type": "application/json"}
+    if signed:
+        headers |= sign_request(
+            WALLET,
+            audience=audience,
+            method="POST",
+            path="/v1/sessions",
+            content_type="application/json",
+            body=b"{" + b" " * (length - 2) + b"}",
+            now=int(time.time()),
+        )
+    lines = [f"{k}: {v}" for k, v in {**headers, "Content-Length": str(length)}.items()]
+    return ("POST /v1/sessions HTTP/1.1\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _address(base: str) -> tuple[str, int]:
+    host, port = base.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def test_a_body_without_signature_headers_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    with running_sms(tmp_path, f"sqlite:///{tmp_path / 'sms.db'}") as base:
+        audience = audience_of(base)
+        for signed in (False, True):
+            head = _session_head(base, audience, BODY, signed=signed)
+            if signed:  # well formed, but ten minutes old
+                stale = str(int(time.time()) - 600).encode()
+                head = head.replace(head.split(b"X-Confide-Timestamp: ")[1][:10], stale)
+            with socket.create_connection(_address(base), timeout=5) as connection:
+                connection.sendall(head)  # and not a byte of the body
+                began = time.monotonic()
+                answer = connection.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+            assert time.monotonic() - began < 2
+            reason = b"off the server's clock" if signed else b"X-Confide-Address is missing"
+            assert reason in answer
+
+
+def test_ready_answers_while_the_database_does(tmp_path: Path) -> None:
+    with running_sms(tmp_path, f"sqlite:///{tmp_path / 'sms.db'}") as base:
+        ready = httpx.get(base + "/ready", timeout=5)
+        assert (ready.status_code, ready.json()) == (200, {"status": "ok"})
+        assert httpx.get(base + "/health", timeout=5).status_code == 200
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@contextlib.contextmanager
+def _serve_sms(home: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``confide serve sms`` as a user starts it, on SQLite, stopped at the end."""
+    port = free_port()
+    env = {**os.environ, "CONFIDE_HOME": str(home)}
+    server = subprocess.Popen(
+        [*CONFIDE, "serve", "sms", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(base + "/health", timeout=2)
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline and server.poll() is None, "sms did not start"
+            time.sleep(0.05)
+    try:
+        yield base, server
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.communicate()
+
+
+class _Peak:
+    """The server's largest RSS, sampled every 20 ms on a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            with contextlib.suppress(OSError, AssertionError):
+                self.peak = max(self.peak, _rss(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _raise_open_files(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"needs {wanted} open files; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+class _Checks:
+    """/health, /ready and a HEAD check of a missing secret, sent in turn on a thread
+    until stopped: every answer's status and time."""
+
+    def __init__(self, base: str) -> None:
+        owner = WALLET.address
+        self.base = base
+        self.answers: list[tuple[str, int, float]] = []
+        self.requests = (
+            ("GET", "/health"),
+            ("GET", "/ready"),
+            ("HEAD", f"/v1/requesters/{owner}/secrets/missing"),
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._check, daemon=True)
+        self._thread.start()
+
+    def _check(self) -> None:
+        while not self._stop.wait(0.2):
+            for method, path in self.requests:
+                began = time.monotonic()
+                try:
+                    status = httpx.request(method, self.base + path, timeout=10).status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.answers.append((path.rsplit("/", 1)[-1], status, time.monotonic() - began))
+
+    def stop(self) -> list[tuple[str, int, float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.answers
+
+
+@pytest.mark.slow
+def test_unfinished_bodies_keep_memory_bounded_and_checks_answering(tmp_path: Path) -> None:
+    """2,000 connections, each a well-signed session POST whose body never gets its
+    last byte: the RSS stays under 300 MiB, /health, /ready and a HEAD check answer
+    meanwhile, and the RSS comes back near its start once they close. (Before the
+    limits: past 300 MiB, on its way to gigabytes.)"""
+    _raise_open_files(CONNECTIONS + 512)
+    with _serve_sms(tmp_path / "home") as (base, server):
+        audience = audience_of(base)
+        head = _session_head(base, audience, BODY)
+        almost = head + b"{" + b" " * (BODY - 3)  # one byte short
+        start = _rss(server.pid)
+        peak = _Peak(server.pid)
+        checks = _Checks(base)
+        opened: list[socket.socket] = []
+        lock = threading.Lock()
+        deadline = time.monotonic() + 120
+
+        def open_one(_: int) -> None:
+            if time.monotonic() > deadline or peak.peak > RSS_CEILING:
+                return  # bounded in time, and no need to go further once it is lost
+            connection = socket.create_connection(_address(base), timeout=10)
+            with lock:
+                opened.append(connection)
+            connection.settimeout(2)
+            with contextlib.suppress(OSError):  # refused, or closed by the server
+                connection.sendall(almost)
+
+        try:
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(open_one, range(CONNECTIONS)))
+            time.sleep(3)  # the unfinished bodies wait (their deadline is 10 s); checks go on
+            loaded = peak.peak
+        finally:
+            answers = checks.stop()
+            for connection in opened:
+                connection.close()
+        settled = _rss(server.pid)
+        for _ in range(100):  # the server sees the closes and lets the bodies go
+            time.sleep(0.1)
+            settled = _rss(server.pid)
+            if settled < start + 32 * MIB:
+                break
+        highest = peak.stop()
+        slowest = max(seconds for _, _, seconds in answers)
+        print(  # the figures, for the record (pytest -s)
+            f"\nRSS start {start / MIB:.0f} MiB, peak {highest / MIB:.0f} MiB, after closing "
+            f"{settled / MIB:.0f} MiB; {len(opened)} connections; {len(answers)} checks "
+            f"during the load, slowest {slowest:.2f} s"
+        )
+        assert loaded < RSS_CEILING, f"RSS reached {loaded / MIB:.0f} MiB"
+        assert len(opened) == CONNECTIONS
+        expected = {"health": 200, "ready": 200, "missing": 404}
+        assert len(answers) >= 9  # three rounds at least
+        assert all(status == expected[what] for what, status, _ in answers), answers
+        assert slowest < 5, answers
+        assert settled < start + 32 * MIB, f"RSS {settled / MIB:.0f} MiB after closing"
