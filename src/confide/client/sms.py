@@ -193,13 +193,14 @@ class SmsClient:
     ) -> httpx.Response:
         wallet, audience = self._need_wallet(), str(self.info()["audience"])
         url = f"{path}?{query}" if query else path
+        sent = _raw_path(path)
 
         def attempt() -> httpx.Response:  # signed anew each time: a fresh nonce and timestamp
             headers = sign_request(
                 wallet,
                 audience=audience,
                 method=method,
-                path=path,
+                path=sent,
                 query=query,
                 content_type=content_type,
                 body=body,
@@ -267,6 +268,14 @@ def _pin_name(base_url: str) -> str:
     port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
     origin = f"{url.scheme}://{url.host}:{port}{url.path.rstrip('/')}"
     return hashlib.sha256(origin.encode()).hexdigest()[:16]
+
+
+def _raw_path(path: str) -> str:
+    """The path as httpx sends it (percent-encoded), which is what the server verifies:
+    signing another spelling of it would be refused, or worse, name another path."""
+    if "?" in path or "#" in path:
+        raise ConfideError(f"a signed path carries no query or fragment: {path!r}")
+    return httpx.URL(path).raw_path.decode("ascii")
 
 
 def _checked_name(name: str) -> str:

@@ -4,9 +4,12 @@ Every write and every non-public read carries four headers. The signature is EIP
 over a canonical text that names the audience (service kind and deployment id), the
 method, path and canonical query, the content type, the SHA-256 of the body, the
 timestamp and a 128-bit nonce, so a request signed for one deployment or service, one
-path or one body is useless for any other. Freshness: the timestamp must be within
-±300 s of the server's clock, and the server records each (address, nonce) under a
-UNIQUE constraint in the same transaction as the request's effect (``confide.db``).
+path or one body is useless for any other. The path is the one sent, in its raw
+percent-encoded form (what the server receives as the ASGI ``raw_path``): its decoded
+form may be another path (``a%2Fb``), so it is never what is signed. Freshness: the
+timestamp must be within ±300 s of the server's clock, and the server records each
+(address, nonce) under a UNIQUE constraint in the same transaction as the request's
+effect (``confide.db``).
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ def canonical_request(
     timestamp: int,
     nonce: str,
 ) -> str:
-    """The exact text a wallet signs for a request."""
+    """The exact text a wallet signs for a request. ``path`` is the raw path, as sent
+    (percent-escapes kept, no query); ``query`` is :func:`canonical_query`'s."""
     return "\n".join(
         (
             LABEL,

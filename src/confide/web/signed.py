@@ -70,16 +70,15 @@ class Signed:
         self.engine = engine
         self.now = now
         self.used = False  # recorded by a transaction that committed, or found recorded
+        self.pending = False  # recorded in the effect's transaction, which may roll back
 
     def record(self) -> None:
         """Use the nonce up now, in a transaction of its own; 401 on a replay."""
         try:
             with self.engine.begin() as connection:
                 record_request(connection, self.by, self.now)
-        except AuthError:
-            self.used = True  # by an earlier request: nothing to use up
-            raise
-        self.used = True
+        finally:
+            self.used = True  # by this request, or by an earlier one (a replay)
 
     def record_in(self, connection: Connection) -> None:
         """Record the nonce in the caller's transaction (AuthError, a 401, on a replay).
@@ -89,16 +88,24 @@ class Signed:
         except AuthError:
             self.used = True
             raise
+        self.pending = True
 
     def burn(self) -> None:
         """After a refusal: use the nonce up in a transaction of its own, so the request
-        cannot be replayed later, when it might no longer be refused. A nonce the effect's
-        transaction recorded before it committed is already used: nothing to do."""
+        cannot be replayed later, when it might no longer be refused.
+
+        Found used already, the nonce was either recorded by this request's own effect
+        (which committed before the failure: nothing to do) or by an earlier request:
+        then this one is a replay, and that is its answer (AuthError, 401), whatever it
+        would otherwise have been refused for.
+        """
         if self.used:
             return
         try:
             with self.engine.begin() as connection:
                 record_request(connection, self.by, self.now)
         except AuthError:
-            pass  # already recorded
-        self.used = True
+            if not self.pending:
+                raise
+        finally:
+            self.used = True
