@@ -1,4 +1,5 @@
-"""Regression tests for the issue-6 groundwork review's findings."""
+"""Requests to the sms end to end: replay, concurrent writes, queries, reads beside a writer,
+ids, transport, wallets, JSON and session writes with their replay records."""
 
 from __future__ import annotations
 
