@@ -58,8 +58,8 @@ class SmsHandlers(Handlers):
         self.sms = sms
         # HEAD checks that read the database are read in batches (one statement for those
         # that arrived together). On PostgreSQL the batches run on threads of their own, so
-        # a burst of checks does not queue behind slower work (docs/benchmarks.md,
-        # "HEAD checks").
+        # a burst of checks does not queue behind slower work (docs/benchmarks.md, "sms:
+        # threads").
         self.quick: ThreadPoolExecutor | None = None
         lanes = 1 if sms.engine.dialect.name == "sqlite" else QUICK_READ_THREADS
         self.existence = Coalescer(membership(self._existing), lanes=lanes, limit=BATCH)

@@ -21,6 +21,7 @@ _OWNER_NAME = [
 ]
 _SESSION_BODY = {
     "required": True,
+    "description": "at most 256 KiB",
     "content": {
         "application/json": {
             "schema": {
@@ -198,9 +199,11 @@ def openapi_document() -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "header",
                     "name": "X-Confide-Signature",
-                    "description": "EIP-191 signature over the canonical request, with "
-                    "X-Confide-Address, X-Confide-Timestamp and X-Confide-Nonce "
-                    "(docs/sms.md, Signed requests)",
+                    "description": "EIP-191 signature over the canonical request (the "
+                    "path as sent, percent-escapes kept; a signed path holding one is "
+                    "refused), with X-Confide-Address, X-Confide-Timestamp and "
+                    "X-Confide-Nonce (docs/sms.md, Signed requests). A nonce is used once: "
+                    "a refused request's too, so its replay answers 401",
                 }
             },
             "schemas": {
@@ -211,6 +214,11 @@ def openapi_document() -> dict[str, Any]:
                         "title": {"type": "string"},
                         "status": {"type": "integer"},
                         "detail": {"type": "string"},
+                        "current_hash": {
+                            "type": "string",
+                            "description": "409 on a session update: the current version's "
+                            "hash, to base a new update on",
+                        },
                     },
                 }
             },

@@ -47,11 +47,12 @@ class Handlers:
         # Database work runs on these threads, never on the event loop. SQLite gets one:
         # it has one writer anyway, and more threads only queue on its lock and on the
         # GIL. PostgreSQL gets a few, so that one request's round trips overlap another's
-        # work (docs/benchmarks.md, "Threads").
+        # work (docs/benchmarks.md, "sms: threads").
         self.threads = 1 if engine.dialect.name == "sqlite" else POSTGRESQL_THREADS
         self.database: ThreadPoolExecutor | None = None  # made on first use (event loop)
         self.parsing: ThreadPoolExecutor | None = None
-        # Each database thread keeps its read connection (docs/benchmarks.md, "Kept reads").
+        # Each database thread keeps its read connection (docs/benchmarks.md, "sms: kept
+        # reads and remembered facts").
         self.reads = KeptReads(engine)
 
     def now(self) -> int:
