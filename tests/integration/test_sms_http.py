@@ -101,10 +101,14 @@ def test_replay_is_refused_even_after_a_restart(tmp_path: Path, database_url: st
 def test_oversized_body_refused_before_it_is_read(tmp_path: Path, database_url: str) -> None:
     with running_sms(tmp_path / "sms", database_url) as base:
         port = int(base.rsplit(":", 1)[1])
+        path = f"/v1/requesters/{ALICE.address}/secrets/big"
+        now = int(time.time())
+        signed = sign_request(ALICE, audience="test", method="PUT", path=path, now=now)
+        head = "".join(f"{name}: {value}\r\n" for name, value in signed.items())
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             raw.sendall(
-                f"PUT /v1/requesters/{ALICE.address}/secrets/big HTTP/1.1\r\n"
-                f"Host: x\r\nContent-Length: 100000000\r\n\r\n".encode()
+                f"PUT {path} HTTP/1.1\r\n"
+                f"Host: x\r\n{head}Content-Length: 100000000\r\n\r\n".encode()
             )  # the 100 MB body is never sent: the answer must come anyway
             answer = b""
             while b"}" not in answer:  # headers, then the problem+json body

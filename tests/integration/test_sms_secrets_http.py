@@ -255,9 +255,13 @@ def test_oversized_bodies_and_hostile_paths(tmp_path: Path, database_url: str) -
     with running_sms(tmp_path / "sms", database_url, registry=_registry()) as base:
         port = int(base.rsplit(":", 1)[1])
         for path in (f"/v1/apps/{APP}/secret", f"/v1/datasets/{DATASET}/key"):
+            now = int(time.time())
+            signed = sign_request(ALICE, audience="test", method="PUT", path=path, now=now)
+            head = "".join(f"{name}: {value}\r\n" for name, value in signed.items())
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
                 raw.sendall(
-                    f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n".encode()
+                    f"PUT {path} HTTP/1.1\r\nHost: x\r\n{head}"
+                    f"Content-Length: 100000000\r\n\r\n".encode()
                 )
                 answer = b""
                 while b"}" not in answer:  # the 100 MB body is never sent

@@ -6,14 +6,15 @@ sms without them went from 207 MiB to 3.7 GB under 3,000 connections that never 
 last byte of a 1 MiB body, and stayed at 3.1 GB after they closed.) So before the app
 reads a byte of a body, :class:`BodyLimits`:
 
-- refuses a body longer than ``max_body`` from its ``Content-Length`` (413);
 - on a route whose body must be signed, checks that the four signature headers are
   present, well formed and fresh (:func:`confide.crypto.requests.signature_headers`),
   and refuses at once otherwise (401, naming the header);
 - admits the body into a budget of bytes shared by every body being read (``budget``):
   a body that does not fit answers 503 with ``Retry-After``. A body counts for its
   declared length (a chunked one for ``max_body``) until its request is answered;
-- gives the whole body ``read_timeout`` seconds to arrive, then answers 408.
+- gives the whole body ``read_timeout`` seconds to arrive, then answers 408;
+- cuts a body at ``max_body`` bytes (413), should a route read on (each route refuses
+  a longer body itself, from its ``Content-Length``, before reading it).
 
 Those refusals close the connection (its unread body would otherwise have to be read).
 A request without a body (GET and HEAD: ``/health``, ``/ready``, existence checks)
@@ -119,18 +120,16 @@ class BodyLimits:
             await self.app(scope, receive, send)
             return
         limits = self.limits
-        if declared > limits.max_body:
-            await _refuse(
-                send, 413, "Payload Too Large", f"the body is at most {limits.max_body} bytes"
-            )
-            return
         if not self.unsigned_bodies(scope["path"]):
             try:
                 signature_headers(Headers(scope=scope), now=int(self.clock()))
             except AuthError as exc:
                 await _refuse(send, 401, "Unauthorized", str(exc))
                 return
-        reserved = limits.max_body if chunked else declared
+        # A body announced over max_body is refused by its route from the announcement
+        # (with the route's own limit), or cut at max_body here if the route reads on.
+        reserved = limits.max_body if chunked else min(declared, limits.max_body)
+        bounded = chunked or declared > limits.max_body
         if self.buffered + reserved > limits.budget:
             await _refuse(
                 send,
@@ -142,16 +141,15 @@ class BodyLimits:
             return
         self.buffered += reserved
         try:
-            await self._bounded(scope, receive, send, reserved if chunked else None)
+            await self._bounded(scope, receive, send, reserved if bounded else None)
         finally:
             self.buffered -= reserved
 
-    async def _bounded(
-        self, scope: Scope, receive: Receive, send: Send, chunked: int | None
-    ) -> None:
-        """The app, reading its body by a deadline (and a chunked one up to its bound)."""
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send, bound: int | None) -> None:
+        """The app, reading its body by a deadline (and up to ``bound`` bytes, when its
+        announced length does not bound it already)."""
         deadline = asyncio.get_running_loop().time() + self.limits.read_timeout
-        state = [0, False]  # bytes received (chunked only), whole body received
+        state = [0, False]  # bytes received (counted against a bound), whole body received
 
         async def receive_by_deadline() -> Message:
             if state[1]:  # after the body: waiting for a disconnect is not limited
@@ -163,9 +161,9 @@ class BodyLimits:
                 raise _BodyTimeoutError from None
             if not message.get("more_body", False):
                 state[1] = True
-            if chunked is not None:
+            if bound is not None:
                 state[0] += len(message.get("body", b""))
-                if state[0] > chunked:
+                if state[0] > bound:
                     raise _BodyTooLargeError
             return message
 
@@ -177,7 +175,7 @@ class BodyLimits:
                 send, 408, "Request Timeout", f"the body did not arrive within {seconds:g} s"
             )
         except _BodyTooLargeError:
-            await _refuse(send, 413, "Payload Too Large", f"the body is at most {chunked} bytes")
+            await _refuse(send, 413, "Payload Too Large", f"the body is at most {bound} bytes")
         except ClientDisconnect:
             client = scope.get("client") or ("?", 0)
             _log.warning(
@@ -193,7 +191,7 @@ class _BodyTimeoutError(Exception):
 
 
 class _BodyTooLargeError(Exception):
-    """Raised into the app when a chunked body passes its bound (answered 413 here)."""
+    """Raised into the app when a body passes its bound (answered 413 here)."""
 
 
 def _body_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
