@@ -95,6 +95,13 @@ def _op(summary: str, *, signed: bool, ok: str, **extra: Any) -> dict[str, Any]:
     return operation
 
 
+def _existence(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """A public HEAD existence check: 200 or 404, neither with a body."""
+    operation = _op(summary, signed=False, ok="200", parameters=parameters)
+    operation["responses"]["404"] = {"description": "does not exist (no body)"}
+    return operation
+
+
 def openapi_document() -> dict[str, Any]:
     secret_params = [
         {"name": "address", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -111,6 +118,11 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/info": {"get": _op("Service identity, audience and JWKS", signed=False, ok="200")},
             "/health": {"get": _op("Liveness", signed=False, ok="200")},
+            "/ready": {
+                "get": _op(
+                    "Readiness: 200 when the database answers, else 503", signed=False, ok="200"
+                )
+            },
             "/openapi.json": {"get": _op("This description", signed=False, ok="200")},
             "/v1/requesters/{address}/secrets/{name}": {
                 "put": _op(
@@ -120,12 +132,7 @@ def openapi_document() -> dict[str, Any]:
                     parameters=[*secret_params, _UPDATE, *_POLICY],
                     requestBody=_VALUE_BODY,
                 ),
-                "head": _op(
-                    "Whether the secret exists (never its value)",
-                    signed=False,
-                    ok="200",
-                    parameters=secret_params,
-                ),
+                "head": _existence("Whether the secret exists (never its value)", secret_params),
             },
             "/v1/requesters/{address}/result-key": {
                 "get": _op(
@@ -151,11 +158,8 @@ def openapi_document() -> dict[str, Any]:
                     parameters=[_path("app"), _UPDATE, *_POLICY],
                     requestBody=_VALUE_BODY,
                 ),
-                "head": _op(
-                    "Whether the app developer secret exists (never its value)",
-                    signed=False,
-                    ok="200",
-                    parameters=[_path("app")],
+                "head": _existence(
+                    "Whether the app developer secret exists (never its value)", [_path("app")]
                 ),
             },
             "/v1/datasets/{dataset}/key": {
@@ -166,11 +170,8 @@ def openapi_document() -> dict[str, Any]:
                     parameters=[_path("dataset"), _UPDATE, *_POLICY, *_RESTRICTIONS],
                     requestBody=_VALUE_BODY,
                 ),
-                "head": _op(
-                    "Whether the dataset key exists (never its value)",
-                    signed=False,
-                    ok="200",
-                    parameters=[_path("dataset")],
+                "head": _existence(
+                    "Whether the dataset key exists (never its value)", [_path("dataset")]
                 ),
             },
             "/v1/sessions": {
