@@ -19,11 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from confide.crypto.requests import sign_request
 from confide.crypto.wallet import Wallet
 from tests.conftest import CONFIDE
 from tests.integration.sms_server import audience_of, free_port, running_sms
+from tests.integration.tcp_forwarder import TcpForwarder
 
 MIB = 1 << 20
 WALLET = Wallet.generate()
@@ -79,6 +81,29 @@ def test_ready_answers_while_the_database_does(tmp_path: Path) -> None:
         ready = httpx.get(base + "/ready", timeout=5)
         assert (ready.status_code, ready.json()) == (200, {"status": "ok"})
         assert httpx.get(base + "/health", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_ready_is_503_while_postgresql_is_unreachable(tmp_path: Path, database_url: str) -> None:
+    """/health is liveness (the process serves), /ready readiness (the database answers)."""
+    parsed = make_url(database_url)
+    forwarder = TcpForwarder(parsed.host or "127.0.0.1", parsed.port or 5432)
+    url = parsed.set(host="127.0.0.1", port=forwarder.port).render_as_string(False)
+    try:
+        with running_sms(tmp_path / "sms", url) as base:
+            assert httpx.get(base + "/ready", timeout=5).status_code == 200
+            forwarder.cut()
+            began = time.monotonic()
+            unready = httpx.get(base + "/ready", timeout=10)
+            assert time.monotonic() - began < 3
+            assert unready.status_code == 503 and unready.headers["retry-after"] == "1"
+            assert unready.headers["content-type"] == "application/problem+json"
+            assert "the database" in unready.json()["detail"]
+            assert httpx.get(base + "/health", timeout=5).status_code == 200
+            forwarder.restore()
+            assert httpx.get(base + "/ready", timeout=5).status_code == 200
+    finally:
+        forwarder.close()
 
 
 def _rss(pid: int) -> int:
