@@ -233,6 +233,8 @@ def test_both_yaml_parsers_give_the_same_session(
         parse_session(EXAMPLE.replace("MODE: production", "MODE: &m x"), VARS, "s.yml")
     with pytest.raises(SessionError, match=r"^s.yml:1: nested deeper than 32 levels"):
         parse_session("[" * 10_000, {}, "s.yml")
+    with pytest.raises(SessionError, match=r"^s.yml:3: not valid YAML"):  # libyaml: bytes
+        parse_session("name: " + "é" * 20 + "\nversion: é\nx: \x01", {}, "s.yml")
 
 
 @pytest.mark.parametrize(

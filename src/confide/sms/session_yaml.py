@@ -157,9 +157,12 @@ def _where(exc: yaml.YAMLError, text: str) -> str:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if mark is not None:
         return f":{mark.line + 1}"
-    position = getattr(exc, "position", None)  # a ReaderError: a character offset
+    position = getattr(exc, "position", None)  # a ReaderError (a bad character)
     if isinstance(position, int):
-        return f":{text.count(chr(10), 0, position) + 1}"
+        if _Loader is yaml.SafeLoader:  # a character offset
+            return f":{text.count(chr(10), 0, position) + 1}"
+        line = text.encode("utf-8").count(b"\n", 0, position) + 1  # libyaml's: in bytes
+        return f":{line}"
     return ":1"
 
 
