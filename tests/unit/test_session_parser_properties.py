@@ -8,12 +8,14 @@ from __future__ import annotations
 import re
 import time
 from typing import Any
+from unittest import mock
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from confide.errors import SessionError
+from confide.sms import session_yaml
 from confide.sms.session_document import SessionDocument, parse_session
 
 VALID = """\
@@ -272,3 +274,11 @@ def test_nesting_of_any_depth(depth: int, opener: str, indent: bool) -> None:
         check("".join(" " * level + "a:\n" for level in range(min(depth, 500))))
     else:
         check(opener * depth)
+
+
+@settings(max_examples=100, deadline=2000)
+@given(mutated() | st.text(alphabet=ANY_CHARACTER, max_size=200))
+def test_the_pure_python_parser_too(text: str) -> None:
+    """The fallback when PyYAML has no libyaml: the same property."""
+    with mock.patch.object(session_yaml, "_Loader", yaml.SafeLoader):
+        check(text)

@@ -49,15 +49,17 @@ def compose_session_yaml(text: str, source: str) -> yaml.Node | None:
             f"{source}:{line}: the document is {size} bytes, over the limit of "
             f"{MAX_DOCUMENT_BYTES} bytes (MAX_DOCUMENT_BYTES)"
         )
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # the pure-Python reader checks every character here
         return _Composer(loader, source).document()
     except yaml.YAMLError as exc:
         raise SessionError(
             f"{source}{_where(exc, text)}: not valid YAML ({_problem(exc)})"
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _Composer:
