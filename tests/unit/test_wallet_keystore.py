@@ -16,12 +16,12 @@ from confide.crypto.keystore import (
     decrypt_keystore,
     keystore_address,
 )
+from confide.crypto.unlock import unlock_wallet
 from confide.crypto.wallet import (
     Wallet,
     checksum_address,
     load_wallet,
     save_wallet,
-    unlock_wallet,
 )
 from confide.errors import WalletError
 

@@ -134,7 +134,7 @@ def read_secret_value(value: str | None, path: Path | None) -> bytes:
 
 def signing_client(sms: str | None, wallet: Path | None, password: str | None) -> SmsClient:
     """An sms client that signs with the unlocked wallet and pins the sms's keys."""
-    from confide.crypto.wallet import unlock_wallet  # noqa: PLC0415
+    from confide.crypto.unlock import unlock_wallet  # noqa: PLC0415
 
     unlocking = unlock_wallet(wallet_path(wallet), read_password(password))  # scrypt, 0.7 s
     from confide.client.sms import SmsClient  # noqa: PLC0415  (imported meanwhile)

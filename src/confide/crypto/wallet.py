@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ __all__ = [
     "normalise_address",
     "recover_signer",
     "save_wallet",
-    "unlock_wallet",
 ]
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -178,38 +176,3 @@ def load_wallet(path: Path, password: str) -> Wallet:
         return Wallet(PrivateKey(key))
     except ValueError:
         raise WalletError(f"{path} holds no valid secp256k1 key") from None
-
-
-class PendingWallet:
-    """A wallet being unlocked on another thread; ``wait()`` returns it or raises.
-
-    Opening a keystore is 0.7 s of scrypt, which releases the GIL: a command starts it
-    first and imports its HTTP client meanwhile, instead of one after the other.
-    """
-
-    __slots__ = ("_error", "_thread", "_wallet")
-
-    def __init__(self, path: Path, password: str) -> None:
-        self._wallet: Wallet | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(path, password), name="wallet-unlock", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, path: Path, password: str) -> None:
-        try:
-            self._wallet = load_wallet(path, password)
-        except BaseException as exc:  # handed to the caller by wait()
-            self._error = exc
-
-    def wait(self) -> Wallet:
-        self._thread.join()
-        if self._wallet is None:
-            raise self._error or WalletError("the wallet was not unlocked")
-        return self._wallet
-
-
-def unlock_wallet(path: Path, password: str) -> PendingWallet:
-    """Start unlocking the wallet at ``path`` in the background (see ``PendingWallet``)."""
-    return PendingWallet(path, password)
