@@ -173,6 +173,16 @@ def _raise_open_files(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
+def _timed(base: str, method: str, path: str) -> tuple[int, float]:
+    """A request's status (0 if it failed) and how long it took."""
+    began = time.monotonic()
+    try:
+        status = httpx.request(method, base + path, timeout=10).status_code
+    except httpx.HTTPError:
+        status = 0
+    return status, round(time.monotonic() - began, 3)
+
+
 class _Checks:
     """/health, /ready and a HEAD check of a missing secret, sent in turn on a thread
     until stopped: every answer's status and time."""
@@ -193,12 +203,8 @@ class _Checks:
     def _check(self) -> None:
         while not self._stop.wait(0.2):
             for method, path in self.requests:
-                began = time.monotonic()
-                try:
-                    status = httpx.request(method, self.base + path, timeout=10).status_code
-                except httpx.HTTPError:
-                    status = 0
-                self.answers.append((path.rsplit("/", 1)[-1], status, time.monotonic() - began))
+                status, seconds = _timed(self.base, method, path)
+                self.answers.append((path.rsplit("/", 1)[-1], status, seconds))
 
     def stop(self) -> list[tuple[str, int, float]]:
         self._stop.set()
@@ -237,7 +243,8 @@ def test_unfinished_bodies_keep_memory_bounded_and_checks_answering(tmp_path: Pa
         try:
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(open_one, range(CONNECTIONS)))
-            time.sleep(3)  # the unfinished bodies wait (their deadline is 10 s); checks go on
+            time.sleep(2)  # the unfinished bodies wait (their deadline is 10 s)
+            held = [_timed(base, method, path) for method, path in checks.requests]
             loaded = peak.peak
         finally:
             answers = checks.stop()
@@ -254,12 +261,14 @@ def test_unfinished_bodies_keep_memory_bounded_and_checks_answering(tmp_path: Pa
         print(  # the figures, for the record (pytest -s)
             f"\nRSS start {start / MIB:.0f} MiB, peak {highest / MIB:.0f} MiB, after closing "
             f"{settled / MIB:.0f} MiB; {len(opened)} connections; {len(answers)} checks "
-            f"during the load, slowest {slowest:.2f} s"
+            f"during the burst (slowest {slowest:.2f} s), then {held}"
         )
         assert loaded < RSS_CEILING, f"RSS reached {loaded / MIB:.0f} MiB"
         assert len(opened) == CONNECTIONS
         expected = {"health": 200, "ready": 200, "missing": 404}
-        assert len(answers) >= 9  # three rounds at least
+        # During the burst (the server's loop reads 400 MB), every check is answered...
         assert all(status == expected[what] for what, status, _ in answers), answers
-        assert slowest < 5, answers
+        # ...and while the unfinished bodies are held, promptly.
+        assert [status for status, _ in held] == [200, 200, 404], held
+        assert all(seconds < 2 for _, seconds in held), held  # (a shared 2-core CI box)
         assert settled < start + 32 * MIB, f"RSS {settled / MIB:.0f} MiB after closing"

@@ -19,7 +19,7 @@ reads a byte of a body, :class:`BodyLimits`:
 Those refusals close the connection (its unread body would otherwise have to be read).
 A request without a body (GET and HEAD: ``/health``, ``/ready``, existence checks)
 passes through untouched, at the cost of one comparison; one with a body costs a scan of
-its headers and a deadline on each read (a few microseconds). The number of connections
+its headers and one timer (a few microseconds). The number of connections
 is uvicorn's to bound (``limit_concurrency``; see :mod:`confide.web.server`).
 
 A client that goes away in the middle of its body is one log line, not a traceback.
@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
 from confide.crypto.requests import signature_headers
@@ -112,7 +111,7 @@ class BodyLimits:
         if scope["type"] != "http" or scope["method"] in _BODILESS:
             await self.app(scope, receive, send)
             return
-        declared, chunked = _body_length(scope["headers"])
+        declared, chunked, signature = _scan(scope["headers"])
         if declared is None:
             await _refuse(send, 400, "Bad Request", "Content-Length is not a number")
             return
@@ -122,14 +121,13 @@ class BodyLimits:
         limits = self.limits
         if not self.unsigned_bodies(scope["path"]):
             try:
-                signature_headers(Headers(scope=scope), now=int(self.clock()))
+                signature_headers(signature, now=int(self.clock()))
             except AuthError as exc:
                 await _refuse(send, 401, "Unauthorized", str(exc))
                 return
         # A body announced over max_body is refused by its route from the announcement
         # (with the route's own limit), or cut at max_body here if the route reads on.
         reserved = limits.max_body if chunked else min(declared, limits.max_body)
-        bounded = chunked or declared > limits.max_body
         if self.buffered + reserved > limits.budget:
             await _refuse(
                 send,
@@ -140,50 +138,79 @@ class BodyLimits:
             )
             return
         self.buffered += reserved
+        body = _Body(receive, reserved if chunked or declared > limits.max_body else None)
+        loop = asyncio.get_running_loop()
+        body.timer = loop.call_at(loop.time() + limits.read_timeout, body.expire)
         try:
-            await self._bounded(scope, receive, send, reserved if bounded else None)
-        finally:
-            self.buffered -= reserved
-
-    async def _bounded(self, scope: Scope, receive: Receive, send: Send, bound: int | None) -> None:
-        """The app, reading its body by a deadline (and up to ``bound`` bytes, when its
-        announced length does not bound it already)."""
-        deadline = asyncio.get_running_loop().time() + self.limits.read_timeout
-        state = [0, False]  # bytes received (counted against a bound), whole body received
-
-        async def receive_by_deadline() -> Message:
-            if state[1]:  # after the body: waiting for a disconnect is not limited
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise _BodyTimeoutError from None
-            if not message.get("more_body", False):
-                state[1] = True
-            if bound is not None:
-                state[0] += len(message.get("body", b""))
-                if state[0] > bound:
-                    raise _BodyTooLargeError
-            return message
-
-        try:
-            await self.app(scope, receive_by_deadline, send)
+            await self.app(scope, body.receive, send)
         except _BodyTimeoutError:
-            seconds = self.limits.read_timeout
+            seconds = limits.read_timeout
             await _refuse(
                 send, 408, "Request Timeout", f"the body did not arrive within {seconds:g} s"
             )
         except _BodyTooLargeError:
-            await _refuse(send, 413, "Payload Too Large", f"the body is at most {bound} bytes")
+            await _refuse(send, 413, "Payload Too Large", f"the body is at most {reserved} bytes")
         except ClientDisconnect:
             client = scope.get("client") or ("?", 0)
-            _log.warning(
+            _log.info(
                 "%s %s: the client (%s) went away before the end of its body",
                 scope["method"],
                 scope["path"],
                 client[0],
             )
+        finally:
+            body.timer.cancel()
+            self.buffered -= reserved
+
+
+class _Body:
+    """One request's body as the app reads it: by a deadline, and up to ``bound`` bytes
+    when its announced length does not bound it already.
+
+    One timer per request, not one per read: when it fires while the app waits for the
+    body, the request's task is cancelled and the wait raises :class:`_BodyTimeoutError`
+    (a cancellation from anywhere else goes on as one); when it fires while the app is
+    busy elsewhere, the app's next read raises it.
+    """
+
+    __slots__ = ("_receive", "bound", "complete", "expired", "received", "timer", "waiting")
+
+    def __init__(self, receive: Receive, bound: int | None) -> None:
+        self._receive = receive
+        self.bound = bound
+        self.received = 0
+        self.complete = self.expired = False
+        self.waiting: asyncio.Task[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def expire(self) -> None:
+        self.expired = True
+        if self.waiting is not None:
+            self.waiting.cancel()
+
+    async def receive(self) -> Message:
+        if self.complete:  # after the body: waiting for a disconnect is not limited
+            return await self._receive()
+        if self.expired:
+            raise _BodyTimeoutError
+        task = self.waiting = asyncio.current_task()
+        try:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if self.expired and task is not None and task.uncancel() == 0:
+                raise _BodyTimeoutError from None
+            raise
+        finally:
+            self.waiting = None
+        if not message.get("more_body", False):
+            self.complete = True
+            if self.timer is not None:
+                self.timer.cancel()
+        if self.bound is not None:
+            self.received += len(message.get("body", b""))
+            if self.received > self.bound:
+                raise _BodyTooLargeError
+        return message
 
 
 class _BodyTimeoutError(Exception):
@@ -194,17 +221,25 @@ class _BodyTooLargeError(Exception):
     """Raised into the app when a body passes its bound (answered 413 here)."""
 
 
-def _body_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
-    """(declared length, chunked); the length is None when it is not a number, 0 when
-    absent."""
+_SIGNATURE_PREFIX = b"x-confide-"
+
+
+def _scan(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[int | None, bool, dict[str, str]]:
+    """(declared length, chunked, the signature headers), in one pass; the length is
+    None when it is not a number, 0 when absent."""
     declared: int | None = 0
     chunked = False
+    signature: dict[str, str] = {}
     for name, value in headers:
         if name == b"content-length":
             declared = int(value) if value.isdigit() else None
         elif name == b"transfer-encoding":
             chunked = True
-    return declared, chunked
+        elif name.startswith(_SIGNATURE_PREFIX):
+            signature[name.decode("latin-1")] = value.decode("latin-1")
+    return declared, chunked, signature
 
 
 async def _refuse(send: Send, status: int, title: str, detail: str, *, retry: bool = False) -> None:
