@@ -39,7 +39,7 @@ class Attester(Protocol):
 
 @dataclass(frozen=True)
 class EnclaveBinding:
-    """Everything the evidence must be bound to (DESIGN.md, Identities)."""
+    """Everything the evidence must be bound to (docs/architecture.md, "Identities")."""
 
     x25519_public: bytes
     ed25519_public: bytes

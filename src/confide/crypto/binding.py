@@ -20,7 +20,9 @@ def attestation_report_data(
     service: str,
     worker: str,
 ) -> bytes:
-    """SHA-512 over every value the sms must tie to this enclave (DESIGN.md, Identities).
+    """SHA-512 over every value the sms must tie to this enclave.
+
+    See docs/architecture.md, "Identities" and "Attestation and sealed configuration".
 
     ``subject`` is the session hash or the task id. Each field is length-prefixed, so no
     two different field lists give the same input.
