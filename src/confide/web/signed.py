@@ -10,6 +10,8 @@ as another.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import Connection, Engine
 from starlette.requests import Request
 
@@ -18,6 +20,8 @@ from confide.db.replay import record_request
 from confide.errors import AuthError
 from confide.web.problems import HttpProblemError
 
+_PRINTABLE = re.compile(rb"[\x21-\x7e]*")  # printable ASCII, no space
+
 
 def raw_path(request: Request) -> str:
     """The path as the client sent it (no query); 400 when it holds a percent-escape or a
@@ -25,7 +29,7 @@ def raw_path(request: Request) -> str:
     raw = request.scope.get("raw_path")
     path: bytes = raw if isinstance(raw, bytes) else request.url.path.encode()
     path = path.split(b"?", 1)[0]
-    if b"%" in path or not all(0x21 <= byte <= 0x7E for byte in path):
+    if b"%" in path or not _PRINTABLE.fullmatch(path):
         shown = path.decode("ascii", "backslashreplace")[:200]
         raise HttpProblemError(
             400,
