@@ -106,7 +106,9 @@ class Handlers:
     def signed_request(self, request: Request, body: bytes) -> Iterator[Signed]:
         """Verify ``request`` (401 if it is not signed right), then run the block with
         its :class:`Signed`; whatever the block raises, except a database that is
-        unavailable, uses the nonce up when the block had not. On a database thread."""
+        unavailable, uses the nonce up when the block had not. A refused request whose
+        nonce an earlier request used is a replay, and answered so (401), not with its
+        refusal. On a database thread."""
         now = self.now()
         signed = Signed(authenticate(request, body, self.audience, now), self.engine, now)
         try:
