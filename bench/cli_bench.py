@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -115,14 +116,14 @@ def running_sms(home: Path, env: dict[str, str]) -> Iterator[str]:
         log.close()
 
 
-def summary_of(walls: list[float], cpus: list[float], target: float | None) -> dict[str, Any]:
+def summary_of(walls: list[float], cpu: float, target: float | None) -> dict[str, Any]:
     median = statistics.median(walls)
     result: dict[str, Any] = {
         "runs": len(walls),
         "median_s": round(median, 3),
         "min_s": round(min(walls), 3),
         "max_s": round(max(walls), 3),
-        "cpu_median_s": round(statistics.median(cpus), 3),
+        "cpu_s": round(cpu, 3),
         "wall_s": [round(w, 3) for w in walls],
     }
     if target is not None:
@@ -143,48 +144,68 @@ def scrypt_seconds(wallet: Path, rounds: int = 3) -> float:
     return round(statistics.median(samples), 3)
 
 
-def run(rounds: int) -> dict[str, Any]:
+def with_loop(commands: dict[str, list[str]], env: dict[str, str], rounds: int) -> Any:
+    """One warm-up run each, then the commands interleaved round after round."""
+    samples: dict[str, tuple[list[float], list[float]]] = {c: ([], []) for c in commands}
+    for argv in commands.values():
+        timed_run(argv, env)
+    for _ in range(rounds):
+        for name, argv in commands.items():
+            wall, cpu = timed_run(argv, env)
+            samples[name][0].append(wall)
+            samples[name][1].append(cpu)
+    return {
+        name: summary_of(walls, statistics.median(cpus), TARGETS.get(name))
+        for name, (walls, cpus) in samples.items()
+    }
+
+
+def with_hyperfine(commands: dict[str, list[str]], env: dict[str, str], rounds: int) -> Any:
+    """hyperfine, without a shell, one warm-up run; CPU is its mean user + system."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, argv in commands.items():
+            export = Path(tmp) / "hyperfine.json"
+            hyperfine = ["hyperfine", "--shell=none", "--style=none", "--warmup", "1"]
+            timing = ["--runs", str(rounds), "--export-json", str(export)]
+            subprocess.run(
+                [*hyperfine, *timing, shlex.join(argv)],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            measured = json.loads(export.read_text())["results"][0]
+            cpu = measured["user"] + measured["system"]
+            results[name] = summary_of(measured["times"], cpu, TARGETS.get(name))
+    return results
+
+
+def run(rounds: int, use_hyperfine: bool) -> dict[str, Any]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="confide-cli-bench-") as tmp:
         home = Path(tmp)
-        env = {
-            **os.environ,
-            "CONFIDE_HOME": str(home),
-            "CONFIDE_WALLET_PASSWORD": PASSWORD,
-        }
+        env = {**os.environ, "CONFIDE_HOME": str(home), "CONFIDE_WALLET_PASSWORD": PASSWORD}
         env.pop("CONFIDE_SMS", None)
         confide = confide_command()
+        push = [*confide, "requester", "push-secret", "bench", "--secret-value", "v"]
+        # The same command line every run (as hyperfine needs): a new version of one secret.
+        commands = {
+            "wallet show": [*confide, "wallet", "show"],
+            "requester push-secret": [*push, "--update"],
+            "python -c pass": [sys.executable, "-c", "pass"],
+        }
         timed_run([*confide, "wallet", "create"], env)
         with running_sms(home, env) as base:
             env["CONFIDE_SMS"] = base
-            commands: dict[str, Callable[[int], list[str]]] = {
-                "wallet show": lambda i: [*confide, "wallet", "show"],
-                "requester push-secret": lambda i: [
-                    *confide,
-                    "requester",
-                    "push-secret",
-                    f"bench-{i}",  # a new secret each time (create-only)
-                    "--secret-value",
-                    "v",
-                ],
-                "python -c pass": lambda i: [sys.executable, "-c", "pass"],
-            }
-            samples: dict[str, tuple[list[float], list[float]]] = {c: ([], []) for c in commands}
-            for argv in commands.values():
-                timed_run(argv(-1), env)  # warm-up (and first contact: the pin)
-            for i in range(rounds):
-                for name, argv in commands.items():
-                    wall, cpu = timed_run(argv(i), env)
-                    samples[name][0].append(wall)
-                    samples[name][1].append(cpu)
+            timed_run(push, env)  # creates the secret; first contact pins the sms's key
+            measure = with_hyperfine if use_hyperfine else with_loop
+            results = measure(commands, env, rounds)
         scrypt = scrypt_seconds(home / "wallet.json")
-    results = {
-        name: summary_of(walls, cpus, TARGETS.get(name)) for name, (walls, cpus) in samples.items()
-    }
     return {
         "meta": {
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+            "tool": "hyperfine" if use_hyperfine else "subprocess loop",
             "cpus": os.cpu_count(),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -192,9 +213,10 @@ def run(rounds: int) -> dict[str, Any]:
             "python": platform.python_version(),
             "rounds": rounds,
             "methodology": (
-                "new process per run, as a user types the command; one untimed warm-up "
-                "run each, then the commands interleaved round after round; median, min "
-                "and max wall time and the median child CPU time (wait4)"
+                "new process per run, as a user types the command, against a real sms "
+                "(--allow-sim, SQLite) on a free loopback port with a fresh CONFIDE_HOME; "
+                "one untimed warm-up run each; median, min and max wall time; CPU is the "
+                "child's user + system time (the loop: median per run; hyperfine: mean)"
             ),
         },
         "commands": results,
@@ -212,7 +234,7 @@ def markdown(report: dict[str, Any], out: Path) -> str:
         f"{meta['load_average_before'][0]} before, {meta['load_average_after'][0]} after; "
         f"{meta['rounds']} rounds). Raw figures: `{shown}`.",
         "",
-        "| command | target | median | min | max | CPU (median) |",
+        "| command | target | median | min | max | CPU |",
         "|---|---|---|---|---|---|",
     ]
     for name, result in report["commands"].items():
@@ -220,7 +242,7 @@ def markdown(report: dict[str, Any], out: Path) -> str:
         verdict = "" if "meets_target" not in result else (" ✓" if result["meets_target"] else " ✗")
         lines.append(
             f"| `{name}` | {target} | {result['median_s']:.3f} s{verdict} | "
-            f"{result['min_s']:.3f} s | {result['max_s']:.3f} s | {result['cpu_median_s']:.3f} s |"
+            f"{result['min_s']:.3f} s | {result['max_s']:.3f} s | {result['cpu_s']:.3f} s |"
         )
     lines += [
         "",
@@ -242,6 +264,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "bench/results/quick/cli.json, so a smoke run never replaces recorded results)",
     )
     parser.add_argument("--summary", type=Path, help="also write a markdown summary here")
+    parser.add_argument(
+        "--no-hyperfine",
+        action="store_true",
+        help="time with a subprocess loop even when hyperfine is installed",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 5
@@ -253,7 +280,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     out: Path = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
-    report = run(args.rounds)
+    report = run(args.rounds, bool(shutil.which("hyperfine")) and not args.no_hyperfine)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report, out.resolve())
