@@ -315,6 +315,31 @@ def test_session_documents_are_parsed_off_the_database_threads(
     assert threads and not any("-db" in name for name in threads), threads
 
 
+def test_a_slow_session_parse_holds_no_other_wallets_push(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parse that takes a second (as an aliased document took 21 to 102 s) runs beside
+    the database work: another wallet's push meanwhile answers in a fraction of it."""
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)
+        return parse_session(*args, **kwargs)
+
+    monkeypatch.setattr(http_sessions, "parse_session", slow)
+    with running_sms(tmp_path / "sms", database_url) as base:
+        alice, bob = SmsClient(base, wallet=ALICE), SmsClient(base, wallet=BOB)
+        bob.push_requester_secret("warm", b"v")  # connections and threads started
+        creating = threading.Thread(target=alice.create_session, args=(SESSION, {}, "s.yml"))
+        creating.start()
+        time.sleep(0.2)  # the parse is under way
+        started = time.monotonic()
+        bob.push_requester_secret("during", b"v")
+        took = time.monotonic() - started
+        creating.join(10)
+        assert took < 0.5, f"a push waited {took:.2f} s behind a session's parse"
+        assert alice.session(ALICE.address, "s1")["name"] == "s1"
+
+
 def test_a_full_database_disk_is_a_503_that_says_so(tmp_path: Path) -> None:
     """SQLite refuses to grow past max_page_count as it does on a full disk (SQLITE_FULL)."""
     url = f"sqlite:///{tmp_path / 'full.db'}"
