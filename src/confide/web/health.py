@@ -20,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine, text
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from confide.db.availability import cause
 from confide.db.engine import reading
+from confide.web.problems import RETRY_AFTER_SECONDS, problem
 
 READY_TIMEOUT_SECONDS = 2.0
 _OK = b'{"status":"ok"}'
@@ -49,19 +50,11 @@ class Health:
         return Response(_OK, media_type="application/json")
 
     async def ready(self, request: Request) -> Response:
-        problem = await self.unready()
-        if problem is None:
+        unready = await self.unready()
+        if unready is None:
             return Response(_OK, media_type="application/json")
-        body = {
-            "type": "about:blank",
-            "title": "Service Unavailable",
-            "status": 503,
-            "detail": problem,
-        }
-        headers = {"Retry-After": "1"}
-        return JSONResponse(
-            body, status_code=503, media_type="application/problem+json", headers=headers
-        )
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return problem(503, "Service Unavailable", unready, headers)
 
     async def unready(self) -> str | None:
         """None when the database answers in time, else why not (no message text: the

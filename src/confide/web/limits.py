@@ -39,6 +39,7 @@ from starlette.requests import ClientDisconnect
 
 from confide.crypto.requests import signature_headers
 from confide.errors import AuthError
+from confide.web.problems import RETRY_AFTER_SECONDS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,7 +47,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-RETRY_AFTER_SECONDS = 1
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 _log = logging.getLogger("confide.web")
 
