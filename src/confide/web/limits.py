@@ -57,15 +57,17 @@ class Limits:
 
     ``budget``: bytes of request bodies held at once, over all requests. ``max_body``:
     the largest body any route takes (routes have their own, smaller limits).
-    ``read_timeout``: seconds for a whole body to arrive. ``concurrency``: connections
-    and requests at once (beyond, uvicorn answers 503). ``keep_alive``: seconds an idle
-    connection stays open. ``graceful_shutdown``: seconds that requests under way get
-    to finish after SIGTERM.
+    ``read_timeout``: seconds for a whole body to arrive. ``head_timeout``: seconds for
+    a request's head (request line and headers) to arrive, from the connection or the
+    previous response. ``concurrency``: connections and requests at once (beyond,
+    uvicorn answers 503). ``keep_alive``: seconds an idle connection stays open.
+    ``graceful_shutdown``: seconds that requests under way get to finish after SIGTERM.
     """
 
     budget: int = 64 << 20
     max_body: int = 1 << 20
     read_timeout: float = 10.0
+    head_timeout: float = 10.0
     concurrency: int = 4096
     keep_alive: float = 5.0
     graceful_shutdown: float = 30.0
@@ -73,8 +75,8 @@ class Limits:
     def __post_init__(self) -> None:
         if not 0 < self.max_body <= self.budget:
             raise ValueError("limits: 0 < max_body <= budget")
-        if min(self.read_timeout, self.concurrency, self.keep_alive) <= 0:
-            raise ValueError("limits: read_timeout, concurrency and keep_alive are positive")
+        if min(self.read_timeout, self.head_timeout, self.concurrency, self.keep_alive) <= 0:
+            raise ValueError("limits: timeouts and concurrency are positive")
 
 
 def path_patterns(*templates: str) -> Callable[[str], bool]:

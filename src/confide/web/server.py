@@ -3,7 +3,8 @@ and a clean stop: what ``confide serve sms`` (and the hub and storage) call.
 
 Beyond the body limits inside the app, uvicorn bounds connections and requests at once
 (``limit_concurrency``, answered 503 beyond) and how long an idle connection stays open
-(``timeout_keep_alive``). The process's open-file limit is raised to fit the connection
+(``timeout_keep_alive``), and a request's head must arrive within ``head_timeout``
+(:func:`head_timed_protocol`). The process's open-file limit is raised to fit the connection
 limit when the hard limit allows, and the connection limit lowered to fit it otherwise
 (a server out of descriptors cannot even answer 503).
 
@@ -21,6 +22,7 @@ and nothing said.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import resource
@@ -95,21 +97,16 @@ def serve(
     ``proxy_headers``: believe X-Forwarded-* from the addresses in FORWARDED_ALLOW_IPS
     (uvicorn's default: the loopback), for a service behind a TLS proxy.
     """
-    limits = limits or Limits()
     give_freed_memory_back()
-    config = uvicorn.Config(
+    server = make_server(
         app,
         host=host,
         port=port,
-        log_level="warning",
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
+        limits=limits,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         proxy_headers=proxy_headers,
-        limit_concurrency=fit_open_files(limits.concurrency),
-        timeout_keep_alive=int(limits.keep_alive),
-        timeout_graceful_shutdown=int(limits.graceful_shutdown),
     )
-    server = _Server(config)
     started = time.monotonic()
     server.run()
     if not server.started:  # uvicorn has said why (a port in use, a failed startup)
@@ -120,6 +117,84 @@ def serve(
         sys.stderr.write(f"{ran}: requests under way were cut short\n")
         raise SystemExit(1)
     sys.stderr.write(f"{ran}: requests under way finished, shut down cleanly\n")
+
+
+def make_server(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    limits: Limits | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    proxy_headers: bool = False,
+) -> _Server:
+    """The uvicorn server :func:`serve` runs (``run()`` it; in a thread, it leaves the
+    signals alone and stops when ``should_exit`` is set)."""
+    limits = limits or Limits()
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=head_timed_protocol(limits.head_timeout),
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        proxy_headers=proxy_headers,
+        limit_concurrency=fit_open_files(limits.concurrency),
+        timeout_keep_alive=int(limits.keep_alive),
+        timeout_graceful_shutdown=int(limits.graceful_shutdown),
+    )
+    return _Server(config)
+
+
+def head_timed_protocol(seconds: float) -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol, with a deadline on each request's head.
+
+    uvicorn times out an idle keep-alive connection, but not one that never completes a
+    request's head: a client that opens connections and sends a few bytes of a request
+    line holds them forever, until ``limit_concurrency`` turns every other client away
+    (health checks included). Here a head (request line and headers) must be complete
+    within ``seconds`` of the connection or of the previous response, or the connection
+    is closed. Without httptools (uvicorn's pure-Python h11 protocol), no deadline.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+    except ImportError:
+        return "auto"
+
+    class HeadTimedProtocol(HttpToolsProtocol):
+        head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.head_timer = self.loop.call_later(seconds, self.head_late)
+
+        def on_headers_complete(self) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # Waiting for the next request's head (uvicorn armed its keep-alive timer),
+            # not running one that was pipelined.
+            if self.timeout_keep_alive_task is not None and self.head_timer is None:
+                self.head_timer = self.loop.call_later(seconds, self.head_late)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+            super().connection_lost(exc)
+
+        def head_late(self) -> None:
+            self.head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimedProtocol
 
 
 def give_freed_memory_back() -> None:
