@@ -8,13 +8,15 @@ schema). Half of the generated owners and names are the test wallet's own and a 
 and secret that exist, so requests get past authorisation into the handlers too.
 
 Bounded: ``EXAMPLES`` per operation and generation mode, no shrinking (a failure is
-reported as found, request and response), about 30 s on SQLite.
+reported as found, request and response), about 20 s per database (SQLite, and
+PostgreSQL when CONFIDE_TEST_PG is set).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -91,10 +93,10 @@ class SignWithWallet(requests.auth.AuthBase):
         return request
 
 
-@pytest.fixture(scope="module")
-def sms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("sms")
-    with running_sms(home, f"sqlite:///{home}/sms.db", allow_sim=True) as base:
+@pytest.fixture
+def sms(tmp_path: Path, database_url: str) -> Iterator[str]:
+    home = tmp_path / "sms"
+    with running_sms(home, database_url, allow_sim=True) as base:
         client = SmsClient(base, wallet=WALLET, trust_dir=home / "trust")
         client.create_session(SESSION.replace("SIM", "ab" * 32), {}, "fuzz.yml")
         client.push_requester_secret(OWN_NAME, b"value")
