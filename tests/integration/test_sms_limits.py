@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -223,6 +224,19 @@ def _raise_open_files(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
+def _outcome(connection: socket.socket) -> str:
+    """What the server answered an unfinished body so far: its status, "waiting" for
+    none yet, "reset" when the server closed before its answer could be read."""
+    connection.setblocking(False)
+    try:
+        answer = connection.recv(64)
+    except BlockingIOError:
+        return "waiting"
+    except OSError:
+        return "reset"
+    return answer[9:12].decode() if answer.startswith(b"HTTP/1.1 ") else "reset"
+
+
 def _timed(base: str, method: str, path: str) -> tuple[int, float]:
     """A request's status (0 if it failed) and how long it took."""
     began = time.monotonic()
@@ -296,6 +310,7 @@ def test_unfinished_bodies_keep_memory_bounded_and_checks_answering(tmp_path: Pa
             time.sleep(2)  # the unfinished bodies wait (their deadline is 10 s)
             held = [_timed(base, method, path) for method, path in checks.requests]
             loaded = peak.peak
+            outcomes = Counter(_outcome(connection) for connection in opened)
         finally:
             answers = checks.stop()
             for connection in opened:
@@ -309,9 +324,10 @@ def test_unfinished_bodies_keep_memory_bounded_and_checks_answering(tmp_path: Pa
         highest = peak.stop()
         slowest = max(seconds for _, _, seconds in answers)
         print(  # the figures, for the record (pytest -s)
-            f"\nRSS start {start / MIB:.0f} MiB, peak {highest / MIB:.0f} MiB, after closing "
-            f"{settled / MIB:.0f} MiB; {len(opened)} connections; {len(answers)} checks "
-            f"during the burst (slowest {slowest:.2f} s), then {held}"
+            f"\n{dict(outcomes)}; RSS start {start / MIB:.0f} MiB, peak "
+            f"{highest / MIB:.0f} MiB, after closing {settled / MIB:.0f} MiB; "
+            f"{len(opened)} connections; {len(answers)} checks during the burst "
+            f"(slowest {slowest:.2f} s), then {held}"
         )
         assert loaded < RSS_CEILING, f"RSS reached {loaded / MIB:.0f} MiB"
         assert len(opened) == CONNECTIONS
@@ -321,4 +337,9 @@ def test_unfinished_bodies_keep_memory_bounded_and_checks_answering(tmp_path: Pa
         # ...and while the unfinished bodies are held, promptly.
         assert [status for status, _ in held] == [200, 200, 404], held
         assert all(seconds < 2 for _, seconds in held), held  # (a shared 2-core CI box)
+        # The budget (64 MiB) admitted at most 335 bodies of 200 kB; the rest were refused
+        # (503, or reset by the server's close before its answer was read).
+        admitted = outcomes["waiting"] + outcomes["408"]
+        assert 0 < admitted <= (64 * MIB) // BODY, outcomes
+        assert outcomes["503"] + outcomes["reset"] + admitted == CONNECTIONS, outcomes
         assert settled < start + 32 * MIB, f"RSS {settled / MIB:.0f} MiB after closing"
