@@ -27,6 +27,7 @@ from confide.db import make_engine, reading
 from confide.db.audit import verify_chain
 from confide.db.availability import UNAVAILABLE_DETAIL
 from confide.db.schema import audit_log, request_nonces, secrets
+from confide.db.silence import SILENCE_MARGIN_S, STATEMENT_TIMEOUT_MS
 from tests.conftest import run_cli
 from tests.integration.sms_server import audience_of, running_sms
 from tests.integration.tcp_forwarder import TcpForwarder
@@ -34,6 +35,9 @@ from tests.integration.test_attest_sessions import API_KEY, APP, push_input, sms
 
 ALICE = Wallet.generate()
 VALUE = b"UNAVAILABLE-SECRET-VALUE-3"
+# A request waiting on a silent PostgreSQL: the server's statement_timeout, the margin for
+# its answer, the watch's interval (confide.db.silence), and slack for a busy machine.
+SILENT_BOUND_S = STATEMENT_TIMEOUT_MS / 1000 + SILENCE_MARGIN_S + 2.5
 
 
 class RecordingTransport(httpx.HTTPTransport):
@@ -256,6 +260,38 @@ def test_an_unreachable_postgresql_is_503_until_it_is_back(
         engine.dispose()
     _audit_verifies(database_url, entries)
     assert entries == 3
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_postgresql_that_stops_answering_is_503_within_seconds(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Connections stay open and nothing comes back (a stopped server, a hung proxy): a
+    push and HEAD checks are answered 503 within seconds, not held until the client
+    gives up; once the database answers again, so does the sms."""
+    parsed = make_url(database_url)
+    forwarder = TcpForwarder(parsed.host or "127.0.0.1", parsed.port or 5432)
+    backstop = threading.Timer(30, forwarder.cut)  # without the bounds: fail, not hang
+    backstop.start()
+    url = parsed.set(host="127.0.0.1", port=forwarder.port).render_as_string(False)
+    try:
+        with running_sms(tmp_path / "sms", url) as base:
+            client = SmsClient(base, wallet=ALICE, retries=0)
+            assert client.push_requester_secret("before", b"v") == 1
+            forwarder.silence()
+            start = time.monotonic()
+            _assert_unavailable(_signed_put(base, "during"))
+            assert time.monotonic() - start < SILENT_BOUND_S
+            start = time.monotonic()
+            assert _heads(base, [f"missing-{i}" for i in range(5)]) == [503] * 5
+            assert time.monotonic() - start < SILENT_BOUND_S
+            forwarder.cut()  # the server is back: what it had held open ends
+            forwarder.restore()
+            assert client.push_requester_secret("during", VALUE) == 1
+            assert _head(base, "during") == 200
+    finally:
+        backstop.cancel()
+        forwarder.close()
 
 
 def test_a_restart_loses_nothing_acknowledged(tmp_path: Path, database_url: str) -> None:

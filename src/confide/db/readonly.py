@@ -21,8 +21,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from confide.db.availability import reason, unavailability
+from confide.db.direct import direct_option
 from confide.db.engine import BUSY_TIMEOUT_MS, connect_url, make_engine, reading
 from confide.errors import ConfideError
+
+AUDIT_STATEMENT_TIMEOUT_MS = 300_000
 
 
 def open_readonly(url: str, shown: str, table: str) -> Engine:
@@ -36,7 +39,12 @@ def open_readonly(url: str, shown: str, table: str) -> Engine:
     if target.get_backend_name() == "sqlite":
         engine = _sqlite_readonly(target.database, shown)
     else:
-        engine = make_engine(url, execution_options={"postgresql_readonly": True})
+        # An audit reads the whole log in one statement: longer than a request's bound.
+        engine = make_engine(
+            url,
+            execution_options={"postgresql_readonly": True},
+            statement_timeout_ms=AUDIT_STATEMENT_TIMEOUT_MS,
+        )
     try:
         with reading(engine) as connection:
             present = inspect(connection).has_table(table)
@@ -68,7 +76,11 @@ def _sqlite_readonly(database: str | None, shown: str) -> Engine:
     path = Path(database).resolve()
     if not path.is_file():
         raise ConfideError(f"no sms database at {path}")
-    engine = create_engine(f"sqlite:///{path}", creator=_connect_readonly(path))
+    engine = create_engine(
+        f"sqlite:///{path}",
+        creator=_connect_readonly(path),
+        execution_options=direct_option(),  # CONFIDE_DB_DIRECT, as make_engine reads it
+    )
     # One transaction per connection use, so the chain is read from one snapshot.
     event.listen(engine, "begin", _begin)
     return engine

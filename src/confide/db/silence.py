@@ -10,14 +10,14 @@ ends the connection in seconds, not after the kernel's ~15 minutes of retries).
 One case is left: a peer whose kernel acknowledges but that never answers (a stopped
 server, a proxy or load balancer that hangs). libpq then waits on its socket forever,
 with the request's thread. :class:`SilenceWatch` covers it: a thread that looks at each
-connection's TCP state (``TCP_INFO``: when data was last sent and last received) twice
-a second, and shuts down the socket of one that sent a message and has had no byte back
-for longer than the server's own ``statement_timeout`` allows (plus a margin for its
-answer to arrive). libpq then reads end of file, psycopg raises an OperationalError on
-a broken connection, SQLAlchemy invalidates it, and the request is answered 503 like
-any database outage. Every message a client sends in PostgreSQL's protocol gets an
-answer, so silence past that bound means the peer is gone. A connection over a Unix
-socket (no network in between) is not watched.
+connection twice a second, and shuts down the socket of one that has had a command in
+flight (libpq's transaction status ACTIVE) at every look for longer than the server's
+own ``statement_timeout`` allows plus a margin for its answer, with no byte received in
+that time either (``TCP_INFO``'s last receipt: a long answer still arriving is no
+silence). libpq then reads end of file, psycopg raises an OperationalError on a broken
+connection, SQLAlchemy invalidates it, and the request is answered 503 like any
+database outage. A connection over a Unix socket (no network in between) is not
+watched.
 """
 
 from __future__ import annotations
@@ -35,16 +35,17 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL
 
-CONNECT_TIMEOUT_S = 5
-STATEMENT_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT_S = 3  # libpq takes 2 at least
+STATEMENT_TIMEOUT_MS = 3000  # an sms statement takes milliseconds; 3 s is a stuck one
 # An idle connection is probed after 10 s, then every 3 s; 3 unanswered probes end it.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3}
 KEEPALIVES_COUNT = 3
 TCP_USER_TIMEOUT_MS = 5000  # data unacknowledged this long ends the connection
-SILENCE_MARGIN_S = 2.0  # past statement_timeout: time for the server's cancel to arrive
+SILENCE_MARGIN_S = 1.5  # past statement_timeout: time for the server's cancel to arrive
 WATCH_INTERVAL_S = 0.5
 
 _TCP_INFO = struct.Struct("=8B9I4I")  # Linux struct tcp_info up to last_ack_recv
+_ACTIVE = 1  # libpq's PQTRANS_ACTIVE (psycopg.pq.TransactionStatus.ACTIVE): a command in flight
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0}
 
 
@@ -88,7 +89,8 @@ class SilenceWatch:
     def __init__(self, engine: Engine, silence_s: float) -> None:
         self.silence_s = silence_s
         self._lock = threading.Lock()
-        self._watched: dict[int, tuple[Any, int]] = {}  # id(driver): (driver, fd)
+        # id(driver): [driver, fd, when a command was first seen in flight (or None)]
+        self._watched: dict[int, list[Any]] = {}
         self._ended = 0
         event.listen(engine, "connect", self._connected)
         for name in ("close", "close_detached", "invalidate", "soft_invalidate"):
@@ -128,7 +130,7 @@ class SilenceWatch:
         finally:
             sock.detach()
         with self._lock:
-            self._watched[id(driver)] = (driver, fd)
+            self._watched[id(driver)] = [driver, fd, None]
 
     def _closing(self, driver: Any, *rest: Any) -> None:
         """Before the pool closes it: the descriptor may be another file's afterwards."""
@@ -137,14 +139,23 @@ class SilenceWatch:
             self._watched.pop(id(driver), None)
 
     def check(self) -> None:
-        """One look at every watched connection (the watch thread's work)."""
-        with self._lock:  # held through the shutdown: a closing connection waits for it
-            for key, (driver, fd) in list(self._watched.items()):
+        """One look at every watched connection (the watch thread's work). The lock is
+        held throughout: a connection being closed (whose pool event waits for it) is not
+        looked at, nor its descriptor shut once it may be another file's."""
+        now = time.monotonic()
+        with self._lock:
+            for key, entry in list(self._watched.items()):
+                driver, fd, since = entry
                 if getattr(driver, "closed", True):
                     del self._watched[key]
                     continue
-                silent = _silent_for(fd)
-                if silent is not None and silent > self.silence_s:
+                if driver.pgconn.transaction_status != _ACTIVE:
+                    entry[2] = None
+                    continue
+                if since is None:
+                    entry[2] = since = now
+                quiet = _quiet_for(fd)
+                if quiet is not None and min(now - since, quiet) > self.silence_s:
                     del self._watched[key]
                     self._ended += 1
                     _shut(fd)
@@ -160,9 +171,8 @@ def _watch(ref: weakref.ref[SilenceWatch]) -> None:
         del watch
 
 
-def _silent_for(fd: int) -> float | None:
-    """Seconds since data was last sent on ``fd`` without any received after it; None
-    when nothing sent is waiting for an answer (or the state cannot be read)."""
+def _quiet_for(fd: int) -> float | None:
+    """Seconds since the last byte was received on the TCP socket ``fd`` (None: unread)."""
     sock = socket.socket(fileno=fd)
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
@@ -173,10 +183,7 @@ def _silent_for(fd: int) -> float | None:
     if len(info) < _TCP_INFO.size:
         return None
     fields: tuple[int, ...] = _TCP_INFO.unpack(info)
-    last_sent_ms, _, last_received_ms, _ = fields[-4:]
-    if last_received_ms <= last_sent_ms:  # an answer came after the last message sent
-        return None
-    return last_sent_ms / 1000
+    return fields[-2] / 1000  # tcpi_last_data_recv, in milliseconds
 
 
 def _shut(fd: int) -> None:
