@@ -41,6 +41,7 @@ def running_sms(
     clock: Callable[[], float] = time.time,
     engine: Engine | None = None,
     collateral: Path | None = None,
+    token_key: Path | None = None,
 ) -> Iterator[str]:
     config = SmsConfig(
         home=home,
@@ -48,6 +49,7 @@ def running_sms(
         deployment_id=deployment,
         allow_sim=allow_sim,
         collateral=collateral,
+        token_key_file=token_key,
     )
     sms = Sms(config, engine=engine, registry=registry)
     port = free_port()

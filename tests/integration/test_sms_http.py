@@ -130,7 +130,8 @@ def test_changed_sms_key_is_refused_after_first_contact(tmp_path: Path, database
         SmsClient(first, wallet=ALICE, trust_dir=trust).info()  # pins sms-a's keys
         SmsClient(first, wallet=ALICE, trust_dir=trust).info()  # same keys: fine
     (pin,) = trust.iterdir()
-    with running_sms(tmp_path / "sms-b", database_url) as second:  # another key...
+    # Another sms (its own database: one database refuses a second token key)...
+    with running_sms(tmp_path / "sms-b", f"sqlite:///{tmp_path / 'b.db'}") as second:
         url_hash = hashlib.sha256(second.encode()).hexdigest()[:16]
         pin.rename(trust / f"sms-{url_hash}.json")  # ...answering where sms-a was pinned
         with pytest.raises(AuthError, match="differ from the ones pinned"):

@@ -14,8 +14,8 @@ from confide.sms.service import Sms, SmsConfig
 OWNER = "0x" + "a1" * 20
 
 
-def _sms(home: Path, url: str) -> Sms:
-    return Sms(SmsConfig(home=home, db_url=url, deployment_id="t"))
+def _sms(home: Path, url: str, token_key: Path | None = None) -> Sms:
+    return Sms(SmsConfig(home=home, db_url=url, deployment_id="t", token_key_file=token_key))
 
 
 def test_a_replica_with_another_kek_refuses_to_start(
@@ -32,7 +32,7 @@ def test_a_replica_with_another_kek_refuses_to_start(
 
     monkeypatch.setenv("CONFIDE_KEK", "rotated:" + "42" * 32)
     monkeypatch.setenv("CONFIDE_KEK_PREVIOUS", old_kek)
-    rotated = _sms(tmp_path / "host-b", database_url)
+    rotated = _sms(tmp_path / "host-b", database_url, tmp_path / "host-a" / "token-key")
     assert rotated.secrets.latest(ref)[1] == b"value"  # old secrets still open
     rotated.secrets.put(ref, b"new", update=True, now=2)  # new ones under the new KEK
     assert rotated.secrets.latest(ref) == (2, b"new")

@@ -51,10 +51,23 @@ def serve_sms(
         str,
         typer.Option(
             "--deployment",
-            help="Deployment id, part of every signed request's audience (default: a random "
-            "id made at first start and kept in $CONFIDE_HOME/sms/deployment-id).",
+            envvar="CONFIDE_SMS_DEPLOYMENT",
+            help="Deployment id, part of every signed request's audience (default: the one "
+            "kept in $CONFIDE_HOME/sms/deployment-id; at a first start, the one the database "
+            "recorded, else a new random one). Replicas on one database share it.",
         ),
     ] = "",
+    token_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-key",
+            metavar="FILE",
+            envvar="CONFIDE_SMS_TOKEN_KEY_FILE",
+            help="The key that signs tokens (64 hex digits; default: "
+            "$CONFIDE_HOME/sms/token-key, made at first start). Replicas on one database "
+            "share it.",
+        ),
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key")] = None,
     behind_tls_proxy: Annotated[bool, typer.Option("--behind-tls-proxy")] = False,
@@ -107,6 +120,7 @@ def serve_sms(
                 home=home,
                 db_url=url,
                 deployment_id=deployment,
+                token_key_file=token_key,
                 allow_sim=allow_sim,
                 collateral=collateral,
                 pccs_url=pccs,

@@ -144,3 +144,15 @@ volume_tags = Table(
     UniqueConstraint("owner", "session", "volume", "seq", name="uq_volume_tags_seq"),
     UniqueConstraint("owner", "session", "volume", "tag", name="uq_volume_tags_tag"),
 )
+
+# What every replica of a service on this database must share, recorded by the first to
+# start (confide.db.identity): for the sms, its deployment id and its token key's public
+# half. A replica that differs refuses to start, naming which.
+service_identity = Table(
+    "service_identity",
+    metadata,
+    Column("service", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
