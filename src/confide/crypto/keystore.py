@@ -92,34 +92,44 @@ def encrypt_keystore(private_key: bytes, password: str, address: str) -> dict[st
 def decrypt_keystore(document: dict[str, Any], password: str) -> bytes:
     """The private key in a JSON v3 keystore; ``WrongPasswordError`` if the MAC differs.
 
-    Key names are compared in lower case (old geth files say ``Crypto``).
+    Key names are compared in lower case (old geth files say ``Crypto``). The cheap
+    checks come before the KDF, and Keccak is imported after it: on a background thread
+    (``confide.crypto.unlock``) scrypt then starts as early as it can.
     """
-    from eth_hash.auto import keccak  # noqa: PLC0415
-
     crypto = _lower_keys(document).get("crypto")
     try:
         if not isinstance(crypto, dict) or crypto.get("cipher") != "aes-128-ctr":
             raise ValueError("cipher")
-        derived = _derive(crypto["kdf"], crypto["kdfparams"], password.encode())
         ciphertext = bytes.fromhex(crypto["ciphertext"])
         mac = bytes.fromhex(crypto["mac"])
         iv = bytes.fromhex(crypto["cipherparams"]["iv"])
         if len(iv) != 16 or len(ciphertext) != 32:
             raise ValueError("iv or ciphertext length")
+        derived = _derive(crypto["kdf"], crypto["kdfparams"], password.encode())
     except (KeyError, TypeError, ValueError, AttributeError):
         raise WalletError(
             "the keystore is malformed or uses a cipher or KDF confide does not read "
             "(aes-128-ctr with scrypt or pbkdf2)"
         ) from None
+    from eth_hash.auto import keccak  # noqa: PLC0415
+
     if not hmac.compare_digest(keccak(derived[16:32] + ciphertext), mac):
         raise WrongPasswordError("wrong password")
     return _aes_128_ctr(derived[:16], iv, ciphertext)
 
 
-def _derive(kdf: str, params: dict[str, Any], password: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC  # noqa: PLC0415
+def unlock_keystore(path: Path, password: str) -> bytes:
+    """The private key of the keystore at ``path``; every refusal names the file."""
+    document = read_keystore(path)
+    try:
+        return decrypt_keystore(document, password)
+    except WrongPasswordError:
+        raise WalletError(f"wrong password for wallet {path}") from None
+    except WalletError as exc:
+        raise WalletError(f"{path}: {exc}") from None
 
+
+def _derive(kdf: str, params: dict[str, Any], password: bytes) -> bytes:
     if params["dklen"] != _DKLEN:
         raise ValueError("dklen")
     salt = bytes.fromhex(params["salt"])
@@ -136,6 +146,9 @@ def _derive(kdf: str, params: dict[str, Any], password: bytes) -> bytes:
             raise ValueError("prf")
         if not 0 < rounds <= _MAX_PBKDF2_ROUNDS:
             raise ValueError("pbkdf2 cost")
+        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+        from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC  # noqa: PLC0415
+
         return PBKDF2HMAC(hashes.SHA256(), _DKLEN, salt, rounds).derive(password)
     raise ValueError("kdf")
 

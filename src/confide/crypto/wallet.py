@@ -21,23 +21,19 @@ from coincurve import PrivateKey, PublicKey
 from eth_hash.auto import keccak
 
 from confide.crypto.keys import Redacted
-from confide.crypto.keystore import (
-    WrongPasswordError,
-    decrypt_keystore,
-    encrypt_keystore,
-    keystore_address,
-    read_keystore,
-)
+from confide.crypto.keystore import encrypt_keystore, keystore_address, unlock_keystore
 from confide.errors import AuthError, WalletError
 
 __all__ = [
     "Wallet",
     "checksum_address",
     "keystore_address",
+    "load_signer",
     "load_wallet",
     "normalise_address",
     "recover_signer",
     "save_wallet",
+    "wallet_from_secret",
 ]
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -164,14 +160,19 @@ def save_wallet(path: Path, wallet: Wallet, password: str, *, overwrite: bool = 
         tmp.unlink(missing_ok=True)
 
 
+def load_signer() -> None:
+    """Load what signing needs now: eth-hash loads its Keccak backend on its first call
+    (pycryptodome through cffi, 30 ms), which a command does while its scrypt runs."""
+    keccak(b"")
+
+
 def load_wallet(path: Path, password: str) -> Wallet:
-    document = read_keystore(path)
-    try:
-        key = decrypt_keystore(document, password)
-    except WrongPasswordError:
-        raise WalletError(f"wrong password for wallet {path}") from None
-    except WalletError as exc:
-        raise WalletError(f"{path}: {exc}") from None
+    """Open the keystore at ``path`` (its scrypt: 0.6-0.7 s) and unlock the wallet."""
+    return wallet_from_secret(path, unlock_keystore(path, password))
+
+
+def wallet_from_secret(path: Path, key: bytes) -> Wallet:
+    """The wallet of a private key read from the keystore at ``path``."""
     try:
         return Wallet(PrivateKey(key))
     except ValueError:
