@@ -139,4 +139,5 @@ def signing_client(sms: str | None, wallet: Path | None, password: str | None) -
     unlocking = unlock_wallet(wallet_path(wallet), read_password(password))  # scrypt, 0.7 s
     from confide.client.sms import SmsClient  # noqa: PLC0415  (imported meanwhile)
 
-    return SmsClient(sms_url(sms), wallet=unlocking.wait(), trust_dir=confide_home() / "trust")
+    # The wallet is awaited at the first signed request: the client is set up meanwhile.
+    return SmsClient(sms_url(sms), wallet=unlocking.wait, trust_dir=confide_home() / "trust")

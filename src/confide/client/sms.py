@@ -35,7 +35,7 @@ class SmsClient:
         self,
         base_url: str,
         *,
-        wallet: Wallet | None = None,
+        wallet: Wallet | Callable[[], Wallet] | None = None,
         trust_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
@@ -184,9 +184,12 @@ class SmsClient:
         return result
 
     def _need_wallet(self) -> Wallet:
-        if self._wallet is None:
+        wallet = self._wallet
+        if callable(wallet):  # still being unlocked (its scrypt ran meanwhile): wait once
+            wallet = self._wallet = wallet()
+        if wallet is None:
             raise AuthError("this request must be signed: a wallet is needed")
-        return self._wallet
+        return wallet
 
     def _signed(
         self, method: str, path: str, query: str, body: bytes, content_type: str
