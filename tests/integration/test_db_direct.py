@@ -522,3 +522,29 @@ def test_both_paths_give_the_same_results(database_url: str) -> None:
         engine.dispose()
     assert answers[True] == answers[False]
     assert answers[True][:6] == [1, 1, 1, 1, 1, 4]
+
+
+PRIVATE_PARTS = (
+    "pgconn",
+    "Transformer",
+    "psycopg.pq",
+    "from psycopg import pq",
+    "construct_params",
+    "positiontup",
+    ".binds",
+    "dbapi_connection.cursor",
+)
+
+
+def test_only_the_direct_module_touches_private_apis() -> None:
+    """The fence: SQLAlchemy's compiled internals and psycopg's libpq layer are used in
+    confide.db.direct alone (pyproject.toml bounds both libraries for it)."""
+    src = Path(__file__).resolve().parents[2] / "src" / "confide"
+    found = [
+        (str(path.relative_to(src)), part)
+        for path in sorted(src.rglob("*.py"))
+        if path.name != "direct.py" or path.parent.name != "db"
+        for part in PRIVATE_PARTS
+        if part in path.read_text()
+    ]
+    assert found == []

@@ -45,7 +45,9 @@ SILENCE_MARGIN_S = 1.5  # past statement_timeout: time for the server's cancel t
 WATCH_INTERVAL_S = 0.5
 
 _TCP_INFO = struct.Struct("=8B9I4I")  # Linux struct tcp_info up to last_ack_recv
-_ACTIVE = 1  # libpq's PQTRANS_ACTIVE (psycopg.pq.TransactionStatus.ACTIVE): a command in flight
+# A command in flight: libpq's PQTRANS_ACTIVE, as psycopg's public ConnectionInfo gives it
+# (its TransactionStatus.ACTIVE, an IntEnum: equal to 1).
+_ACTIVE = 1
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0}
 
 
@@ -149,7 +151,7 @@ class SilenceWatch:
                 if getattr(driver, "closed", True):
                     del self._watched[key]
                     continue
-                if driver.pgconn.transaction_status != _ACTIVE:
+                if driver.info.transaction_status != _ACTIVE:
                     entry[2] = None
                     continue
                 if since is None:
