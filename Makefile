@@ -22,6 +22,7 @@ bench:
 	.venv/bin/python bench/volume_bench.py
 	.venv/bin/python bench/attestation_bench.py
 	.venv/bin/python bench/sms_bench.py
+	.venv/bin/python bench/cli_bench.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

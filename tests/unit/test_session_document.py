@@ -1,4 +1,4 @@
-"""Session documents: the DESIGN.md example, templates, references, errors with lines,
+"""Session documents: the docs/sms.md example, templates, references, errors with lines,
 and the limits that bound what reading any document costs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Signed requests (DESIGN.md, Identities): who sent this, for which service, when.
+"""Signed requests (docs/architecture.md, "Identities"): who sent this, for which service, when.
 
 Every write and every non-public read carries four headers. The signature is EIP-191
 over a canonical text that names the audience (service kind and deployment id), the

@@ -1,4 +1,4 @@
-"""The secret management service and CAS (DESIGN.md, "Secrets" and "Sessions").
+"""The secret management service and CAS (docs/architecture.md, "Secrets" and "Sessions"; the API: docs/sms.md).
 
 Core logic is plain Python; the HTTP layer sits thinly on top.
 """

@@ -1,6 +1,6 @@
 """The secret store: create-only by default, versioned updates, never a value in the clear.
 
-Kinds (DESIGN.md, "Secrets"): the app developer secret (index ``1``, the app's owner),
+Kinds (docs/architecture.md, "Secrets"): the app developer secret (index ``1``, the app's owner),
 named requester secrets, dataset keys (the dataset's owner) and result-encryption public
 keys. A push creates version 1 and refuses an existing secret (409, as iExec); an update
 adds a version (rotation); old versions are never released again. Every write is one

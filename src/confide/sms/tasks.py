@@ -1,6 +1,6 @@
 """Task orders: what a requester signs so that the sms may release their secrets.
 
-An order pins everything a release depends on (DESIGN.md, "Secrets"): the app and the
+An order pins everything a release depends on (docs/architecture.md, "Secrets"): the app and the
 measurement it must run as, the TEE policy, the secret mapping, the dataset, the result
 key (by its SHA-256), the sms (by its token key) and the workerpool. It is signed with
 EIP-191 over ``confide-task-order-v1\\n`` + its canonical JSON, and the task id is derived
