@@ -694,9 +694,7 @@ def enclave_setup(target: Target) -> Enclave:
     if target.url not in _enclaves:
         client = SmsClient(target.url, wallet=target.wallet)
         platform = SigningKey.generate()
-        client.call_json(
-            "POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()}, signed=True
-        )
+        client.register_platform(platform)
         session = client.create_session(BENCH_SESSION, {}, "bench.yml")
         _enclaves[target.url] = Enclave(session, platform, str(client.info()["sms_id"]))
     return _enclaves[target.url]

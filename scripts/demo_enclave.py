@@ -38,9 +38,7 @@ def main() -> int:
     wallet = load_wallet(home / "wallet.json", os.environ["CONFIDE_WALLET_PASSWORD"])
     owner = SmsClient(args.sms, wallet=wallet, trust_dir=home / "trust")
     platform = SigningKey.generate()
-    owner.call_json(
-        "POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()}, signed=True
-    )
+    owner.register_platform(platform)
     print(f"sim platform {platform.public_bytes().hex()[:16]}… registered by {wallet.address}")
     keys = EnclaveKeys.generate()
     target = {"session": {"owner": args.owner, "name": args.session, "hash": args.hash}}

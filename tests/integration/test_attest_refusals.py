@@ -171,9 +171,7 @@ def test_a_sim_platform_speaks_only_for_whoever_registered_it(
     with world(tmp_path, database_url) as w:
         push_input(w, b"\x11" * 32, "aa" * 32)
         mallory = SigningKey.generate()
-        SmsClient(w.base, wallet=OTHER).call_json(
-            "POST", "/v1/platforms", {"platform_key": mallory.public_bytes().hex()}, signed=True
-        )
+        SmsClient(w.base, wallet=OTHER).register_platform(mallory)
         w.platform = mallory
         with pytest.raises(AuthError, match="not registered by the session's owner"):
             w.attest(EnclaveKeys.generate())
@@ -184,9 +182,7 @@ def test_a_sim_platform_speaks_only_for_the_worker_that_registered_it(
 ) -> None:
     with task_world(tmp_path, database_url) as t:
         stranger = SigningKey.generate()
-        SmsClient(t.base, wallet=DEVELOPER).call_json(
-            "POST", "/v1/platforms", {"platform_key": stranger.public_bytes().hex()}, signed=True
-        )
+        SmsClient(t.base, wallet=DEVELOPER).register_platform(stranger)
         t.platform = stranger
         with pytest.raises(AuthError, match="not registered by the worker that signed"):
             t.run(t.publish(t.order()))

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from confide.attestation.measurement import Measurement
-from confide.attestation.sim import SimAttester
+from confide.attestation.sim import SimAttester, registration_proof
 from confide.attestation.token import TokenCheck, verify_token
 from confide.attestation.verifier import EnclaveBinding
 from confide.client.enclave import attest_and_open, open_grant
@@ -125,9 +125,7 @@ def world(
     with running_sms(tmp_path / "sms", database_url, allow_sim=allow_sim, engine=engine) as base:
         owner = SmsClient(base, wallet=OWNER)
         platform = SigningKey.generate()
-        owner.call_json(
-            "POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()}, signed=True
-        )
+        owner.register_platform(platform)
         created = owner.create_session(session, {}, "cubic.yml")
         yield World(base, owner, platform, created)
 
@@ -516,13 +514,44 @@ def test_every_attestation_is_audited_without_values(tmp_path: Path, database_ur
 
 def test_platform_registration(tmp_path: Path, database_url: str) -> None:
     with world(tmp_path, database_url) as w:
-        key = {"platform_key": w.platform.public_bytes().hex()}
-        again = w.owner.call_json("POST", "/v1/platforms", key, signed=True)
+        again = w.owner.register_platform(w.platform)
         assert again["created"] is False and again["owner"] == OWNER.address
         with pytest.raises(ConfideError, match=r"409.*another wallet"):
-            SmsClient(w.base, wallet=OTHER).call_json("POST", "/v1/platforms", key, signed=True)
+            SmsClient(w.base, wallet=OTHER).register_platform(w.platform)
+        key = {"platform_key": w.platform.public_bytes().hex()}
         unsigned = httpx.post(w.base + "/v1/platforms", json=key)
         assert unsigned.status_code == 401
+
+
+def test_only_a_holder_of_a_platform_key_can_register_it(tmp_path: Path, database_url: str) -> None:
+    """A wallet that has only seen a platform's public key (in evidence, say) cannot
+    register it first: the registration carries the key's signature over the wallet and
+    this sms's audience."""
+    with world(tmp_path, database_url) as w:
+        victim = SigningKey.generate()
+        seen = victim.public_bytes().hex()
+        other = SmsClient(w.base, wallet=OTHER)
+        audience = str(other.info()["audience"])
+        with pytest.raises(ConfideError, match=r"400.*platform_key.*proof"):
+            other.call_json("POST", "/v1/platforms", {"platform_key": seen}, signed=True)
+        forged = registration_proof(SigningKey.generate(), OTHER.address, audience).hex()
+        with pytest.raises(ConfideError, match=r"400.*not the platform key's signature"):
+            other.call_json(
+                "POST", "/v1/platforms", {"platform_key": seen, "proof": forged}, signed=True
+            )
+        # a proof the key's holder made for its own wallet does not register it for another
+        owners = registration_proof(victim, OWNER.address, audience).hex()
+        with pytest.raises(ConfideError, match=r"400.*not the platform key's signature"):
+            other.call_json(
+                "POST", "/v1/platforms", {"platform_key": seen, "proof": owners}, signed=True
+            )
+        # nor one made for another sms
+        elsewhere = registration_proof(victim, OTHER.address, audience + "x").hex()
+        with pytest.raises(ConfideError, match=r"400.*not the platform key's signature"):
+            other.call_json(
+                "POST", "/v1/platforms", {"platform_key": seen, "proof": elsewhere}, signed=True
+            )
+        assert w.owner.register_platform(victim)["owner"] == OWNER.address
 
 
 def test_a_real_sgx_quote_is_verified_by_the_service(tmp_path: Path, database_url: str) -> None:

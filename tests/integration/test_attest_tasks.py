@@ -120,9 +120,7 @@ def task_world(tmp_path: Path, database_url: str) -> Iterator[TaskWorld]:
     with running_sms(tmp_path / "sms", database_url, allow_sim=True, registry=registry) as base:
         platform = SigningKey.generate()
         worker = SmsClient(base, wallet=WORKER)
-        worker.call_json(
-            "POST", "/v1/platforms", {"platform_key": platform.public_bytes().hex()}, signed=True
-        )
+        worker.register_platform(platform)
         requester = SmsClient(base, wallet=REQUESTER)
         requester.push_requester_secret("x1", SECRET_X1.encode())
         requester.push_requester_secret("x2", SECRET_X2.encode())

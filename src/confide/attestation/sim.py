@@ -16,11 +16,13 @@ from typing import Any, Protocol
 from confide.attestation.evidence import Appraisal, Evidence
 from confide.attestation.measurement import Measurement
 from confide.attestation.policy import SIMULATED
+from confide.crypto.encoding import lp
 from confide.crypto.signing import SigningKey, verify_signature
 from confide.errors import AttestationError
 from confide.jsonsafe import loads_bounded
 
 FORMAT = "confide-sim-evidence-v1"
+REGISTRATION_LABEL = b"confide-sim-platform-v1"
 MAX_EVIDENCE_BYTES = 16 * 1024
 _FIELDS = {"debug", "format", "measurement", "platform", "report_data"}
 _LOWER_HEX = re.compile(r"[0-9a-f]+")
@@ -39,6 +41,32 @@ class MemoryPlatformRegistry:
 
     def is_registered(self, platform_key: bytes) -> bool:
         return platform_key in self._keys
+
+
+def registration_message(wallet_address: str, audience: str) -> bytes:
+    """What a platform key signs to be registered by ``wallet_address`` at the service
+    ``audience`` names: proof that the wallet holds the key, bound to that wallet and that
+    service, so nobody can register a platform key they only saw (and then speak for the
+    worker that owns it, or hold its key hostage by registering it first)."""
+    return lp(audience.encode()) + lp(wallet_address.lower().encode())
+
+
+def registration_proof(platform: SigningKey, wallet_address: str, audience: str) -> bytes:
+    """The platform key's signature for its registration (see :func:`registration_message`)."""
+    return platform.sign(REGISTRATION_LABEL, registration_message(wallet_address, audience))
+
+
+def check_registration_proof(
+    platform_key: bytes, proof: bytes, wallet_address: str, audience: str
+) -> None:
+    """Raise AttestationError unless ``proof`` is ``platform_key``'s registration proof
+    for this wallet at this service."""
+    message = registration_message(wallet_address, audience)
+    if not verify_signature(platform_key, REGISTRATION_LABEL, message, proof):
+        raise AttestationError(
+            "the proof is not the platform key's signature of this registration (its "
+            "wallet and this sms's audience): register a platform key you hold"
+        )
 
 
 def _canonical(statement: dict[str, Any]) -> bytes:

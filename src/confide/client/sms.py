@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -25,6 +25,9 @@ from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError, SecretError
 from confide.names import NAME
 from confide.sms.release_policy import ReleasePolicy
+
+if TYPE_CHECKING:
+    from confide.crypto.signing import SigningKey
 
 RETRIES = 3  # after a 503 (the sms's database is locked or unreachable), then give up
 RETRY_CAP_SECONDS = 5.0  # the longest wait between attempts, whatever Retry-After says
@@ -168,6 +171,16 @@ class SmsClient:
         path = f"/v1/sessions/{normalise_address(owner)}/{_checked_name(name)}/history"
         result: dict[str, Any] = self._signed("GET", path, "", b"", "").json()
         return result
+
+    def register_platform(self, platform: SigningKey) -> dict[str, Any]:
+        """Register a sim platform key under this client's wallet, with the key's proof
+        that the wallet holds it (bound to the wallet and this sms's audience)."""
+        from confide.attestation.sim import registration_proof  # noqa: PLC0415 (CLI start-up)
+
+        wallet, audience = self._need_wallet(), str(self.info()["audience"])
+        proof = registration_proof(platform, wallet.address, audience)
+        document = {"platform_key": platform.public_bytes().hex(), "proof": proof.hex()}
+        return self.call_json("POST", "/v1/platforms", document, signed=True)
 
     def call_json(
         self, method: str, path: str, document: dict[str, Any] | None, *, signed: bool

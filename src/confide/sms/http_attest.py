@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from confide.attestation.nonces import NONCE_TTL_SECONDS
+from confide.attestation.sim import check_registration_proof
 from confide.errors import AttestationError
 from confide.sms.attest import (
     Attestations,
@@ -74,16 +75,33 @@ class AttestHandlers:
         with self.base.signed_request(request, body) as signed:
             signed.record()
             document = json_object(body, 6)
-            key_hex = document.get("platform_key")
-            if set(document) != {"platform_key"} or not isinstance(key_hex, str):
-                raise HttpProblemError(400, "Bad Request", 'expected {"platform_key": 64 hex}')
-            try:
-                key = bytes.fromhex(key_hex)
-                created = self.platforms.register(key, signed.address, self.base.now())
-            except (ValueError, AttestationError):
+            key_hex, proof_hex = document.get("platform_key"), document.get("proof")
+            if (
+                set(document) != {"platform_key", "proof"}
+                or not isinstance(key_hex, str)
+                or not isinstance(proof_hex, str)
+            ):
                 raise HttpProblemError(
-                    400, "Bad Request", "platform_key is a 32-byte Ed25519 public key as 64 hex"
+                    400, "Bad Request", 'expected {"platform_key": 64 hex, "proof": 128 hex}'
+                )
+            try:
+                key, proof = bytes.fromhex(key_hex), bytes.fromhex(proof_hex)
+            except ValueError:
+                raise HttpProblemError(
+                    400, "Bad Request", "platform_key and proof are hex"
                 ) from None
+            if len(key) != 32 or len(proof) != 64:
+                raise HttpProblemError(
+                    400,
+                    "Bad Request",
+                    "platform_key is a 32-byte Ed25519 public key as 64 hex, proof its "
+                    "64-byte signature as 128 hex",
+                )
+            try:
+                check_registration_proof(key, proof, signed.address, self.sms.audience)
+                created = self.platforms.register(key, signed.address, self.base.now())
+            except AttestationError as exc:
+                raise HttpProblemError(400, "Bad Request", str(exc)) from None
             owner = self.platforms.owner(key)
             if owner != signed.address:
                 raise HttpProblemError(

@@ -245,11 +245,13 @@ def _attestation_paths() -> dict[str, Any]:
     return {
         "/v1/platforms": {
             "post": _op(
-                "Register a sim platform key (Ed25519, 64 hex); only registered keys sign "
-                "accepted sim evidence, and only on an sms run with --allow-sim",
+                "Register a sim platform key (Ed25519, 64 hex) with its proof (128 hex: the "
+                "key's signature over this sms's audience and the signing wallet); only "
+                "registered keys sign accepted sim evidence, and only on an sms run with "
+                "--allow-sim",
                 signed=True,
                 ok="201",
-                requestBody=_json_body("platform_key"),
+                requestBody=_json_body("platform_key", "proof"),
             )
         },
         "/v1/attest/challenge": {
