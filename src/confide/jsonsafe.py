@@ -2,7 +2,7 @@
 
 Python's JSON parser recurses once per nesting level. Its recursion limit normally turns
 hostile nesting into a RecursionError, but any library in the process may raise that
-limit (py_ecc, pulled in by eth-account, sets it to 100,000), and then a few hundred
+limit (py_ecc, which eth-account imports, sets it to 100,000), and then a few hundred
 kilobytes of ``[`` overflow the C stack and kill the process. So untrusted JSON is
 checked for depth first, without recursion.
 """

@@ -116,7 +116,22 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "confide sms", "version": __version__},
         "paths": {
-            "/v1/info": {"get": _op("Service identity, audience and JWKS", signed=False, ok="200")},
+            "/v1/info": {
+                "get": _op(
+                    "Service identity, audience and JWKS; with ?challenge=, also a proof: the "
+                    "token key's signature over the challenge and this document",
+                    signed=False,
+                    ok="200",
+                    parameters=[
+                        {
+                            "name": "challenge",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                        }
+                    ],
+                )
+            },
             "/health": {"get": _op("Liveness", signed=False, ok="200")},
             "/ready": {
                 "get": _op(

@@ -10,7 +10,6 @@ audit entry naming the secret and its version, never its value.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from confide.crypto.envelope import (
 from confide.db import audit
 from confide.db.engine import reading
 from confide.errors import SecretError
+from confide.names import NAME
 from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secret_queries import (
     BATCH,
@@ -57,7 +57,7 @@ __all__ = [  # BATCH is re-exported: the HTTP layer batches HEAD checks by it
 
 MAX_VALUE_BYTES = 64 * 1024
 KINDS = ("app", "requester", "dataset", "result-key", "session", "volume")
-SECRET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SECRET_NAME = NAME  # the name rule of confide.names
 DEFAULT_POLICY = ReleasePolicy()  # hardware TEEs at UpToDate; sim only where the sms allows
 
 

@@ -22,9 +22,9 @@ import yaml
 from confide.attestation.measurement import Measurement
 from confide.attestation.policy import TDX_PIN_FIELDS, TOLERATIONS, Policy, parse_tdx_pins
 from confide.errors import AttestationError, ConfideError, SessionError
+from confide.names import NAME
 from confide.sms.session_yaml import compose_session_yaml
 
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _TOKEN = re.compile(
     r"\$\$confide:secrets:(?P<ref>[^$]*)\$\$|\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}"

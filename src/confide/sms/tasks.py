@@ -19,6 +19,7 @@ from confide.attestation.measurement import Measurement
 from confide.attestation.policy import TOLERATIONS
 from confide.crypto.wallet import Wallet, normalise_address, recover_signer
 from confide.errors import AuthError, ConfideError
+from confide.names import NAME
 
 ORDER_LABEL = "confide-task-order-v1\n"
 _TASK_LABEL = b"confide-task-v1\n"
@@ -38,7 +39,7 @@ _FIELDS = {
 }
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SALT = re.compile(r"[0-9a-f]{32}")
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NAME = NAME
 _INDEX = re.compile(r"[1-9][0-9]{0,3}", re.ASCII)  # one spelling per index: no "01", no "²"
 MAX_MAPPED_SECRETS = 64
 

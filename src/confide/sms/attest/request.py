@@ -22,10 +22,11 @@ from confide.attestation.verifier import EnclaveBinding
 from confide.crypto.sealing import session_subject
 from confide.crypto.wallet import normalise_address
 from confide.errors import AuthError, ConfideError
+from confide.names import NAME
 
 MAX_EVIDENCE_BYTES = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NAME = NAME
 _TASK_ID = re.compile(r"0x[0-9a-f]{64}")
 _LEASE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A session's worker is not authenticated (it is bound into the evidence, and recorded
