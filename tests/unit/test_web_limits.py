@@ -159,9 +159,24 @@ def test_unsigned_routes_and_bodiless_requests_pass() -> None:
 def test_a_body_is_cut_at_the_largest_when_a_route_reads_on() -> None:
     app = _app(Limits(max_body=1000, budget=4000))
     long = _run(_call(app, "/open", {"content-length": "1200"}, [b"x" * 600, b"x" * 600]))
-    chunked = _run(_call(app, "/open", {"transfer-encoding": "chunked"}, [b"x" * 600] * 2))
-    for answer in (long, chunked):
-        assert answer.status == 413 and "at most 1000 bytes" in answer.body["detail"]
+    assert long.status == 413 and "at most 1000 bytes" in long.body["detail"]
+    assert app.buffered == 0
+
+
+def test_a_body_without_a_content_length_is_411_before_it_is_read() -> None:
+    """A chunked body would hold ``max_body`` of the budget whatever its route's limit
+    (64 of them, on a route without signatures, held all of it): refused unread."""
+    app = _app(Limits(max_body=1000, budget=4000))
+    for path, headers in [
+        ("/open", {"transfer-encoding": "chunked"}),
+        ("/signed", {"transfer-encoding": "chunked", **_signed(b"x" * 600)}),
+        ("/open", {"transfer-encoding": "chunked", "content-length": "600"}),
+    ]:
+        answer = _run(_call(app, path, headers, [b"x" * 600] * 2, hang=True))
+        assert (answer.status, answer.reads) == (411, 0), (path, answer)
+        assert "Content-Length is required" in answer.body["detail"]
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["connection"] == "close"
     assert app.buffered == 0
 
 
@@ -217,3 +232,5 @@ def test_limits_are_checked() -> None:
         Limits(budget=10, max_body=20)
     with pytest.raises(ValueError, match="positive"):
         Limits(read_timeout=0)
+    with pytest.raises(ValueError, match="max_head_bytes"):
+        Limits(max_head_bytes=100)

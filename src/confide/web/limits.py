@@ -9,9 +9,13 @@ reads a byte of a body, :class:`BodyLimits`:
 - on a route whose body must be signed, checks that the four signature headers are
   present, well formed and fresh (:func:`confide.crypto.requests.signature_headers`),
   and refuses at once otherwise (401, naming the header);
+- refuses a body without a ``Content-Length`` (``Transfer-Encoding: chunked``) at once
+  (411): its size is unknown until it has been read, so it could only be admitted for
+  ``max_body``, and a few of them, on a route that needs no signature, would hold the
+  whole budget (confide's clients always announce their bodies' lengths);
 - admits the body into a budget of bytes shared by every body being read (``budget``):
   a body that does not fit answers 503 with ``Retry-After``. A body counts for its
-  declared length (a chunked one for ``max_body``) until its request is answered;
+  declared length (at most ``max_body``) until its request is answered;
 - gives the whole body ``read_timeout`` seconds to arrive, then answers 408;
 - cuts a body at ``max_body`` bytes (413), should a route read on (each route refuses
   a longer body itself, from its ``Content-Length``, before reading it).
@@ -62,6 +66,8 @@ class Limits:
     previous response. ``concurrency``: connections and requests at once (beyond,
     uvicorn answers 503). ``keep_alive``: seconds an idle connection stays open.
     ``graceful_shutdown``: seconds that requests under way get to finish after SIGTERM.
+    ``max_head_bytes``: the largest request head (request line and headers) a connection
+    may send (beyond, 431 and the connection is closed; see :mod:`confide.web.server`).
     """
 
     budget: int = 64 << 20
@@ -71,12 +77,15 @@ class Limits:
     concurrency: int = 4096
     keep_alive: float = 5.0
     graceful_shutdown: float = 30.0
+    max_head_bytes: int = 64 << 10
 
     def __post_init__(self) -> None:
         if not 0 < self.max_body <= self.budget:
             raise ValueError("limits: 0 < max_body <= budget")
         if min(self.read_timeout, self.head_timeout, self.concurrency, self.keep_alive) <= 0:
             raise ValueError("limits: timeouts and concurrency are positive")
+        if self.max_head_bytes < 1024:
+            raise ValueError("limits: max_head_bytes is at least 1024")
 
 
 def path_patterns(*templates: str) -> Callable[[str], bool]:
@@ -117,7 +126,16 @@ class BodyLimits:
         if declared is None:
             await _refuse(send, 400, "Bad Request", "Content-Length is not a number")
             return
-        if declared == 0 and not chunked:
+        if chunked:
+            await _refuse(
+                send,
+                411,
+                "Length Required",
+                "a Content-Length is required: a body without one (Transfer-Encoding) "
+                "is not accepted",
+            )
+            return
+        if declared == 0:
             await self.app(scope, receive, send)
             return
         limits = self.limits
@@ -129,7 +147,7 @@ class BodyLimits:
                 return
         # A body announced over max_body is refused by its route from the announcement
         # (with the route's own limit), or cut at max_body here if the route reads on.
-        reserved = limits.max_body if chunked else min(declared, limits.max_body)
+        reserved = min(declared, limits.max_body)
         if self.buffered + reserved > limits.budget:
             await _refuse(
                 send,
@@ -140,7 +158,7 @@ class BodyLimits:
             )
             return
         self.buffered += reserved
-        body = _Body(receive, reserved if chunked or declared > limits.max_body else None)
+        body = _Body(receive, reserved if declared > limits.max_body else None)
         loop = asyncio.get_running_loop()
         body.timer = loop.call_at(loop.time() + limits.read_timeout, body.expire)
         try:
@@ -229,8 +247,8 @@ _SIGNATURE_PREFIX = b"x-confide-"
 def _scan(
     headers: Iterable[tuple[bytes, bytes]],
 ) -> tuple[int | None, bool, dict[str, str]]:
-    """(declared length, chunked, the signature headers), in one pass; the length is
-    None when it is not a number, 0 when absent."""
+    """(declared length, whether a Transfer-Encoding is given, the signature headers),
+    in one pass; the length is None when it is not a number, 0 when absent."""
     declared: int | None = 0
     chunked = False
     signature: dict[str, str] = {}
