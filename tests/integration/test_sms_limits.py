@@ -343,3 +343,43 @@ def test_unfinished_bodies_keep_memory_bounded_and_checks_answering(tmp_path: Pa
         assert 0 < admitted <= (64 * MIB) // BODY, outcomes
         assert outcomes["503"] + outcomes["reset"] + admitted == CONNECTIONS, outcomes
         assert settled < start + 32 * MIB, f"RSS {settled / MIB:.0f} MiB after closing"
+
+
+def test_a_body_without_a_content_length_is_411_and_holds_no_budget(tmp_path: Path) -> None:
+    """A chunked body reserved ``max_body`` (1 MiB) of the 64 MiB budget whatever its
+    route: 64 chunked POSTs to /v1/attest (no signature needed) that sent nothing made a
+    signed push answer 503 until their read deadline. Now each is 411 at once."""
+    chunked = b"POST /v1/attest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with running_sms(tmp_path, f"sqlite:///{tmp_path / 'sms.db'}") as base:
+        with socket.create_connection(_address(base), timeout=5) as connection:
+            connection.sendall(chunked)
+            began = time.monotonic()
+            answer = connection.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 411"), answer[:300]
+        assert b"Content-Length is required" in answer
+        assert time.monotonic() - began < 2
+
+        held = [socket.create_connection(_address(base), timeout=5) for _ in range(64)]
+        try:
+            for connection in held:
+                connection.sendall(chunked)  # and not a byte of the body
+            time.sleep(0.3)
+            path = f"/v1/requesters/{WALLET.address}/secrets/after-chunked"
+            body = b"value"
+            headers = sign_request(
+                WALLET,
+                audience=audience_of(base),
+                method="PUT",
+                path=path,
+                body=body,
+                content_type="application/octet-stream",
+                now=int(time.time()),
+            )
+            headers["content-type"] = "application/octet-stream"
+            pushed = httpx.put(base + path, content=body, headers=headers, timeout=15)
+            assert pushed.status_code in (200, 201), (pushed.status_code, pushed.text)
+            outcomes = Counter(_outcome(connection) for connection in held)
+            assert outcomes == {"411": 64}, outcomes
+        finally:
+            for connection in held:
+                connection.close()
