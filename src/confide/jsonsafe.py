@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 # A JSON string: a quote, runs of plain bytes between escapes, then its closing quote, or
@@ -23,6 +24,7 @@ from typing import Any
 # reach: it stops at that string with an error. DOTALL: a backslash escapes any byte.
 _STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STEP = tuple(1 if c in b"[{" else -1 if c in b"]}" else 0 for c in range(256))
 
 
 class JsonTooDeepError(ValueError):
@@ -32,11 +34,9 @@ class JsonTooDeepError(ValueError):
 def nesting_depth(data: bytes) -> int:
     """The deepest nesting of ``[`` / ``{`` outside strings."""
     brackets = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
-    depth = deepest = 0
-    for byte in brackets:
-        depth += 1 if byte in b"[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
+    # The running depth, summed in C (a Python loop took ~90 ms for 256 KiB of brackets:
+    # a cost anyone could make a server pay before any check of who is asking).
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 def loads_bounded(

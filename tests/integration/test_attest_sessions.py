@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from confide.attestation.measurement import Measurement
 from confide.attestation.sim import SimAttester, registration_proof
@@ -29,7 +29,7 @@ from confide.crypto.signing import SigningKey
 from confide.crypto.wallet import Wallet
 from confide.db import make_engine
 from confide.db.audit import verify_chain
-from confide.db.schema import audit_log
+from confide.db.schema import audit_log, sim_platforms
 from confide.errors import AttestationError, AuthError, ConfideError
 from confide.sms.attest import Attestations
 from confide.sms.session_document import parse_session
@@ -125,7 +125,8 @@ def world(
     with running_sms(tmp_path / "sms", database_url, allow_sim=allow_sim, engine=engine) as base:
         owner = SmsClient(base, wallet=OWNER)
         platform = SigningKey.generate()
-        owner.register_platform(platform)
+        if allow_sim:  # an sms without --allow-sim registers no sim platform
+            owner.register_platform(platform)
         created = owner.create_session(session, {}, "cubic.yml")
         yield World(base, owner, platform, created)
 
@@ -521,6 +522,17 @@ def test_platform_registration(tmp_path: Path, database_url: str) -> None:
         key = {"platform_key": w.platform.public_bytes().hex()}
         unsigned = httpx.post(w.base + "/v1/platforms", json=key)
         assert unsigned.status_code == 401
+
+
+def test_an_sms_without_sim_registers_no_platform(tmp_path: Path, database_url: str) -> None:
+    """Without --allow-sim no sim evidence is accepted, so no wallet may add a (lasting)
+    platform row either."""
+    with world(tmp_path, database_url, allow_sim=False) as w:
+        with pytest.raises(ConfideError, match=r"403.*without --allow-sim"):
+            w.owner.register_platform(SigningKey.generate())
+        with make_engine(database_url).connect() as connection:
+            rows = connection.execute(select(func.count()).select_from(sim_platforms)).scalar()
+        assert rows == 0
 
 
 def test_only_a_holder_of_a_platform_key_can_register_it(tmp_path: Path, database_url: str) -> None:

@@ -128,7 +128,7 @@ REFUSALS: dict[tuple[str, str], Refused] = {
     ("/v1/sessions/{owner}/{name}/history", "HEAD"): Refused(
         "HEAD", f"{MISSING_PATH}/history", b"", "", 403
     ),
-    ("/v1/platforms", "POST"): Refused("POST", "/v1/platforms", b"[1]", JSON, 400),
+    ("/v1/platforms", "POST"): Refused("POST", "/v1/platforms", b"[1]", JSON, 403),  # no sim
     ("/v1/attest", "POST"): Refused("POST", "/v1/attest", b"{}", JSON, 400),
     ("/v1/sessions/{owner}/{name}/volumes/{volume}", "PUT"): Refused(
         "PUT", VOLUME_PATH, b'{"tag": "00"}', JSON, 400
@@ -432,3 +432,31 @@ def test_a_client_gone_mid_body_is_one_short_log_line(
     records = [r for r in caplog.records if r.name.startswith(("confide", "uvicorn", "starlette"))]
     assert len(records) <= 1, [r.getMessage() for r in records]
     assert all(len(r.getMessage()) < 200 and not r.exc_info for r in records)
+
+
+def test_request_json_is_parsed_off_the_event_loop(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unsigned attestation's body and a session's JSON wrapper are parsed on worker
+    threads: a caller who needs no wallet must not make every other request wait while
+    the event loop checks and parses its JSON."""
+    from confide.sms import http_attest
+    from confide.web.bodies import json_object
+
+    threads: list[str] = []
+    real = json_object
+
+    def spy(body: bytes, max_depth: int) -> dict[str, Any]:
+        threads.append(threading.current_thread().name)
+        return real(body, max_depth)
+
+    monkeypatch.setattr(http_attest, "json_object", spy)
+    monkeypatch.setattr(http_sessions, "json_object", spy)
+    with running_sms(tmp_path / "sms", database_url) as base:
+        loop_thread = httpx.get(f"{base}/health")  # the server is up
+        assert loop_thread.status_code == 200
+        answer = httpx.post(f"{base}/v1/attest", content=b"[" * 10 + b"]" * 10)
+        assert answer.status_code == 400
+        SmsClient(base, wallet=ALICE).create_session(SESSION, {}, "s.yml")
+    assert len(threads) == 2, threads
+    assert all(name.startswith("sms-") for name in threads), threads

@@ -34,7 +34,9 @@ from confide.sms.volumes import (
 from confide.web.bodies import json_object, path_address, read_body
 from confide.web.problems import HttpProblemError
 
-ATTEST_BODY_LIMIT = 256 * 1024
+# Evidence is at most 64 KiB (base64: 87,384 bytes) beside a few small fields: what an
+# unsigned caller may make the sms read and parse.
+ATTEST_BODY_LIMIT = 128 * 1024
 SMALL_BODY_LIMIT = 16 * 1024
 GRANT_BATCH = 64  # grants recorded in one transaction at most
 SIGNATURE_HEADER = "x-confide-signature"
@@ -74,6 +76,13 @@ class AttestHandlers:
     def _register_platform(self, request: Request, body: bytes) -> Response:
         with self.base.signed_request(request, body) as signed:
             signed.record()
+            if not self.sms.config.allow_sim:  # nothing to register for: no row written
+                raise HttpProblemError(
+                    403,
+                    "Forbidden",
+                    "this sms does not accept simulation evidence (it runs without "
+                    "--allow-sim): sim platform keys are not registered here",
+                )
             document = json_object(body, 6)
             key_hex, proof_hex = document.get("platform_key"), document.get("proof")
             if (
@@ -126,7 +135,7 @@ class AttestHandlers:
         if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
             pending = await self.base.blocking(self._prepare_signed, request, body)
         else:
-            pending = await self.base.blocking(self._prepare, json_object(body, 6), None)
+            pending = await self.base.blocking(self._prepare_unsigned, body)
         outcome = await self.grants.get(pending)
         return JSONResponse(outcome.result().to_json())  # a refusal: 403
 
@@ -138,6 +147,11 @@ class AttestHandlers:
         with self.base.signed_request(request, body) as signed:
             signed.record()
             return self._prepare(json_object(body, 6), signed.address)
+
+    def _prepare_unsigned(self, body: bytes) -> PendingGrant:
+        """Parsed here, on the database thread with the evidence's verification, never on
+        the event loop: an unsigned caller must not stall every other request."""
+        return self._prepare(json_object(body, 6), None)
 
     def _prepare(self, document: dict[str, Any], signer: str | None) -> PendingGrant:
         parsed = AttestRequest.from_json(document)

@@ -44,7 +44,7 @@ class SessionHandlers:
     async def create_session(self, request: Request) -> Response:
         raw = await read_body(request, SESSION_BODY_LIMIT)
         async with self.base.signed_request_async(request, raw) as signed:
-            document = await self.base.parse(parsed_session, json_object(raw, 4))
+            document = await self.base.parse(_session_from, raw)
             stored = await self.base.blocking(self._create, signed, document)
         return JSONResponse(stored, status_code=201)
 
@@ -61,7 +61,7 @@ class SessionHandlers:
             return await self.base.blocking(self._read, request, owner, name)
         raw = await read_body(request, SESSION_BODY_LIMIT)
         async with self.base.signed_request_async(request, raw) as signed:
-            document = await self.base.parse(parsed_session, json_object(raw, 4))
+            document = await self.base.parse(_session_from, raw)
             if document.name != name:
                 raise HttpProblemError(400, "Bad Request", f"the document names {document.name!r}")
             stored = await self.base.blocking(self._update, signed, owner, document)
@@ -99,6 +99,12 @@ class SessionHandlers:
         with reading(self.sms.engine) as connection:
             names = [v["name"] for v in stored.document["volumes"]]
             return current_tags(stored.owner, stored.name, names, connection)
+
+
+def _session_from(raw: bytes) -> SessionDocument:
+    """A session document from a request body: the JSON and the YAML both parsed on the
+    parsing thread, never on the event loop."""
+    return parsed_session(json_object(raw, 4))
 
 
 def parsed_session(body: dict[str, Any]) -> SessionDocument:

@@ -36,10 +36,10 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise _too_large(limit)
     except ClientDisconnect:
         _log.info(
-            "client disconnected after %d body bytes: %s %s",
+            "client disconnected after %d body bytes: %s %r",  # %r: no control bytes
             len(body),
             request.method,
-            request.url.path,
+            request.url.path[:200],
         )
         raise HttpProblemError(
             400, "Bad Request", "the client disconnected before the body was complete"

@@ -173,9 +173,9 @@ class BodyLimits:
         except ClientDisconnect:
             client = scope.get("client") or ("?", 0)
             _log.info(
-                "%s %s: the client (%s) went away before the end of its body",
-                scope["method"],
-                scope["path"],
+                "%s %r: the client (%s) went away before the end of its body",  # %r: no
+                scope["method"],  # control byte of the path reaches the log
+                scope["path"][:200],
                 client[0],
             )
         finally:

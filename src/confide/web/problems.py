@@ -137,11 +137,11 @@ def exception_handlers(table: ProblemTable, service: str, log: logging.Logger) -
         if what is None:
             raise exc  # not availability: the 500 path (on_error), with the traceback logged
         log.warning(
-            "database %s (%s) on %s %s: answered 503",
+            "database %s (%s) on %s %r: answered 503",  # %r: a path holds no control byte
             what,
             cause(exc),
             request.method,
-            request.url.path,
+            request.url.path[:200],
         )
         detail = UNAVAILABLE_DETAILS.get(what, UNAVAILABLE_DETAIL)
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
