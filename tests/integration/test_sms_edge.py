@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -460,3 +461,50 @@ def test_request_json_is_parsed_off_the_event_loop(
         SmsClient(base, wallet=ALICE).create_session(SESSION, {}, "s.yml")
     assert len(threads) == 2, threads
     assert all(name.startswith("sms-") for name in threads), threads
+
+
+def test_a_full_parsing_queue_answers_503_at_once(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Documents waiting for the parsing thread are bounded: beyond the queue, a session
+    write is refused 503 at once instead of waiting behind every other wallet's."""
+    from confide.web.handlers import PARSE_QUEUE
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return parse_session(*args, **kwargs)
+
+    monkeypatch.setattr(http_sessions, "parse_session", slow)
+    wallets = [Wallet.generate() for _ in range(PARSE_QUEUE + 8)]
+    with running_sms(tmp_path / "sms", database_url) as base:
+        audience = audience_of(base)
+        requests = []
+        for wallet in wallets:
+            body = json.dumps({"yaml": SESSION, "vars": {}, "source": "s.yml"}).encode()
+            headers = sign_request(
+                wallet,
+                audience=audience,
+                method="POST",
+                path="/v1/sessions",
+                query="",
+                content_type="application/json",
+                body=body,
+                now=int(time.time()),
+            )
+            requests.append((body, {**headers, "content-type": "application/json"}))
+        meeting = threading.Barrier(len(requests), timeout=30)
+
+        def send(request: tuple[bytes, dict[str, str]]) -> tuple[int, float]:
+            meeting.wait()
+            began = time.monotonic()
+            answer = httpx.post(f"{base}/v1/sessions", content=request[0], headers=request[1])
+            return answer.status_code, time.monotonic() - began
+
+        with ThreadPoolExecutor(len(requests)) as pool:
+            answers = list(pool.map(send, requests))
+    statuses = sorted(status for status, _ in answers)
+    assert set(statuses) == {201, 503}, statuses
+    assert statuses.count(201) >= PARSE_QUEUE // 2, statuses
+    refused = [seconds for status, seconds in answers if status == 503]
+    slowest_accepted = max(seconds for status, seconds in answers if status == 201)
+    assert max(refused) < slowest_accepted, (refused, slowest_accepted)

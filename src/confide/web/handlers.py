@@ -26,6 +26,7 @@ from starlette.requests import Request
 from confide.db.availability import unavailability
 from confide.db.engine import KeptReads
 from confide.db.replay import prune_request_nonces
+from confide.web.problems import HttpProblemError
 from confide.web.signed import Signed, authenticate
 
 Clock = Callable[[], float]
@@ -33,6 +34,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 POSTGRESQL_THREADS = 3  # requests a PostgreSQL service works on at once
 PARSING_THREADS = 1  # for CPU-bound parsing of request documents, off the database threads
+# Documents parsed or waiting at once; beyond, 503 at once: wallets cost nothing, and an
+# unbounded queue let 60 large documents delay another wallet's session write by 8 s.
+PARSE_QUEUE = 16
 
 
 class Handlers:
@@ -51,6 +55,7 @@ class Handlers:
         self.threads = 1 if engine.dialect.name == "sqlite" else POSTGRESQL_THREADS
         self.database: ThreadPoolExecutor | None = None  # made on first use (event loop)
         self.parsing: ThreadPoolExecutor | None = None
+        self.parsing_load = 0  # documents on or waiting for the parsing thread
         # Each database thread keeps its read connection (docs/benchmarks.md, "sms: kept
         # reads and remembered facts").
         self.reads = KeptReads(engine)
@@ -73,8 +78,19 @@ class Handlers:
             self.parsing = ThreadPoolExecutor(
                 PARSING_THREADS, thread_name_prefix=f"{self.name}-parse"
             )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.parsing, functools.partial(work, *args, **kwargs))
+        if self.parsing_load >= PARSE_QUEUE:
+            raise HttpProblemError(
+                503,
+                "Service Unavailable",
+                f"{PARSE_QUEUE} documents are already waiting to be parsed: retry shortly",
+            )
+        self.parsing_load += 1  # on the event loop only: no lock needed
+        try:
+            loop = asyncio.get_running_loop()
+            partial = functools.partial(work, *args, **kwargs)
+            return await loop.run_in_executor(self.parsing, partial)
+        finally:
+            self.parsing_load -= 1
 
     def executor(self, threads: int, name: str) -> ThreadPoolExecutor:
         """Threads for database work, each keeping its read connection."""
