@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from confide.sms.attest import AttestRequest, AttestRequestError, SessionTarget, TaskTarget
+from confide.sms.attest import (
+    AttestRequest,
+    AttestRequestError,
+    SessionTarget,
+    TaskTarget,
+    hex_field,
+)
 
 OWNER = "0x" + "ab" * 20
 WORKER = "0x" + "cd" * 20
@@ -73,3 +79,12 @@ def test_the_audit_subject_is_built_from_checked_fields() -> None:
     request = AttestRequest.from_json(_body())
     assert request.label() == f"session {OWNER}/cubic@{'33' * 8}"
     assert request.subject == f"{OWNER}/cubic@{'33' * 32}"
+
+
+def test_a_hex_field_is_hex_digits_only() -> None:
+    """bytes.fromhex skips spaces, so a field of the right length with spaces in it would
+    decode to fewer bytes than the field promises."""
+    assert hex_field("ab" * 32, 32, "key") == b"\xab" * 32
+    spaced = "ab " * 21 + "a"  # 64 characters, 21 bytes once the spaces are skipped
+    with pytest.raises(AttestRequestError, match="key is not hex"):
+        hex_field(spaced, 32, "key")

@@ -84,29 +84,13 @@ class AttestHandlers:
                     "--allow-sim): sim platform keys are not registered here",
                 )
             document = json_object(body, 6)
-            key_hex, proof_hex = document.get("platform_key"), document.get("proof")
-            if (
-                set(document) != {"platform_key", "proof"}
-                or not isinstance(key_hex, str)
-                or not isinstance(proof_hex, str)
-            ):
+            if set(document) != {"platform_key", "proof"}:
                 raise HttpProblemError(
                     400, "Bad Request", 'expected {"platform_key": 64 hex, "proof": 128 hex}'
                 )
             try:
-                key, proof = bytes.fromhex(key_hex), bytes.fromhex(proof_hex)
-            except ValueError:
-                raise HttpProblemError(
-                    400, "Bad Request", "platform_key and proof are hex"
-                ) from None
-            if len(key) != 32 or len(proof) != 64:
-                raise HttpProblemError(
-                    400,
-                    "Bad Request",
-                    "platform_key is a 32-byte Ed25519 public key as 64 hex, proof its "
-                    "64-byte signature as 128 hex",
-                )
-            try:
+                key = hex_field(document["platform_key"], 32, "platform_key", AttestationError)
+                proof = hex_field(document["proof"], 64, "proof", AttestationError)
                 check_registration_proof(key, proof, signed.address, self.sms.audience)
                 created = self.platforms.register(key, signed.address, self.base.now())
             except AttestationError as exc:
