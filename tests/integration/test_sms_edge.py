@@ -497,7 +497,9 @@ def test_a_full_parsing_queue_answers_503_at_once(
         def send(request: tuple[bytes, dict[str, str]]) -> tuple[int, float]:
             meeting.wait()
             began = time.monotonic()
-            answer = httpx.post(f"{base}/v1/sessions", content=request[0], headers=request[1])
+            answer = httpx.post(
+                f"{base}/v1/sessions", content=request[0], headers=request[1], timeout=120
+            )
             return answer.status_code, time.monotonic() - began
 
         with ThreadPoolExecutor(len(requests)) as pool:
