@@ -27,13 +27,14 @@ def info_message(challenge: bytes, info: dict[str, Any]) -> bytes:
     return challenge + json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
-def request_audience(deployment_id: str, public: bytes) -> str:
-    """What a signed request to an sms names: its deployment and its signing key. The key
+def request_audience(deployment_id: str, public: bytes, service: str = "sms") -> str:
+    """What a signed request to a service (``sms``, ``hub``, ``storage``) names: its kind,
+    its deployment and its signing key. The key
     makes a request useless at any sms but the one whose key the client pinned and saw
     proven: an operator can choose another's deployment id, not hold another's key (a
     malicious sms that named a victim's deployment would otherwise collect requests it
     could replay there)."""
-    return f"sms/{deployment_id}/{public.hex()}"
+    return f"{service}/{deployment_id}/{public.hex()}"
 
 
 def jwks_key(jwks: Any) -> bytes:

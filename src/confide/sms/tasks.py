@@ -36,12 +36,26 @@ _FIELDS = {
     "sms_key",
     "workerpool",
     "salt",
+    "dataset_checksum",
+    "args",
+    "input_files",
+    "category",
+    "valid_until",
+    "max_attempts",
 }
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SALT = re.compile(r"[0-9a-f]{32}")
 _NAME = NAME
 _INDEX = re.compile(r"[1-9][0-9]{0,3}", re.ASCII)  # one spelling per index: no "01", no "²"
 MAX_MAPPED_SECRETS = 64
+MAX_ARGS_CHARS = 4096
+MAX_INPUT_FILES = 32
+MAX_URL_CHARS = 2048
+MAX_VALIDITY_SECONDS = 7 * 24 * 3600  # an order is valid at most a week after it is made
+MAX_ATTEMPTS = 10
+DEFAULT_ATTEMPTS = 3
+# iExec's categories: the most wall-clock time a task may take, from its first claim.
+CATEGORIES = {"XS": 5 * 60, "S": 20 * 60, "M": 3600, "L": 3 * 3600, "XL": 10 * 3600}
 
 
 class TaskOrderError(ConfideError):
@@ -62,6 +76,12 @@ class TaskOrder:
     sms_key: str  # the sms token key (Ed25519 public, hex) the requester trusts
     workerpool: str
     salt: str  # 128-bit random hex: two orders for the same work are two tasks
+    dataset_checksum: str | None = None  # the dataset record's checksum (its volume tag)
+    args: str = ""  # the app's command-line arguments (split with shell rules)
+    input_files: tuple[tuple[str, str], ...] = ()  # (https URL, SHA-256 hex), in order
+    category: str = "XS"  # CATEGORIES: the task's deadline
+    valid_until: int = 0  # unix seconds: no release after it (required: from_json refuses 0)
+    max_attempts: int = DEFAULT_ATTEMPTS  # never more releases than this for the task
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +97,12 @@ class TaskOrder:
             "sms_key": self.sms_key,
             "workerpool": self.workerpool,
             "salt": self.salt,
+            "dataset_checksum": self.dataset_checksum,
+            "args": self.args,
+            "input_files": [{"url": url, "sha256": digest} for url, digest in self.input_files],
+            "category": self.category,
+            "valid_until": self.valid_until,
+            "max_attempts": self.max_attempts,
         }
 
     def canonical(self) -> str:
@@ -139,6 +165,12 @@ class TaskOrder:
                 sms_key=_hex(data["sms_key"], "sms_key"),
                 workerpool=normalise_address(_text(data, "workerpool")),
                 salt=_salt(data["salt"]),
+                dataset_checksum=_optional_hex(data["dataset_checksum"], "dataset_checksum"),
+                args=_args(data["args"]),
+                input_files=_input_files(data["input_files"]),
+                category=_category(data["category"]),
+                valid_until=_integer(data["valid_until"], "valid_until", 1, 2**40),
+                max_attempts=_integer(data["max_attempts"], "max_attempts", 1, MAX_ATTEMPTS),
             )
         except (AuthError, ConfideError) as exc:
             if isinstance(exc, TaskOrderError):
@@ -213,3 +245,41 @@ def _mapping(value: Any) -> tuple[tuple[int, str], ...]:
             raise TaskOrderError(f"task order: secret name {name!r} is not allowed")
         pairs.append((int(key), name))
     return tuple(sorted(pairs))
+
+
+def _args(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > MAX_ARGS_CHARS or "\x00" in value:
+        raise TaskOrderError(
+            f"task order: args must be a string of at most {MAX_ARGS_CHARS} characters"
+        )
+    return value
+
+
+def _input_files(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or len(value) > MAX_INPUT_FILES:
+        raise TaskOrderError(f"task order: input_files lists at most {MAX_INPUT_FILES} files")
+    files: list[tuple[str, str]] = []
+    for entry in value:
+        if not isinstance(entry, dict) or set(entry) != {"url", "sha256"}:
+            raise TaskOrderError('task order: an input file is {"url": …, "sha256": …}')
+        url = entry["url"]
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise TaskOrderError(f"task order: input file URL {url!r} is not http(s)")
+        if len(url) > MAX_URL_CHARS or any(c.isspace() for c in url):
+            raise TaskOrderError("task order: an input file URL is too long or has spaces")
+        files.append((url, _hex(entry["sha256"], "input file sha256")))
+    return tuple(files)
+
+
+def _category(value: Any) -> str:
+    if value not in CATEGORIES:
+        raise TaskOrderError(
+            f"task order: category {value!r} is not one of {', '.join(CATEGORIES)}"
+        )
+    return str(value)
+
+
+def _integer(value: Any, key: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise TaskOrderError(f"task order: {key} must be an integer from {low} to {high}")
+    return value
