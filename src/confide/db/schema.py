@@ -156,3 +156,28 @@ service_identity = Table(
     Column("value", Text, nullable=False),
     Column("recorded_at", BigInteger, nullable=False),
 )
+
+# Owner-signed records (confide.records) the sms relies on: the highest sequence it has
+# seen per address, pushed by owners (POST /v1/records) or fetched from the hub. One row
+# per address, replaced by a higher sequence, so what a wallet can make the sms keep is
+# bounded by the records its own key signs.
+sms_records = Table(
+    "sms_records",
+    metadata,
+    Column("address", String(42), primary_key=True),
+    Column("kind", String(16), nullable=False),  # app | dataset | workerpool
+    Column("owner", String(42), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("signed", Text, nullable=False),  # the SignedRecord's JSON, as verified
+    Column("kept_at", BigInteger, nullable=False),
+)
+
+# Tasks their requester cancelled (POST /v1/task-cancels): no release after the cancel,
+# whatever the hub says of the task.
+task_cancels = Table(
+    "task_cancels",
+    metadata,
+    Column("task_id", String(66), primary_key=True),
+    Column("requester", String(42), nullable=False),
+    Column("cancelled_at", BigInteger, nullable=False),
+)
