@@ -1,0 +1,155 @@
+"""A client for the hub: records, task queueing and task views (docs/hub.md).
+
+The hub is untrusted: it schedules, it never decides who gets a secret. What this client
+fetches from it is checked where it matters (an app record is verified against the
+caller's own wallet before a secret is pushed for its measurement: :func:`own_record`),
+and every record the CLI writes goes to the sms too (:mod:`confide.client.sms`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from confide.client.base import ServiceClient
+from confide.crypto.requests import canonical_query
+from confide.crypto.wallet import normalise_address
+from confide.errors import ConfideError
+from confide.records import KINDS, OwnerRecord, RecordError, SignedRecord
+from confide.sms.tasks import TaskOrder
+
+DEFAULT_HUB = "http://127.0.0.1:8088"  # where `confide up` listens
+
+
+class HubClient(ServiceClient):
+    service = "hub"
+    unreachable_hint = (
+        " (is a hub running there? start one on this machine with `confide up`, or point "
+        "--hub / CONFIDE_HUB at yours)"
+    )
+
+    def deployment(self) -> str:
+        return str(self.info()["deployment_id"])
+
+    # --- records ---------------------------------------------------------------------------
+
+    def put_record(self, signed: SignedRecord) -> dict[str, Any]:
+        """Register a new version of an owner-signed record: ``{"address", "kind",
+        "sequence"}``; refused (409) when the hub keeps a higher sequence."""
+        result: dict[str, Any] = self.call_json("PUT", "/v1/records", signed.to_json(), signed=True)
+        return result
+
+    def record(self, address: str) -> SignedRecord | None:
+        """The signed record the hub keeps for ``address`` (unverified: verify it), or None."""
+        path = f"/v1/records/{normalise_address(address)}"
+        document = self.call_json("GET", path, signed=False, accept=(404,))
+        if document is None:
+            return None
+        try:
+            return SignedRecord.from_json(document)
+        except RecordError as exc:
+            raise ConfideError(f"the hub's record {address} is malformed: {exc}") from None
+
+    def view(self, kind: str, address: str) -> dict[str, Any] | None:
+        """The hub's view of an app, dataset or workerpool (None when it knows none)."""
+        path = f"/v1/{_plural(kind)}/{normalise_address(address)}"
+        result: dict[str, Any] | None = self.call_json("GET", path, signed=False, accept=(404,))
+        return result
+
+    def views(self, kind: str, owner: str | None = None) -> list[dict[str, Any]]:
+        query = canonical_query({"owner": normalise_address(owner)}) if owner else ""
+        result = self.call_json("GET", f"/v1/{_plural(kind)}", signed=False, query=query)
+        if not isinstance(result, list):
+            raise ConfideError(f"the hub's list of {_plural(kind)} is not a JSON list")
+        return result
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def submit_task(self, order: TaskOrder, signature: str) -> dict[str, Any]:
+        """Queue a signed order: ``{"task", "status"}`` (the same order twice: the task
+        it already made). The hub names every problem it found, the sms's among them."""
+        document = {"order": order.to_json(), "signature": signature}
+        result: dict[str, Any] = self.call_json("POST", "/v1/tasks", document, signed=True)
+        return result
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        path = f"/v1/tasks/{_task(task_id)}"
+        result: dict[str, Any] | None = self.call_json("GET", path, signed=False, accept=(404,))
+        return result
+
+    def tasks(
+        self,
+        *,
+        requester: str | None = None,
+        workerpool: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        params = {
+            "requester": normalise_address(requester) if requester else None,
+            "workerpool": normalise_address(workerpool) if workerpool else None,
+            "status": status,
+            "limit": None if limit is None else str(limit),
+        }
+        query = canonical_query({k: v for k, v in params.items() if v is not None})
+        result = self.call_json("GET", "/v1/tasks", signed=False, query=query)
+        if isinstance(result, dict) and isinstance(result.get("tasks"), list):
+            result = result["tasks"]
+        if not isinstance(result, list):
+            raise ConfideError("the hub's list of tasks is not a JSON list")
+        return result
+
+    def cancel_task(self, task_id: str) -> dict[str, Any]:
+        """Cancel a task of ours before it is final (FAILED, cause CANCELLED_BY_REQUESTER)."""
+        path = f"/v1/tasks/{_task(task_id)}/cancel"
+        result: dict[str, Any] = self.call_json("POST", path, {}, signed=True) or {}
+        return result
+
+
+def own_record(hub: HubClient, address: str, kind: str, owner: str) -> OwnerRecord:
+    """The record the hub keeps for ``address``, once it verifies as a ``kind`` record
+    signed by ``owner`` (the caller's own wallet) for the hub's deployment: what the hub
+    says is then what the owner signed, not something it substituted."""
+    signed = hub.record(address)
+    if signed is None:
+        raise ConfideError(f"the hub at {hub.base_url} knows no {kind} {address}")
+    record = signed.verify(hub.deployment())
+    if record.kind != kind or record.address != normalise_address(address):
+        raise RecordError(
+            f"the hub answered {address} with the {record.kind} record {record.address}: "
+            f"not the {kind} asked for"
+        )
+    if record.owner != normalise_address(owner):
+        raise RecordError(
+            f"{kind} {address} is signed by {record.owner}, not by your wallet {owner}: "
+            f"only its owner may push its secret"
+        )
+    return record
+
+
+def verified_record(hub: HubClient, address: str, kind: str) -> OwnerRecord:
+    """The record for ``address``, verified as signed by its owner for this deployment."""
+    signed = hub.record(address)
+    if signed is None:
+        raise ConfideError(f"the hub at {hub.base_url} knows no {kind} {address}")
+    record = signed.verify(hub.deployment())
+    if record.kind != kind or record.address != normalise_address(address):
+        raise RecordError(f"{address} is not a {kind} (the hub holds a {record.kind} record)")
+    return record
+
+
+def _plural(kind: str) -> str:
+    if kind not in KINDS:
+        raise ConfideError(f"unknown record kind {kind!r}")
+    return f"{kind}s"
+
+
+def _task(task_id: str) -> str:
+    text = task_id.lower()
+    if (
+        len(text) != 66
+        or not text.startswith("0x")
+        or not all(c in "0123456789abcdef" for c in text[2:])
+    ):
+        raise ConfideError(f"{task_id!r} is not a task id (0x and 64 hex)")
+    return quote(text)
