@@ -20,6 +20,13 @@ reads a byte of a body, :class:`BodyLimits`:
 - cuts a body at ``max_body`` bytes (413), should a route read on (each route refuses
   a longer body itself, from its ``Content-Length``, before reading it).
 
+A route that streams its body instead of holding it (the storage's blob upload, up to
+gigabytes, written out as it arrives: ``streamed_bodies``) keeps the signature-header
+check and the 411, but its body is not counted in the budget nor cut at ``max_body``
+(the route refuses a length over its own limit before reading), and instead of a
+deadline for the whole body, each read must bring bytes within ``idle_timeout`` seconds
+(a client that stops sending is answered 408; a slow, steady one is not cut).
+
 Those refusals close the connection (its unread body would otherwise have to be read).
 A request without a body (GET and HEAD: ``/health``, ``/ready``, existence checks)
 passes through untouched, at the cost of one comparison; one with a body costs a scan of
@@ -68,6 +75,8 @@ class Limits:
     ``graceful_shutdown``: seconds that requests under way get to finish after SIGTERM.
     ``max_head_bytes``: the largest request head (request line and headers) a connection
     may send (beyond, 431 and the connection is closed; see :mod:`confide.web.server`).
+    ``idle_timeout``: seconds a streamed body (``BodyLimits(streamed_bodies=…)``) may go
+    without a byte arriving.
     """
 
     budget: int = 64 << 20
@@ -78,11 +87,19 @@ class Limits:
     keep_alive: float = 5.0
     graceful_shutdown: float = 30.0
     max_head_bytes: int = 64 << 10
+    idle_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 < self.max_body <= self.budget:
             raise ValueError("limits: 0 < max_body <= budget")
-        if min(self.read_timeout, self.head_timeout, self.concurrency, self.keep_alive) <= 0:
+        shortest = min(
+            self.read_timeout,
+            self.head_timeout,
+            self.concurrency,
+            self.keep_alive,
+            self.idle_timeout,
+        )
+        if shortest <= 0:
             raise ValueError("limits: timeouts and concurrency are positive")
         if self.max_head_bytes < 1024:
             raise ValueError("limits: max_head_bytes is at least 1024")
@@ -102,7 +119,8 @@ class BodyLimits:
     """The middleware. ``unsigned_bodies(path)``: whether a route takes a body without a
     signature (for instance an attestation, whose evidence is its proof); every other
     body must come with the signature headers. ``clock``: the service's clock (seconds),
-    which judges a timestamp's freshness."""
+    which judges a timestamp's freshness. ``streamed_bodies(path)``: whether a route
+    streams its body (see the module's docstring); None: no route does."""
 
     def __init__(
         self,
@@ -111,10 +129,12 @@ class BodyLimits:
         clock: Callable[[], float],
         unsigned_bodies: Callable[[str], bool],
         limits: Limits | None = None,
+        streamed_bodies: Callable[[str], bool] | None = None,
     ) -> None:
         self.app = app
         self.clock = clock
         self.unsigned_bodies = unsigned_bodies
+        self.streamed_bodies = streamed_bodies
         self.limits = limits or Limits()
         self.buffered = 0  # bytes of bodies admitted and not yet answered
 
@@ -138,13 +158,20 @@ class BodyLimits:
         if declared == 0:
             await self.app(scope, receive, send)
             return
-        limits = self.limits
         if not self.unsigned_bodies(scope["path"]):
             try:
                 signature_headers(signature, now=int(self.clock()))
             except AuthError as exc:
                 await _refuse(send, 401, "Unauthorized", str(exc))
                 return
+        if self.streamed_bodies is not None and self.streamed_bodies(scope["path"]):
+            await self._streamed(scope, receive, send)
+        else:
+            await self._buffered(scope, receive, send, declared)
+
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send, declared: int) -> None:
+        """A body held by its route: in the budget, cut at max_body, one deadline."""
+        limits = self.limits
         # A body announced over max_body is refused by its route from the announcement
         # (with the route's own limit), or cut at max_body here if the route reads on.
         reserved = min(declared, limits.max_body)
@@ -182,6 +209,27 @@ class BodyLimits:
             body.timer.cancel()
             self.buffered -= reserved
 
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A streamed body: no budget, no bound, an idle timeout per read."""
+        idle = self.limits.idle_timeout
+        body = _Body(receive, None, idle=idle)
+        try:
+            await self.app(scope, body.receive, send)
+        except _BodyTimeoutError:
+            await _refuse(
+                send, 408, "Request Timeout", f"no byte of the body arrived for {idle:g} s"
+            )
+        except ClientDisconnect:
+            client = scope.get("client") or ("?", 0)
+            _log.info(
+                "%s %r: the client (%s) went away before the end of its body",
+                scope["method"],
+                scope["path"][:200],
+                client[0],
+            )
+        finally:
+            body.stop_timer()
+
 
 class _Body:
     """One request's body as the app reads it: by a deadline, and up to ``bound`` bytes
@@ -191,17 +239,34 @@ class _Body:
     body, the request's task is cancelled and the wait raises :class:`_BodyTimeoutError`
     (a cancellation from anywhere else goes on as one); when it fires while the app is
     busy elsewhere, the app's next read raises it.
+
+    With ``idle`` (a streamed body), no deadline for the whole body: a timer per read,
+    armed while the app waits for bytes, fires after ``idle`` seconds without any.
     """
 
-    __slots__ = ("_receive", "bound", "complete", "expired", "received", "timer", "waiting")
+    __slots__ = (
+        "_receive",
+        "bound",
+        "complete",
+        "expired",
+        "idle",
+        "received",
+        "timer",
+        "waiting",
+    )
 
-    def __init__(self, receive: Receive, bound: int | None) -> None:
+    def __init__(self, receive: Receive, bound: int | None, idle: float | None = None) -> None:
         self._receive = receive
         self.bound = bound
+        self.idle = idle
         self.received = 0
         self.complete = self.expired = False
         self.waiting: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     def expire(self) -> None:
         self.expired = True
@@ -214,6 +279,9 @@ class _Body:
         if self.expired:
             raise _BodyTimeoutError
         task = self.waiting = asyncio.current_task()
+        if self.idle is not None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_at(loop.time() + self.idle, self.expire)
         try:
             message = await self._receive()
         except asyncio.CancelledError:
@@ -222,6 +290,8 @@ class _Body:
             raise
         finally:
             self.waiting = None
+            if self.idle is not None:
+                self.stop_timer()
         if not message.get("more_body", False):
             self.complete = True
             if self.timer is not None:
