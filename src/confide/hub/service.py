@@ -1,0 +1,337 @@
+"""The hub core: configuration, identity, records and tasks, without HTTP.
+
+Each write runs in one transaction, with ``before`` (the signed request's nonce record)
+first in it and its audit entry last, so the request, its effect and its entry commit
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from confide import __version__
+from confide.crypto.info_proof import request_audience
+from confide.crypto.keys import write_secret_file
+from confide.crypto.signing import SigningKey
+from confide.crypto.tokens import public_jwk
+from confide.db import audit
+from confide.db.engine import make_engine, reading, upgrade
+from confide.db.identity import recorded
+from confide.errors import ConfideError, KeyFileError, TaskError
+from confide.grants import MAX_GRANT_SECONDS, Grant, issue_grant
+from confide.hub import tasks
+from confide.hub.lifecycle import WORKER_CAUSES, check_path
+from confide.hub.orders import OrderRefusedError, QueueLimitError, order_problems
+from confide.hub.records import RecordStore, UnknownRecordError
+from confide.records import OwnerRecord, SignedRecord
+from confide.sms.tasks import TaskOrder
+
+SERVICE = "hub"  # this service's rows in confide.db.identity
+DEPLOYMENT, SIGNING_KEY = "deployment_id", "signing_key"
+Before = Callable[[Connection], None] | None
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    home: Path  # $CONFIDE_HOME/hub: the deployment id and signing key files live here
+    db_url: str
+    deployment_id: str = ""  # "": home/deployment-id, else the database's, else a new one
+    sms_url: str | None = None
+    storage_url: str | None = None
+    lease_seconds: int = 60
+    max_queued: int = 100  # live tasks per requester
+    signing_key_file: Path | None = None  # None: home/signing-key, made at first start
+    embedded: bool = False  # under `confide up`
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's status report: ``via`` are statuses passed through before ``status``."""
+
+    token: str
+    status: str
+    cause: str | None = None
+    result_digest: str | None = None
+    result_blob: str | None = None
+    via: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    view: dict[str, Any]
+    lease: tasks.Lease
+    grants: dict[str, str | None]
+
+
+class ClaimForbiddenError(ConfideError):
+    """A claim by a wallet that is not a member of the pool (403)."""
+
+
+class Hub:
+    """Everything the hub knows and does, callable without a server."""
+
+    def __init__(self, config: HubConfig, engine: Engine | None = None) -> None:
+        if config.lease_seconds < 1 or config.max_queued < 1:
+            raise ConfideError("the hub's lease seconds and queue limit are positive")
+        self.config = config
+        self.engine = engine or make_engine(config.db_url)
+        upgrade(self.engine)
+        config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not config.deployment_id:
+            deployment = _deployment_id(self.engine, config.home / "deployment-id")
+            self.config = config = dataclasses.replace(config, deployment_id=deployment)
+        self.signing_key = _signing_key(config)
+        _check_replica(self.engine, config.deployment_id, self.signing_key.public_bytes())
+        self.deployment_id = config.deployment_id
+        self.audience = request_audience(
+            config.deployment_id, self.signing_key.public_bytes(), service=SERVICE
+        )
+        self.records = RecordStore(config.deployment_id)
+
+    def info(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "service": SERVICE,
+            "version": __version__,
+            "deployment_id": self.deployment_id,
+            "audience": self.audience,
+            "jwks": {"keys": [public_jwk(self.signing_key.public_bytes())]},
+            "sms": self.config.sms_url,
+            "storage": self.config.storage_url,
+        }
+        if self.config.embedded:
+            document.update(embedded=True, allow_sim=True)
+        return document
+
+    # Reads
+    def record(self, address: str) -> SignedRecord | None:
+        with reading(self.engine) as connection:
+            return self.records.signed(connection, address)
+
+    def records_of(self, kind: str, owner: str | None) -> list[SignedRecord]:
+        with reading(self.engine) as connection:
+            return self.records.listed(connection, kind, owner)
+
+    def task_view(self, task_id: str) -> dict[str, Any] | None:
+        with reading(self.engine) as connection:
+            found = tasks.row(connection, task_id)
+        return None if found is None else tasks.view(found)
+
+    def task_list(self, **filters: Any) -> list[dict[str, Any]]:
+        with reading(self.engine) as connection:
+            return tasks.listed(connection, **filters)
+
+    # Writes
+    def put_record(
+        self, signed: SignedRecord, now: int, *, actor: str | None = None, before: Before = None
+    ) -> OwnerRecord:
+        with self.engine.begin() as connection:
+            if before is not None:
+                before(connection)
+            record = self.records.put(connection, signed, now)
+            detail = {"kind": record.kind, "sequence": record.sequence}
+            self._audit(
+                connection, now, actor or record.owner, "record.put", record.address, detail
+            )
+        return record
+
+    def queue(
+        self,
+        order: TaskOrder,
+        signature: str,
+        now: int,
+        *,
+        sms_problems: Sequence[str] = (),
+        before: Before = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The task of ``order`` (queued now: True; already queued: False)."""
+        task_id = order.task_id()
+        with self.engine.begin() as connection:
+            if before is not None:
+                before(connection)
+            existing = tasks.row(connection, task_id)
+            if existing is not None:
+                return tasks.view(existing), False
+            problems = order_problems(order, signature, self.records, connection, now)
+            problems += [p for p in sms_problems if p not in problems]
+            queued = tasks.queued_count(connection, order.requester)
+            if queued >= self.config.max_queued:
+                problems.append(
+                    f"requester {order.requester} has {queued} tasks queued or running, the "
+                    f"most this hub takes (--max-queued {self.config.max_queued})"
+                )
+                if len(problems) == 1:
+                    raise QueueLimitError(problems)
+            if problems:
+                raise OrderRefusedError(problems)
+            tasks.queue(connection, order, signature, now)
+            detail = {"workerpool": order.workerpool, "app": order.app}
+            self._audit(connection, now, order.requester, "task.queue", task_id, detail)
+            found = tasks.existing(connection, task_id)
+        return tasks.view(found), True
+
+    def claim(self, pool: str, worker: str, now: int, *, before: Before = None) -> Claimed | None:
+        """A queued task of ``pool`` leased to ``worker`` (a member), or None."""
+        with self.engine.begin() as connection:
+            if before is not None:
+                before(connection)
+            record = self.records.kept(connection, pool, "workerpool")
+            if record is None:
+                raise UnknownRecordError(f"no workerpool {pool}")
+            if worker not in record.members:
+                raise ClaimForbiddenError(f"{worker} is not a member of workerpool {pool}")
+            tasks.sweep(connection, now)
+            lease = tasks.claim(connection, pool, worker, now, self.config.lease_seconds)
+            if lease is None:
+                return None
+            found = tasks.existing(connection, lease.task_id)
+            grants = self._grants(connection, found, worker, now)
+            detail = {"worker": worker, "attempt": found.attempts}
+            self._audit(connection, now, worker, "task.claim", lease.task_id, detail)
+        return Claimed(tasks.view(found), lease, grants)
+
+    def heartbeat(
+        self, task_id: str, worker: str, token: str, now: int, *, before: Before = None
+    ) -> int:
+        with self.engine.begin() as connection:
+            if before is not None:
+                before(connection)
+            return tasks.heartbeat(
+                connection, task_id, worker, token, now, self.config.lease_seconds
+            )
+
+    def report(
+        self, task_id: str, worker: str, report: Report, now: int, *, before: Before = None
+    ) -> dict[str, Any]:
+        _check_report_fields(report)
+        with self.engine.begin() as connection:
+            if before is not None:
+                before(connection)
+            found = tasks.held(connection, task_id, worker, report.token, now)
+            check_path(found.status, [*report.via, report.status])
+            result = None
+            if report.status == "COMPLETED":
+                result = (str(report.result_digest), str(report.result_blob))
+            tasks.set_status(
+                connection, found, report.status, now, cause=report.cause, result=result
+            )
+            detail = {"from": found.status, "to": report.status, "cause": report.cause}
+            self._audit(connection, now, worker, "task.status", task_id, detail)
+            updated = tasks.existing(connection, task_id)
+        return tasks.view(updated)
+
+    def cancel(
+        self, task_id: str, requester: str, now: int, *, before: Before = None
+    ) -> dict[str, Any]:
+        with self.engine.begin() as connection:
+            if before is not None:
+                before(connection)
+            tasks.cancel(connection, task_id, requester, now)
+            self._audit(connection, now, requester, "task.cancel", task_id, {})
+            found = tasks.existing(connection, task_id)
+        return tasks.view(found)
+
+    def sweep(self, now: int) -> set[str]:
+        """Requeue expired leases, time out what is past its deadline (the pools that
+        gained a queued task)."""
+        with self.engine.begin() as connection:
+            return tasks.sweep(connection, now)
+
+    def _grants(
+        self, connection: Connection, found: Any, worker: str, now: int
+    ) -> dict[str, str | None]:
+        """Storage grants for the app's bundle and the dataset's blob, to ``worker``."""
+        expires = now + MAX_GRANT_SECONDS
+        digests: dict[str, str | None] = {"bundle": None, "dataset": None}
+        app = self.records.kept(connection, found.app, "app")
+        if app is not None:
+            digests["bundle"] = app.field("bundle")
+        if found.dataset is not None:
+            dataset = self.records.kept(connection, found.dataset, "dataset")
+            digests["dataset"] = None if dataset is None else dataset.field("blob")
+        return {
+            name: None
+            if digest is None
+            else issue_grant(self.signing_key, Grant(digest, worker, self.audience, expires))
+            for name, digest in digests.items()
+        }
+
+    def _audit(
+        self,
+        connection: Connection,
+        now: int,
+        actor: str,
+        action: str,
+        subject: str,
+        detail: dict[str, Any],
+    ) -> None:
+        audit.append(connection, at=now, actor=actor, action=action, subject=subject, detail=detail)
+
+
+def _check_report_fields(report: Report) -> None:
+    if report.status == "FAILED" and report.cause not in WORKER_CAUSES:
+        raise TaskError(
+            f"a FAILED report names its cause, one of {', '.join(sorted(WORKER_CAUSES))}"
+        )
+    if report.status != "FAILED" and report.cause is not None:
+        raise TaskError("only a FAILED report names a cause")
+    digests = (report.result_digest, report.result_blob)
+    if report.status == "COMPLETED":
+        if not all(isinstance(d, str) and _is_hex64(d) for d in digests):
+            raise TaskError("COMPLETED needs result_digest and result_blob (64 lower-case hex)")
+    elif any(d is not None for d in digests):
+        raise TaskError("only a COMPLETED report names result_digest and result_blob")
+
+
+def _is_hex64(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _deployment_id(engine: Engine, path: Path) -> str:
+    """The deployment id kept in ``path``; at a first start, the database's (another
+    replica's), or else a new one (kept in ``path`` either way)."""
+    if not path.exists():
+        known = recorded(engine, SERVICE, {}).get(DEPLOYMENT)
+        _write_once(path, known or f"d-{os.urandom(8).hex()}")
+    return path.read_text().strip()
+
+
+def _signing_key(config: HubConfig) -> SigningKey:
+    """``signing_key_file`` (replicas share one), else home/signing-key, made at first
+    start."""
+    path = config.signing_key_file or config.home / "signing-key"
+    if config.signing_key_file is None and not path.exists():
+        _write_once(path, SigningKey.generate().seed().hex())
+    try:
+        seed = path.read_text().strip()
+    except OSError as exc:
+        raise ConfideError(f"cannot read the hub's signing key {path}: {exc.strerror}") from None
+    if len(seed) != 64 or not all(c in "0123456789abcdefABCDEF" for c in seed):
+        raise ConfideError(f"{path} is not a signing key: it must hold 64 hex digits")
+    return SigningKey.from_seed(bytes.fromhex(seed))
+
+
+def _write_once(path: Path, value: str) -> None:
+    with contextlib.suppress(KeyFileError):  # another process wrote it first: its value
+        write_secret_file(path, (value + "\n").encode(), overwrite=False, exists="")
+
+
+def _check_replica(engine: Engine, deployment_id: str, public: bytes) -> None:
+    """Refuse a database that a hub with another deployment id or signing key serves."""
+    ours = {DEPLOYMENT: deployment_id, SIGNING_KEY: public.hex()}
+    theirs = recorded(engine, SERVICE, ours)
+    differ = [name for name in ours if theirs[name] != ours[name]]
+    if differ:
+        raise ConfideError(
+            f"this database is served by a hub with another {' and '.join(differ)} "
+            f"({', '.join(theirs[n][:16] for n in differ)}): every hub on one database shares "
+            f"the deployment id (--deployment) and the signing key (a copy of the first's "
+            f"$CONFIDE_HOME/hub/signing-key)"
+        )

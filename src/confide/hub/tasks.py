@@ -1,0 +1,300 @@
+"""Tasks in the database: queue, claim with a lease, heartbeat, reports, cancel, sweep.
+
+Every function runs in the caller's transaction (one short transaction per request). A
+claim is one transaction: on PostgreSQL the next task is locked with ``FOR UPDATE SKIP
+LOCKED`` (two hubs claiming at once take two tasks), on SQLite the transaction is
+``BEGIN IMMEDIATE`` (confide.db.engine), so one claim at a time. Each claim mints a new
+fencing token (128 bits); a heartbeat or report carrying another is refused, so a worker
+presumed dead cannot overwrite its successor's work.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+
+from confide.errors import ConfideError
+from confide.hub.lifecycle import (
+    DEADLINE_PASSED,
+    FINAL,
+    LEASE_EXPIRED_TOO_OFTEN,
+    LEASED,
+    LIVE,
+    ORDER_EXPIRED,
+    IllegalTransitionError,
+)
+from confide.hub.tables import hub_tasks
+from confide.sms.tasks import CATEGORIES, TaskOrder
+
+SWEEP_BATCH = 200  # tasks a sweep handles per transaction
+
+
+class TaskNotFoundError(ConfideError):
+    """No such task (404)."""
+
+
+class TaskForbiddenError(ConfideError):
+    """The signer may not do this to the task (403)."""
+
+
+class StaleLeaseError(ConfideError):
+    """A heartbeat or report whose fencing token is not the task's current one (409)."""
+
+
+def _locked(query: Any, connection: Connection, skip: bool = False) -> Any:
+    if connection.dialect.name != "postgresql":
+        return query  # SQLite: the transaction holds the write lock already
+    return query.with_for_update(skip_locked=skip)
+
+
+def _wake(*times: int | None) -> int | None:
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
+
+
+def queue(connection: Connection, order: TaskOrder, signature: str, now: int) -> None:
+    connection.execute(
+        insert(hub_tasks).values(
+            task_id=order.task_id(),
+            requester=order.requester,
+            app=order.app,
+            workerpool=order.workerpool,
+            dataset=order.dataset,
+            category=order.category,
+            status="RECEIVED",
+            cause=None,
+            attempts=0,
+            max_attempts=order.max_attempts,
+            created_at=now,
+            updated_at=now,
+            deadline=None,
+            valid_until=order.valid_until,
+            wake_at=order.valid_until,
+            order_json=order.canonical(),
+            signature=signature,
+        )
+    )
+
+
+def queued_count(connection: Connection, requester: str) -> int:
+    """The requester's tasks not final yet (what the per-requester limit counts)."""
+    query = select(func.count()).where(
+        hub_tasks.c.requester == requester, hub_tasks.c.status.in_(LIVE)
+    )
+    return int(connection.execute(query).scalar_one())
+
+
+def row(connection: Connection, task_id: str, lock: bool = False) -> Row[Any] | None:
+    query = select(hub_tasks).where(hub_tasks.c.task_id == task_id)
+    return connection.execute(_locked(query, connection) if lock else query).first()
+
+
+def existing(connection: Connection, task_id: str) -> Row[Any]:
+    found = row(connection, task_id)
+    if found is None:
+        raise TaskNotFoundError(f"no task {task_id}")
+    return found
+
+
+@dataclass(frozen=True)
+class Lease:
+    task_id: str
+    token: str
+    expires_at: int
+
+
+def claim(
+    connection: Connection, pool: str, worker: str, now: int, lease_seconds: int
+) -> Lease | None:
+    """The oldest queued task of ``pool`` leased to ``worker``, or None."""
+    query = (
+        select(hub_tasks.c.seq, hub_tasks.c.task_id, hub_tasks.c.category, hub_tasks.c.deadline)
+        .where(hub_tasks.c.workerpool == pool, hub_tasks.c.status == "RECEIVED")
+        .order_by(hub_tasks.c.seq)
+        .limit(1)
+    )
+    found = connection.execute(_locked(query, connection, skip=True)).first()
+    if found is None:
+        return None
+    token = secrets.token_hex(16)
+    expires = now + lease_seconds
+    deadline = found.deadline if found.deadline is not None else now + CATEGORIES[found.category]
+    done = connection.execute(
+        update(hub_tasks)
+        .where(hub_tasks.c.seq == found.seq, hub_tasks.c.status == "RECEIVED")
+        .values(
+            status="CLAIMED",
+            attempts=hub_tasks.c.attempts + 1,
+            lease_token=token,
+            lease_worker=worker,
+            lease_expires_at=expires,
+            deadline=deadline,
+            wake_at=min(expires, deadline),
+            updated_at=now,
+        )
+    )
+    if done.rowcount != 1:  # cannot happen under the lock; never lease a task twice
+        raise ConfideError(f"task {found.task_id} was claimed concurrently")
+    return Lease(found.task_id, token, expires)
+
+
+def held(connection: Connection, task_id: str, worker: str, token: str, now: int) -> Row[Any]:
+    """The task, locked, if ``worker`` holds its current lease under ``token``."""
+    found = row(connection, task_id, lock=True)
+    if found is None:
+        raise TaskNotFoundError(f"no task {task_id}")
+    if found.lease_token is None or not secrets.compare_digest(found.lease_token, token):
+        raise StaleLeaseError(
+            f"stale fencing token for task {task_id}: the task is {found.status} and this "
+            f"lease is not its current one"
+        )
+    if found.lease_worker != worker:
+        raise TaskForbiddenError(f"task {task_id}'s lease is held by another worker")
+    if found.lease_expires_at is not None and found.lease_expires_at <= now:
+        raise StaleLeaseError(f"stale fencing token for task {task_id}: the lease expired")
+    return found
+
+
+def heartbeat(
+    connection: Connection, task_id: str, worker: str, token: str, now: int, lease_seconds: int
+) -> int:
+    found = held(connection, task_id, worker, token, now)
+    expires = now + lease_seconds
+    connection.execute(
+        update(hub_tasks)
+        .where(hub_tasks.c.seq == found.seq)
+        .values(lease_expires_at=expires, wake_at=_wake(expires, found.deadline), updated_at=now)
+    )
+    return expires
+
+
+def set_status(
+    connection: Connection,
+    found: Row[Any],
+    status: str,
+    now: int,
+    *,
+    cause: str | None = None,
+    result: tuple[str, str] | None = None,
+) -> None:
+    """Move ``found`` to ``status`` (checked by the caller); a final one ends the lease."""
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status in FINAL:
+        values.update(
+            cause=cause, lease_token=None, lease_worker=None, lease_expires_at=None, wake_at=None
+        )
+    if result is not None:
+        values.update(result_digest=result[0], result_blob=result[1])
+    connection.execute(update(hub_tasks).where(hub_tasks.c.seq == found.seq).values(**values))
+
+
+def cancel(connection: Connection, task_id: str, requester: str, now: int) -> None:
+    found = row(connection, task_id, lock=True)
+    if found is None:
+        raise TaskNotFoundError(f"no task {task_id}")
+    if found.requester != requester:
+        raise TaskForbiddenError(f"only task {task_id}'s requester {found.requester} cancels it")
+    if found.status in FINAL:
+        raise IllegalTransitionError(found.status, "FAILED", f"the task is {found.status} already")
+    set_status(connection, found, "FAILED", now, cause="CANCELLED_BY_REQUESTER")
+
+
+def sweep(connection: Connection, now: int) -> set[str]:
+    """Handle the live tasks that are due: an expired lease requeues the task (or fails
+    it after ``max_attempts`` leases), a passed deadline or order is TIMEOUT. The pools
+    whose queue gained a task."""
+    query = (
+        select(hub_tasks)
+        .where(hub_tasks.c.wake_at <= now)
+        .order_by(hub_tasks.c.wake_at)
+        .limit(SWEEP_BATCH)
+    )
+    requeued: set[str] = set()
+    for found in connection.execute(_locked(query, connection, skip=True)).all():
+        if found.deadline is not None and found.deadline <= now:
+            set_status(connection, found, "TIMEOUT", now, cause=DEADLINE_PASSED)
+        elif found.status == "RECEIVED" and found.valid_until <= now:
+            set_status(connection, found, "TIMEOUT", now, cause=ORDER_EXPIRED)
+        elif found.status in LEASED and (found.lease_expires_at or 0) <= now:
+            if found.attempts >= found.max_attempts:
+                set_status(connection, found, "FAILED", now, cause=LEASE_EXPIRED_TOO_OFTEN)
+            else:
+                _requeue(connection, found, now)
+                requeued.add(found.workerpool)
+        else:  # not due after all (a lease renewed): look again when it is
+            wake = _wake(found.lease_expires_at, found.deadline)
+            if found.status == "RECEIVED":
+                wake = _wake(found.deadline, found.valid_until)
+            connection.execute(
+                update(hub_tasks).where(hub_tasks.c.seq == found.seq).values(wake_at=wake)
+            )
+    return requeued
+
+
+def _requeue(connection: Connection, found: Row[Any], now: int) -> None:
+    connection.execute(
+        update(hub_tasks)
+        .where(hub_tasks.c.seq == found.seq)
+        .values(
+            status="RECEIVED",
+            lease_token=None,
+            lease_worker=None,
+            lease_expires_at=None,
+            wake_at=_wake(found.deadline, found.valid_until),
+            updated_at=now,
+        )
+    )
+
+
+def view(found: Row[Any]) -> dict[str, Any]:
+    """The ``GET /v1/tasks/{task}`` document of a task row."""
+    lease = None
+    if found.lease_token is not None:
+        lease = {
+            "token": found.lease_token,
+            "worker": found.lease_worker,
+            "expires_at": found.lease_expires_at,
+        }
+    return {
+        "task": found.task_id,
+        "status": found.status,
+        "cause": found.cause,
+        "requester": found.requester,
+        "app": found.app,
+        "workerpool": found.workerpool,
+        "dataset": found.dataset,
+        "category": found.category,
+        "attempts": found.attempts,
+        "max_attempts": found.max_attempts,
+        "created_at": found.created_at,
+        "deadline": found.deadline,
+        "valid_until": found.valid_until,
+        "result_digest": found.result_digest,
+        "result_blob": found.result_blob,
+        "order": json.loads(found.order_json),
+        "signature": found.signature,
+        "lease": lease,
+    }
+
+
+def listed(
+    connection: Connection,
+    *,
+    requester: str | None,
+    workerpool: str | None,
+    status: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    query = select(hub_tasks)
+    if requester is not None:
+        query = query.where(hub_tasks.c.requester == requester)
+    if workerpool is not None:
+        query = query.where(hub_tasks.c.workerpool == workerpool)
+    if status is not None:
+        query = query.where(hub_tasks.c.status == status)
+    query = query.order_by(hub_tasks.c.seq.desc()).limit(limit)
+    return [view(r) for r in connection.execute(query)]
