@@ -1,4 +1,4 @@
-"""``confide app``: scaffold an app bundle, print its measurement, push its secret."""
+"""``confide app``: scaffold, measure and deploy an app bundle, push its secret, run it."""
 
 from __future__ import annotations
 
@@ -8,27 +8,34 @@ from typing import Annotated
 
 import typer
 
+from confide.cli.app_run import run
 from confide.cli.options import (
     AppMeasurementOption,
+    HubOption,
     SecretFileOption,
     SecretValueOption,
     SmsOption,
+    StorageOption,
     TeeOption,
     TolerateOption,
     UpdateOption,
+    platform,
     read_secret_value,
     release_policy,
-    signing_client,
     sms_url,
 )
-from confide.cli.output import JsonOption, emit_json, say
+from confide.cli.output import JsonOption, emit_json, note, progress_bar, say
+from confide.cli.records import print_list, print_view, verified_view
 from confide.cli.wallet import PasswordOption, WalletOption
 
 app = typer.Typer(
-    help="App bundles (a directory with confide-app.yml and the app's files) and the app "
-    "developer secret.",
+    help="App bundles (a directory with confide-app.yml and the app's files): scaffold, "
+    "measure, deploy to the hub, push the app developer secret, and run tasks.\n\n"
+    "Typical path: `confide app init DIR`, `confide app deploy DIR`, `confide app "
+    "push-secret APP`, `confide app run APP --workerpool POOL`.",
     no_args_is_help=True,
 )
+app.command("run")(run)
 
 
 class Language(StrEnum):
@@ -88,6 +95,7 @@ def push_secret(
     tee: TeeOption = None,
     tolerate: TolerateOption = None,
     app_measurements: AppMeasurementOption = None,
+    hub: HubOption = None,
     sms: SmsOption = None,
     wallet: WalletOption = None,
     password: PasswordOption = None,
@@ -95,18 +103,27 @@ def push_secret(
 ) -> None:
     """Store the app developer secret (your wallet must own the app); it is never shown
     again. The app's tasks receive it as IEXEC_APP_DEVELOPER_SECRET, and only inside an
-    enclave that runs one of the --app-measurement values you sign here (the registry is
-    not trusted to choose). Create-only unless --update.
+    enclave that runs one of the --app-measurement values you sign here. Without
+    --app-measurement, the measurement is the one in the app record your own wallet
+    signed at `confide app deploy` (fetched from the hub and its signature checked here,
+    so the hub cannot substitute code). Create-only unless --update.
     The value is read from --secret-value, --secret-file, or else a hidden prompt (stdin
     when it is not a terminal)."""
     from confide.crypto.wallet import normalise_address  # noqa: PLC0415
 
     target = normalise_address(address)
-    policy = release_policy(tee, tolerate, apps=app_measurements)
+    release_policy(tee, tolerate, apps=app_measurements)  # checked before anything else
     value = read_secret_value(secret_value, secret_file)
-    version = signing_client(sms, wallet, password).push_app_secret(
-        target, value, update=update, policy=policy
-    )
+    where = platform(hub, None, sms, wallet, password, signing=True)
+    if not app_measurements:
+        from confide.client.hub import own_record  # noqa: PLC0415
+
+        owner = where.signer().address
+        record = own_record(where.hub, target, "app", owner)
+        app_measurements = [str(record.measurement)]
+        note(f"released to {record.measurement}, the measurement your wallet signed for {target}")
+    policy = release_policy(tee, tolerate, apps=app_measurements)
+    version = where.sms.push_app_secret(target, value, update=update, policy=policy)
     if json_out:
         emit_json({"app": target, "version": version})
         return
@@ -127,3 +144,82 @@ def check_secret(address: AppAddress, sms: SmsOption = None, json_out: JsonOptio
         say(f"app secret of {target} is {'set' if exists else 'not set'}")
     if not exists:
         raise typer.Exit(1)
+
+
+@app.command("deploy")
+def deploy(
+    directory: Bundle,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The app's name (default: the name in confide-app.yml)."),
+    ] = None,
+    measurement: Annotated[
+        str | None,
+        typer.Option(
+            "--measurement",
+            metavar="M",
+            help="The measurement the TEE build of this bundle runs as (sgx:<64 hex>, "
+            "tdx:<96 hex>); default: the bundle's sim measurement (`confide app measure`).",
+        ),
+    ] = None,
+    hub: HubOption = None,
+    storage: StorageOption = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Deploy the app bundle DIR: measure it, upload it (one deterministic tar) to the
+    storage, sign its app record (name, bundle digest, measurement) with your wallet and
+    register it with the hub and the sms. Deploying again makes a new version of the same
+    app (same address). Prints the app's address: what `app push-secret` and `app run`
+    take."""
+    from confide.attestation.measurement import Measurement  # noqa: PLC0415
+    from confide.client.deploy import deploy_app, packed_size  # noqa: PLC0415
+
+    typed = None if measurement is None else Measurement.parse(measurement)
+    where = platform(hub, storage, sms, wallet, password, signing=True)
+    signer = where.signer()
+    with progress_bar("uploading", lambda: packed_size(directory), not json_out) as advance:
+        signed, _ = deploy_app(
+            where, signer, directory, name=name, measurement=typed, progress=advance
+        )
+    record = signed.record
+    result = {
+        "address": record.address,
+        "measurement": str(record.measurement),
+        "bundle": str(record.field("bundle")),
+    }
+    if json_out:
+        emit_json(
+            result | {"name": record.name, "owner": record.owner, "sequence": record.sequence}
+        )
+        return
+    say(record.address)
+    note(
+        f"app {record.name!r} deployed: measurement {record.measurement}, bundle "
+        f"{result['bundle']}; next: `confide app push-secret {record.address}` (optional), "
+        f"then `confide app run {record.address} --workerpool POOL`"
+    )
+
+
+@app.command("show")
+def show(
+    address: Annotated[str, typer.Argument(metavar="APP", help="The app's address (or its name).")],
+    hub: HubOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show an app record (its owner's signature checked here)."""
+    print_view(verified_view(platform(hub, None, None), "app", address), json_out)
+
+
+@app.command("list")
+def list_apps(
+    owner: Annotated[
+        str | None, typer.Option("--owner", metavar="A", help="Only this owner's apps.")
+    ] = None,
+    hub: HubOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List the apps the hub knows (with --json: a JSON list)."""
+    print_list(platform(hub, None, None), "app", owner, json_out)

@@ -18,10 +18,12 @@ from confide.errors import ConfideError
 
 HELP = (
     "confide: confidential computing without leaking secrets.\n\n"
-    "Encrypt data into volumes whose tag catches tampering and rollback; measure app "
-    "bundles; verify hardware attestation quotes; run the secret service (`confide serve "
-    "sms`) and keep secrets and CAS sessions in it, released only to attested enclaves. "
-    "Run `confide COMMAND --help` for the options of a command."
+    "Start a development platform with `confide up` (hub, sms and storage on "
+    "127.0.0.1:8088), make a wallet with `confide wallet create`, then deploy apps, "
+    "datasets and workerpools, push secrets and run tasks (`confide app deploy`, `confide "
+    "app run`). Also: encrypted volumes whose tag catches tampering and rollback, CAS "
+    "sessions, attestation quotes, and each service alone (`confide serve hub|sms|"
+    "storage`). Run `confide COMMAND --help` for the options of a command."
 )
 # (command, module, typer app in it). Only the group a command line names is imported:
 # a signed `requester push-secret` then skips the volume engine, the attestation
@@ -35,10 +37,20 @@ GROUPS = (
     ("wallet", "confide.cli.wallet", "app"),
     ("requester", "confide.cli.sms", "requester_app"),
     ("dataset", "confide.cli.dataset", "app"),
+    ("workerpool", "confide.cli.workerpool", "app"),
+    ("task", "confide.cli.task", "app"),
+    ("sms", "confide.cli.trust", "app"),
     ("result", "confide.cli.result", "app"),
     ("serve", "confide.cli.sms", "serve_app"),
     ("session", "confide.cli.session", "app"),
     ("audit", "confide.cli.audit", "app"),
+)
+# Single commands (not groups): (command, module, function).
+COMMANDS = (("up", "confide.cli.up", "up"),)
+# Services other modules define, run as `confide serve NAME`: (name, module, function).
+SERVICES = (
+    ("hub", "confide.cli.serve_hub", "serve_hub"),
+    ("storage", "confide.cli.serve_storage", "serve_storage"),
 )
 
 
@@ -54,9 +66,28 @@ def build_app(argv: Sequence[str] = ()) -> typer.Typer:
     app.callback()(_root)
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     named = [group for group in GROUPS if group[0] == first]
-    for name, module, attribute in named or GROUPS:
-        app.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+    single = [command for command in COMMANDS if command[0] == first]
+    for name, module, attribute in named or ([] if single else GROUPS):
+        group = getattr(importlib.import_module(module), attribute)
+        if name == "serve":
+            _add_services(group)
+        app.add_typer(group, name=name)
+    for name, module, attribute in single or ([] if named else COMMANDS):
+        app.command(name)(getattr(importlib.import_module(module), attribute))
     return app
+
+
+def _add_services(serve: typer.Typer) -> None:
+    """``confide serve hub`` and ``serve storage``, from their own modules (once)."""
+    known = {command.name for command in serve.registered_commands}
+    for name, module, attribute in SERVICES:
+        if name in known:
+            continue
+        try:
+            function = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError):
+            continue  # that service is not in this build
+        serve.command(name)(function)
 
 
 def _version(value: bool) -> None:

@@ -1,5 +1,5 @@
-"""Options and helpers the CLI's commands share: which sms, which database, a secret's value
-and release policy, and a client that signs with the wallet.
+"""Options and helpers the CLI's commands share: which hub, storage and sms, which database,
+a secret's value and release policy, and clients that sign with the wallet.
 
 They live here, not in one command's module, so that commands import options without
 importing each other (``confide dataset`` and ``confide app`` take the same push options as
@@ -21,13 +21,37 @@ from confide.config import confide_home
 from confide.errors import SecretError
 
 if TYPE_CHECKING:
+    from confide.client.platform import Platform
     from confide.client.sms import SmsClient
     from confide.sms.release_policy import ReleasePolicy
+
+DEFAULT_HUB = "http://127.0.0.1:8088"  # `confide up`
 
 SmsOption = Annotated[
     str | None,
     typer.Option(
-        "--sms", metavar="URL", help="The sms (default: $CONFIDE_SMS or http://127.0.0.1:8090)."
+        "--sms",
+        metavar="URL",
+        help="The sms your secrets go to (default: $CONFIDE_SMS; else the sms of `confide "
+        "up` on this machine; else the one the hub names, if you trusted it with `confide "
+        "sms trust`). Pinned on first contact.",
+    ),
+]
+HubOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hub",
+        metavar="URL",
+        help="The hub (default: $CONFIDE_HUB, else http://127.0.0.1:8088, where `confide up` "
+        "listens).",
+    ),
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        metavar="URL",
+        help="The storage (default: $CONFIDE_STORAGE, else the one the hub names).",
     ),
 ]
 
@@ -85,6 +109,7 @@ def release_policy(
     apps: list[str] | None = None,
     requesters: list[str] | None = None,
     workerpools: list[str] | None = None,
+    any_app: bool = False,
 ) -> ReleasePolicy:
     """The push options as a release policy, checked here before anything is sent."""
     from confide.sms.release_policy import ReleasePolicy  # noqa: PLC0415
@@ -97,11 +122,58 @@ def release_policy(
         "workerpool": workerpools,
     }
     items = [(key, value) for key, values in given.items() for value in values or []]
+    if any_app:
+        items.append(("any-app", "true"))
     return ReleasePolicy.from_query(items, restrictable=True)
 
 
-def sms_url(option: str | None) -> str:
-    return option or os.environ.get("CONFIDE_SMS") or "http://127.0.0.1:8090"
+def hub_url(option: str | None) -> str:
+    return option or os.environ.get("CONFIDE_HUB") or DEFAULT_HUB
+
+
+def sms_url(option: str | None, hub: str | None = None) -> str:
+    """--sms, else $CONFIDE_SMS, else the sms of the hub when the user trusts it
+    (confide.client.platform: the hub never chooses the sms)."""
+    named = option or os.environ.get("CONFIDE_SMS")
+    if named:
+        return named
+    return platform(hub, None, None).sms.base_url
+
+
+def platform(
+    hub: str | None,
+    storage: str | None,
+    sms: str | None,
+    wallet: Path | None = None,
+    password: str | None = None,
+    *,
+    signing: bool = False,
+) -> Platform:
+    """The hub, storage and sms a command talks to; with ``signing``, the wallet unlocked
+    (its scrypt runs meanwhile) signs their requests."""
+    from confide.cli.output import note  # noqa: PLC0415
+
+    waiting = None
+    if signing:
+        from confide.crypto.unlock import unlock_wallet  # noqa: PLC0415
+
+        waiting = unlock_wallet(wallet_path(wallet), read_password(password)).wait
+    from confide.client.platform import Platform  # noqa: PLC0415
+
+    def pinned(url: str, fingerprint: str) -> None:
+        note(
+            f"pinned the sms at {url} on first contact: key fingerprint {fingerprint} "
+            f"(compare it with the one its operator's `confide serve sms` printed)"
+        )
+
+    return Platform(
+        hub_url(hub),
+        wallet=waiting,
+        trust_dir=confide_home() / "trust",
+        storage_url=storage or os.environ.get("CONFIDE_STORAGE") or None,
+        sms_url=sms or os.environ.get("CONFIDE_SMS") or None,
+        on_pin=pinned,
+    )
 
 
 def sms_database_url(db: str | None) -> str:
@@ -132,12 +204,10 @@ def read_secret_value(value: str | None, path: Path | None) -> bytes:
     return piped[:-1] if piped.endswith(b"\n") else piped  # only the newline echo adds
 
 
-def signing_client(sms: str | None, wallet: Path | None, password: str | None) -> SmsClient:
-    """An sms client that signs with the unlocked wallet and pins the sms's keys."""
-    from confide.crypto.unlock import unlock_wallet  # noqa: PLC0415
-
-    unlocking = unlock_wallet(wallet_path(wallet), read_password(password))  # scrypt, 0.7 s
-    from confide.client.sms import SmsClient  # noqa: PLC0415  (imported meanwhile)
-
+def signing_client(
+    sms: str | None, wallet: Path | None, password: str | None, hub: str | None = None
+) -> SmsClient:
+    """An sms client that signs with the unlocked wallet and pins the sms's keys; the sms
+    is --sms, $CONFIDE_SMS, or the trusted sms of the hub (:func:`platform`)."""
     # The wallet is awaited at the first signed request: the client is set up meanwhile.
-    return SmsClient(sms_url(sms), wallet=unlocking.wait, trust_dir=confide_home() / "trust")
+    return platform(hub, None, sms, wallet, password, signing=True).sms

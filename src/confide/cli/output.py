@@ -20,7 +20,7 @@ JsonOption = Annotated[
 ]
 
 
-def emit_json(document: dict[str, Any]) -> None:
+def emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, sort_keys=True) + "\n")
 
 

@@ -180,7 +180,9 @@ class ServiceClient:
         ``body_sha256``, its digest) a factory of chunks streamed at each attempt."""
         wallet, audience = self._need_wallet(), str(self.info()["audience"])
         url = f"{path}?{query}" if query else path
-        sent = raw_path(path)
+        # The path the server receives: the base URL's own path (an sms mounted at /sms
+        # under `confide up`) and then the route's.
+        sent = raw_path(httpx.URL(self.base_url).path.rstrip("/") + path)
 
         def attempt() -> httpx.Response:  # signed anew each time: a fresh nonce and timestamp
             signed = _sign(

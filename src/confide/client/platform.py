@@ -26,6 +26,7 @@ from confide.client.base import WalletSource, is_loopback_url
 from confide.client.hub import HubClient
 from confide.client.sms import SmsClient
 from confide.client.storage import StorageClient
+from confide.crypto.wallet import Wallet
 from confide.errors import AuthError, ConfideError
 
 PinNotice = Callable[[str, str], None]
@@ -54,6 +55,14 @@ class Platform:
     _hub: HubClient | None = field(default=None, init=False, repr=False)
     _sms: SmsClient | None = field(default=None, init=False, repr=False)
     _storage: StorageClient | None = field(default=None, init=False, repr=False)
+
+    def signer(self) -> Wallet:
+        """The wallet that signs (awaited once, when it is still being unlocked)."""
+        if callable(self.wallet):
+            self.wallet = self.wallet()
+        if self.wallet is None:
+            raise AuthError("this command signs with your wallet: none was given")
+        return self.wallet
 
     @property
     def hub(self) -> HubClient:

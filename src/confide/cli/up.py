@@ -1,0 +1,42 @@
+"""``confide up``: the hub, sms and storage in one process, for development."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def up(
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="The port on 127.0.0.1.")
+    ] = 8088,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Workers to start for the default workerpool (they arrive with the worker, "
+            "in the next release: none is started yet).",
+        ),
+    ] = 1,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            metavar="DIR",
+            help="Where its data lives (default: $CONFIDE_HOME, else ~/.confide); under DIR/up.",
+        ),
+    ] = None,
+) -> None:
+    """Run hub, sms and storage in one process on 127.0.0.1 (development only).
+
+    Until ^C or SIGTERM: SQLite databases and blobs under $CONFIDE_HOME/up, simulation
+    accepted (it protects nothing), a default workerpool owned by an operator wallet of
+    its own. The CLI's default hub is this one (http://127.0.0.1:8088): next, `confide
+    wallet create`, then `confide app deploy DIR`."""
+    from confide.config import confide_home  # noqa: PLC0415
+    from confide.up.run import run  # noqa: PLC0415
+
+    run(home or confide_home(), port, workers)
