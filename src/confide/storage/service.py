@@ -1,0 +1,314 @@
+"""The storage core: configuration, identity, who may read which blob, quotas; no HTTP.
+
+Blobs are content-addressed: stored under their SHA-256, written once, never changed.
+The storage is untrusted (docs/storage.md): it holds ciphertext and digests, and a blob
+is read only by one of its uploaders (a signed request) or by a wallet that holds a
+grant for it from the hub or the sms (a signed request from that wallet with the grant),
+so knowing a digest is not enough. Each uploader pays for a blob once in his quota.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from confide import __version__
+from confide.crypto.info_proof import request_audience
+from confide.crypto.signing import SigningKey
+from confide.crypto.tokens import public_jwk
+from confide.db import make_engine, upgrade
+from confide.db.engine import reading
+from confide.db.identity import recorded
+from confide.errors import AuthError, ConfideError, StorageError
+from confide.grants import check_grant
+from confide.storage.backend import Backend, BlobNotFoundError, check_digest, consume
+from confide.storage.tables import storage_blobs, storage_uploaders, storage_usage
+
+SERVICE = "storage"  # this service's rows in confide.db.identity
+DEPLOYMENT, SIGNING_KEY = "deployment_id", "signing_key"
+GIB = 1 << 30
+
+
+class BlobTooLargeError(StorageError):
+    """The blob is larger than this storage takes (413)."""
+
+
+class QuotaExceededError(StorageError):
+    """The uploader's quota would be exceeded (507, with the figures)."""
+
+    def __init__(self, message: str, *, used_bytes: int, quota_bytes: int, size: int) -> None:
+        super().__init__(message)
+        self.used_bytes, self.quota_bytes, self.size = used_bytes, quota_bytes, size
+
+
+class ReadForbiddenError(StorageError):
+    """A signed reader that is neither an uploader of the blob nor a grantee (403)."""
+
+
+class GrantRefusedError(StorageError):
+    """A grant that does not check out (403, naming the check)."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    home: Path  # $CONFIDE_HOME/storage: the deployment id and the signing key live here
+    db_url: str
+    deployment_id: str = ""  # "": home/deployment-id, else the database's, else a new one
+    quota_bytes: int = 10 * GIB  # per wallet
+    max_blob_bytes: int = 64 * GIB
+    signing_key_file: Path | None = None  # None: home/signing-key, made at first start
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What an upload did: the blob, its size, whether its bytes are new here."""
+
+    digest: str
+    size: int
+    created: bool
+
+
+Record = Callable[[Connection], None]  # records a request's nonce in the effect's transaction
+
+
+class Storage:
+    """Everything the storage knows and does, callable without a server. ``issuers``:
+    the audiences whose grants are accepted, with each one's Ed25519 public key."""
+
+    def __init__(
+        self,
+        config: StorageConfig,
+        backend: Backend,
+        issuers: Mapping[str, bytes],
+        engine: Engine | None = None,
+    ) -> None:
+        if config.quota_bytes < 0 or config.max_blob_bytes < 0:
+            raise ConfideError("the quota and the largest blob are sizes: 0 or more bytes")
+        self.config = config
+        self.backend = backend
+        self.issuers = dict(issuers)
+        self.engine = engine or make_engine(config.db_url)
+        upgrade(self.engine)
+        config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not config.deployment_id:
+            deployment = _deployment_id(self.engine, config.home / "deployment-id")
+            self.config = config = dataclasses.replace(config, deployment_id=deployment)
+        self.signing_key = _signing_key(config)
+        _check_replica(self.engine, config.deployment_id, self.signing_key.public_bytes())
+        self.audience = request_audience(
+            config.deployment_id, self.signing_key.public_bytes(), SERVICE
+        )
+
+    def info(self) -> dict[str, object]:
+        return {
+            "service": SERVICE,
+            "version": __version__,
+            "deployment_id": self.config.deployment_id,
+            "audience": self.audience,
+            "jwks": {"keys": [public_jwk(self.signing_key.public_bytes())]},
+            "quota_bytes": self.config.quota_bytes,
+            "max_blob_bytes": self.config.max_blob_bytes,
+            "issuers": sorted(self.issuers),
+        }
+
+    # -- uploads
+
+    def admit(self, digest: str, size: int, uploader: str) -> None:
+        """The checks an upload passes before a byte of it is read: the digest's form,
+        the size limit, and the quota (from the announced size)."""
+        check_digest(digest)
+        limit = self.config.max_blob_bytes
+        if size > limit:
+            raise BlobTooLargeError(f"a blob is at most {limit} bytes; this one is {size}")
+        with reading(self.engine) as connection:
+            if _uploaded_by(connection, digest, uploader):
+                return  # counted already: a re-upload costs nothing
+            used = _usage(connection, uploader)
+        self._check_quota(used, size, uploader)
+
+    def put(
+        self,
+        digest: str,
+        size: int,
+        chunks: Iterable[bytes],
+        uploader: str,
+        now: int,
+        record: Record | None = None,
+    ) -> Stored:
+        """Store ``chunks`` (exactly ``size`` bytes hashing to ``digest``) for
+        ``uploader``; ``record`` runs in the metadata's transaction (a request's nonce).
+        Bytes stored already are read and checked but not written again: the uploader
+        proves he has them, then becomes one of the blob's uploaders."""
+        self.admit(digest, size, uploader)
+
+        def commit_metadata() -> None:
+            with self.engine.begin() as connection:
+                if record is not None:
+                    record(connection)
+                self._add_uploader(connection, digest, size, uploader, now)
+
+        if self.backend.size(digest) == size:
+            consume(digest, size, chunks)
+            commit_metadata()
+            return Stored(digest, size, created=False)
+        self.backend.put(digest, size, chunks, before_publish=commit_metadata)
+        return Stored(digest, size, created=True)
+
+    def _add_uploader(
+        self, connection: Connection, digest: str, size: int, uploader: str, now: int
+    ) -> None:
+        """The blob's row, the uploader's, and his usage counted (once), or
+        QuotaExceededError (the transaction rolls back)."""
+        blob = {"digest": digest, "size": size, "created_at": now}
+        _inserted(connection, storage_blobs, blob)
+        row = {"digest": digest, "address": uploader, "size": size, "uploaded_at": now}
+        if not _inserted(connection, storage_uploaders, row):
+            return  # his already: counted
+        quota = self.config.quota_bytes
+        grown = connection.execute(
+            update(storage_usage)
+            .where(storage_usage.c.address == uploader)
+            .where(storage_usage.c.used_bytes + size <= quota)
+            .values(used_bytes=storage_usage.c.used_bytes + size)
+            .returning(storage_usage.c.used_bytes)
+        )
+        if grown.first() is not None:
+            return
+        used = _usage(connection, uploader)
+        if used == 0 and size <= quota:
+            usage = {"address": uploader, "used_bytes": size}
+            if _inserted(connection, storage_usage, usage):
+                return
+            used = _usage(connection, uploader)  # a concurrent first upload made the row
+        self._check_quota(used, size, uploader)
+        raise ConfideError("written concurrently: retry")  # the row moved under us
+
+    def _check_quota(self, used: int, size: int, uploader: str) -> None:
+        quota = self.config.quota_bytes
+        if used + size > quota:
+            raise QuotaExceededError(
+                f"{uploader} uses {used} of a {quota}-byte quota; {size} more bytes "
+                f"would exceed it",
+                used_bytes=used,
+                quota_bytes=quota,
+                size=size,
+            )
+
+    def usage(self, address: str) -> int:
+        with reading(self.engine) as connection:
+            return _usage(connection, address)
+
+    # -- reads
+
+    def authorize_read(self, digest: str, reader: str, grant: str | None, now: int) -> int:
+        """The size of blob ``digest`` if ``reader`` (a verified signer) may read it: he
+        is one of its uploaders, or ``grant`` is a valid grant of it to him. A reader
+        who is neither learns nothing of whether the blob exists (403 either way)."""
+        check_digest(digest)
+        if grant is not None:
+            try:
+                check_grant(grant, issuers=self.issuers, digest=digest, grantee=reader, now=now)
+            except AuthError as exc:
+                raise GrantRefusedError(f"grant refused: {exc}") from None
+        with reading(self.engine) as connection:
+            if grant is None and not _uploaded_by(connection, digest, reader):
+                raise ReadForbiddenError(
+                    f"{reader} neither uploaded blob {digest} nor holds a grant for it"
+                )
+            size = connection.execute(
+                select(storage_blobs.c.size).where(storage_blobs.c.digest == digest)
+            ).scalar()
+        if size is None:
+            raise BlobNotFoundError(f"no blob {digest}")
+        return int(size)
+
+
+def _uploaded_by(connection: Connection, digest: str, address: str) -> bool:
+    query = select(storage_uploaders.c.size).where(
+        storage_uploaders.c.digest == digest, storage_uploaders.c.address == address
+    )
+    return connection.execute(query).first() is not None
+
+
+def _usage(connection: Connection, address: str) -> int:
+    query = select(storage_usage.c.used_bytes).where(storage_usage.c.address == address)
+    return int(connection.execute(query).scalar() or 0)
+
+
+def _inserted(connection: Connection, table: Table, row: dict[str, object]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING (SQLite and PostgreSQL): whether the row was new.
+    (RETURNING says so on both; a DBAPI's rowcount does not, here, on psycopg.)"""
+    dialect: Any = sqlite if connection.dialect.name == "sqlite" else postgresql
+    first = table.primary_key.columns.values()[0]
+    statement = dialect.insert(table).values(**row).on_conflict_do_nothing().returning(first)
+    return connection.execute(statement).first() is not None
+
+
+def _deployment_id(engine: Engine, path: Path) -> str:
+    """The deployment id kept in ``path``; at a first start the one the database has
+    recorded (another replica's), or else a new one (kept in ``path`` either way)."""
+    if path.exists():
+        return path.read_text().strip()
+    known = recorded(engine, SERVICE, {}).get(DEPLOYMENT)
+    return _create_once(path, known or f"d-{os.urandom(8).hex()}")
+
+
+def _signing_key(config: StorageConfig) -> SigningKey:
+    """The key that proves ``/v1/info`` (and names the audience): ``signing_key_file``
+    (replicas are given one), else home/signing-key, made at first start."""
+    if config.signing_key_file is None:
+        where = config.home / "signing-key"
+        seed = _create_once(where, SigningKey.generate().seed().hex())
+    else:
+        where = config.signing_key_file
+        try:
+            seed = where.read_text().strip()
+        except OSError as exc:
+            raise ConfideError(f"cannot read the signing key {where}: {exc.strerror}") from None
+    try:
+        raw = bytes.fromhex(seed)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfideError(f"{where} is not a signing key: it must hold 64 hex digits")
+    return SigningKey.from_seed(raw)
+
+
+def _check_replica(engine: Engine, deployment_id: str, public: bytes) -> None:
+    """Refuse a database that a storage with another deployment id or key serves."""
+    ours = {DEPLOYMENT: deployment_id, SIGNING_KEY: public.hex()}
+    theirs = recorded(engine, SERVICE, ours)
+    different = [name for name, value in ours.items() if theirs[name] != value]
+    if different:
+        raise ConfideError(
+            f"this database is served by a storage with another {' and '.join(different)}: "
+            f"every replica on one database shares the deployment id (--deployment) and "
+            f"the signing key (--signing-key, a copy of the first's "
+            f"$CONFIDE_HOME/storage/signing-key)"
+        )
+
+
+def _create_once(path: Path, value: str) -> str:
+    """The file's content; written (0600, whole or not at all) if it does not exist, so
+    processes starting together agree on one value."""
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process won: its value
+        finally:
+            temporary.unlink()
+    return path.read_text().strip()
