@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy import Connection, Engine, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from confide import __version__
@@ -147,30 +147,56 @@ class Storage:
         Bytes stored already are read and checked but not written again: the uploader
         proves he has them, then becomes one of the blob's uploaders."""
         self.admit(digest, size, uploader)
+        added: list[bool] = []  # set once the metadata is committed
 
         def commit_metadata() -> None:
             with self.engine.begin() as connection:
                 if record is not None:
                     record(connection)
-                self._add_uploader(connection, digest, size, uploader, now)
+                added.append(self._add_uploader(connection, digest, size, uploader, now))
 
         if self.backend.size(digest) == size:
             consume(digest, size, chunks)
             commit_metadata()
             return Stored(digest, size, created=False)
-        self.backend.put(digest, size, chunks, before_publish=commit_metadata)
+        try:
+            self.backend.put(digest, size, chunks, before_publish=commit_metadata)
+        except Exception:
+            if added and added[0]:  # committed, then the bytes could not be published
+                self._forget_uploader(digest, size, uploader)
+            raise
         return Stored(digest, size, created=True)
+
+    def _forget_uploader(self, digest: str, size: int, uploader: str) -> None:
+        """Undo :meth:`_add_uploader` for a blob whose bytes could not be published (the
+        blob's row goes too when no other uploader has it), so no metadata names bytes
+        that are not there and the uploader is not charged for them."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                delete(storage_uploaders).where(
+                    storage_uploaders.c.digest == digest, storage_uploaders.c.address == uploader
+                )
+            )
+            connection.execute(
+                update(storage_usage)
+                .where(storage_usage.c.address == uploader)
+                .values(used_bytes=storage_usage.c.used_bytes - size)
+            )
+            others = select(storage_uploaders.c.digest).where(storage_uploaders.c.digest == digest)
+            connection.execute(
+                delete(storage_blobs).where(storage_blobs.c.digest == digest, ~others.exists())
+            )
 
     def _add_uploader(
         self, connection: Connection, digest: str, size: int, uploader: str, now: int
-    ) -> None:
+    ) -> bool:
         """The blob's row, the uploader's, and his usage counted (once), or
-        QuotaExceededError (the transaction rolls back)."""
+        QuotaExceededError (the transaction rolls back); whether he is a new uploader."""
         blob = {"digest": digest, "size": size, "created_at": now}
         _inserted(connection, storage_blobs, blob)
         row = {"digest": digest, "address": uploader, "size": size, "uploaded_at": now}
         if not _inserted(connection, storage_uploaders, row):
-            return  # his already: counted
+            return False  # his already: counted
         quota = self.config.quota_bytes
         grown = connection.execute(
             update(storage_usage)
@@ -180,12 +206,12 @@ class Storage:
             .returning(storage_usage.c.used_bytes)
         )
         if grown.first() is not None:
-            return
+            return True
         used = _usage(connection, uploader)
         if used == 0 and size <= quota:
             usage = {"address": uploader, "used_bytes": size}
             if _inserted(connection, storage_usage, usage):
-                return
+                return True
             used = _usage(connection, uploader)  # a concurrent first upload made the row
         self._check_quota(used, size, uploader)
         raise ConfideError("written concurrently: retry")  # the row moved under us
