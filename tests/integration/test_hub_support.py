@@ -53,6 +53,7 @@ class HubCaller:
     audience: str
     clock: Clock
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
+    app: Any = None  # the ASGI app, when served in this process
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         return self.client.get(self.base + path, params=params)
@@ -197,7 +198,7 @@ def running_hub(
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the hub did not start")
         time.sleep(0.01)
-    caller = HubCaller(f"http://127.0.0.1:{port}", hub.audience, clock)
+    caller = HubCaller(f"http://127.0.0.1:{port}", hub.audience, clock, app=app)
     try:
         yield caller
     finally:
