@@ -118,3 +118,30 @@ def test_addresses_any_case_and_wallet_never_shows_its_key(wallet: Wallet) -> No
     signature = wallet.sign_text("hello")
     assert recover_signer("hello", signature) == wallet.address
     assert recover_signer("hello!", signature) != wallet.address
+
+
+def test_a_body_named_by_its_digest_signs_as_the_body_itself() -> None:
+    """A streamed body is signed by its SHA-256: the same signature verifies against the
+    bytes or against their digest, and a signature over one digest fails for another."""
+    import hashlib
+
+    wallet = Wallet.generate()
+    body = b"a blob too large to hold" * 100
+    digest = hashlib.sha256(body).hexdigest()
+    headers = sign_request(
+        wallet,
+        audience="storage/d/k",
+        method="PUT",
+        path="/v1/blobs/x",
+        body_sha256=digest,
+        now=1000,
+    )
+    common = {"audience": "storage/d/k", "method": "PUT", "path": "/v1/blobs/x", "query": ""}
+    assert verify_request(headers, **common, content_type="", body=body, now=1000).address == (
+        wallet.address
+    )
+    assert verify_request(headers, **common, content_type="", body_sha256=digest, now=1000)
+    with pytest.raises(AuthError, match="does not match"):
+        verify_request(headers, **common, content_type="", body_sha256="0" * 64, now=1000)
+    with pytest.raises(AuthError, match="64 lower-case hex"):
+        sign_request(wallet, audience="a", method="PUT", path="/", body_sha256="ABC", now=1)

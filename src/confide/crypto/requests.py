@@ -33,6 +33,7 @@ HEADER_SIGNATURE = "X-Confide-Signature"
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{130}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def canonical_query(params: Mapping[str, str] | list[tuple[str, str]]) -> str:
@@ -48,12 +49,21 @@ def canonical_request(
     path: str,
     query: str,
     content_type: str,
-    body: bytes,
+    body: bytes = b"",
     timestamp: int,
     nonce: str,
+    body_sha256: str | None = None,
 ) -> str:
     """The exact text a wallet signs for a request. ``path`` is the raw path, as sent
-    (percent-escapes kept, no query); ``query`` is :func:`canonical_query`'s."""
+    (percent-escapes kept, no query); ``query`` is :func:`canonical_query`'s. A body too
+    large to hold (a streamed blob) is named by ``body_sha256`` (64 lower-case hex)
+    instead: the server then checks the bytes it streams against that digest."""
+    if body_sha256 is None:
+        digest = hashlib.sha256(body).hexdigest()
+    elif _DIGEST.fullmatch(body_sha256):
+        digest = body_sha256
+    else:
+        raise AuthError("a body's SHA-256 is 64 lower-case hex characters")
     return "\n".join(
         (
             LABEL,
@@ -61,7 +71,7 @@ def canonical_request(
             method.upper(),
             f"{path}?{query}",
             content_type,
-            hashlib.sha256(body).hexdigest(),
+            digest,
             str(timestamp),
             nonce,
         )
@@ -78,8 +88,10 @@ def sign_request(
     content_type: str = "",
     body: bytes = b"",
     now: int,
+    body_sha256: str | None = None,
 ) -> dict[str, str]:
-    """The four headers that sign this request."""
+    """The four headers that sign this request (``body_sha256``: see
+    :func:`canonical_request`)."""
     nonce = os.urandom(16).hex()
     message = canonical_request(
         audience=audience,
@@ -90,6 +102,7 @@ def sign_request(
         body=body,
         timestamp=now,
         nonce=nonce,
+        body_sha256=body_sha256,
     )
     return {
         HEADER_ADDRESS: wallet.address,
@@ -116,8 +129,9 @@ def verify_request(
     path: str,
     query: str,
     content_type: str,
-    body: bytes,
+    body: bytes = b"",
     now: int,
+    body_sha256: str | None = None,
 ) -> SignedBy:
     """Check the signature headers; raise AuthError saying which check failed.
 
@@ -134,6 +148,7 @@ def verify_request(
         body=body,
         timestamp=claimed.timestamp,
         nonce=claimed.nonce,
+        body_sha256=body_sha256,
     )
     signer = recover_signer(message, claimed.signature)
     if signer != claimed.address:

@@ -119,14 +119,17 @@ class Handlers:
             reads.close()
 
     @contextlib.contextmanager
-    def signed_request(self, request: Request, body: bytes) -> Iterator[Signed]:
+    def signed_request(
+        self, request: Request, body: bytes, *, body_sha256: str | None = None
+    ) -> Iterator[Signed]:
         """Verify ``request`` (401 if it is not signed right), then run the block with
         its :class:`Signed`; whatever the block raises, except a database that is
         unavailable, uses the nonce up when the block had not. A refused request whose
         nonce an earlier request used is a replay, and answered so (401), not with its
-        refusal. On a database thread."""
+        refusal. On a database thread. ``body_sha256``: see :func:`authenticate`."""
         now = self.now()
-        signed = Signed(authenticate(request, body, self.audience, now), self.engine, now)
+        by = authenticate(request, body, self.audience, now, body_sha256=body_sha256)
+        signed = Signed(by, self.engine, now)
         try:
             yield signed
         except Exception as exc:
@@ -135,12 +138,15 @@ class Handlers:
             raise
 
     @contextlib.asynccontextmanager
-    async def signed_request_async(self, request: Request, body: bytes) -> AsyncIterator[Signed]:
+    async def signed_request_async(
+        self, request: Request, body: bytes, *, body_sha256: str | None = None
+    ) -> AsyncIterator[Signed]:
         """:meth:`signed_request` for a handler whose work is not all on a database thread
         (a session's document is parsed on a parsing thread): the signature is checked on
         the event loop, a refusal's nonce used up on a database thread."""
         now = self.now()
-        signed = Signed(authenticate(request, body, self.audience, now), self.engine, now)
+        by = authenticate(request, body, self.audience, now, body_sha256=body_sha256)
+        signed = Signed(by, self.engine, now)
         try:
             yield signed
         except Exception as exc:

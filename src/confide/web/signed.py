@@ -40,9 +40,12 @@ def raw_path(request: Request) -> str:
     return path.decode("ascii")
 
 
-def authenticate(request: Request, body: bytes, audience: str, now: int) -> SignedBy:
+def authenticate(
+    request: Request, body: bytes, audience: str, now: int, *, body_sha256: str | None = None
+) -> SignedBy:
     """The verified signer of ``request`` (401 saying which check failed); its nonce is not
-    recorded yet."""
+    recorded yet. ``body_sha256``: a streamed body's claimed digest, checked by the caller
+    against the bytes as they arrive (``body`` is then empty)."""
     path = raw_path(request)
     try:
         return verify_request(
@@ -54,6 +57,7 @@ def authenticate(request: Request, body: bytes, audience: str, now: int) -> Sign
             content_type=request.headers.get("content-type", ""),
             body=body,
             now=now,
+            body_sha256=body_sha256,
         )
     except AuthError as exc:
         raise HttpProblemError(401, "Unauthorized", str(exc)) from None
