@@ -35,14 +35,7 @@ from confide.crypto.info_proof import (
     jwks_key,
     request_audience,
 )
-from confide.crypto.requests import (
-    HEADER_ADDRESS,
-    HEADER_NONCE,
-    HEADER_SIGNATURE,
-    HEADER_TIMESTAMP,
-    canonical_request,
-    sign_request,
-)
+from confide.crypto.requests import sign_request
 from confide.crypto.wallet import Wallet
 from confide.errors import AuthError, ConfideError, SecretError
 
@@ -371,27 +364,18 @@ def _sign(
             body=body,
             now=now,
         )
-    # Signed over the digest the server checks while it streams (REQUESTS-cli.md 1 asks
-    # crypto.requests for a body_sha256 argument; until then the empty body's digest line
-    # of the one canonical text is replaced by it).
-    nonce = os.urandom(16).hex()
-    lines = canonical_request(
+    # Signed over the digest the server checks while it streams the body.
+    return sign_request(
+        wallet,
         audience=audience,
         method=method,
         path=path,
         query=query,
         content_type=content_type,
         body=b"",
-        timestamp=now,
-        nonce=nonce,
-    ).split("\n")
-    lines[5] = body_sha256
-    return {
-        HEADER_ADDRESS: wallet.address,
-        HEADER_TIMESTAMP: str(now),
-        HEADER_NONCE: nonce,
-        HEADER_SIGNATURE: wallet.sign_text("\n".join(lines)),
-    }
+        body_sha256=body_sha256,
+        now=now,
+    )
 
 
 def _retry_delay(response: httpx.Response, retry: int) -> float:
