@@ -1,5 +1,6 @@
 """``confide app|dataset|requester|result`` secret commands as a user types them, against
-a real ``confide serve sms --registry FILE``."""
+a real ``confide serve sms`` that knows Alice's app and dataset from the records she
+signed and pushed to it (``POST /v1/records``)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,25 @@ from pathlib import Path
 import httpx
 import pytest
 
+from confide.attestation.measurement import Measurement
+from confide.crypto.wallet import Wallet, save_wallet
+from confide.records import OwnerRecord
 from tests.conftest import CONFIDE, assert_refusal, run_cli
+from tests.integration.fake_hub import FakeHub, push_record, running_hub
 from tests.integration.sms_server import free_port
 
-APP = "0x" + "aa" * 20
-DATASET = "0x" + "da" * 20
-UNKNOWN = "0x" + "0f" * 20
+ALICE = Wallet.generate()
+DEPLOYMENT = "acceptance"
 SGX = "sgx:" + "ab" * 32
+APP_RECORD = OwnerRecord.app(
+    DEPLOYMENT, ALICE.address, "app", bundle="bb" * 32, measurement=Measurement.parse(SGX)
+).sign(ALICE)
+DATASET_RECORD = OwnerRecord.dataset(
+    DEPLOYMENT, ALICE.address, "data", blob="cc" * 32, checksum="dd" * 32
+).sign(ALICE)
+APP = APP_RECORD.address
+DATASET = DATASET_RECORD.address
+UNKNOWN = "0x" + "0f" * 20
 Env = dict[str, str]
 
 
@@ -31,8 +44,18 @@ def _address(env: Env) -> str:
 
 
 @pytest.fixture
-def users(tmp_path: Path) -> Iterator[tuple[Env, Env]]:
-    """Alice (owns APP and DATASET in the registry file) and Bob, against one sms."""
+def hub() -> Iterator[FakeHub]:
+    """A hub serving Alice's records, which the sms fetches and verifies."""
+    with running_hub(FakeHub(deployment=DEPLOYMENT)) as served:
+        served.put(APP_RECORD)
+        served.put(DATASET_RECORD)
+        yield served
+
+
+@pytest.fixture
+def users(tmp_path: Path, hub: FakeHub) -> Iterator[tuple[Env, Env]]:
+    """Alice (owns APP and DATASET: her signed records pushed to the sms) and Bob,
+    against one sms."""
     port = free_port()
     base = {
         **os.environ,
@@ -41,15 +64,11 @@ def users(tmp_path: Path) -> Iterator[tuple[Env, Env]]:
     }
     alice = {**base, "CONFIDE_HOME": str(tmp_path / "alice")}
     bob = {**base, "CONFIDE_HOME": str(tmp_path / "bob")}
-    owner = _address(alice)
-    registry = tmp_path / "registry.yml"
-    registry.write_text(
-        f"apps:\n  - {{address: {APP.upper().replace('0X', '0x')}, owner: {owner}, "
-        f'measurements: ["{SGX}"]}}\ndatasets:\n  - {{address: {DATASET}, owner: {owner}}}\n'
-    )
+    (tmp_path / "alice").mkdir()
+    save_wallet(tmp_path / "alice" / "wallet.json", ALICE, "pw")
     _address(bob)
     server = subprocess.Popen(
-        [*CONFIDE, "serve", "sms", "--port", str(port), "--registry", str(registry)],
+        [*CONFIDE, "serve", "sms", "--port", str(port), "--hub", hub.url],
         env={**base, "CONFIDE_HOME": str(tmp_path / "server")},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -63,6 +82,9 @@ def users(tmp_path: Path) -> Iterator[tuple[Env, Env]]:
         except httpx.HTTPError:
             assert time.monotonic() < deadline and server.poll() is None, server.stderr
             time.sleep(0.05)
+    for record in (APP_RECORD, DATASET_RECORD):
+        pushed = push_record(base["CONFIDE_SMS"], record, ALICE)
+        assert pushed.status_code == 200, pushed.text
     try:
         yield alice, bob
     finally:
@@ -94,8 +116,8 @@ def test_app_secret(users: tuple[Env, Env]) -> None:
     assert (checked.returncode, checked.stdout) == (0, f"app secret of {APP} is set\n")
     as_json = run_cli("app", "check-secret", APP, "--json", env=alice)
     assert json.loads(as_json.stdout) == {"app": APP, "exists": True}
-    unpinned = run_cli("app", "push-secret", APP, "--secret-value", "APP-SECRET-83", env=alice)
-    assert_refusal(unpinned, "must name the app measurement")
+    # Without --app-measurement the CLI reads the app record from the hub (the CLI's
+    # tests); the sms refuses a push without app= (test_sms_secrets_http).
     again = run_cli(
         "app",
         "push-secret",
@@ -108,7 +130,7 @@ def test_app_secret(users: tuple[Env, Env]) -> None:
     )
     assert_refusal(again, "409", "use --update")
     updated = subprocess.run(
-        [*CONFIDE, "app", "push-secret", APP, "--update", "--json"],
+        [*CONFIDE, "app", "push-secret", APP, "--update", "--app-measurement", SGX, "--json"],
         input="APP-SECRET-79\n",
         env=alice,
         capture_output=True,
@@ -117,10 +139,27 @@ def test_app_secret(users: tuple[Env, Env]) -> None:
     )
     assert json.loads(updated.stdout) == {"app": APP, "version": 2}
     stolen = run_cli(
-        "app", "push-secret", APP, "--secret-value", "APP-SECRET-80", "--update", env=bob
+        "app",
+        "push-secret",
+        APP,
+        "--secret-value",
+        "APP-SECRET-80",
+        "--update",
+        "--app-measurement",
+        SGX,
+        env=bob,
     )
     assert_refusal(stolen, "403", f"only the app's owner {owner}")
-    unknown = run_cli("app", "push-secret", UNKNOWN, "--secret-value", "APP-SECRET-81", env=alice)
+    unknown = run_cli(
+        "app",
+        "push-secret",
+        UNKNOWN,
+        "--secret-value",
+        "APP-SECRET-81",
+        "--app-measurement",
+        SGX,
+        env=alice,
+    )
     assert_refusal(unknown, "404", f"app {UNKNOWN} is not registered")
     bad_tee = run_cli(
         "app",
@@ -130,6 +169,8 @@ def test_app_secret(users: tuple[Env, Env]) -> None:
         "APP-SECRET-82",
         "--tee",
         "sgx,sev",
+        "--app-measurement",
+        SGX,
         "--json",
         env=alice,
     )
@@ -258,11 +299,9 @@ def test_result_encryption_keypair(users: tuple[Env, Env], tmp_path: Path) -> No
         assert new_body not in proc.stdout + proc.stderr
 
 
-def test_a_bad_registry_file_is_one_error_line(tmp_path: Path) -> None:
-    registry = tmp_path / "registry.yml"
-    registry.write_text(f"apps:\n  - address: {APP}\n    ownr: {UNKNOWN}\n")
+def test_serve_sms_refuses_a_bad_hub_url_and_has_no_registry_option(tmp_path: Path) -> None:
     env = {**os.environ, "CONFIDE_HOME": str(tmp_path / "home")}
-    proc = run_cli("serve", "sms", "--port", str(free_port()), "--registry", registry, env=env)
-    assert_refusal(proc, f"{registry}:3: apps[0]: field 'ownr' is unknown")
-    missing = run_cli("serve", "sms", "--registry", tmp_path / "nope.yml", env=env)
-    assert_refusal(missing, "cannot read registry file")
+    proc = run_cli("serve", "sms", "--port", str(free_port()), "--hub", "ftp://hub", env=env)
+    assert_refusal(proc, "--hub 'ftp://hub' is not an http(s) URL")
+    gone = run_cli("serve", "sms", "--registry", tmp_path / "r.yml", env=env)
+    assert gone.returncode == 2 and "--registry" in gone.stderr

@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class TaskWorld:
             sms_key=self.sms_key.hex(),
             workerpool=POOL,
             salt=os.urandom(16).hex(),
+            valid_until=int(time.time()) + 3600,
         )
         return dataclasses.replace(order, **changes)
 
@@ -346,6 +348,7 @@ def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url
             sms_key=sms.tokens.public_key().hex(),
             workerpool=POOL,
             salt=os.urandom(16).hex(),
+            valid_until=now + 3600,
         )
         signature = REQUESTER.sign_text(order.signing_message())
         registry.add_task(TaskRecord(order, signature, "lease-1", WORKER.address))

@@ -131,6 +131,8 @@ REFUSALS: dict[tuple[str, str], Refused] = {
     ),
     ("/v1/platforms", "POST"): Refused("POST", "/v1/platforms", b"[1]", JSON, 403),  # no sim
     ("/v1/attest", "POST"): Refused("POST", "/v1/attest", b"{}", JSON, 400),
+    ("/v1/records", "POST"): Refused("POST", "/v1/records", b'{"record": {}}', JSON, 422),
+    ("/v1/task-cancels", "POST"): Refused("POST", "/v1/task-cancels", b"{}", JSON, 400),
     ("/v1/sessions/{owner}/{name}/volumes/{volume}", "PUT"): Refused(
         "PUT", VOLUME_PATH, b'{"tag": "00"}', JSON, 400
     ),

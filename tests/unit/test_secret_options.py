@@ -1,4 +1,4 @@
-"""Push options (release policies), the static registry file and result-encryption keys."""
+"""Push options (release policies, any-app included) and result-encryption keys."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from confide.crypto.result_key import (
     result_key_sha256,
 )
 from confide.errors import KeyFileError, SecretError
-from confide.sms.registry import RegistryError, StaticRegistry
 from confide.sms.release_policy import ReleasePolicy
 
 SGX = "sgx:" + "ab" * 32
@@ -73,57 +72,46 @@ def test_bad_options_are_refused_naming_the_value(
         ReleasePolicy.from_query(items, restrictable=restrictable)
 
 
-REGISTRY = f"""\
-apps:
-  - address: {ALICE.upper().replace("0X", "0x")}
-    owner: {BOB}
-    measurements: ["{SGX}"]
-datasets:
-  - {{address: {POOL}, owner: {ALICE}}}
-workerpools:
-  - address: {POOL}
-    members: [{BOB}]
-"""
-
-
-def test_static_registry_file(tmp_path: Path) -> None:
-    path = tmp_path / "registry.yml"
-    path.write_text(REGISTRY)
-    registry = StaticRegistry.load(path)
-    app = registry.app(ALICE.upper().replace("0X", "0x"))
-    assert app is not None and app.owner == BOB and app.measurements == {Measurement.parse(SGX)}
-    dataset = registry.dataset(POOL)
-    assert dataset is not None and dataset.owner == ALICE
-    assert registry.is_member(POOL, BOB) and not registry.is_member(POOL, ALICE)
-    assert registry.app(BOB) is None
-    assert StaticRegistry.parse("").apps == {}
+def test_any_app_is_explicit_and_in_the_canonical_form() -> None:
+    """A dataset key for any app says so (``any-app=true``): it is in the canonical JSON,
+    so bound into the value's associated data; a policy without it keeps the form every
+    policy stored before it had."""
+    policy = ReleasePolicy.from_query([("any-app", "true")], restrictable=True)
+    assert policy == ReleasePolicy(any_app=True) and policy.apps is None
+    assert ("any-app", "true") in policy.query_items()
+    assert '"any_app":true' in policy.canonical()
+    assert ReleasePolicy.from_json(policy.canonical()) == policy
+    assert ReleasePolicy.from_query(policy.query_items(), restrictable=True) == policy
+    restricted = ReleasePolicy(apps=frozenset({Measurement.parse(SGX)}))
+    assert "any_app" not in restricted.canonical()
 
 
 @pytest.mark.parametrize(
-    ("edit", "named"),
+    ("items", "restrictable", "named"),
     [
-        (("owner:", "ownr:"), "r.yml:3: apps[0]: field 'ownr' is unknown"),
-        (("measurements: [", "measurements: [sgx:12, "), "r.yml:4: apps[0].measurements"),
-        ((f'"{SGX}"', "ab" * 32), "r.yml:4: apps[0].measurements: measurement"),
-        ((f"owner: {ALICE}", "owner: 0x12"), "r.yml:6: datasets[0].owner: '0x12' is not"),
-        ((f"members: [{BOB}]", "members: 3"), "r.yml:9: workerpools[0].members must be a list"),
-        (("workerpools:", "pools:"), "r.yml:7: the registry: field 'pools' is unknown"),
-        ((f"    owner: {BOB}\n", ""), "r.yml:2: apps[0]: 'owner' is missing"),
-        (("datasets:", "datasets: {"), "r.yml:"),
+        ([("any-app", "yes")], True, "any-app is given once, as true"),
+        ([("any-app", "true"), ("any-app", "true")], True, "any-app is given once"),
+        ([("any-app", "true"), ("app", SGX)], True, "contradict each other"),
+        ([("any-app", "true")], False, "only a dataset key"),
     ],
 )
-def test_static_registry_errors_name_the_line(edit: tuple[str, str], named: str) -> None:
-    text = REGISTRY.replace(*edit, 1)
-    assert text != REGISTRY
-    with pytest.raises(RegistryError) as caught:
-        StaticRegistry.parse(text, "r.yml")
-    assert str(caught.value).startswith(named), str(caught.value)
+def test_bad_any_app_options_are_refused(
+    items: list[tuple[str, str]], restrictable: bool, named: str
+) -> None:
+    with pytest.raises(SecretError, match=named):
+        ReleasePolicy.from_query(items, restrictable=restrictable)
 
 
-def test_static_registry_refuses_duplicates() -> None:
-    twice = REGISTRY + f"  - address: {POOL.upper().replace('0X', '0x')}\n    members: []\n"
-    with pytest.raises(RegistryError, match=rf"r.yml:10: workerpools: {POOL} is listed twice"):
-        StaticRegistry.parse(twice, "r.yml")
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        ('{"any_app": "yes"}', "any_app must be true or false"),
+        (f'{{"any_app": true, "apps": ["{SGX}"]}}', "contradict each other"),
+    ],
+)
+def test_a_stored_policy_with_a_bad_any_app_is_refused(document: str, named: str) -> None:
+    with pytest.raises(SecretError, match=named):
+        ReleasePolicy.from_json(document)
 
 
 def test_result_key_file_is_private_and_never_replaced_silently(tmp_path: Path) -> None:

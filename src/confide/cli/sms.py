@@ -86,13 +86,16 @@ def serve_sms(
             "--pccs", metavar="URL", help="Accept SGX/TDX quotes, collateral from a PCCS."
         ),
     ] = None,
-    registry_file: Annotated[
-        Path | None,
+    hub: Annotated[
+        str | None,
         typer.Option(
-            "--registry",
-            metavar="FILE.yml",
-            help="Apps (owner, measurements), datasets (owner) and workerpools (members), "
-            "the stand-in for the hub; see docs/sms.md. Without it none are known.",
+            "--hub",
+            metavar="URL",
+            envvar="CONFIDE_SMS_HUB",
+            help="The hub whose apps, datasets, workerpools and tasks this sms serves: its "
+            "owner-signed records are fetched from it and verified here, its deployment "
+            "pinned at first contact (see docs/sms.md). Without it, only records their "
+            "owners push to this sms are known, and no task.",
         ),
     ] = None,
 ) -> None:
@@ -100,7 +103,6 @@ def serve_sms(
     import time  # noqa: PLC0415
 
     from confide.sms.http import create_app  # noqa: PLC0415
-    from confide.sms.registry import StaticRegistry  # noqa: PLC0415
     from confide.sms.service import Sms, SmsConfig  # noqa: PLC0415
     from confide.web.limits import Limits  # noqa: PLC0415
     from confide.web.server import serve  # noqa: PLC0415
@@ -110,7 +112,8 @@ def serve_sms(
             f"binding {host} exposes the sms beyond this machine: give --tls-cert and "
             f"--tls-key, or --behind-tls-proxy if a TLS proxy fronts it"
         )
-    registry = StaticRegistry.load(registry_file) if registry_file else StaticRegistry()
+    if hub is not None and not hub.startswith(("http://", "https://")):
+        raise ConfideError(f"--hub {hub!r} is not an http(s) URL")
     home = confide_home() / "sms"
     url = sms_database_url(db)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -124,8 +127,8 @@ def serve_sms(
                 allow_sim=allow_sim,
                 collateral=collateral,
                 pccs_url=pccs,
-            ),
-            registry=registry,
+                hub_url=hub,
+            )
         )
     if allow_sim:
         sys.stderr.write(
@@ -133,9 +136,16 @@ def serve_sms(
             "the host (development only)\n"
         )
     backends = ", ".join(sms.backends()) or "none (give --collateral or --pccs)"
+    pinned = sms.hub_deployment()
+    hub_line = (
+        "no hub (only records pushed to this sms are known)"
+        if hub is None
+        else f"hub {hub} (deployment {pinned or 'pinned at first contact'})"
+    )
     sys.stderr.write(
         f"sms {sms.config.sms_id} on {host}:{port}, deployment {sms.config.deployment_id}, "
-        f"database {shown_url(url)}, attestation: {backends}\n"
+        f"database {shown_url(url)}, attestation: {backends}, {hub_line}, token key "
+        f"fingerprint {sms.token_fingerprint()} (confide sms trust URL --fingerprint)\n"
     )
     limits = Limits()  # connections, bodies, timeouts: confide.web.limits
     serve(

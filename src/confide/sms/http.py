@@ -26,6 +26,7 @@ from confide.db.stores import DatabaseNonceStore
 from confide.sms.attest import Attestations
 from confide.sms.http_attest import AttestHandlers
 from confide.sms.http_common import PROBLEMS, SmsHandlers
+from confide.sms.http_records import RecordHandlers
 from confide.sms.http_secrets import SecretHandlers
 from confide.sms.http_sessions import SessionHandlers
 from confide.sms.openapi import openapi_document
@@ -65,6 +66,7 @@ def create_app(
         *SecretHandlers(h).routes(),
         *SessionHandlers(h).routes(),
         *AttestHandlers(h, attestations).routes(),
+        *RecordHandlers(h).routes(),
     ]
 
     @contextlib.asynccontextmanager

@@ -38,6 +38,7 @@ from confide.web.problems import HttpProblemError
 # unsigned caller may make the sms read and parse.
 ATTEST_BODY_LIMIT = 128 * 1024
 SMALL_BODY_LIMIT = 16 * 1024
+ORDER_BODY_LIMIT = 192 * 1024  # an order at its largest (args, 32 input files) and more
 GRANT_BATCH = 64  # grants recorded in one transaction at most
 SIGNATURE_HEADER = "x-confide-signature"
 
@@ -145,12 +146,12 @@ class AttestHandlers:
         """Public: whether a signed order could be released (what the hub asks before it
         queues a task). Tells what HEAD tells (existence) and, for an order its requester
         signed, which secret's release policy refuses it; never a value."""
-        document = json_object(await read_body(request, SMALL_BODY_LIMIT), 6)
+        document = json_object(await read_body(request, ORDER_BODY_LIMIT), 6)
         if set(document) != {"order", "signature"} or not isinstance(document["signature"], str):
             raise HttpProblemError(400, "Bad Request", 'expected {"order": {...}, "signature"}')
         order = TaskOrder.from_json(document["order"])
         problems = await self.base.blocking(
-            self.attestations.check_order, order, document["signature"]
+            self.attestations.check_order, order, document["signature"], self.base.now()
         )
         return JSONResponse({"task_id": order.task_id(), "ok": not problems, "problems": problems})
 

@@ -8,10 +8,15 @@ refusals' answers, and HEAD checks read in batches on threads of their own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
+from confide.records import RecordError
 from confide.sms.attest import AttestationRefusedError
 from confide.sms.batching import Coalescer, membership
+from confide.sms.kept_records import RecordOwnerError, RecordStaleError
+from confide.sms.registry import HubUnavailableError, RegistryError
 from confide.sms.secrets import BATCH, SecretExistsError, SecretNotFoundError, SecretRef
 from confide.sms.service import Sms
 from confide.sms.sessions import (
@@ -19,6 +24,7 @@ from confide.sms.sessions import (
     SessionForbiddenError,
     SessionNotFoundError,
 )
+from confide.sms.task_cancels import CancelForbiddenError
 from confide.sms.volumes import TagConflictError, TagError, TagForbiddenError
 from confide.web.handlers import Clock, Handlers
 from confide.web.problems import (
@@ -30,7 +36,10 @@ from confide.web.problems import (
     Answer,
 )
 
+UNPROCESSABLE = Answer(422, "Unprocessable Content")
+T = TypeVar("T")
 QUICK_READ_THREADS = 2  # batches of HEAD checks, on threads of their own (PostgreSQL)
+LOOKUP_THREADS = 4  # registry lookups, which may wait on the hub (never a database thread)
 
 # Every refusal of the sms's core, answered by class (most specific first): the one place
 # that says which refusal is which status. What is not here is the base's (a ConfideError
@@ -46,6 +55,12 @@ PROBLEMS = BASE_TABLE.extended(
         TagConflictError: CONFLICT,
         TagError: BAD_REQUEST,
         AttestationRefusedError: Answer(403, "Forbidden", prefix="attestation refused: "),
+        RecordStaleError: CONFLICT,
+        RecordOwnerError: FORBIDDEN,
+        RecordError: UNPROCESSABLE,
+        RegistryError: UNPROCESSABLE,
+        HubUnavailableError: Answer(503, "Service Unavailable"),
+        CancelForbiddenError: FORBIDDEN,
     }
 )
 
@@ -61,6 +76,7 @@ class SmsHandlers(Handlers):
         # a burst of checks does not queue behind slower work (docs/benchmarks.md, "sms:
         # threads").
         self.quick: ThreadPoolExecutor | None = None
+        self.lookups: ThreadPoolExecutor | None = None
         lanes = 1 if sms.engine.dialect.name == "sqlite" else QUICK_READ_THREADS
         self.existence = Coalescer(membership(self._existing), lanes=lanes, limit=BATCH)
 
@@ -76,7 +92,16 @@ class SmsHandlers(Handlers):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.quick, self.sms.secrets.exists_many, refs)
 
+    async def look_up(self, work: Callable[[str], T], address: str) -> T:
+        """A registry lookup (``work(address)``) on threads of its own: it may fetch from
+        the hub (up to its timeout), which must hold neither the event loop nor a
+        database thread."""
+        if self.lookups is None:
+            self.lookups = self.executor(LOOKUP_THREADS, "sms-lookup")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.lookups, work, address)
+
     def executors(self) -> list[ThreadPoolExecutor | None]:
-        taken = [*super().executors(), self.quick]
-        self.quick = None
+        taken = [*super().executors(), self.quick, self.lookups]
+        self.quick = self.lookups = None
         return taken

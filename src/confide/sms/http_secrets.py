@@ -82,13 +82,14 @@ class SecretHandlers:
         """The app developer secret (index 1): written by the app's owner only, who names
         the app measurements that may receive it."""
         address = path_address(request.path_params["app"])
-        return await self.owned_secret(request, "app", address, self.sms.registry.app(address))
+        record = await self.base.look_up(self.sms.registry.app, address)
+        return await self.owned_secret(request, "app", address, record)
 
     async def dataset_key(self, request: Request) -> Response:
         """A dataset's key: written by the dataset's owner only, who names the apps (by
         measurement) and may restrict requesters and workerpools."""
         address = path_address(request.path_params["dataset"])
-        record = self.sms.registry.dataset(address)
+        record = await self.base.look_up(self.sms.registry.dataset, address)
         return await self.owned_secret(request, "dataset", address, record)
 
     async def owned_secret(
@@ -205,12 +206,19 @@ class SecretHandlers:
             if check is not None:
                 check(body)
             policy = given if given is not None else self.kept_policy(ref, update)
-            if ref.kind in ("app", "dataset") and policy.apps is None:
+            if ref.kind == "app" and (policy.apps is None or policy.any_app):
                 raise SecretError(
-                    f"{'an app developer secret' if ref.kind == 'app' else 'a dataset key'} "
-                    f"must name the app measurement(s) that may receive it (app=<typed "
-                    f"measurement>; CLI: --app-measurement): the registry is not trusted "
-                    f"to choose the code that gets it"
+                    "an app developer secret must name the app measurement(s) that may "
+                    "receive it (app=<typed measurement>; CLI: --app-measurement, by default "
+                    "the one in the app record its owner signed): the registry is not "
+                    "trusted to choose the code that gets it"
+                )
+            if ref.kind == "dataset" and policy.apps is None and not policy.any_app:
+                raise SecretError(
+                    "a dataset key must name the app measurement(s) that may receive it "
+                    "(app=<typed measurement>; CLI: --app-measurement), or say any-app=true "
+                    "(CLI: --any-app) to release it to any app: the registry is not trusted "
+                    "to choose the code that gets it"
                 )
             with self.sms.engine.begin() as connection:
                 signed.record_in(connection)

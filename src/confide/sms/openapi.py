@@ -292,8 +292,29 @@ def _attestation_paths() -> dict[str, Any]:
         "/v1/task-orders/check": {
             "post": _op(
                 "Whether a signed task order could be released {task_id, ok, problems}: "
-                "each missing secret, unknown app or dataset, bad signature, named",
+                "each missing secret, unknown or forged record, bad signature, expiry, "
+                "cancel or attempts used up, named",
                 signed=False,
+                ok="200",
+                requestBody=_json_body("order", "signature"),
+            )
+        },
+        "/v1/records": {
+            "post": _op(
+                "An owner pushes its signed app, dataset or workerpool record "
+                "{record, signature} -> {address, kind, sequence}; 409 when its sequence is "
+                "not above the kept one, 422 naming a forged or malformed record, 403 when "
+                "the signer is not its owner",
+                signed=True,
+                ok="200",
+                requestBody=_json_body("record", "signature"),
+            )
+        },
+        "/v1/task-cancels": {
+            "post": _op(
+                "The requester cancels a task {order, signature} -> {task, cancelled_at}: "
+                "no release for it afterwards; 403 for another signer",
+                signed=True,
                 ok="200",
                 requestBody=_json_body("order", "signature"),
             )

@@ -19,8 +19,8 @@ from confide.attestation.policy import TOLERATIONS, Policy
 from confide.crypto.wallet import normalise_address
 from confide.errors import AttestationError, AuthError, SecretError
 
-QUERY_OPTIONS = ("tee", "tolerate", "app", "requester", "workerpool")
-_RESTRICTIONS = ("app", "requester", "workerpool")  # dataset keys only
+QUERY_OPTIONS = ("tee", "tolerate", "app", "any-app", "requester", "workerpool")
+_RESTRICTIONS = ("app", "any-app", "requester", "workerpool")  # dataset keys only
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class ReleasePolicy:
     apps: frozenset[Measurement] | None = None  # dataset keys: only these app measurements
     requesters: frozenset[str] | None = None  # dataset keys: only for these requesters
     workerpools: frozenset[str] | None = None  # dataset keys: only on these workerpools
+    # A dataset key its owner releases to any app, said explicitly (``any-app=true``;
+    # CLI ``--any-app``): without it a key names the app measurements that may get it.
+    any_app: bool = False
 
     def is_default(self) -> bool:
         return self == ReleasePolicy()
@@ -54,16 +57,22 @@ class ReleasePolicy:
         return reasons
 
     def to_json(self) -> dict[str, Any]:
+        """The policy's JSON; ``any_app`` appears only when set, so that every policy
+        stored before it existed keeps its canonical form (and its values their AAD)."""
+
         def listed(values: frozenset[Any] | None) -> list[str] | None:
             return None if values is None else sorted(str(v) for v in values)
 
-        return {
+        document: dict[str, Any] = {
             "tee": listed(self.tee),
             "tolerate": sorted(self.tolerate),
             "apps": listed(self.apps),
             "requesters": listed(self.requesters),
             "workerpools": listed(self.workerpools),
         }
+        if self.any_app:
+            document["any_app"] = True
+        return document
 
     def canonical(self) -> str:
         """ "" for the default, else canonical JSON (stored, and bound into the AAD)."""
@@ -79,6 +88,8 @@ class ReleasePolicy:
         if self.tolerate:
             items.append(("tolerate", ",".join(sorted(self.tolerate))))
         items += [("app", str(m)) for m in sorted(self.apps or ())]
+        if self.any_app:
+            items.append(("any-app", "true"))
         items += [("requester", a) for a in sorted(self.requesters or ())]
         items += [("workerpool", a) for a in sorted(self.workerpools or ())]
         return items
@@ -104,14 +115,20 @@ class ReleasePolicy:
                 raise SecretError(f"release policy option {key!r} has an empty value")
             given.setdefault(key, []).extend(values)
         tee = _known(given.get("tee"), "TEE type", frozenset(TEE_TYPES))
+        any_app = given.get("any-app")
+        if any_app is not None and any_app != ["true"]:
+            raise SecretError("any-app is given once, as true")
+        apps = given.get("app")
+        if any_app and apps is not None:
+            raise SecretError("any-app=true and app=… contradict each other: give one")
         try:
-            apps = given.get("app")
             return cls(
                 tee=tee,
                 tolerate=_known(given.get("tolerate"), "toleration", TOLERATIONS) or frozenset(),
                 apps=None if apps is None else frozenset(Measurement.parse(a) for a in apps),
                 requesters=_given_addresses(given.get("requester"), "requester"),
                 workerpools=_given_addresses(given.get("workerpool"), "workerpool"),
+                any_app=any_app is not None,
             )
         except AttestationError as exc:
             raise SecretError(f"app: {exc}") from None
@@ -127,7 +144,7 @@ class ReleasePolicy:
                 raise SecretError("a release policy is a JSON object") from None
         if not isinstance(data, dict):
             raise SecretError("a release policy is a JSON object")
-        unknown = set(data) - {"tee", "tolerate", "apps", "requesters", "workerpools"}
+        unknown = set(data) - {"tee", "tolerate", "apps", "requesters", "workerpools", "any_app"}
         if unknown:
             raise SecretError(f"unknown release policy fields {sorted(unknown)}")
         tee = _strings(data.get("tee"), "tee")
@@ -137,6 +154,11 @@ class ReleasePolicy:
         if not tolerate <= TOLERATIONS:
             raise SecretError(f"unknown tolerations {sorted(tolerate - TOLERATIONS)}")
         apps = _strings(data.get("apps"), "apps")
+        any_app = data.get("any_app", False)
+        if any_app is not True and any_app is not False:
+            raise SecretError("release policy: any_app must be true or false")
+        if any_app and apps is not None:
+            raise SecretError("release policy: any_app and apps contradict each other")
         try:
             return cls(
                 tee=tee,
@@ -144,6 +166,7 @@ class ReleasePolicy:
                 apps=None if apps is None else frozenset(Measurement.parse(a) for a in apps),
                 requesters=_addresses(data.get("requesters"), "requesters"),
                 workerpools=_addresses(data.get("workerpools"), "workerpools"),
+                any_app=any_app,
             )
         except AuthError as exc:
             raise SecretError(str(exc)) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ from confide.db.identity import recorded
 from confide.db.schema import secrets as secrets_table
 from confide.db.stores import DatabasePlatformRegistry
 from confide.errors import ConfideError
-from confide.sms.registry import MemoryRegistry, Registry
+from confide.sms.hub_registry import HttpRecordSource, HubRegistry
+from confide.sms.kept_records import RecordKeeper
+from confide.sms.registry import Registry
 from confide.sms.secrets import SecretStore
 from confide.sms.sessions import SessionStore
 
@@ -47,6 +50,7 @@ class SmsConfig:
     collateral: Path | None = None  # SGX/TDX collateral: a JSON file or an FMSPC directory
     pccs_url: str | None = None  # or a PCCS to fetch it from
     token_key_file: Path | None = None  # None: home/token-key, made at first start
+    hub_url: str | None = None  # the hub records and tasks are fetched from (--hub)
 
 
 class Sms:
@@ -56,10 +60,19 @@ class Sms:
         self, config: SmsConfig, engine: Engine | None = None, registry: Registry | None = None
     ) -> None:
         self.config = config
-        # Apps, datasets, workerpools and tasks: the hub's, or a static file's (see registry).
-        self.registry: Registry = registry if registry is not None else MemoryRegistry()
         self.engine = engine or make_engine(config.db_url)
         upgrade(self.engine)
+        # Apps, datasets, workerpools and tasks: owner-signed records, pushed here by their
+        # owners and fetched from the hub, each verified here (confide.sms.hub_registry).
+        if registry is None:
+            source = None if config.hub_url is None else HttpRecordSource(config.hub_url)
+            registry = HubRegistry(self.engine, source, None)
+        if isinstance(registry, HubRegistry):
+            registry.pin()  # refused here when the hub serves another deployment than before
+            self.records = registry.keeper
+        else:  # a test's registry: pushed records are kept, not looked up
+            self.records = RecordKeeper(self.engine)
+        self.registry: Registry = registry
         config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not config.deployment_id:
             deployment = _deployment_id(self.engine, config.home / "deployment-id")
@@ -96,6 +109,17 @@ class Sms:
             found["sim"] = SimVerifier(self.platforms)
         return found
 
+    def hub_deployment(self) -> str | None:
+        """The hub deployment records must name (None: no hub known yet: a pushed
+        record's signature is checked, its deployment not)."""
+        registry = self.registry
+        return registry.deployment if isinstance(registry, HubRegistry) else None
+
+    def token_fingerprint(self) -> str:
+        """SHA-256 hex of the raw 32-byte token public key: what ``confide sms trust
+        --fingerprint`` pins (printed at start)."""
+        return hashlib.sha256(self.tokens.public_key()).hexdigest()
+
     def backends(self) -> list[str]:
         """The names of :meth:`verifiers`, without building them (``/v1/info`` asks often)."""
         hardware = self.config.collateral is not None or bool(self.config.pccs_url)
@@ -114,6 +138,7 @@ class Sms:
             "attestation_backends": backends,
             "allow_sim": self.config.allow_sim,
             "jwks": self.tokens.jwks(),
+            "hub": self.config.hub_url,
         }
 
 

@@ -14,24 +14,29 @@ so that a wallet outside the pool learns nothing of the order from a refusal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
 from confide.attestation.policy import Policy
 from confide.crypto.result_key import result_key_sha256
+from confide.sms.attest.queries import TaskState, task_state
 from confide.sms.attest.request import (
     AttestationRefusedError,
     AttestRequest,
     TargetNotFoundError,
     TaskTarget,
 )
-from confide.sms.registry import AppRecord
+from confide.sms.registry import AppRecord, DatasetRecord, RegistryError, WorkerpoolRecord
 from confide.sms.release_policy import ReleasePolicy
 from confide.sms.secrets import SecretRef, StoredSecret, result_key_ref
 from confide.sms.service import Sms
 from confide.sms.tasks import TaskOrder, TaskOrderError, TaskRecord
+
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -50,13 +55,74 @@ class OrderReview:
     found: dict[SecretRef, StoredSecret] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class OrderFacts:
+    """What the registry says of an order's app, dataset and workerpool, looked up before
+    any database connection is taken (a lookup may fetch from the hub), and the
+    problems found there (a record that does not verify is named)."""
+
+    app: AppRecord | None
+    dataset: DatasetRecord | None
+    workerpool: WorkerpoolRecord | None
+    problems: tuple[str, ...]
+
+
 class OrderValidator:
     def __init__(self, sms: Sms) -> None:
         self.sms = sms
 
-    def review(self, order: TaskOrder, signature: str, connection: Connection) -> OrderReview:
-        """Every problem of ``order`` signed with ``signature``; its secrets read on
-        ``connection`` (one statement per BATCH of them)."""
+    def facts(self, order: TaskOrder) -> OrderFacts:
+        """The order's records (owner-signed, verified by the registry) and what they
+        refuse: an unknown or forged record, another measurement than the app's owner
+        signed, another dataset checksum than its owner's, a requester the workerpool
+        does not admit. HubUnavailableError when the hub is needed and does not answer."""
+        registry = self.sms.registry
+        problems: list[str] = []
+
+        def look(lookup: Callable[[str], _R | None], address: str, what: str) -> _R | None:
+            try:
+                found = lookup(address)
+            except RegistryError as exc:
+                problems.append(str(exc))
+                return None
+            if found is None:
+                problems.append(f"unknown {what} {address}")
+            return found
+
+        app = look(registry.app, order.app, "app")
+        if app is not None and order.app_measurement not in app.measurements:
+            problems.append(
+                f"the order's app measurement {order.app_measurement.short()} is not one "
+                f"the app's owner registered"
+            )
+        dataset = None
+        if order.dataset is not None:
+            dataset = look(registry.dataset, order.dataset, "dataset")
+            if dataset is not None and order.dataset_checksum != dataset.checksum:
+                problems.append(
+                    f"the order's dataset checksum {order.dataset_checksum} is not the one "
+                    f"dataset {dataset.address}'s owner signed ({dataset.checksum})"
+                )
+        elif order.dataset_checksum is not None:
+            problems.append("the order names a dataset checksum but no dataset")
+        pool = look(registry.workerpool, order.workerpool, "workerpool")
+        if pool is not None and not pool.admits(order.requester):
+            problems.append(
+                f"requester {order.requester} is not admitted to workerpool {pool.address}"
+            )
+        return OrderFacts(app, dataset, pool, tuple(problems))
+
+    def review(
+        self,
+        order: TaskOrder,
+        signature: str,
+        connection: Connection,
+        facts: OrderFacts,
+        now: int,
+    ) -> OrderReview:
+        """Every problem of ``order`` signed with ``signature`` (its records' in
+        ``facts``, looked up first); its secrets read on ``connection`` (one statement per
+        BATCH of them), with what this sms recorded of the task (releases, a cancel)."""
         problems: list[str] = []
         signed = True
         try:
@@ -66,18 +132,9 @@ class OrderValidator:
             signed = False
         if order.sms_key != self.sms.tokens.public_key().hex():
             problems.append("the task order pins another sms key: not released here")
-        registry = self.sms.registry
-        app = registry.app(order.app)
-        if app is None:
-            problems.append(f"unknown app {order.app}")
-        elif order.app_measurement not in app.measurements:
-            problems.append(
-                f"the order's app measurement {order.app_measurement.short()} is not one "
-                f"the app's owner registered"
-            )
-        dataset = None if order.dataset is None else registry.dataset(order.dataset)
-        if order.dataset is not None and dataset is None:
-            problems.append(f"unknown dataset {order.dataset}")
+        problems += task_problems(order, task_state(connection, order.task_id()), now)
+        problems += facts.problems
+        app, dataset = facts.app, facts.dataset
         # Every secret the order names: the requester's mapped ones (``labels``), and the
         # app developer secret and the dataset key (``restricted`` by their owners).
         mapped = [
@@ -141,10 +198,14 @@ class OrderValidator:
 
     def claim(self, request: AttestRequest, target: TaskTarget, signer: str | None) -> TaskRecord:
         """The task exists (TargetNotFoundError, never audited, if not), the request is
-        signed by the worker it names, a member of the order's workerpool holding the
-        task's current lease."""
+        signed by the worker it names, a member of the order's workerpool (per its
+        owner-signed record) holding the task's current lease. Looks the task up in the
+        registry (the hub): call it outside any transaction."""
         registry = self.sms.registry
-        record = registry.task(target.task_id)
+        try:
+            record = registry.task(target.task_id)
+        except RegistryError as exc:
+            raise AttestationRefusedError(str(exc)) from None
         if record is None or record.task_id != target.task_id:
             raise TargetNotFoundError(f"unknown task {target.task_id}")
         # Who asks, first: a wallet outside the task's workerpool, or without its lease,
@@ -155,7 +216,11 @@ class OrderValidator:
                 + (f" (signed by {signer})" if signer else " (it is not signed)")
             )
         workerpool = record.order.workerpool
-        if not registry.is_member(workerpool, request.worker):
+        try:
+            member = registry.is_member(workerpool, request.worker)
+        except RegistryError as exc:
+            raise AttestationRefusedError(str(exc)) from None
+        if not member:
             raise AttestationRefusedError(
                 f"worker {request.worker} is not a member of workerpool {workerpool}"
             )
@@ -171,21 +236,44 @@ class OrderValidator:
         return record
 
     def claim_moved(self, request: AttestRequest, target: TaskTarget) -> str | None:
-        """Why the task's claim no longer holds (the hub's, not under the audit lock):
-        the lease re-claimed, or the worker removed from the task's workerpool."""
+        """Why the task's claim no longer holds: the lease re-claimed, or the worker
+        removed from the task's workerpool. Asked of the registry (the hub) just before
+        the grant's transaction, never inside it."""
         registry = self.sms.registry
-        record = registry.task(target.task_id)
-        if (
-            record is None
-            or record.lease_token != target.lease_token
-            or record.worker.lower() != request.worker
-        ):
-            return "the task's lease changed while attesting"
-        if not registry.is_member(record.order.workerpool, request.worker):
+        try:
+            record = registry.task(target.task_id)
+            if (
+                record is None
+                or record.lease_token != target.lease_token
+                or record.worker.lower() != request.worker
+            ):
+                return "the task's lease changed while attesting"
+            member = registry.is_member(record.order.workerpool, request.worker)
+        except RegistryError as exc:
+            return str(exc)
+        if not member:
             return (
                 f"worker {request.worker} left workerpool {record.order.workerpool} while attesting"
             )
         return None
+
+
+def task_problems(order: TaskOrder, state: TaskState, now: int) -> list[str]:
+    """What stops a release whatever the hub says: the order expired, the requester
+    cancelled the task, or it was released as many times as the order allows."""
+    problems: list[str] = []
+    task = order.task_id()
+    if now > order.valid_until:
+        when = datetime.fromtimestamp(order.valid_until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        problems.append(f"the task order expired at {when}")
+    if state.cancelled:
+        problems.append(f"the requester cancelled task {task}")
+    if state.releases >= order.max_attempts:
+        problems.append(
+            f"task {task} was released {state.releases} time(s): its order allows at most "
+            f"{order.max_attempts} (max_attempts)"
+        )
+    return problems
 
 
 def order_policy(order: TaskOrder) -> Policy:
@@ -211,11 +299,12 @@ def _tee_problems(effective: Policy, what: str) -> list[str]:
 
 def _restriction_problems(policy: ReleasePolicy, order: TaskOrder, what: str) -> list[str]:
     """App and dataset secrets go only to app measurements their owner signed for: the
-    registry (the hub) is not trusted to choose the code that receives them."""
-    if policy.apps is None:
+    registry (the hub) is not trusted to choose the code that receives them; or, for a
+    dataset key, to any app when its owner said so explicitly (``any-app``)."""
+    if policy.apps is None and not policy.any_app:
         return [
             f"{what} names no app measurement that may receive it (its owner pushes it "
-            f"with --app-measurement)"
+            f"with --app-measurement, or a dataset key with --any-app)"
         ]
     reasons = policy.refusals(
         measurement=order.app_measurement, requester=order.requester, workerpool=order.workerpool

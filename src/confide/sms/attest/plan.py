@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from confide.attestation.measurement import Measurement
 from confide.attestation.policy import Policy, parse_tdx_pins
 from confide.db.stores import DatabaseNonceStore, check_length
-from confide.sms.attest.orders import OrderValidator, order_policy
+from confide.sms.attest.orders import OrderFacts, OrderValidator, order_policy
 from confide.sms.attest.queries import current_tags, plan_read
 from confide.sms.attest.request import (
     AttestationRefusedError,
@@ -34,6 +34,7 @@ from confide.sms.secret_queries import BATCH
 from confide.sms.secrets import SecretNotFoundError, SecretRef, StoredSecret, checked
 from confide.sms.service import Sms
 from confide.sms.sessions import StoredSession, session_secret_ref, volume_key_ref
+from confide.sms.tasks import TaskOrder, TaskRecord
 
 CONFIG_FORMAT = "confide-config-v1"
 SHAPES_KEPT = 1024  # session services whose shape a Planner remembers
@@ -51,6 +52,7 @@ class Plan:
     scope: str = ""
     audience: str = ""
     session: StoredSession | None = None  # the version released from (a session target)
+    order: TaskOrder | None = None  # the order released for (a task target)
 
 
 @dataclass(frozen=True)
@@ -182,17 +184,24 @@ class Planner:
         self,
         request: AttestRequest,
         target: TaskTarget,
-        signer: str | None,
+        record: TaskRecord,
+        facts: OrderFacts,
         connection: Connection,
+        now: int,
     ) -> Plan:
-        """Who asks (:meth:`OrderValidator.claim`), then the order's review: refused with
+        """The order's review (``record``: who asks was checked by
+        :meth:`OrderValidator.claim`; ``facts``: its records, looked up): refused with
         every problem it names, or planned from the secrets it read."""
-        record = self.orders.claim(request, target, signer)
-        review = self.orders.review(record.order, record.signature, connection)
+        review = self.orders.review(record.order, record.signature, connection, facts, now)
         if review.problems:
             raise AttestationRefusedError(*review.problems)
         order, found = record.order, review.found
-        plan = Plan(order_policy(order), scope=target.task_id, audience=f"task:{target.task_id}")
+        plan = Plan(
+            order_policy(order),
+            scope=target.task_id,
+            audience=f"task:{target.task_id}",
+            order=order,
+        )
         env: dict[str, str] = {"IEXEC_TASK_ID": target.task_id}
         developer = (
             None if review.developer is None else self._release(review.developer, plan, found)

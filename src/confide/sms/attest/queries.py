@@ -11,14 +11,15 @@ and secrets together) and, in the grant's transaction, one to recheck what the p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, select, true
+from sqlalchemy import Connection, bindparam, exists, func, select, true
 
 from confide.db import audit
 from confide.db.direct import DirectStatement, InsertRows
-from confide.db.schema import attestations, task_releases, volume_tags
+from confide.db.schema import attestations, task_cancels, task_releases, volume_tags
 from confide.db.stores import DatabaseNonceStore
 from confide.sms.attest.request import SessionTarget, TaskTarget
 from confide.sms.secret_queries import (
@@ -71,18 +72,54 @@ def plan_read(
     return rows
 
 
-RecheckReads = tuple[list[int | None], bool, bool, audit.Head]
+@dataclass(frozen=True)
+class RecheckReads:
+    versions: list[int | None]  # each secret's current version (None: gone)
+    superseded: bool  # a session: its version has a successor
+    released: bool  # a task: this lease was released already
+    head: audit.Head
+    releases: int = 0  # a task: its releases so far (all leases)
+    cancelled: bool = False  # a task: its requester cancelled it
+
+
+@dataclass(frozen=True)
+class TaskState:
+    releases: int  # the task's releases so far, all leases
+    cancelled: bool  # its requester cancelled it (POST /v1/task-cancels)
+
+
+def task_state(connection: Connection, task_id: str) -> TaskState:
+    """What this sms recorded of a task: its releases, and a cancel (one statement)."""
+    row = _TASK_STATE.first(connection, {"task_id": task_id})
+    return TaskState(int(row.releases), bool(row.cancelled))
+
+
+def _task_columns() -> list[Any]:
+    """A task's releases (all leases) and whether it was cancelled, by ``task_id``."""
+    return [
+        select(func.count())
+        .select_from(task_releases)
+        .where(task_releases.c.task_id == bindparam("task_id"))
+        .scalar_subquery()
+        .label("releases"),
+        exists().where(task_cancels.c.task_id == bindparam("task_id")).label("cancelled"),
+    ]
+
+
+_TASK_STATE = DirectStatement(select(*_task_columns()))
 
 
 def recheck_reads(
     connection: Connection, refs: Sequence[Named], target: SessionTarget | TaskTarget
 ) -> RecheckReads:
     """The current version of each of ``refs``; for a session, whether its version has a
-    successor; for a task, whether its lease has been released already; and the audit
-    log's head: one statement per BATCH references (the first also reads the rest)."""
+    successor; for a task, whether its lease has been released already, its releases
+    and whether it was cancelled; and the audit log's head: one statement per BATCH
+    references (the first also reads the rest)."""
     chunks = batches(refs) or [[]]
     versions: list[int | None] = []
     superseded, released, head = False, False, audit.Head(None, None)
+    releases, cancelled = 0, False
     kind = "session" if isinstance(target, SessionTarget) else "task"
     for n, chunk in enumerate(chunks):
         first = n == 0
@@ -96,8 +133,10 @@ def recheck_reads(
         if first:
             head = audit.Head(row.audit_seq, row.audit_hash)
             superseded = kind == "session" and bool(row.superseded)
-            released = kind == "task" and bool(row.released)
-    return versions, superseded, released, head
+            if kind == "task":
+                released, cancelled = bool(row.released), bool(row.cancelled)
+                releases = int(row.releases)
+    return RecheckReads(versions, superseded, released, head, releases, cancelled)
 
 
 def _tag_columns(count: int, nonce: bool) -> list[Any]:
@@ -153,6 +192,7 @@ def _recheck_of(count: int, first: str) -> DirectStatement:
             )
             .label("released")
         )
+        columns += _task_columns()
     if first:
         columns += audit.head_columns()
     return DirectStatement(select(*columns))

@@ -30,12 +30,13 @@ from confide.crypto.sealing import (
 from confide.db import audit
 from confide.db.stores import DatabaseNonceStore
 from confide.errors import AttestationError
-from confide.sms.attest.orders import OrderValidator
+from confide.sms.attest.orders import OrderValidator, task_problems
 from confide.sms.attest.plan import Plan
 from confide.sms.attest.queries import (
     INSERT_ATTESTATIONS,
     INSERT_RELEASES,
     RecheckReads,
+    TaskState,
     recheck_reads,
 )
 from confide.sms.attest.request import (
@@ -44,6 +45,7 @@ from confide.sms.attest.request import (
     SessionTarget,
     TaskTarget,
 )
+from confide.sms.registry import HubUnavailableError
 from confide.sms.secrets import SecretExistsError, SecretNotFoundError
 from confide.sms.service import Sms
 from confide.sms.sessions import volume_key_ref
@@ -209,8 +211,24 @@ class Recorder:
         """
         if not pending:
             return []
+        # Whether each task's claim still holds is the hub's to say: asked now, before
+        # the transaction (never inside it); a hub that does not answer fails that grant
+        # alone (503, its nonce still live).
+        moved: dict[int, str | None] = {}
+        failed: dict[int, Outcome] = {}
+        for grant in pending:
+            target = grant.request.target
+            if isinstance(target, TaskTarget):
+                try:
+                    moved[id(grant)] = self.orders.claim_moved(grant.request, target)
+                except HubUnavailableError as exc:
+                    failed[id(grant)] = Outcome(failed=exc)
+        if failed:
+            going = [p for p in pending if id(p) not in failed]
+            outcomes = iter(self.commit(going) if going else [])
+            return [failed.get(id(p)) or next(outcomes) for p in pending]
         try:
-            return self._commit(pending)
+            return self._commit(pending, moved)
         except (IntegrityError, SecretExistsError):
             if len(pending) > 1:  # each in a transaction of its own, failing on its own
                 return [self._commit_alone(p) for p in pending]
@@ -234,7 +252,9 @@ class Recorder:
         except Exception as exc:  # the database: only this grant's answer
             return Outcome(failed=exc)
 
-    def _commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
+    def _commit(
+        self, pending: Sequence[PendingGrant], moved: dict[int, str | None]
+    ) -> list[Outcome]:
         """One transaction: the lock, every nonce used up in one statement, each grant's
         recheck, then its rows and entries, written together at the end."""
         outcomes: list[Outcome] = []
@@ -244,6 +264,7 @@ class Recorder:
             writes = _Writes(connection)
             used: set[bytes] = set()
             leases: set[tuple[str, str]] = set()
+            granted: dict[str, int] = {}  # task id -> releases granted in this batch
             # Grants of one session (or task) with the same secrets read the same rows:
             # read once per batch, until a grant stores an output volume's key.
             reads: dict[Any, RecheckReads] = {}
@@ -255,12 +276,22 @@ class Recorder:
                     outcomes.append(Outcome(refused=AttestationRefusedError(NONCE_USED)))
                     continue
                 used.add(request.nonce)
-                head, reason = self._recheck(connection, request, grant.plan, reads)
                 target = request.target
+                head, reason = self._recheck(
+                    connection,
+                    request,
+                    grant.plan,
+                    reads,
+                    moved=moved.get(id(grant)),
+                    now=now,
+                    earlier=granted.get(target.task_id, 0) if isinstance(target, TaskTarget) else 0,
+                )
                 if reason is None and isinstance(target, TaskTarget):
                     lease = (target.task_id, target.lease_token)
                     reason = RELEASED if lease in leases else None  # earlier in this batch
                     leases.add(lease)
+                    if reason is None:
+                        granted[target.task_id] = granted.get(target.task_id, 0) + 1
                 if reason is not None:
                     writes.log.append(head=head, **refusal_entry(request, now, (reason,)))
                     outcomes.append(Outcome(refused=AttestationRefusedError(reason)))
@@ -277,18 +308,24 @@ class Recorder:
         request: AttestRequest,
         plan: Plan,
         reads: dict[Any, RecheckReads] | None = None,
+        *,
+        moved: str | None = None,
+        now: int = 0,
+        earlier: int = 0,
     ) -> tuple[audit.Head, str | None]:
         """Inside the grant's transaction, after the audit log's lock: nothing the plan
         read has moved on since (a secret rotated, the session updated, the lease
         re-claimed or already used while the evidence was being verified), or the reason
         it has. Otherwise the release would be of a superseded state. A secret or session
         write appends to the audit log in its transaction too, so it either committed
-        before the lock was taken (and is seen here) or comes after this grant. A task's
-        lease lives in the registry (the hub), not under this lock: it is checked here,
-        and one re-claimed after the check but before the commit is not seen (the window
-        is the commit's). One statement (per BATCH secrets) reads it all, with the log's
-        head for the entry that follows; kept in ``reads`` (a batch's) for the next grant
-        that would read the same."""
+        before the lock was taken (and is seen here) or comes after this grant. So does a
+        task's cancel and each of its releases (``earlier``: granted before in this
+        batch): an expired, cancelled or fully released order is refused here. A task's
+        lease lives in the registry (the hub), not under this lock: ``moved`` is what the
+        hub said just before the transaction, and a lease re-claimed after that but
+        before the commit is not seen (the window is the commit's). One statement (per
+        BATCH secrets) reads it all, with the log's head for the entry that follows; kept
+        in ``reads`` (a batch's) for the next grant that would read the same."""
         target = request.target
         refs = [r for r, _ in plan.versions]
         key = (target, tuple(refs))
@@ -297,19 +334,24 @@ class Recorder:
             found = recheck_reads(connection, refs, target)
             if reads is not None:
                 reads[key] = found
-        current, superseded, released, head = found
-        for (ref, version), now_version in zip(plan.versions, current, strict=True):
+        head = found.head
+        for (ref, version), now_version in zip(plan.versions, found.versions, strict=True):
             if now_version != version:
                 return head, f"secret {ref.label()} changed while attesting: attest again"
         if isinstance(target, SessionTarget):
-            if superseded:
+            if found.superseded:
                 return head, (
                     f"session {target.owner}/{target.name} version {target.hash} is no "
                     f"longer current (the session was updated): start the enclave for the "
                     f"current version"
                 )
             return head, None
-        return head, RELEASED if released else self.orders.claim_moved(request, target)
+        if found.released:
+            return head, RELEASED
+        assert plan.order is not None  # noqa: S101 - a task's plan names its order
+        state = TaskState(found.releases + earlier, found.cancelled)
+        problems = task_problems(plan.order, state, now)
+        return head, problems[0] if problems else moved
 
     def _record(self, writes: _Writes, pending: PendingGrant, head: audit.Head) -> Grant:
         """One checked grant: its output volumes' new keys (stored now), and its task

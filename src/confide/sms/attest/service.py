@@ -26,6 +26,7 @@ from confide.sms.attest.request import (
     AttestRequest,
     SessionTarget,
     TargetNotFoundError,
+    TaskTarget,
 )
 from confide.sms.service import Sms
 from confide.sms.tasks import TaskOrder
@@ -70,28 +71,30 @@ class Attestations:
         (the database unavailable) leaves it live: nothing was recorded.
         """
         refusal: AttestationRefusedError | None = None
-        with reading(self.sms.engine) as connection:  # one connection for the plan's reads
-            try:
-                if isinstance(request.target, SessionTarget):
+        if isinstance(request.target, SessionTarget):
+            with reading(self.sms.engine) as connection:  # one connection for the plan's reads
+                try:
                     plan = self.planner.session_plan(request, request.target, connection, now)
-                else:
-                    self.nonces.peek(connection, request.nonce, now)
-                    plan = self.planner.task_plan(request, request.target, signer, connection)
-            except AttestationError as exc:  # the nonce is not live: nothing audited
-                raise AttestationRefusedError(str(exc)) from None
-            except AttestationRefusedError as refused:
-                # A session's request may be refused before its nonce was read (a version
-                # that is not current, a service not in it): read it now, so that one
-                # without a live nonce ends here, having taken no lock (the refusal's
-                # transaction, which takes the audit log's, then uses the nonce up).
-                if isinstance(request.target, SessionTarget):
+                except AttestationError as exc:  # the nonce is not live: nothing audited
+                    raise AttestationRefusedError(str(exc)) from None
+                except AttestationRefusedError as refused:
+                    # A session's request may be refused before its nonce was read (a
+                    # version that is not current, a service not in it): read it now, so
+                    # that one without a live nonce ends here, having taken no lock (the
+                    # refusal's transaction, which takes the audit log's, then uses the
+                    # nonce up).
                     try:
                         self.nonces.peek(connection, request.nonce, now)
                     except AttestationError as exc:
                         raise AttestationRefusedError(str(exc)) from None
+                    refusal = refused
+        else:
+            try:
+                plan = self._task_plan(request, request.target, now, signer)
+            except AttestationRefusedError as refused:
                 refusal = refused
         if refusal is not None:
-            if not isinstance(refusal, TargetNotFoundError):
+            if not isinstance(refusal, TargetNotFoundError | _NotLiveError):
                 self.recorder.refuse(request, now, refusal.reasons)
             raise refusal
         verdict = verify_attestation(
@@ -136,16 +139,34 @@ class Attestations:
             raise
         return PendingGrant(request, plan, verdict, now, jti, info, fresh, sealed)
 
+    def _task_plan(
+        self, request: AttestRequest, target: TaskTarget, now: int, signer: str | None
+    ) -> Plan:
+        """A task's plan: its nonce read first (a request without a live one ends here,
+        AttestationRefusedError, having asked the hub nothing), then the registry's
+        lookups (the hub's task, the order's records: they may wait on the hub, so they
+        hold no database connection), then the order's review."""
+        with reading(self.sms.engine) as connection:
+            try:
+                self.nonces.peek(connection, request.nonce, now)
+            except AttestationError as exc:  # the nonce is not live: nothing audited
+                raise _NotLiveError(str(exc)) from None
+        record = self.orders.claim(request, target, signer)
+        facts = self.orders.facts(record.order)
+        with reading(self.sms.engine) as connection:
+            return self.planner.task_plan(request, target, record, facts, connection, now)
+
     def commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
         """Record prepared grants in one transaction (:meth:`Recorder.commit`)."""
         return self.recorder.commit(pending)
 
-    def check_order(self, order: TaskOrder, signature: str) -> list[str]:
+    def check_order(self, order: TaskOrder, signature: str, now: int) -> list[str]:
         """Everything that would stop this order's release, found before the task is
         queued (iExec fails late and silently): each problem names what is wrong, in the
         words a release refuses with (one validator, :class:`OrderValidator`)."""
+        facts = self.orders.facts(order)  # outside any connection: it may ask the hub
         with reading(self.sms.engine) as connection:
-            return self.orders.review(order, signature, connection).problems
+            return self.orders.review(order, signature, connection, facts, now).problems
 
     def _sim_platform_reasons(
         self, request: AttestRequest, plan: Plan, platform: str | None, signer: str | None
@@ -167,6 +188,10 @@ class Attestations:
         if owner not in allowed:
             return [f"the sim platform key was not registered by {whose}"]
         return []
+
+
+class _NotLiveError(AttestationRefusedError):
+    """A task's request without a live nonce: refused, nothing audited."""
 
 
 class _AlreadyConsumed:
