@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from sqlalchemy import Connection
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from confide.crypto.info_proof import CHALLENGE_BYTES, INFO_LABEL, info_message
+from confide.hub.batch import GroupCommit
 from confide.hub.checker import OrderChecker, http_order_checker
 from confide.hub.lifecycle import STATUSES, IllegalTransitionError
 from confide.hub.openapi import openapi_document
@@ -43,6 +45,7 @@ from confide.web.problems import (
     HttpProblemError,
     exception_handlers,
 )
+from confide.web.signed import Signed
 
 _log = logging.getLogger("confide.hub")
 RECORD_BODY_LIMIT = 300 * 1024  # a record (256 KiB at most) and its wrapper
@@ -88,6 +91,7 @@ class HubRoutes:
         self.h = Handlers(hub.engine, hub.audience, clock, "hub")
         self.checker = checker
         self.waiters = Waiters()
+        self.writes = GroupCommit(self.h)  # claims, heartbeats and reports
 
     def routes(self) -> list[Route]:
         return [
@@ -246,35 +250,50 @@ class HubRoutes:
     async def heartbeat(self, request: Request) -> Response:
         task_id = _task_id(request.path_params["task"])
         body = await read_body(request, SMALL_BODY_LIMIT)
-        return await self.h.blocking(self._heartbeat, request, body, task_id)
 
-    def _heartbeat(self, request: Request, body: bytes, task_id: str) -> Response:
-        with self.h.signed_request(request, body) as signed:
-            document = json_object(body, 4)
-            token = _token(document, {"lease_token"})
-            expires = self.hub.heartbeat(
-                task_id, signed.address, token, self.h.now(), before=signed.record_in
+        def work(connection: Connection, signed: Signed) -> int:
+            token = _token(json_object(body, 4), {"lease_token"})
+            return self.hub.heartbeat(
+                task_id,
+                signed.address,
+                token,
+                signed.now,
+                before=signed.record_in,
+                within=connection,
             )
+
+        expires = await self.writes.run(request, body, work)
         return JSONResponse({"lease_expires_at": expires})
 
     async def status(self, request: Request) -> Response:
         task_id = _task_id(request.path_params["task"])
         body = await read_body(request, SMALL_BODY_LIMIT)
-        return await self.h.blocking(self._status, request, body, task_id)
 
-    def _status(self, request: Request, body: bytes, task_id: str) -> Response:
-        with self.h.signed_request(request, body) as signed:
+        def work(connection: Connection, signed: Signed) -> dict[str, Any]:
             report = _report(json_object(body, 4))
-            view = self.hub.report(
-                task_id, signed.address, report, self.h.now(), before=signed.record_in
+            return self.hub.report(
+                task_id,
+                signed.address,
+                report,
+                signed.now,
+                before=signed.record_in,
+                within=connection,
             )
-        return JSONResponse(view)
+
+        return JSONResponse(await self.writes.run(request, body, work))
 
     async def claim(self, request: Request) -> Response:
         pool = path_address(request.path_params["pool"])
         wait = _integer(request.query_params.get("wait"), "wait", 0, MAX_WAIT_SECONDS, 0)
         body = await read_body(request, SMALL_BODY_LIMIT)
-        worker, claimed = await self.h.blocking(self._first_claim, request, body, pool)
+
+        def first(connection: Connection, signed: Signed) -> tuple[str, Claimed | None]:
+            claimed = self.hub.claim(
+                pool, signed.address, signed.now, before=signed.record_in, within=connection
+            )
+            return signed.address, claimed
+
+        worker, claimed = await self.writes.run(request, body, first)
         loop = asyncio.get_running_loop()
         until = loop.time() + wait
         while claimed is None and loop.time() < until:
@@ -292,12 +311,6 @@ class HubRoutes:
                 "grants": claimed.grants,
             }
         )
-
-    def _first_claim(self, request: Request, body: bytes, pool: str) -> tuple[str, Claimed | None]:
-        with self.h.signed_request(request, body) as signed:
-            claimed = self.hub.claim(pool, signed.address, self.h.now(), before=signed.record_in)
-        self.h.maybe_prune()
-        return signed.address, claimed
 
     async def sweep_forever(self, interval: float) -> None:
         """Requeue expired leases and time out late tasks, every ``interval`` seconds."""

@@ -13,13 +13,27 @@ import json
 import threading
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
+from confide.db.direct import DirectStatement
 from confide.errors import ConfideError
 from confide.hub.tables import hub_records
 from confide.records import OwnerRecord, SignedRecord
 
 _CACHE_SIZE = 4096
+# On every claim (the pool's record): compiled once, run on the driver; the record's
+# JSON is read only when this process has not parsed that sequence yet.
+_KEPT = DirectStatement(
+    select(hub_records.c.kind, hub_records.c.sequence).where(
+        hub_records.c.address == bindparam("address")
+    )
+)
+_SIGNED = DirectStatement(
+    select(hub_records.c.signed).where(
+        hub_records.c.address == bindparam("address"),
+        hub_records.c.sequence == bindparam("sequence"),
+    )
+)
 
 
 class RecordConflictError(ConfideError):
@@ -80,18 +94,17 @@ class RecordStore:
 
     def kept(self, connection: Connection, address: str, kind: str) -> OwnerRecord | None:
         """The kept record of ``kind`` at ``address`` (None: none, or another kind)."""
-        row = connection.execute(
-            select(hub_records.c.kind, hub_records.c.sequence, hub_records.c.signed).where(
-                hub_records.c.address == address
-            )
-        ).first()
+        row = _KEPT.first(connection, {"address": address})
         if row is None or row.kind != kind:
             return None
         key = (address, int(row.sequence))
         with self._lock:
             found = self._parsed.get(key)
         if found is None:
-            found = SignedRecord.from_json(json.loads(row.signed)).record
+            text = _SIGNED.first(connection, {"address": address, "sequence": key[1]})
+            if text is None:  # replaced since the first read: read the record again
+                return self.kept(connection, address, kind)
+            found = SignedRecord.from_json(json.loads(text.signed)).record
             with self._lock:
                 if len(self._parsed) >= _CACHE_SIZE:
                     self._parsed.clear()

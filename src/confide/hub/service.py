@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,7 @@ class Hub:
             config.deployment_id, self.signing_key.public_bytes(), service=SERVICE
         )
         self.records = RecordStore(config.deployment_id)
+        self._swept_at = 0  # when a claim last swept (the clock's second)
 
     def info(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -177,9 +178,19 @@ class Hub:
             found = tasks.existing(connection, task_id)
         return tasks.view(found), True
 
-    def claim(self, pool: str, worker: str, now: int, *, before: Before = None) -> Claimed | None:
-        """A queued task of ``pool`` leased to ``worker`` (a member), or None."""
-        with self.engine.begin() as connection:
+    def claim(
+        self,
+        pool: str,
+        worker: str,
+        now: int,
+        *,
+        before: Before = None,
+        within: Connection | None = None,
+    ) -> Claimed | None:
+        """A queued task of ``pool`` leased to ``worker`` (a member), or None. Due leases
+        and deadlines are swept first (at most once a second per process: the periodic
+        sweep does the rest). ``within``: in that connection's transaction (a batch's)."""
+        with self._transaction(within) as connection:
             if before is not None:
                 before(connection)
             record = self.records.kept(connection, pool, "workerpool")
@@ -187,20 +198,30 @@ class Hub:
                 raise UnknownRecordError(f"no workerpool {pool}")
             if worker not in record.members:
                 raise ClaimForbiddenError(f"{worker} is not a member of workerpool {pool}")
-            tasks.sweep(connection, now)
-            lease = tasks.claim(connection, pool, worker, now, self.config.lease_seconds)
-            if lease is None:
+            if now != self._swept_at:
+                self._swept_at = now
+                if tasks.sweep_due(connection, now):
+                    tasks.sweep(connection, now)
+            claimed = tasks.claim(connection, pool, worker, now, self.config.lease_seconds)
+            if claimed is None:
                 return None
-            found = tasks.existing(connection, lease.task_id)
-            grants = self._grants(connection, found, worker, now)
-            detail = {"worker": worker, "attempt": found.attempts}
+            lease, view = claimed
+            grants = self._grants(connection, view, worker, now)
+            detail = {"worker": worker, "attempt": view["attempts"]}
             self._audit(connection, now, worker, "task.claim", lease.task_id, detail)
-        return Claimed(tasks.view(found), lease, grants)
+        return Claimed(view, lease, grants)
 
     def heartbeat(
-        self, task_id: str, worker: str, token: str, now: int, *, before: Before = None
+        self,
+        task_id: str,
+        worker: str,
+        token: str,
+        now: int,
+        *,
+        before: Before = None,
+        within: Connection | None = None,
     ) -> int:
-        with self.engine.begin() as connection:
+        with self._transaction(within) as connection:
             if before is not None:
                 before(connection)
             return tasks.heartbeat(
@@ -208,10 +229,17 @@ class Hub:
             )
 
     def report(
-        self, task_id: str, worker: str, report: Report, now: int, *, before: Before = None
+        self,
+        task_id: str,
+        worker: str,
+        report: Report,
+        now: int,
+        *,
+        before: Before = None,
+        within: Connection | None = None,
     ) -> dict[str, Any]:
         _check_report_fields(report)
-        with self.engine.begin() as connection:
+        with self._transaction(within) as connection:
             if before is not None:
                 before(connection)
             found = tasks.held(connection, task_id, worker, report.token, now)
@@ -219,13 +247,12 @@ class Hub:
             result = None
             if report.status == "COMPLETED":
                 result = (str(report.result_digest), str(report.result_blob))
-            tasks.set_status(
+            after = tasks.set_status(
                 connection, found, report.status, now, cause=report.cause, result=result
             )
             detail = {"from": found.status, "to": report.status, "cause": report.cause}
             self._audit(connection, now, worker, "task.status", task_id, detail)
-            updated = tasks.existing(connection, task_id)
-        return tasks.view(updated)
+        return after
 
     def cancel(
         self, task_id: str, requester: str, now: int, *, before: Before = None
@@ -244,17 +271,26 @@ class Hub:
         with self.engine.begin() as connection:
             return tasks.sweep(connection, now)
 
+    @contextlib.contextmanager
+    def _transaction(self, connection: Connection | None) -> Iterator[Connection]:
+        """``connection`` (in the caller's transaction), or a transaction of its own."""
+        if connection is not None:
+            yield connection
+            return
+        with self.engine.begin() as own:
+            yield own
+
     def _grants(
-        self, connection: Connection, found: Any, worker: str, now: int
+        self, connection: Connection, task: dict[str, Any], worker: str, now: int
     ) -> dict[str, str | None]:
         """Storage grants for the app's bundle and the dataset's blob, to ``worker``."""
         expires = now + MAX_GRANT_SECONDS
         digests: dict[str, str | None] = {"bundle": None, "dataset": None}
-        app = self.records.kept(connection, found.app, "app")
+        app = self.records.kept(connection, task["app"], "app")
         if app is not None:
             digests["bundle"] = app.field("bundle")
-        if found.dataset is not None:
-            dataset = self.records.kept(connection, found.dataset, "dataset")
+        if task["dataset"] is not None:
+            dataset = self.records.kept(connection, task["dataset"], "dataset")
             digests["dataset"] = None if dataset is None else dataset.field("blob")
         return {
             name: None

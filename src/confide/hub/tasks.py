@@ -15,8 +15,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, null, select, update
 
+from confide.db.direct import DirectStatement
 from confide.errors import ConfideError
 from confide.hub.lifecycle import (
     DEADLINE_PASSED,
@@ -31,6 +32,53 @@ from confide.hub.tables import hub_tasks
 from confide.sms.tasks import CATEGORIES, TaskOrder
 
 SWEEP_BATCH = 200  # tasks a sweep handles per transaction
+_T = hub_tasks.c
+# The hot statements, compiled once and run on the driver (confide.db.direct). FOR UPDATE
+# is PostgreSQL's; SQLite's compiler leaves it out (its transaction holds the write lock).
+_NEXT = DirectStatement(
+    select(hub_tasks)
+    .where(_T.workerpool == bindparam("pool"), _T.status == "RECEIVED")
+    .order_by(_T.seq)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_LEASE = DirectStatement(
+    update(hub_tasks)
+    .where(_T.seq == bindparam("s"), _T.status == "RECEIVED")
+    .values(
+        status="CLAIMED",
+        attempts=_T.attempts + 1,
+        lease_token=bindparam("b_token"),
+        lease_worker=bindparam("b_worker"),
+        lease_expires_at=bindparam("b_expires"),
+        deadline=bindparam("b_deadline"),
+        wake_at=bindparam("b_wake"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_HELD = DirectStatement(select(hub_tasks).where(_T.task_id == bindparam("task")).with_for_update())
+_ROW = DirectStatement(select(hub_tasks).where(_T.task_id == bindparam("task")))
+_ADVANCE = DirectStatement(
+    update(hub_tasks)
+    .where(_T.seq == bindparam("s"))
+    .values(status=bindparam("b_status"), updated_at=bindparam("b_now"))
+)
+_FINISH = DirectStatement(
+    update(hub_tasks)
+    .where(_T.seq == bindparam("s"))
+    .values(
+        status=bindparam("b_status"),
+        cause=bindparam("b_cause"),
+        result_digest=bindparam("b_digest"),
+        result_blob=bindparam("b_blob"),
+        lease_token=null(),
+        lease_worker=null(),
+        lease_expires_at=null(),
+        wake_at=null(),
+        updated_at=bindparam("b_now"),
+    )
+)
+_DUE = DirectStatement(select(_T.seq).where(_T.wake_at <= bindparam("now")).limit(1))
 
 
 class TaskNotFoundError(ConfideError):
@@ -88,12 +136,12 @@ def queued_count(connection: Connection, requester: str) -> int:
     return int(connection.execute(query).scalar_one())
 
 
-def row(connection: Connection, task_id: str, lock: bool = False) -> Row[Any] | None:
-    query = select(hub_tasks).where(hub_tasks.c.task_id == task_id)
-    return connection.execute(_locked(query, connection) if lock else query).first()
+def row(connection: Connection, task_id: str, lock: bool = False) -> Any:
+    """The task's row (a named tuple), or None; ``lock``: FOR UPDATE on PostgreSQL."""
+    return (_HELD if lock else _ROW).first(connection, {"task": task_id})
 
 
-def existing(connection: Connection, task_id: str) -> Row[Any]:
+def existing(connection: Connection, task_id: str) -> Any:
     found = row(connection, task_id)
     if found is None:
         raise TaskNotFoundError(f"no task {task_id}")
@@ -109,40 +157,37 @@ class Lease:
 
 def claim(
     connection: Connection, pool: str, worker: str, now: int, lease_seconds: int
-) -> Lease | None:
-    """The oldest queued task of ``pool`` leased to ``worker``, or None."""
-    query = (
-        select(hub_tasks.c.seq, hub_tasks.c.task_id, hub_tasks.c.category, hub_tasks.c.deadline)
-        .where(hub_tasks.c.workerpool == pool, hub_tasks.c.status == "RECEIVED")
-        .order_by(hub_tasks.c.seq)
-        .limit(1)
-    )
-    found = connection.execute(_locked(query, connection, skip=True)).first()
+) -> tuple[Lease, dict[str, Any]] | None:
+    """The oldest queued task of ``pool`` leased to ``worker`` and its view, or None."""
+    found = _NEXT.first(connection, {"pool": pool})
     if found is None:
         return None
     token = secrets.token_hex(16)
     expires = now + lease_seconds
     deadline = found.deadline if found.deadline is not None else now + CATEGORIES[found.category]
-    done = connection.execute(
-        update(hub_tasks)
-        .where(hub_tasks.c.seq == found.seq, hub_tasks.c.status == "RECEIVED")
-        .values(
-            status="CLAIMED",
-            attempts=hub_tasks.c.attempts + 1,
-            lease_token=token,
-            lease_worker=worker,
-            lease_expires_at=expires,
-            deadline=deadline,
-            wake_at=min(expires, deadline),
-            updated_at=now,
-        )
-    )
-    if done.rowcount != 1:  # cannot happen under the lock; never lease a task twice
+    changes = {
+        "b_token": token,
+        "b_worker": worker,
+        "b_expires": expires,
+        "b_deadline": deadline,
+        "b_wake": min(expires, deadline),
+        "b_now": now,
+    }
+    if _LEASE.execute(connection, {"s": found.seq, **changes}) != 1:
+        # cannot happen under the lock; never lease a task twice
         raise ConfideError(f"task {found.task_id} was claimed concurrently")
-    return Lease(found.task_id, token, expires)
+    lease = Lease(found.task_id, token, expires)
+    claimed = view(found)
+    claimed.update(
+        status="CLAIMED",
+        attempts=found.attempts + 1,
+        deadline=deadline,
+        lease={"token": token, "worker": worker, "expires_at": expires},
+    )
+    return lease, claimed
 
 
-def held(connection: Connection, task_id: str, worker: str, token: str, now: int) -> Row[Any]:
+def held(connection: Connection, task_id: str, worker: str, token: str, now: int) -> Any:
     """The task, locked, if ``worker`` holds its current lease under ``token``."""
     found = row(connection, task_id, lock=True)
     if found is None:
@@ -174,22 +219,30 @@ def heartbeat(
 
 def set_status(
     connection: Connection,
-    found: Row[Any],
+    found: Any,
     status: str,
     now: int,
     *,
     cause: str | None = None,
     result: tuple[str, str] | None = None,
-) -> None:
-    """Move ``found`` to ``status`` (checked by the caller); a final one ends the lease."""
-    values: dict[str, Any] = {"status": status, "updated_at": now}
+) -> dict[str, Any]:
+    """Move ``found`` to ``status`` (checked by the caller); a final one ends the lease.
+    The task's view after the change."""
+    after = view(found)
+    after["status"] = status
     if status in FINAL:
-        values.update(
-            cause=cause, lease_token=None, lease_worker=None, lease_expires_at=None, wake_at=None
-        )
-    if result is not None:
-        values.update(result_digest=result[0], result_blob=result[1])
-    connection.execute(update(hub_tasks).where(hub_tasks.c.seq == found.seq).values(**values))
+        digest, blob = result if result is not None else (None, None)
+        values = {"b_cause": cause, "b_digest": digest, "b_blob": blob}
+        _FINISH.execute(connection, {"s": found.seq, "b_status": status, "b_now": now, **values})
+        after.update(cause=cause, result_digest=digest, result_blob=blob, lease=None)
+    else:
+        _ADVANCE.execute(connection, {"s": found.seq, "b_status": status, "b_now": now})
+    return after
+
+
+def sweep_due(connection: Connection, now: int) -> bool:
+    """Whether a live task is due for the sweep (one indexed probe)."""
+    return _DUE.first(connection, {"now": now}) is not None
 
 
 def cancel(connection: Connection, task_id: str, requester: str, now: int) -> None:
@@ -235,7 +288,7 @@ def sweep(connection: Connection, now: int) -> set[str]:
     return requeued
 
 
-def _requeue(connection: Connection, found: Row[Any], now: int) -> None:
+def _requeue(connection: Connection, found: Any, now: int) -> None:
     connection.execute(
         update(hub_tasks)
         .where(hub_tasks.c.seq == found.seq)
@@ -250,7 +303,7 @@ def _requeue(connection: Connection, found: Row[Any], now: int) -> None:
     )
 
 
-def view(found: Row[Any]) -> dict[str, Any]:
+def view(found: Any) -> dict[str, Any]:
     """The ``GET /v1/tasks/{task}`` document of a task row."""
     lease = None
     if found.lease_token is not None:
