@@ -3,9 +3,9 @@
 ``PUT /v1/blobs/{sha256}`` streams: its signature is checked from the headers (the body
 it signs is named by the digest, :mod:`confide.storage.signing`), its size limit and the
 uploader's quota from ``Content-Length``, all before a byte is read; then the body flows
-in 1 MiB pieces from the event loop to a thread that hashes and writes them
-(:class:`BodyPipe`), never held whole. ``GET``/``HEAD`` stream the blob back from the
-backend the same way, with ``Range``. Errors are problem+json from one table.
+in 1 MiB pieces from the event loop to a thread that hashes and writes them, a few
+pieces ahead, never held whole (:mod:`confide.storage.streams`). ``GET``/``HEAD`` stream
+the blob back from the backend the same way, with ``Range``. Errors are problem+json from one table.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,7 +30,6 @@ from confide.db.availability import unavailability
 from confide.errors import AuthError
 from confide.grants import GRANT_HEADER
 from confide.storage.backend import (
-    CHUNK,
     BackendUnavailableError,
     BlobNotFoundError,
     ByteRange,
@@ -47,6 +46,7 @@ from confide.storage.service import (
     Storage,
 )
 from confide.storage.signing import verify_for_digest
+from confide.storage.streams import BodyPipe, read_ahead
 from confide.web.handlers import Clock, Handlers
 from confide.web.health import Health, database_probe
 from confide.web.limits import BodyLimits, Limits, path_patterns
@@ -129,7 +129,8 @@ class StorageHandlers(Handlers):
         # The nonce is used up before the body is read, so a replayed upload costs no
         # gigabyte of reading; a refusal uses it up too (as Handlers.signed_request_async).
         signed = Signed(by, self.engine, now)
-        pipe = BodyPipe(request, asyncio.get_running_loop())
+        pipe = BodyPipe(request)
+        pump = asyncio.create_task(pipe.pump())
         try:
             await self.blocking(signed.record)
             stored = await self.on_io(self.storage.put, digest, size, pipe, by.address, now)
@@ -137,6 +138,10 @@ class StorageHandlers(Handlers):
             if unavailability(exc) is None and not signed.used:
                 await self.blocking(signed.burn)
             raise
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
         body = {"digest": stored.digest, "size": stored.size}
         return JSONResponse(body, status_code=201 if stored.created else 200)
 
@@ -174,16 +179,10 @@ class StorageHandlers(Handlers):
         headers["content-length"] = str(length)
         if request.method == "HEAD" or length == 0:
             return Response(b"", status_code=status, headers=headers)
-        backend = self.storage.backend
+        opened = await self.on_io(self.storage.backend.read, digest, byte_range)
         return StreamingResponse(
-            _blob_chunks(backend.read, digest, byte_range), status_code=status, headers=headers
+            read_ahead(self.on_io, opened), status_code=status, headers=headers
         )
-
-
-def _blob_chunks(read: Any, digest: str, byte_range: ByteRange | None) -> Iterator[bytes]:
-    """The backend's chunks, opened on the first ``next`` (Starlette iterates a sync
-    iterator on its threads, so the backend's calls leave the event loop)."""
-    yield from read(digest, byte_range)
 
 
 def parse_range(text: str, size: int) -> ByteRange:
@@ -209,32 +208,6 @@ def parse_range(text: str, size: int) -> ByteRange:
             {"size": size},
         )
     return ByteRange(start, end)
-
-
-class BodyPipe:
-    """A request's body as an iterator of 1 MiB pieces for a worker thread: each ``next``
-    asks the event loop for the next piece and waits for it. Memory: one piece."""
-
-    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop) -> None:
-        self.stream = request.stream()
-        self.loop = loop
-        self.done = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            piece = asyncio.run_coroutine_threadsafe(self._next(), self.loop).result()
-            if piece is None:
-                return
-            yield piece
-
-    async def _next(self) -> bytes | None:
-        pending = bytearray()
-        while len(pending) < CHUNK and not self.done:
-            try:
-                pending += await anext(self.stream)
-            except StopAsyncIteration:
-                self.done = True
-        return bytes(pending) if pending else None
 
 
 def create_app(storage: Storage, clock: Clock, limits: Limits | None = None) -> Starlette:

@@ -4,13 +4,16 @@ spread files over 256 directories).
 A blob is written to a temporary file in ``ROOT/tmp`` (the same file system), flushed
 with ``fsync``, renamed to its digest and its directory flushed too: a crash leaves
 either no file or the whole blob under a digest, never a part of one. Temporary files
-that a crash left behind are removed at start. A full disk (``ENOSPC``, ``EDQUOT``) is
+that a crash left behind are removed at start. While a blob arrives, its pages are
+handed to the disk every 16 MiB (``sync_file_range``, which does not wait), so the
+closing fsync waits for the last few only. A full disk (``ENOSPC``, ``EDQUOT``) is
 :class:`StorageFullError`, with the temporary file removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import io
 import os
@@ -28,6 +31,29 @@ from confide.storage.backend import (
 )
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+WRITEBACK = 16 << 20  # bytes written between two starts of their writeback to the disk
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``sync_file_range`` (None elsewhere): starts writing a range of a file to
+    the disk without waiting, so the final fsync has only the tail left to wait for (the
+    disk writes while the network still brings the rest)."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+_WRITEBACK = _sync_file_range()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    if _WRITEBACK is not None:
+        _WRITEBACK(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure: fsync says so
 
 
 class LocalBackend:
@@ -63,8 +89,13 @@ class LocalBackend:
         try:
             try:
                 with os.fdopen(fd, "wb", buffering=0) as handle:
+                    flushed = written = 0
                     for chunk in checked:
                         _write_all(handle.fileno(), chunk)
+                        written += len(chunk)
+                        if written - flushed >= WRITEBACK:
+                            _start_writeback(handle.fileno(), flushed, written - flushed)
+                            flushed = written
                     checked.verify()
                     os.fsync(handle.fileno())
             except OSError as exc:

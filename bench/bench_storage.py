@@ -1,0 +1,289 @@
+"""Storage benchmark: a 1 GiB blob up and down over HTTP (local backend) against ``cp``.
+
+    python bench/bench_storage.py [--size-mib 1024] [--rounds 3] [--dir DIR] [--out FILE]
+
+One run, side by side, on one file in ``--dir`` (default: a temporary directory under
+/tmp, on the file system the blob directory uses too): each round times ``cp`` of the
+file, its upload (``PUT /v1/blobs/{sha256}``, signed, streamed from the file in 1 MiB
+reads) and its download (``GET``, streamed into a file), against a ``confide serve
+storage`` process (SQLite, local directory backend) on the loopback. The storage
+writes the blob to a temporary file, fsyncs it and renames it into place; ``cp`` does
+not fsync, so ``cp + sync`` (the copy, then ``fsync`` of the copy) is timed as well.
+The client hashes the file once before its first upload (it must know the digest it
+signs); that time is reported apart. The server's peak resident memory (VmHWM) is read
+at the end. Every figure is kept raw (seconds per round); the summary holds medians.
+
+Targets (issue 18): upload and download at >= 50 % of cp's speed; RSS < 200 MiB.
+Results go to bench/results/storage.json (``--out`` for elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from confide.crypto.requests import sign_request
+from confide.crypto.wallet import Wallet
+from confide.storage.signing import sign_for_digest
+
+ROOT = Path(__file__).resolve().parents[1]
+MIB = 1 << 20
+PIECE = MIB
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def make_file(path: Path, size: int) -> None:
+    with path.open("wb") as handle:
+        block = os.urandom(16 * MIB)
+        left = size
+        while left:
+            step = min(left, len(block))
+            handle.write(block[:step])
+            left -= step
+            block = block[1:] + block[:1]  # not the same 16 MiB over and over
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb", buffering=0) as handle:
+        while piece := handle.read(PIECE):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def timed_cp(source: Path, target: Path, sync: bool) -> float:
+    target.unlink(missing_ok=True)
+    began = time.perf_counter()
+    subprocess.run(["cp", str(source), str(target)], check=True)
+    if sync:
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return time.perf_counter() - began
+
+
+def file_pieces(path: Path) -> Iterator[bytes]:
+    with path.open("rb", buffering=0) as handle:
+        while piece := handle.read(PIECE):
+            yield piece
+
+
+def timed_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
+    """PUT the file with curl (``--upload-file``: streamed, Content-Length announced)."""
+    blob = f"/v1/blobs/{digest}"
+    headers = sign_for_digest(
+        wallet,
+        audience=audience,
+        method="PUT",
+        path=blob,
+        body_sha256=digest,
+        now=int(time.time()),
+    )
+    headers["content-type"] = "application/octet-stream"
+    command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", str(path)]
+    command += [part for name, value in headers.items() for part in ("-H", f"{name}: {value}")]
+    began = time.perf_counter()
+    done = subprocess.run([*command, url + blob], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - began
+    if done.stdout not in ("200", "201"):
+        raise SystemExit(f"upload failed: {done.stdout} {done.stderr}")
+    return elapsed
+
+
+def timed_download(url: str, audience: str, wallet: Wallet, digest: str, target: Path) -> float:
+    """GET the blob with curl into ``target``."""
+    blob = f"/v1/blobs/{digest}"
+    headers = sign_request(wallet, audience=audience, method="GET", path=blob, now=int(time.time()))
+    command = ["curl", "-sS", "-o", str(target), "-w", "%{http_code}"]
+    command += [part for name, value in headers.items() for part in ("-H", f"{name}: {value}")]
+    target.unlink(missing_ok=True)
+    began = time.perf_counter()
+    done = subprocess.run([*command, url + blob], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - began
+    if done.stdout != "200":
+        raise SystemExit(f"download failed: {done.stdout} {done.stderr}")
+    return elapsed
+
+
+def timed_httpx_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
+    """The same upload from Python (httpx, h11), as confide's own client sends it."""
+    blob = f"/v1/blobs/{digest}"
+    headers = sign_for_digest(
+        wallet,
+        audience=audience,
+        method="PUT",
+        path=blob,
+        body_sha256=digest,
+        now=int(time.time()),
+    )
+    headers |= {
+        "content-type": "application/octet-stream",
+        "content-length": str(path.stat().st_size),
+    }
+    began = time.perf_counter()
+    answer = httpx.put(url + blob, content=file_pieces(path), headers=headers, timeout=600)
+    elapsed = time.perf_counter() - began
+    if answer.status_code not in (200, 201):
+        raise SystemExit(f"upload failed: {answer.status_code} {answer.text}")
+    return elapsed
+
+
+def timed_httpx_download(
+    url: str, audience: str, wallet: Wallet, digest: str, target: Path
+) -> float:
+    blob = f"/v1/blobs/{digest}"
+    headers = sign_request(wallet, audience=audience, method="GET", path=blob, now=int(time.time()))
+    target.unlink(missing_ok=True)
+    began = time.perf_counter()
+    with httpx.stream("GET", url + blob, headers=headers, timeout=600) as answer:
+        if answer.status_code != 200:
+            raise SystemExit(f"download failed: {answer.status_code}")
+        with target.open("wb", buffering=0) as handle:
+            for piece in answer.iter_raw(PIECE):
+                handle.write(piece)
+    return time.perf_counter() - began
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_storage(work: Path, size: int) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    limit = f"{max(2 * size, 1 << 30)}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "confide.cli.serve_storage",
+            "--port",
+            str(port),
+            "--dir",
+            str(work / "blobs"),
+            "--db",
+            f"sqlite:///{work / 'storage.db'}",
+            "--deployment",
+            "bench",
+            "--max-blob",
+            limit,
+            "--quota",
+            f"{int(limit) * 4}",
+        ],
+        env={**os.environ, "CONFIDE_HOME": str(work / "home")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            audience = httpx.get(url + "/v1/info", timeout=1).json()["audience"]
+            return process, url, str(audience)
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("the storage did not start") from None
+            time.sleep(0.1)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "storage.json")
+    args = parser.parse_args()
+    size = args.size_mib * MIB
+    work = Path(tempfile.mkdtemp(prefix="confide-storage-bench-", dir=args.dir))
+    try:
+        source = work / "source.bin"
+        make_file(source, size)
+        began = time.perf_counter()
+        digest = sha256_file(source)
+        hash_seconds = time.perf_counter() - began
+        process, url, audience = start_storage(work, size)
+        wallet = Wallet.generate()
+        rounds: list[dict[str, float]] = []
+        try:
+            for _ in range(args.rounds):
+                # a fresh blob each round: the first upload writes it, a re-upload would
+                # only be hashed (idempotent), so the stored one is removed in between
+                shutil.rmtree(work / "blobs" / digest[:2], ignore_errors=True)
+                rounds.append(
+                    {
+                        "cp": timed_cp(source, work / "cp.bin", sync=False),
+                        "cp_sync": timed_cp(source, work / "cp.bin", sync=True),
+                        "upload": timed_upload(url, audience, wallet, source, digest),
+                        "download": timed_download(url, audience, wallet, digest, work / "dl.bin"),
+                    }
+                )
+                if sha256_file(work / "dl.bin") != digest:
+                    raise SystemExit("the downloaded blob differs")
+            rss = peak_rss_mib(process.pid)
+        finally:
+            process.terminate()
+            process.wait(30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    median = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+    mib_s = {name: args.size_mib / seconds for name, seconds in median.items()}
+    result: dict[str, Any] = {
+        "benchmark": "storage",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "size_bytes": size,
+        "rounds": rounds,
+        "client_hash_seconds": hash_seconds,
+        "median_seconds": median,
+        "median_mib_per_s": mib_s,
+        "upload_vs_cp": median["cp"] / median["upload"],
+        "download_vs_cp": median["cp"] / median["download"],
+        "upload_vs_cp_sync": median["cp_sync"] / median["upload"],
+        "server_peak_rss_mib": rss,
+        "targets": {"vs_cp": 0.5, "rss_mib": 200},
+    }
+    result["met"] = result["upload_vs_cp"] >= 0.5 and result["download_vs_cp"] >= 0.5 and rss < 200
+    text = json.dumps(result, indent=2)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
