@@ -28,7 +28,7 @@ def test_each_status_reports_only_the_next_or_failed() -> None:
 
 
 def test_final_statuses_are_final() -> None:
-    assert FINAL == {"COMPLETED", "FAILED", "TIMEOUT"}
+    assert {"COMPLETED", "FAILED", "TIMEOUT"} == FINAL
     for current in sorted(FINAL):
         for wanted in sorted(STATUSES):
             with pytest.raises(IllegalTransitionError, match=f"{current} → {wanted}"):
