@@ -1,12 +1,14 @@
 """Storage benchmark: a 1 GiB blob up and down over HTTP (local backend) against ``cp``.
 
-    python bench/bench_storage.py [--size-mib 1024] [--rounds 3] [--dir DIR] [--out FILE]
+    python bench/bench_storage.py [--size-mib 1024] [--rounds 3] [--httpx] [--dir DIR] [--out FILE]
 
 One run, side by side, on one file in ``--dir`` (default: a temporary directory under
 /tmp, on the file system the blob directory uses too): each round times ``cp`` of the
-file, its upload (``PUT /v1/blobs/{sha256}``, signed, streamed from the file in 1 MiB
-reads) and its download (``GET``, streamed into a file), against a ``confide serve
-storage`` process (SQLite, local directory backend) on the loopback. The storage
+file, its upload (``PUT /v1/blobs/{sha256}``, signed, ``curl -T``: streamed from the
+file) and its download (``GET``, curl into a file), against a ``confide serve storage``
+process (SQLite, local directory backend) on the loopback; curl, so that the figures are
+the storage's and not a Python client's (``--httpx`` times confide's own client library,
+httpx, as well). The storage
 writes the blob to a temporary file, fsyncs it and renames it into place; ``cp`` does
 not fsync, so ``cp + sync`` (the copy, then ``fsync`` of the copy) is timed as well.
 The client hashes the file once before its first upload (it must know the digest it
@@ -225,6 +227,9 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument(
+        "--httpx", action="store_true", help="also time the transfers from Python (httpx)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "storage.json")
     args = parser.parse_args()
     size = args.size_mib * MIB
@@ -243,14 +248,21 @@ def main() -> None:
                 # a fresh blob each round: the first upload writes it, a re-upload would
                 # only be hashed (idempotent), so the stored one is removed in between
                 shutil.rmtree(work / "blobs" / digest[:2], ignore_errors=True)
-                rounds.append(
-                    {
-                        "cp": timed_cp(source, work / "cp.bin", sync=False),
-                        "cp_sync": timed_cp(source, work / "cp.bin", sync=True),
-                        "upload": timed_upload(url, audience, wallet, source, digest),
-                        "download": timed_download(url, audience, wallet, digest, work / "dl.bin"),
-                    }
-                )
+                figures = {
+                    "cp": timed_cp(source, work / "cp.bin", sync=False),
+                    "cp_sync": timed_cp(source, work / "cp.bin", sync=True),
+                    "upload": timed_upload(url, audience, wallet, source, digest),
+                    "download": timed_download(url, audience, wallet, digest, work / "dl.bin"),
+                }
+                if args.httpx:
+                    shutil.rmtree(work / "blobs" / digest[:2], ignore_errors=True)
+                    figures["upload_httpx"] = timed_httpx_upload(
+                        url, audience, wallet, source, digest
+                    )
+                    figures["download_httpx"] = timed_httpx_download(
+                        url, audience, wallet, digest, work / "dl.bin"
+                    )
+                rounds.append(figures)
                 if sha256_file(work / "dl.bin") != digest:
                     raise SystemExit("the downloaded blob differs")
             rss = peak_rss_mib(process.pid)
