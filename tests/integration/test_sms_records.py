@@ -98,6 +98,30 @@ DATASET = dataset_record().address
 POOL = pool_record().address
 
 
+def make_order(sms_key: bytes, result_public: bytes, **changes: Any) -> TaskOrder:
+    order = TaskOrder(
+        requester=REQUESTER.address,
+        app=APP,
+        app_measurement=MEASUREMENT,
+        tee=("sim",),
+        tolerate=("simulation",),
+        ignore_advisories=(),
+        secrets=((1, "x1"),),
+        dataset=DATASET,
+        result_key=hashlib.sha256(result_public).hexdigest(),
+        sms_key=sms_key.hex(),
+        workerpool=POOL,
+        salt=os.urandom(16).hex(),
+        dataset_checksum=CHECKSUM,
+        args="--size 3",
+        input_files=(("https://example.org/in.csv", "1f" * 32),),
+        category="S",
+        valid_until=int(time.time()) + 3600,
+        max_attempts=3,
+    )
+    return dataclasses.replace(order, **changes)
+
+
 @dataclass
 class World:
     base: str
@@ -108,27 +132,7 @@ class World:
     offset: list[float] = field(default_factory=lambda: [0.0])  # the sms's clock, moved
 
     def order(self, **changes: Any) -> TaskOrder:
-        order = TaskOrder(
-            requester=REQUESTER.address,
-            app=APP,
-            app_measurement=MEASUREMENT,
-            tee=("sim",),
-            tolerate=("simulation",),
-            ignore_advisories=(),
-            secrets=((1, "x1"),),
-            dataset=DATASET,
-            result_key=hashlib.sha256(self.result_public).hexdigest(),
-            sms_key=self.sms_key.hex(),
-            workerpool=POOL,
-            salt=os.urandom(16).hex(),
-            dataset_checksum=CHECKSUM,
-            args="--size 3",
-            input_files=(("https://example.org/in.csv", "1f" * 32),),
-            category="S",
-            valid_until=int(time.time()) + 3600,
-            max_attempts=3,
-        )
-        return dataclasses.replace(order, **changes)
+        return make_order(self.sms_key, self.result_public, **changes)
 
     def publish(
         self,
