@@ -197,24 +197,28 @@ class Storage:
         row = {"digest": digest, "address": uploader, "size": size, "uploaded_at": now}
         if not _inserted(connection, storage_uploaders, row):
             return False  # his already: counted
-        quota = self.config.quota_bytes
+        # Counted in one conditional statement, so that concurrent uploads cannot both
+        # pass; a wallet's first upload makes its row (and, should a concurrent first
+        # upload make it first, the increment is tried again on that row).
+        if self._grow_usage(connection, uploader, size):
+            return True
+        first = {"address": uploader, "used_bytes": size}
+        if size <= self.config.quota_bytes and _inserted(connection, storage_usage, first):
+            return True
+        if self._grow_usage(connection, uploader, size):
+            return True
+        self._check_quota(_usage(connection, uploader), size, uploader)
+        raise ConfideError("the usage of this wallet changed concurrently: retry")
+
+    def _grow_usage(self, connection: Connection, uploader: str, size: int) -> bool:
         grown = connection.execute(
             update(storage_usage)
             .where(storage_usage.c.address == uploader)
-            .where(storage_usage.c.used_bytes + size <= quota)
+            .where(storage_usage.c.used_bytes + size <= self.config.quota_bytes)
             .values(used_bytes=storage_usage.c.used_bytes + size)
             .returning(storage_usage.c.used_bytes)
         )
-        if grown.first() is not None:
-            return True
-        used = _usage(connection, uploader)
-        if used == 0 and size <= quota:
-            usage = {"address": uploader, "used_bytes": size}
-            if _inserted(connection, storage_usage, usage):
-                return True
-            used = _usage(connection, uploader)  # a concurrent first upload made the row
-        self._check_quota(used, size, uploader)
-        raise ConfideError("written concurrently: retry")  # the row moved under us
+        return grown.first() is not None
 
     def _check_quota(self, used: int, size: int, uploader: str) -> None:
         quota = self.config.quota_bytes
