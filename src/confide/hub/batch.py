@@ -13,6 +13,7 @@ request is answered 503 with its nonce unused, as ``Handlers.signed_request`` wo
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
@@ -62,8 +63,14 @@ class _Write(Generic[T]):
 class GroupCommit:
     """The group commit of one service's signed writes (see the module's docstring)."""
 
-    def __init__(self, handlers: Handlers, limit: int = BATCH) -> None:
+    def __init__(
+        self,
+        handlers: Handlers,
+        limit: int = BATCH,
+        begin: Callable[[], AbstractContextManager[Connection]] | None = None,
+    ) -> None:
         self.h = handlers
+        self.begin = begin or handlers.engine.begin  # how a batch's transaction begins
         self._writes: Coalescer[_Write[Any], None] = Coalescer(self._commit, lanes=1, limit=limit)
 
     async def run(
@@ -73,6 +80,10 @@ class GroupCommit:
         right), in the next batch; its value, or its refusal raised."""
         now = self.h.now()
         signed = Signed(authenticate(request, body, self.h.audience, now), self.h.engine, now)
+        return await self.submit(signed, work)
+
+    async def submit(self, signed: Signed, work: Callable[[Connection, Signed], T]) -> T:
+        """:meth:`run` for a request already authenticated (``signed``)."""
         write = _Write(signed, work)
         await self._writes.get(write)
         return write.outcome()
@@ -82,7 +93,7 @@ class GroupCommit:
         return dict.fromkeys(batch)
 
     def _transaction(self, batch: list[_Write[Any]]) -> None:
-        with self.h.engine.begin() as connection:
+        with self.begin() as connection:
             for write in batch:
                 write.run(connection)
         for write in batch:

@@ -91,7 +91,7 @@ class HubRoutes:
         self.h = Handlers(hub.engine, hub.audience, clock, "hub")
         self.checker = checker
         self.waiters = Waiters()
-        self.writes = GroupCommit(self.h)  # claims, heartbeats and reports
+        self.writes = GroupCommit(self.h, begin=hub.begin)  # every task write
 
     def routes(self) -> list[Route]:
         return [
@@ -224,14 +224,18 @@ class HubRoutes:
             problems: list[str] = []
             if self.checker is not None:
                 problems = await self.checker(order.to_json(), signature)
-            view, created = await self.h.blocking(
-                self.hub.queue,
-                order,
-                signature,
-                self.h.now(),
-                sms_problems=problems,
-                before=signed.record_in,
-            )
+
+            def work(connection: Connection, signed: Signed) -> tuple[dict[str, Any], bool]:
+                return self.hub.queue(
+                    order,
+                    signature,
+                    signed.now,
+                    sms_problems=problems,
+                    before=signed.record_in,
+                    within=connection,
+                )
+
+            view, created = await self.writes.submit(signed, work)
         if created:
             self.waiters.wake(order.workerpool)
         answer = {"task": view["task"], "status": view["status"]}

@@ -133,7 +133,7 @@ class Hub:
     def put_record(
         self, signed: SignedRecord, now: int, *, actor: str | None = None, before: Before = None
     ) -> OwnerRecord:
-        with self.engine.begin() as connection:
+        with self.begin() as connection:
             if before is not None:
                 before(connection)
             record = self.records.put(connection, signed, now)
@@ -151,10 +151,11 @@ class Hub:
         *,
         sms_problems: Sequence[str] = (),
         before: Before = None,
+        within: Connection | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The task of ``order`` (queued now: True; already queued: False)."""
         task_id = order.task_id()
-        with self.engine.begin() as connection:
+        with self._transaction(within) as connection:
             if before is not None:
                 before(connection)
             existing = tasks.row(connection, task_id)
@@ -172,11 +173,10 @@ class Hub:
                     raise QueueLimitError(problems)
             if problems:
                 raise OrderRefusedError(problems)
-            tasks.queue(connection, order, signature, now)
+            view = tasks.queue(connection, order, signature, now)
             detail = {"workerpool": order.workerpool, "app": order.app}
             self._audit(connection, now, order.requester, "task.queue", task_id, detail)
-            found = tasks.existing(connection, task_id)
-        return tasks.view(found), True
+        return view, True
 
     def claim(
         self,
@@ -257,7 +257,7 @@ class Hub:
     def cancel(
         self, task_id: str, requester: str, now: int, *, before: Before = None
     ) -> dict[str, Any]:
-        with self.engine.begin() as connection:
+        with self.begin() as connection:
             if before is not None:
                 before(connection)
             tasks.cancel(connection, task_id, requester, now)
@@ -277,8 +277,18 @@ class Hub:
         if connection is not None:
             yield connection
             return
-        with self.engine.begin() as own:
+        with self.begin() as own:
             yield own
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction, queued first behind the audit log's lock (PostgreSQL; on
+        SQLite the write lock is the queue): every hub write appends to the log, and
+        taking its lock first means no write holds a task's row while it waits for the
+        lock that another, wanting that row, holds (no deadlock between hubs)."""
+        with self.engine.begin() as connection:
+            audit.lock(connection)
+            yield connection
 
     def _grants(
         self, connection: Connection, task: dict[str, Any], worker: str, now: int

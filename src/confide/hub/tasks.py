@@ -104,36 +104,75 @@ def _wake(*times: int | None) -> int | None:
     return min(present) if present else None
 
 
-def queue(connection: Connection, order: TaskOrder, signature: str, now: int) -> None:
-    connection.execute(
-        insert(hub_tasks).values(
-            task_id=order.task_id(),
-            requester=order.requester,
-            app=order.app,
-            workerpool=order.workerpool,
-            dataset=order.dataset,
-            category=order.category,
-            status="RECEIVED",
-            cause=None,
-            attempts=0,
-            max_attempts=order.max_attempts,
-            created_at=now,
-            updated_at=now,
-            deadline=None,
-            valid_until=order.valid_until,
-            wake_at=order.valid_until,
-            order_json=order.canonical(),
-            signature=signature,
-        )
+_COLUMNS = (
+    "task_id",
+    "requester",
+    "app",
+    "workerpool",
+    "dataset",
+    "category",
+    "status",
+    "cause",
+    "attempts",
+    "max_attempts",
+    "created_at",
+    "updated_at",
+    "deadline",
+    "valid_until",
+    "result_digest",
+    "result_blob",
+    "lease_token",
+    "lease_worker",
+    "lease_expires_at",
+    "wake_at",
+    "order_json",
+    "signature",
+)
+_INSERT = DirectStatement(insert(hub_tasks), columns=_COLUMNS)
+_LIVE_COUNT = DirectStatement(
+    select(func.count().label("n")).where(
+        _T.requester == bindparam("requester"),
+        _T.status.in_([bindparam(f"live_{i}") for i in range(len(LIVE))]),
     )
+)
+_LIVE_PARAMS = {f"live_{i}": status for i, status in enumerate(LIVE)}
+
+
+def queue(connection: Connection, order: TaskOrder, signature: str, now: int) -> dict[str, Any]:
+    """Queue ``order``'s task (RECEIVED); its view."""
+    values: dict[str, Any] = dict.fromkeys(_COLUMNS)
+    values.update(
+        task_id=order.task_id(),
+        requester=order.requester,
+        app=order.app,
+        workerpool=order.workerpool,
+        dataset=order.dataset,
+        category=order.category,
+        status="RECEIVED",
+        attempts=0,
+        max_attempts=order.max_attempts,
+        created_at=now,
+        updated_at=now,
+        valid_until=order.valid_until,
+        wake_at=order.valid_until,
+        order_json=order.canonical(),
+        signature=signature,
+    )
+    _INSERT.execute(connection, values)
+    return view(_Values(values))
+
+
+class _Values:
+    """A row's values by attribute, as :func:`view` reads a row."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
 
 
 def queued_count(connection: Connection, requester: str) -> int:
     """The requester's tasks not final yet (what the per-requester limit counts)."""
-    query = select(func.count()).where(
-        hub_tasks.c.requester == requester, hub_tasks.c.status.in_(LIVE)
-    )
-    return int(connection.execute(query).scalar_one())
+    found = _LIVE_COUNT.first(connection, {"requester": requester, **_LIVE_PARAMS})
+    return int(found.n)
 
 
 def row(connection: Connection, task_id: str, lock: bool = False) -> Any:
