@@ -262,3 +262,44 @@ def test_openapi_lists_every_route(hub: HubCaller) -> None:
         if method != "HEAD"
     }
     assert listed == routed
+
+
+def test_refused_and_replayed_writes_use_their_nonce(hub: HubCaller, world: World) -> None:
+    task = queued(hub, world)
+    answer = hub.claim(world.worker, world.pool().address)
+    assert answer.status_code == 200
+    replay = hub.client.send(answer.request)
+    assert replay.status_code == 401 and "replayed" in replay.json()["detail"]
+    stale = hub.report(world.worker, task, "00" * 16, "PRE_COMPUTE")
+    assert stale.status_code == 409
+    again = hub.client.send(stale.request)
+    assert again.status_code == 401 and "replayed" in again.json()["detail"]
+    forbidden = hub.claim(world.stranger, world.pool().address)
+    assert forbidden.status_code == 403
+    assert hub.client.send(forbidden.request).status_code == 401
+
+
+def test_concurrent_claims_refusals_and_reports(hub: HubCaller, world: World) -> None:
+    """Writes that arrive together share a transaction; each keeps its own outcome."""
+    tasks = {queued(hub, world) for _ in range(12)}
+    answers: list[tuple[str, httpx.Response]] = []
+    lock = threading.Lock()
+
+    def claim(wallet_name: str) -> None:
+        wallet = getattr(world, wallet_name)
+        caller = HubCaller(hub.base, hub.audience, hub.clock)
+        answer = caller.claim(wallet, world.pool().address)
+        with lock:
+            answers.append((wallet_name, answer))
+
+    threads = [
+        threading.Thread(target=claim, args=("worker" if i % 3 else "stranger",)) for i in range(18)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    statuses = sorted((name, answer.status_code) for name, answer in answers)
+    assert statuses == [("stranger", 403)] * 6 + [("worker", 200)] * 12
+    claimed = [a.json()["task"]["task"] for name, a in answers if name == "worker"]
+    assert sorted(claimed) == sorted(tasks)
