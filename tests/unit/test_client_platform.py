@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from confide.client.archive import pack
-from confide.client.base import is_loopback_url, key_fingerprint, pin_name
 from confide.client.hub import HubClient
+from confide.client.pins import is_loopback_url, key_fingerprint, pin_name
 from confide.client.platform import Platform
 from confide.client.sms import SmsClient
 from confide.errors import AuthError, ConfideError

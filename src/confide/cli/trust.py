@@ -43,7 +43,7 @@ def trust(
     """Trust the sms at URL: check that it holds the key with this fingerprint (it signs
     our challenge) and pin that key, replacing any pinned before. Commands then send
     secrets there when a hub names it (or with --sms URL)."""
-    from confide.client.base import write_pin  # noqa: PLC0415
+    from confide.client.pins import write_pin  # noqa: PLC0415
     from confide.client.sms import SmsClient  # noqa: PLC0415
 
     wanted = fingerprint.strip().lower()

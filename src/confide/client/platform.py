@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confide.client.base import WalletSource, is_loopback_url
+from confide.client.base import WalletSource
 from confide.client.hub import HubClient
+from confide.client.pins import is_loopback_url
 from confide.client.sms import SmsClient
 from confide.client.storage import StorageClient
 from confide.crypto.wallet import Wallet
