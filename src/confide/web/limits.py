@@ -115,6 +115,17 @@ def path_patterns(*templates: str) -> Callable[[str], bool]:
     return lambda path: pattern.fullmatch(path) is not None
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes by: without the ``root_path`` of a mount (``confide up``
+    mounts the sms at ``/sms`` and the storage at ``/storage``, where the scope's path
+    keeps the prefix, as Starlette's ``get_route_path`` reads it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        return path[len(root) :]
+    return path
+
+
 class BodyLimits:
     """The middleware. ``unsigned_bodies(path)``: whether a route takes a body without a
     signature (for instance an attestation, whose evidence is its proof); every other
@@ -158,13 +169,14 @@ class BodyLimits:
         if declared == 0:
             await self.app(scope, receive, send)
             return
-        if not self.unsigned_bodies(scope["path"]):
+        path = route_path(scope)
+        if not self.unsigned_bodies(path):
             try:
                 signature_headers(signature, now=int(self.clock()))
             except AuthError as exc:
                 await _refuse(send, 401, "Unauthorized", str(exc))
                 return
-        if self.streamed_bodies is not None and self.streamed_bodies(scope["path"]):
+        if self.streamed_bodies is not None and self.streamed_bodies(path):
             await self._streamed(scope, receive, send)
         else:
             await self._buffered(scope, receive, send, declared)
