@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from confide.cli.serve_storage import parse_size
+from confide.cli.serve_storage import parse_size, serve_storage
 from confide.crypto.requests import sign_request, verify_request
 from confide.crypto.wallet import Wallet
 from confide.errors import AuthError, StorageError
@@ -206,3 +206,24 @@ def test_local_backend_removes_a_crashs_temporary_files_at_start(tmp_path: Path)
     leftover.write_bytes(b"half a blob")
     LocalBackend(tmp_path / "blobs")
     assert not leftover.exists()
+
+
+def _serve(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+    app.command()(serve_storage)
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, f"{result.output}{result.exception or ''}"
+
+
+def test_serve_storage_refuses_what_it_cannot_serve_safely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONFIDE_HOME", str(tmp_path / "home"))
+    code, said = _serve("--host", "192.0.2.1", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert code != 0 and "exposes the storage beyond this machine" in said
+    code, said = _serve("--dir", str(tmp_path), "--s3-bucket", "b")
+    assert code != 0 and "not both" in said
+    code, said = _serve("--quota", "lots")
+    assert code == 2 and "is not a size" in said

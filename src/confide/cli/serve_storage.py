@@ -117,6 +117,7 @@ def serve_storage(
         )
     if s3_bucket and directory:
         raise ConfideError("give --dir or --s3-bucket, not both")
+    quota_bytes, max_blob_bytes = parse_size(quota), parse_size(max_blob)
     home = confide_home() / "storage"
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     url = db or f"sqlite:///{home / 'storage.db'}"
@@ -137,8 +138,8 @@ def serve_storage(
         home=home,
         db_url=url,
         deployment_id=deployment,
-        quota_bytes=parse_size(quota),
-        max_blob_bytes=parse_size(max_blob),
+        quota_bytes=quota_bytes,
+        max_blob_bytes=max_blob_bytes,
         signing_key_file=signing_key,
     )
     with reaching_the_database(url):
