@@ -35,7 +35,7 @@ app = typer.Typer(
     "push-secret APP`, `confide app run APP --workerpool POOL`.",
     no_args_is_help=True,
 )
-app.command("run")(run)
+app.command("run", context_settings={"allow_extra_args": True})(run)
 
 
 class Language(StrEnum):

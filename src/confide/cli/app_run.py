@@ -21,7 +21,8 @@ WATCH_SECONDS = 2.0
 
 
 def run(
-    app_address: Annotated[
+    ctx: typer.Context,
+    app: Annotated[
         str, typer.Argument(metavar="APP", help="The app's address (or its name on the hub).")
     ],
     workerpool: Annotated[
@@ -69,7 +70,7 @@ def run(
             "--secret",
             metavar="I=NAME",
             help="Map your requester secret NAME to IEXEC_REQUESTER_SECRET_I: one or more "
-            "mappings ('1=x1 3=y'), or repeat the option. Each must exist already.",
+            "mappings (--secret 1=x1 3=y), or repeat the option. Each must exist already.",
         ),
     ] = None,
     category: Annotated[
@@ -109,6 +110,7 @@ def run(
     wallet and queue it on the hub (which asks the sms whether it could be released).
     Malformed options, or a secret that does not exist, fail before anything is created."""
     from confide.client.orders import (  # noqa: PLC0415
+        RunOptionError,
         RunOptions,
         build_order,
         parse_category,
@@ -118,16 +120,20 @@ def run(
         parse_tag,
     )
 
+    if ctx.args and not secrets:  # words after APP that no option took
+        raise RunOptionError(f"unexpected argument(s): {' '.join(ctx.args)}")
+    # iExec's shape: `--secret 1=x1 3=y`: the mappings after the first are extra words.
+    mappings = [*(secrets or []), *ctx.args]
     if tag is not None:
         parse_tag(tag)
     options = RunOptions(
-        app=app_address,
+        app=app,
         workerpool=workerpool,
         tag=tag,
         args=args,
         input_files=parse_input_files(input_files or []),
         dataset=dataset,
-        secrets=parse_secret_mappings(secrets or []),
+        secrets=parse_secret_mappings(mappings),
         category=parse_category(category),
         valid_for=parse_duration(valid_for),
         max_attempts=max_attempts,
