@@ -20,6 +20,7 @@ from confide.sms.attest import (
     AttestRequest,
     Outcome,
     PendingGrant,
+    TaskTarget,
     hex_field,
 )
 from confide.sms.batching import Coalescer
@@ -118,29 +119,31 @@ class AttestHandlers:
         transaction with the grants that are ready at the same moment (a group commit)."""
         body = await read_body(request, ATTEST_BODY_LIMIT)
         if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
-            pending = await self.base.blocking(self._prepare_signed, request, body)
+            parsed, signer = await self.base.blocking(self._authenticate, request, body)
         else:
-            pending = await self.base.blocking(self._prepare_unsigned, body)
+            parsed, signer = await self.base.blocking(self._parse_unsigned, body), None
+        now = self.base.now()
+        looked = None
+        if isinstance(parsed.target, TaskTarget):  # may wait on the hub: not a db thread
+            looked = await self.base.look_up(self.attestations.look_up, parsed, now, signer)
+        pending = await self.base.blocking(self.attestations.prepare, parsed, now, signer, looked)
         outcome = await self.grants.get(pending)
         return JSONResponse(outcome.result().to_json())  # a refusal: 403
 
     async def _commit(self, batch: list[PendingGrant]) -> dict[PendingGrant, Outcome]:
-        outcomes = await self.base.blocking(self.attestations.commit, batch)
+        moved = await self.base.look_up(self.attestations.recorder.claims_moved, batch)
+        outcomes = await self.base.blocking(self.attestations.commit, batch, moved)
         return dict(zip(batch, outcomes, strict=True))
 
-    def _prepare_signed(self, request: Request, body: bytes) -> PendingGrant:
+    def _authenticate(self, request: Request, body: bytes) -> tuple[AttestRequest, str]:
         with self.base.signed_request(request, body) as signed:
             signed.record()
-            return self._prepare(json_object(body, 6), signed.address)
+            return AttestRequest.from_json(json_object(body, 6)), signed.address
 
-    def _prepare_unsigned(self, body: bytes) -> PendingGrant:
-        """Parsed here, on the database thread with the evidence's verification, never on
-        the event loop: an unsigned caller must not stall every other request."""
-        return self._prepare(json_object(body, 6), None)
-
-    def _prepare(self, document: dict[str, Any], signer: str | None) -> PendingGrant:
-        parsed = AttestRequest.from_json(document)
-        return self.attestations.prepare(parsed, self.base.now(), signer)
+    def _parse_unsigned(self, body: bytes) -> AttestRequest:
+        """Parsed on a database thread, as the evidence's verification, never on the
+        event loop: an unsigned caller must not stall every other request."""
+        return AttestRequest.from_json(json_object(body, 6))
 
     async def check_order(self, request: Request) -> Response:
         """Public: whether a signed order could be released (what the hub asks before it
@@ -150,8 +153,9 @@ class AttestHandlers:
         if set(document) != {"order", "signature"} or not isinstance(document["signature"], str):
             raise HttpProblemError(400, "Bad Request", 'expected {"order": {...}, "signature"}')
         order = TaskOrder.from_json(document["order"])
+        facts = await self.base.look_up(self.attestations.orders.facts, order)  # the hub's
         problems = await self.base.blocking(
-            self.attestations.check_order, order, document["signature"], self.base.now()
+            self.attestations.check_order, order, document["signature"], self.base.now(), facts
         )
         return JSONResponse({"task_id": order.task_id(), "ok": not problems, "problems": problems})
 

@@ -8,9 +8,10 @@ refusals' answers, and HEAD checks read in batches on threads of their own.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from confide.records import RecordError
 from confide.sms.attest import AttestationRefusedError
@@ -38,6 +39,7 @@ from confide.web.problems import (
 
 UNPROCESSABLE = Answer(422, "Unprocessable Content")
 T = TypeVar("T")
+P = ParamSpec("P")
 QUICK_READ_THREADS = 2  # batches of HEAD checks, on threads of their own (PostgreSQL)
 LOOKUP_THREADS = 4  # registry lookups, which may wait on the hub (never a database thread)
 
@@ -92,14 +94,15 @@ class SmsHandlers(Handlers):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.quick, self.sms.secrets.exists_many, refs)
 
-    async def look_up(self, work: Callable[[str], T], address: str) -> T:
-        """A registry lookup (``work(address)``) on threads of its own: it may fetch from
-        the hub (up to its timeout), which must hold neither the event loop nor a
-        database thread."""
+    async def look_up(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A registry lookup (``work(*args, **kwargs)``) on threads of its own: it may
+        fetch from the hub (up to its timeout), which must hold neither the event loop
+        nor a database thread."""
         if self.lookups is None:
             self.lookups = self.executor(LOOKUP_THREADS, "sms-lookup")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.lookups, work, address)
+        call = functools.partial(work, *args, **kwargs)
+        return await loop.run_in_executor(self.lookups, call)
 
     def executors(self) -> list[ThreadPoolExecutor | None]:
         taken = [*super().executors(), self.quick, self.lookups]

@@ -51,6 +51,7 @@ from confide.sms.service import Sms
 from confide.sms.sessions import volume_key_ref
 
 RELEASED = "the task's secrets were already released for this lease"
+Moved = dict[int, str | HubUnavailableError | None]  # a grant's id -> the hub's answer
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,21 @@ class Recorder:
         except _NonceGoneError:
             raise AttestationRefusedError(NONCE_USED) from None
 
-    def commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
+    def claims_moved(self, pending: Sequence[PendingGrant]) -> Moved:
+        """For each task grant (by ``id``), why its claim no longer holds (None: it
+        does), or the hub's error: asked of the hub before the grants' transaction,
+        never inside it (the HTTP layer asks on threads of its own)."""
+        moved: Moved = {}
+        for grant in pending:
+            target = grant.request.target
+            if isinstance(target, TaskTarget):
+                try:
+                    moved[id(grant)] = self.orders.claim_moved(grant.request, target)
+                except HubUnavailableError as exc:
+                    moved[id(grant)] = exc
+        return moved
+
+    def commit(self, pending: Sequence[PendingGrant], moved: Moved | None = None) -> list[Outcome]:
         """Record prepared grants, in order, in one transaction (group commit): the
         grants that wait at one moment share its BEGIN, lock, COMMIT and disk flush.
 
@@ -211,27 +226,28 @@ class Recorder:
         """
         if not pending:
             return []
-        # Whether each task's claim still holds is the hub's to say: asked now, before
-        # the transaction (never inside it); a hub that does not answer fails that grant
-        # alone (503, its nonce still live).
-        moved: dict[int, str | None] = {}
-        failed: dict[int, Outcome] = {}
-        for grant in pending:
-            target = grant.request.target
-            if isinstance(target, TaskTarget):
-                try:
-                    moved[id(grant)] = self.orders.claim_moved(grant.request, target)
-                except HubUnavailableError as exc:
-                    failed[id(grant)] = Outcome(failed=exc)
+        # Whether each task's claim still holds is the hub's to say (``moved``, asked
+        # before the transaction); a hub that did not answer fails that grant alone (503,
+        # its nonce still live).
+        if moved is None:
+            moved = self.claims_moved(pending)
+        failed = {
+            key: Outcome(failed=error)
+            for key, error in moved.items()
+            if isinstance(error, HubUnavailableError)
+        }
         if failed:
             going = [p for p in pending if id(p) not in failed]
-            outcomes = iter(self.commit(going) if going else [])
+            outcomes = iter(self.commit(going, moved) if going else [])
             return [failed.get(id(p)) or next(outcomes) for p in pending]
+        reasons = {
+            key: reason for key, reason in moved.items() if not isinstance(reason, Exception)
+        }
         try:
-            return self._commit(pending, moved)
+            return self._commit(pending, reasons)
         except (IntegrityError, SecretExistsError):
             if len(pending) > 1:  # each in a transaction of its own, failing on its own
-                return [self._commit_alone(p) for p in pending]
+                return [self._commit_alone(p, moved) for p in pending]
             request = pending[0].request
             if isinstance(request.target, TaskTarget):
                 reason = RELEASED
@@ -243,12 +259,12 @@ class Recorder:
                 return [Outcome(refused=exc)]
             return [Outcome(refused=AttestationRefusedError(reason))]
 
-    def _commit_alone(self, pending: PendingGrant) -> Outcome:
+    def _commit_alone(self, pending: PendingGrant, moved: Moved) -> Outcome:
         """One grant of a batch that a constraint stopped, recorded in its own transaction.
         A database error here is this grant's alone (its caller is answered 503): the
         grants recorded before it stay recorded and are answered."""
         try:
-            return self.commit([pending])[0]
+            return self.commit([pending], moved)[0]
         except Exception as exc:  # the database: only this grant's answer
             return Outcome(failed=exc)
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from confide.attestation.verifier import Verifier, verify_attestation
 from confide.crypto.sealing import sealing_info
 from confide.db.engine import reading
 from confide.db.stores import DatabaseNonceStore
 from confide.errors import AttestationError
-from confide.sms.attest.orders import OrderValidator
+from confide.sms.attest.orders import OrderFacts, OrderValidator
 from confide.sms.attest.plan import Plan, Planner
-from confide.sms.attest.record import Grant, Outcome, PendingGrant, Recorder, seal
+from confide.sms.attest.record import Grant, Moved, Outcome, PendingGrant, Recorder, seal
 from confide.sms.attest.request import (
     AttestationRefusedError,
     AttestRequest,
@@ -29,7 +30,7 @@ from confide.sms.attest.request import (
     TaskTarget,
 )
 from confide.sms.service import Sms
-from confide.sms.tasks import TaskOrder
+from confide.sms.tasks import TaskOrder, TaskRecord
 
 
 class Attestations:
@@ -55,7 +56,13 @@ class Attestations:
         pending = self.prepare(request, now, signer)
         return self.commit([pending])[0].result()
 
-    def prepare(self, request: AttestRequest, now: int, signer: str | None = None) -> PendingGrant:
+    def prepare(
+        self,
+        request: AttestRequest,
+        now: int,
+        signer: str | None = None,
+        looked: TaskLookup | None = None,
+    ) -> PendingGrant:
         """Everything of an attestation before its transaction: the plan, the verdict and
         the sealed configuration. A refusal is audited here (AttestationRefusedError).
 
@@ -89,8 +96,12 @@ class Attestations:
                         raise AttestationRefusedError(str(exc)) from None
                     refusal = refused
         else:
+            found = looked if looked is not None else self.look_up(request, now, signer)
             try:
-                plan = self._task_plan(request, request.target, now, signer)
+                with reading(self.sms.engine) as connection:
+                    plan = self.planner.task_plan(
+                        request, request.target, found.record, found.facts, connection, now
+                    )
             except AttestationRefusedError as refused:
                 refusal = refused
         if refusal is not None:
@@ -139,32 +150,40 @@ class Attestations:
             raise
         return PendingGrant(request, plan, verdict, now, jti, info, fresh, sealed)
 
-    def _task_plan(
-        self, request: AttestRequest, target: TaskTarget, now: int, signer: str | None
-    ) -> Plan:
-        """A task's plan: its nonce read first (a request without a live one ends here,
-        AttestationRefusedError, having asked the hub nothing), then the registry's
-        lookups (the hub's task, the order's records: they may wait on the hub, so they
-        hold no database connection), then the order's review."""
-        with reading(self.sms.engine) as connection:
-            try:
-                self.nonces.peek(connection, request.nonce, now)
-            except AttestationError as exc:  # the nonce is not live: nothing audited
-                raise _NotLiveError(str(exc)) from None
-        record = self.orders.claim(request, target, signer)
-        facts = self.orders.facts(record.order)
-        with reading(self.sms.engine) as connection:
-            return self.planner.task_plan(request, target, record, facts, connection, now)
+    def look_up(self, request: AttestRequest, now: int, signer: str | None) -> TaskLookup:
+        """A task's lookups, before its plan: its nonce read first (a request without a
+        live one is refused here, having asked the hub nothing), then the hub's task and
+        who asks (:meth:`OrderValidator.claim`) and the order's records. They may wait on
+        the hub, so they hold no database connection (the HTTP layer runs them on threads
+        of their own). A refusal is audited (AttestationRefusedError)."""
+        target = request.target
+        assert isinstance(target, TaskTarget)  # noqa: S101 - a task's request
+        try:
+            with reading(self.sms.engine) as connection:
+                try:
+                    self.nonces.peek(connection, request.nonce, now)
+                except AttestationError as exc:  # the nonce is not live: nothing audited
+                    raise _NotLiveError(str(exc)) from None
+            record = self.orders.claim(request, target, signer)
+            return TaskLookup(record, self.orders.facts(record.order))
+        except AttestationRefusedError as refusal:
+            if not isinstance(refusal, TargetNotFoundError | _NotLiveError):
+                self.recorder.refuse(request, now, refusal.reasons)
+            raise
 
-    def commit(self, pending: Sequence[PendingGrant]) -> list[Outcome]:
-        """Record prepared grants in one transaction (:meth:`Recorder.commit`)."""
-        return self.recorder.commit(pending)
+    def commit(self, pending: Sequence[PendingGrant], moved: Moved | None = None) -> list[Outcome]:
+        """Record prepared grants in one transaction (:meth:`Recorder.commit`; ``moved``:
+        :meth:`Recorder.claims_moved`, the hub's word on each task's claim, asked first)."""
+        return self.recorder.commit(pending, moved)
 
-    def check_order(self, order: TaskOrder, signature: str, now: int) -> list[str]:
+    def check_order(
+        self, order: TaskOrder, signature: str, now: int, facts: OrderFacts | None = None
+    ) -> list[str]:
         """Everything that would stop this order's release, found before the task is
         queued (iExec fails late and silently): each problem names what is wrong, in the
         words a release refuses with (one validator, :class:`OrderValidator`)."""
-        facts = self.orders.facts(order)  # outside any connection: it may ask the hub
+        if facts is None:  # outside any connection: it may ask the hub
+            facts = self.orders.facts(order)
         with reading(self.sms.engine) as connection:
             return self.orders.review(order, signature, connection, facts, now).problems
 
@@ -188,6 +207,14 @@ class Attestations:
         if owner not in allowed:
             return [f"the sim platform key was not registered by {whose}"]
         return []
+
+
+@dataclass(frozen=True)
+class TaskLookup:
+    """What the registry said of a task's attestation: the task, and its order's records."""
+
+    record: TaskRecord
+    facts: OrderFacts
 
 
 class _NotLiveError(AttestationRefusedError):
