@@ -12,8 +12,10 @@ httpx, as well). The storage
 writes the blob to a temporary file, fsyncs it and renames it into place; ``cp`` does
 not fsync, so ``cp + sync`` (the copy, then ``fsync`` of the copy) is timed as well.
 The client hashes the file once before its first upload (it must know the digest it
-signs); that time is reported apart. The server's peak resident memory (VmHWM) is read
-at the end. Every figure is kept raw (seconds per round); the summary holds medians.
+signs); that time is reported apart. The server's CPU time per transfer and its peak
+resident memory (VmHWM) are read from /proc, and the load average before and after is
+kept (on a shared machine, other work slows the transfers more than cp). Every figure
+is kept raw (seconds per round); the summary holds medians.
 
 Targets (issue 18): upload and download at >= 50 % of cp's speed; RSS < 200 MiB.
 Results go to bench/results/storage.json (``--out`` for elsewhere).
@@ -168,6 +170,12 @@ def timed_httpx_download(
     return time.perf_counter() - began
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -233,6 +241,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "storage.json")
     args = parser.parse_args()
     size = args.size_mib * MIB
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="confide-storage-bench-", dir=args.dir))
     try:
         source = work / "source.bin"
@@ -251,9 +260,13 @@ def main() -> None:
                 figures = {
                     "cp": timed_cp(source, work / "cp.bin", sync=False),
                     "cp_sync": timed_cp(source, work / "cp.bin", sync=True),
-                    "upload": timed_upload(url, audience, wallet, source, digest),
-                    "download": timed_download(url, audience, wallet, digest, work / "dl.bin"),
                 }
+                used = cpu_seconds(process.pid)
+                figures["upload"] = timed_upload(url, audience, wallet, source, digest)
+                figures["upload_server_cpu"] = cpu_seconds(process.pid) - used
+                used = cpu_seconds(process.pid)
+                figures["download"] = timed_download(url, audience, wallet, digest, work / "dl.bin")
+                figures["download_server_cpu"] = cpu_seconds(process.pid) - used
                 if args.httpx:
                     shutil.rmtree(work / "blobs" / digest[:2], ignore_errors=True)
                     figures["upload_httpx"] = timed_httpx_upload(
@@ -272,7 +285,11 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     median = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
-    mib_s = {name: args.size_mib / seconds for name, seconds in median.items()}
+    mib_s = {
+        name: args.size_mib / seconds
+        for name, seconds in median.items()
+        if not name.endswith("_cpu")
+    }
     result: dict[str, Any] = {
         "benchmark": "storage",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -288,6 +305,8 @@ def main() -> None:
         "download_vs_cp": median["cp"] / median["download"],
         "upload_vs_cp_sync": median["cp_sync"] / median["upload"],
         "server_peak_rss_mib": rss,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "targets": {"vs_cp": 0.5, "rss_mib": 200},
     }
     result["met"] = result["upload_vs_cp"] >= 0.5 and result["download_vs_cp"] >= 0.5 and rss < 200

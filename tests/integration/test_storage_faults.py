@@ -253,3 +253,22 @@ def test_memory_stays_flat_while_a_large_blob_streams_through(
     finally:
         process.terminate()
         process.wait(20)
+
+
+def test_a_reader_that_goes_away_mid_blob_leaves_the_storage_serving(
+    tmp_path: Path, database_url: str
+) -> None:
+    with running_storage(tmp_path, database_url) as store:
+        data = os.urandom(16 * MIB)
+        digest = sha(data)
+        assert store.put(OWNER, data).status_code == 201
+        path = f"/v1/blobs/{digest}"
+        for _ in range(3):
+            headers = sign_request(
+                OWNER, audience=store.audience, method="GET", path=path, now=int(time.time())
+            )
+            with httpx.stream("GET", store.url + path, headers=headers, timeout=30) as answer:
+                assert answer.status_code == 200
+                next(answer.iter_raw(65536))  # one piece, then the connection is closed
+        whole = store.get(OWNER, digest)
+        assert (whole.status_code, whole.content) == (200, data)

@@ -79,6 +79,7 @@ class BodyPipe:
 async def read_ahead(run: Callable[..., Any], opened: Iterator[bytes]) -> AsyncIterator[bytes]:
     """``opened``'s pieces, each next one read by ``run`` (on a thread) while the
     current one is sent; ``opened`` is closed at the end or when the client goes."""
+    pending: asyncio.Future[Any] | None = None
     try:
         pending = asyncio.ensure_future(run(next, opened, None))
         while True:
@@ -88,8 +89,9 @@ async def read_ahead(run: Callable[..., Any], opened: Iterator[bytes]) -> AsyncI
             pending = asyncio.ensure_future(run(next, opened, None))
             yield piece
     finally:
-        with contextlib.suppress(BaseException):
-            await pending  # the generator may not be closed while a thread runs it
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending  # the generator may not be closed while a thread runs it
         close = getattr(opened, "close", None)
         if close is not None:
             await run(close)
