@@ -11,9 +11,11 @@ import tarfile
 
 import httpx
 
+from confide.attestation.measurement import Measurement
+from confide.client.known import remember
 from confide.client.storage import StorageClient
 from confide.crypto.wallet import load_wallet
-from confide.records import SignedRecord
+from confide.records import OwnerRecord, SignedRecord
 from tests.acceptance.test_cli_up_platform import (  # noqa: F401 (fixture)
     PASSWORD,
     Up,
@@ -108,7 +110,22 @@ def test_push_secret_without_measurement_trusts_only_the_callers_own_record(
         up.cli("ivy", "app", "push-secret", unknown, "--secret-value", "IVY-VALUE-3"),
         f"knows no app {unknown}",
     )
+    # A hub that withholds ivy's newest version (here: one it never got) serves an older
+    # one: refused, since ivy's CLI keeps what her wallet signed last.
+    kept = SignedRecord.from_json(httpx.get(f"{up.url}/v1/records/{app}").json()).record
+    newer = OwnerRecord.app(
+        kept.deployment,
+        kept.owner,
+        kept.name,
+        bundle=str(kept.field("bundle")),
+        measurement=Measurement.parse("sim:" + "ee" * 32),
+        sequence=kept.sequence + 1,
+    )
+    wallet = load_wallet(up.root / "ivy" / "wallet.json", PASSWORD)
+    remember(up.root / "ivy" / "records", newer.sign(wallet))
+    replayed = up.cli("ivy", "app", "push-secret", app, "--update", "--secret-value", "IVY-4")
+    assert_refusal(replayed, f"sequence {kept.sequence}", "older than the one you signed last")
     for output in up.outputs:
-        for value in ("MALLORY-VALUE-1", "IVY-VALUE-1", "IVY-VALUE-2", "IVY-VALUE-3"):
+        for value in ("MALLORY-VALUE-1", "IVY-VALUE-1", "IVY-VALUE-2", "IVY-VALUE-3", "IVY-4"):
             assert value not in output
     assert json.loads(up.cli("ivy", "app", "check-secret", app, "--json").stdout)["exists"]

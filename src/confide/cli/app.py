@@ -119,7 +119,7 @@ def push_secret(
         from confide.client.hub import own_record  # noqa: PLC0415
 
         owner = where.signer().address
-        record = own_record(where.hub, target, "app", owner)
+        record = own_record(where.hub, target, "app", owner, where.records_dir)
         app_measurements = [str(record.measurement)]
         note(f"released to {record.measurement}, the measurement your wallet signed for {target}")
     policy = release_policy(tee, tolerate, apps=app_measurements)

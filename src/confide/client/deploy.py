@@ -17,6 +17,7 @@ from typing import Any
 from confide.attestation.measurement import Measurement
 from confide.client.archive import pack
 from confide.client.hub import own_record
+from confide.client.known import remember
 from confide.client.platform import Platform
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import ConfideError
@@ -29,6 +30,8 @@ Progress = Callable[[int], None]
 def publish(platform: Platform, signed: SignedRecord) -> dict[str, Any]:
     """Register ``signed`` with the hub, then with the sms; the hub's answer."""
     answer = platform.hub.put_record(signed)
+    if platform.records_dir is not None:
+        remember(platform.records_dir, signed)
     try:
         platform.sms.push_record(signed)
     except ConfideError as exc:
@@ -133,7 +136,7 @@ def change_members(
     platform: Platform, wallet: Wallet, pool: str, *, add: str = "", remove: str = ""
 ) -> tuple[SignedRecord, dict[str, Any]]:
     """A new whole-member-set record of our workerpool ``pool``, with a higher sequence."""
-    current = own_record(platform.hub, pool, "workerpool", wallet.address)
+    current = own_record(platform.hub, pool, "workerpool", wallet.address, platform.records_dir)
     members = set(current.members)
     if add:
         worker = normalise_address(add)

@@ -8,10 +8,12 @@ and every record the CLI writes goes to the sms too (:mod:`confide.client.sms`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from confide.client.base import ServiceClient
+from confide.client.known import check_not_older
 from confide.crypto.requests import canonical_query
 from confide.crypto.wallet import normalise_address
 from confide.errors import ConfideError
@@ -106,14 +108,19 @@ class HubClient(ServiceClient):
         return result
 
 
-def own_record(hub: HubClient, address: str, kind: str, owner: str) -> OwnerRecord:
+def own_record(
+    hub: HubClient, address: str, kind: str, owner: str, known: Path | None = None
+) -> OwnerRecord:
     """The record the hub keeps for ``address``, once it verifies as a ``kind`` record
-    signed by ``owner`` (the caller's own wallet) for the hub's deployment: what the hub
-    says is then what the owner signed, not something it substituted."""
+    signed by ``owner`` (the caller's own wallet) for the hub's deployment, and is not
+    older than the version of it kept in ``known`` (confide.client.known): what the hub
+    says is then what the owner signed last, not something it substituted or replayed."""
     signed = hub.record(address)
     if signed is None:
         raise ConfideError(f"the hub at {hub.base_url} knows no {kind} {address}")
     record = signed.verify(hub.deployment())
+    if known is not None and record.owner == normalise_address(owner):
+        check_not_older(known, signed)
     if record.kind != kind or record.address != normalise_address(address):
         raise RecordError(
             f"the hub answered {address} with the {record.kind} record {record.address}: "

@@ -57,6 +57,11 @@ class Platform:
     _sms: SmsClient | None = field(default=None, init=False, repr=False)
     _storage: StorageClient | None = field(default=None, init=False, repr=False)
 
+    @property
+    def records_dir(self) -> Path | None:
+        """Where the records this user signed are kept (confide.client.known)."""
+        return None if self.trust_dir is None else self.trust_dir.parent / "records"
+
     def signer(self) -> Wallet:
         """The wallet that signs (awaited once, when it is still being unlocked)."""
         if callable(self.wallet):
