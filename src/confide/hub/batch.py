@@ -12,14 +12,16 @@ request is answered 503 with its nonce unused, as ``Handlers.signed_request`` wo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from starlette.requests import Request
 
 from confide.db.availability import unavailability
+from confide.db.direct import DirectStatement
 from confide.db.replay import record_request
 from confide.errors import AuthError
 from confide.sms.batching import Coalescer
@@ -28,6 +30,25 @@ from confide.web.signed import Signed, authenticate
 
 T = TypeVar("T")
 BATCH = 64  # writes in one transaction at most
+# Savepoints sent as plain statements on the driver (confide.db.direct): SQLAlchemy's
+# begin_nested compiled each one afresh, a fifth of the hub's time under load.
+_SAVEPOINT = DirectStatement(text("SAVEPOINT hub_write"))
+_RELEASE = DirectStatement(text("RELEASE SAVEPOINT hub_write"))
+_ROLLBACK = DirectStatement(text("ROLLBACK TO SAVEPOINT hub_write"))
+
+
+@contextlib.contextmanager
+def _savepoint(connection: Connection) -> Iterator[None]:
+    """The block in a savepoint: kept when it returns, undone when it raises."""
+    _SAVEPOINT.execute(connection, {})
+    try:
+        yield
+    except BaseException:
+        if not connection.invalidated:
+            _ROLLBACK.execute(connection, {})
+            _RELEASE.execute(connection, {})
+        raise
+    _RELEASE.execute(connection, {})
 
 
 class _Write(Generic[T]):
@@ -41,7 +62,7 @@ class _Write(Generic[T]):
 
     def run(self, connection: Connection) -> None:
         try:
-            with connection.begin_nested():
+            with _savepoint(connection):
                 self.value = self.work(connection, self.signed)
             return
         except Exception as exc:
@@ -49,7 +70,7 @@ class _Write(Generic[T]):
                 raise  # the database, not this request: the whole batch fails
             self.error = exc
         try:  # refused: the nonce is used up with the batch (a replay is answered 401)
-            with connection.begin_nested():
+            with _savepoint(connection):
                 record_request(connection, self.signed.by, self.signed.now)
         except AuthError as replay:
             self.error = replay
