@@ -303,3 +303,28 @@ def test_concurrent_claims_refusals_and_reports(hub: HubCaller, world: World) ->
     assert statuses == [("stranger", 403)] * 6 + [("worker", 200)] * 12
     claimed = [a.json()["task"]["task"] for name, a in answers if name == "worker"]
     assert sorted(claimed) == sorted(tasks)
+
+
+def test_periodic_sweep_wakes_a_waiting_claim(tmp_path: Path, database_url: str) -> None:
+    """An expired lease found by the periodic sweep (not by a claim) wakes a claim that
+    waits on the pool."""
+    clock = Clock()
+    hub = make_hub(tmp_path / "hub", database_url, lease_seconds=60)
+    with running_hub(hub, clock, sweep_interval=0.2) as caller:
+        world = World("test")
+        world.register(caller)
+        task = queued(caller, world)
+        assert claimed(caller, world)["task"]["task"] == task
+        answers: list[httpx.Response] = []
+        pool = world.pool().address
+        waiting = threading.Thread(
+            target=lambda: answers.append(caller.claim(world.worker, pool, wait=10))
+        )
+        waiting.start()
+        time.sleep(0.3)  # the claim is waiting (its first try found nothing)
+        clock.advance(61)
+        began = time.monotonic()
+        waiting.join(15)
+        assert answers[0].status_code == 200, answers[0].text
+        assert answers[0].json()["task"]["attempts"] == 2
+        assert time.monotonic() - began < 1.5

@@ -267,7 +267,10 @@ class Hub:
 
     def sweep(self, now: int) -> set[str]:
         """Requeue expired leases, time out what is past its deadline (the pools that
-        gained a queued task)."""
+        gained a queued task). A read first: nothing due takes no write lock."""
+        with reading(self.engine) as connection:
+            if not tasks.sweep_due(connection, now):
+                return set()
         with self.engine.begin() as connection:
             return tasks.sweep(connection, now)
 
