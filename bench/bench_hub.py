@@ -5,8 +5,10 @@
 
 The hub runs as its own process (``python -m confide.cli.serve_hub``, what ``confide
 serve hub`` runs, with ``CONFIDE_HOME`` in a temporary directory), on a free loopback
-port, over SQLite and, when ``CONFIDE_BENCH_PG`` or ``CONFIDE_TEST_PG`` names a
-PostgreSQL database, over a private schema of it (dropped afterwards).
+port, over SQLite (one process, as under ``confide up``) and, when ``CONFIDE_BENCH_PG``
+or ``CONFIDE_TEST_PG`` names a PostgreSQL database, over a private schema of it (dropped
+afterwards), as ``--pg-hubs`` processes (default 2: the hub scales by processes on one
+database; the workers are spread over them).
 
 1. The app and the workerpool (8 member workers) are registered, and ``--tasks``
    requester-signed orders are made and queued (``POST /v1/tasks``, signed, from 4
@@ -118,41 +120,57 @@ class Signer:
 
 
 @contextmanager
-def hub_server(db_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
+def hub_servers(db_url: str, count: int) -> Iterator[list[tuple[str, int]]]:
+    """``count`` hub processes on ``db_url`` sharing one home (deployment id and signing
+    key): their base URLs and process ids."""
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as home:
-        command = [
-            sys.executable,
-            "-m",
-            "confide.cli.serve_hub",
-            "--port",
-            str(port),
-            "--db",
-            db_url,
-            "--deployment",
-            "bench",
-            "--max-queued",
-            "1000000",
-        ]
-        environment = {**os.environ, "CONFIDE_HOME": home}
-        process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the hub did not start")
-            time.sleep(0.1)
+        processes: list[subprocess.Popen[bytes]] = []
+        started: list[tuple[str, int]] = []
         try:
-            yield base, process
+            for index in range(count):  # one after the other: the first makes the keys
+                port = free_port()
+                command = [
+                    sys.executable,
+                    "-m",
+                    "confide.cli.serve_hub",
+                    "--port",
+                    str(port),
+                    "--db",
+                    db_url,
+                    "--deployment",
+                    "bench",
+                    "--max-queued",
+                    "1000000",
+                ]
+                log = Path(home) / f"hub-{index}.log"
+                with log.open("wb") as stderr:
+                    process = subprocess.Popen(
+                        command, env={**os.environ, "CONFIDE_HOME": home}, stderr=stderr
+                    )
+                processes.append(process)
+                base = f"http://127.0.0.1:{port}"
+                _wait_ready(base, process, log)
+                started.append((base, process.pid))
+            yield started
         finally:
-            process.terminate()
-            process.wait(60)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(60)
+
+
+def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the hub did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -216,11 +234,12 @@ def percentile(values: list[float], share: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 2) if ordered else 0.0
 
 
-def run(db_url: str, count: int, workers: int) -> dict[str, Any]:
+def run(db_url: str, count: int, workers: int, hubs: int = 1) -> dict[str, Any]:
     context = multiprocessing.get_context("fork")
     developer, owner, requester = Wallet.generate(), Wallet.generate(), Wallet.generate()
     members = [Wallet.generate() for _ in range(workers)]
-    with hub_server(db_url) as (base, process):
+    with hub_servers(db_url, hubs) as servers:
+        base = servers[0][0]
         audience = httpx.get(base + "/v1/info").json()["audience"]
         app = OwnerRecord.app(
             "bench", developer.address, "app", bundle="11" * 32, measurement=MEASUREMENT
@@ -264,21 +283,22 @@ def run(db_url: str, count: int, workers: int) -> dict[str, Any]:
         queue_seconds = time.perf_counter() - began
         start = context.Event()
         pipes, children = [], []
-        for wallet in members:
+        for index, wallet in enumerate(members):
             mine, theirs = context.Pipe(duplex=False)
+            url = servers[index % hubs][0]  # the workers spread over the hubs
             child = context.Process(
-                target=work, args=(base, audience, wallet, pool.address, start, theirs)
+                target=work, args=(url, audience, wallet, pool.address, start, theirs)
             )
             child.start()
             pipes.append(mine)
             children.append(child)
         time.sleep(1.0)  # every worker connected and waiting
-        cpu_before = cpu_seconds(process.pid)
+        cpu_before = sum(cpu_seconds(pid) for _, pid in servers)
         began = time.perf_counter()
         start.set()
         results = [pipe.recv() for pipe in pipes]
         seconds = time.perf_counter() - began
-        server_cpu = cpu_seconds(process.pid) - cpu_before
+        server_cpu = sum(cpu_seconds(pid) for _, pid in servers) - cpu_before
         for child in children:
             child.join()
         engine = make_engine(db_url)
@@ -301,6 +321,7 @@ def run(db_url: str, count: int, workers: int) -> dict[str, Any]:
     return {
         "tasks": count,
         "workers": workers,
+        "hub_processes": hubs,
         "queue_seconds": round(queue_seconds, 2),
         "queued_per_second": round(count / queue_seconds, 1),
         "claim_complete_seconds": round(seconds, 2),
@@ -345,6 +366,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--backend", action="append", choices=["sqlite", "postgresql"])
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--pg-hubs",
+        type=int,
+        default=2,
+        help="hub processes on PostgreSQL (SQLite: one, as under confide up)",
+    )
     args = parser.parse_args()
     backends = args.backend or ["sqlite", "postgresql"]
     pg = os.environ.get("CONFIDE_BENCH_PG") or os.environ.get("CONFIDE_TEST_PG")
@@ -371,7 +398,7 @@ def main() -> None:
                 continue
             else:
                 with postgres_schema(pg) as url:
-                    figures = run(url, args.tasks, args.workers)
+                    figures = run(url, args.tasks, args.workers, args.pg_hubs)
             report["backends"][backend] = figures
             print(f"{backend}: {json.dumps(figures)}", file=sys.stderr)
     report["load_average_after"] = os.getloadavg()[0]
