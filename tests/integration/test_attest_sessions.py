@@ -682,9 +682,9 @@ def test_concurrent_attestations_are_recorded_in_batches_each_answered(
     sizes: list[int] = []
     commit = Attestations.commit
 
-    def counted(self: Attestations, pending: Any) -> Any:
+    def counted(self: Attestations, pending: Any, moved: Any = None) -> Any:
         sizes.append(len(pending))
-        return commit(self, pending)
+        return commit(self, pending, moved)
 
     monkeypatch.setattr(Attestations, "commit", counted)
     with world(tmp_path, database_url) as w:

@@ -40,6 +40,7 @@ from confide.sms.tasks import TaskOrder, TaskRecord
 
 SERVICE, HUB_DEPLOYMENT = "sms", "hub_deployment"  # the pin's row in service_identity
 REFRESH_SECONDS = 3.0  # a record is fetched from the hub at most this often per address
+PIN_RETRY_SECONDS = 3.0  # an unpinned sms asks the hub's deployment at most this often
 VIEWS_KEPT = 10_000
 _log = logging.getLogger("confide.sms")
 
@@ -129,6 +130,7 @@ class HubRegistry:
         self.clock = clock
         self._given = deployment
         self._deployment: str | None = None
+        self._pin_tried = -PIN_RETRY_SECONDS
         self._views: dict[str, tuple[OwnerRecord | None, float]] = {}
         self._lock = threading.Lock()
 
@@ -137,8 +139,14 @@ class HubRegistry:
     @property
     def deployment(self) -> str | None:
         """The hub deployment records must name (None: no hub known yet)."""
-        if self._deployment is None and self.source is not None:
-            self.pin()  # at first contact (pin() waits no longer than the source's timeout)
+        moment = time.monotonic()
+        if (
+            self._deployment is None
+            and self.source is not None
+            and moment - self._pin_tried >= PIN_RETRY_SECONDS
+        ):
+            self._pin_tried = moment
+            self.pin()  # at first contact (not more often than PIN_RETRY_SECONDS)
         return self._deployment
 
     def pin(self) -> str | None:
