@@ -138,3 +138,28 @@ def test_without_a_hub_pushed_records_count_and_no_task_is_known(
         assert sms.hub_deployment() is None
     finally:
         sms.engine.dispose()
+
+
+def test_what_a_hub_serves_malformed_is_refused_naming_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    with running_hub(FakeHub(deployment=DEPLOYMENT)) as hub:
+        engine = make_engine(database_url)
+        Sms(SmsConfig(home=tmp_path / "s", db_url=database_url), engine=engine)  # migrated
+        registry = HubRegistry(engine, HttpRecordSource(hub.url), None, refresh=0)
+        try:
+            hub.records[APP] = {"record": {"kind": "app"}, "signature": "0x"}
+            with pytest.raises(RegistryError, match=f"the hub's record {APP} is malformed"):
+                registry.app(APP)
+            hub.records[APP] = dataset_record().sign(DATA_OWNER).to_json()  # another address
+            with pytest.raises(RegistryError, match=f"answered record {APP} with record"):
+                registry.app(APP)
+            task_id = "0x" + "ab" * 32
+            hub.tasks[task_id] = {"order": {"requester": "0x"}, "signature": "0x"}
+            with pytest.raises(RegistryError, match=f"document of task {task_id} is malformed"):
+                registry.task(task_id)
+            hub.tasks[task_id] = ["not", "an", "object"]
+            with pytest.raises(RegistryError, match="is not an object"):
+                registry.task(task_id)
+        finally:
+            engine.dispose()
