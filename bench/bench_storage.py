@@ -43,7 +43,6 @@ import httpx
 
 from confide.crypto.requests import sign_request
 from confide.crypto.wallet import Wallet
-from confide.storage.signing import sign_for_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -97,11 +96,12 @@ def file_pieces(path: Path) -> Iterator[bytes]:
 def timed_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
     """PUT the file with curl (``--upload-file``: streamed, Content-Length announced)."""
     blob = f"/v1/blobs/{digest}"
-    headers = sign_for_digest(
+    headers = sign_request(
         wallet,
         audience=audience,
         method="PUT",
         path=blob,
+        content_type="application/octet-stream",
         body_sha256=digest,
         now=int(time.time()),
     )
@@ -134,11 +134,12 @@ def timed_download(url: str, audience: str, wallet: Wallet, digest: str, target:
 def timed_httpx_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
     """The same upload from Python (httpx, h11), as confide's own client sends it."""
     blob = f"/v1/blobs/{digest}"
-    headers = sign_for_digest(
+    headers = sign_request(
         wallet,
         audience=audience,
         method="PUT",
         path=blob,
+        content_type="application/octet-stream",
         body_sha256=digest,
         now=int(time.time()),
     )
@@ -190,7 +191,9 @@ def start_storage(work: Path, size: int) -> tuple[subprocess.Popen[bytes], str, 
         [
             sys.executable,
             "-m",
-            "confide.cli.serve_storage",
+            "confide",
+        "serve",
+        "storage",
             "--port",
             str(port),
             "--dir",

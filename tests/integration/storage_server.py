@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,6 @@ from confide.storage.backend import Backend
 from confide.storage.http import create_app
 from confide.storage.local import LocalBackend
 from confide.storage.service import Storage, StorageConfig
-from confide.storage.signing import sign_for_digest
 from confide.web.limits import Limits
 from confide.web.server import make_server
 from tests.integration.sms_server import free_port
@@ -39,15 +39,18 @@ class RunningStorage:
         now: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """PUT ``data`` as blob ``digest`` (default: its SHA-256), signed by ``wallet``."""
-        digest = digest or hashlib.sha256(data).hexdigest()
+        """PUT ``data`` as blob ``digest`` (default: its SHA-256), signed by ``wallet``
+        (over ``digest`` when it is one, else over the data's)."""
+        actual = hashlib.sha256(data).hexdigest()
+        digest = digest or actual
         path = f"/v1/blobs/{digest}"
-        signed = sign_for_digest(
+        signed = sign_request(
             wallet,
             audience=self.audience,
             method="PUT",
             path=path,
-            body_sha256=digest,
+            content_type="application/octet-stream",
+            body_sha256=digest if re.fullmatch("[0-9a-f]{64}", digest) else actual,
             now=now or int(time.time()),
         )
         sent = {"content-type": "application/octet-stream", **signed, **(headers or {})}

@@ -21,7 +21,6 @@ import pytest
 from confide.crypto.requests import sign_request
 from confide.crypto.wallet import Wallet
 from confide.storage import local
-from confide.storage.signing import sign_for_digest
 from confide.web.limits import Limits
 from tests.integration.sms_server import free_port
 from tests.integration.storage_server import running_storage
@@ -49,7 +48,9 @@ def _serve_command(port: int, blobs: Path, db_url: str, extra: tuple[str, ...] =
     return [
         sys.executable,
         "-m",
-        "confide.cli.serve_storage",
+        "confide",
+        "serve",
+        "storage",
         "--port",
         str(port),
         "--dir",
@@ -77,11 +78,12 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> str:
 def _upload(url: str, audience: str, data: bytes) -> httpx.Response:
     digest = sha(data)
     path = f"/v1/blobs/{digest}"
-    headers = sign_for_digest(
+    headers = sign_request(
         OWNER,
         audience=audience,
         method="PUT",
         path=path,
+        content_type="application/octet-stream",
         body_sha256=digest,
         now=int(time.time()),
     )
@@ -170,11 +172,12 @@ def test_a_client_that_stops_sending_is_408_and_leaves_no_temporary_file(
     with running_storage(tmp_path, database_url, limits=limits) as store:
         digest = "cd" * 32
         path = f"/v1/blobs/{digest}"
-        headers = sign_for_digest(
+        headers = sign_request(
             OWNER,
             audience=store.audience,
             method="PUT",
             path=path,
+            content_type="application/octet-stream",
             body_sha256=digest,
             now=int(time.time()),
         )
@@ -230,11 +233,12 @@ def test_memory_stays_flat_while_a_large_blob_streams_through(
     try:
         audience = _wait_until_up(url, process)
         path = f"/v1/blobs/{digest}"
-        headers = sign_for_digest(
+        headers = sign_request(
             OWNER,
             audience=audience,
             method="PUT",
             path=path,
+            content_type="application/octet-stream",
             body_sha256=digest,
             now=int(time.time()),
         )

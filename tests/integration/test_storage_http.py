@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import func, select
 
 from confide.crypto.info_proof import check_info_proof, request_audience
+from confide.crypto.requests import sign_request
 from confide.crypto.signing import SigningKey
 from confide.crypto.wallet import Wallet
 from confide.db.engine import reading
 from confide.grants import Grant, issue_grant
-from confide.storage.signing import sign_for_digest
 from confide.storage.tables import storage_blobs, storage_uploaders
 from tests.integration.storage_server import RunningStorage, running_storage
 
@@ -158,11 +158,12 @@ def test_a_mismatched_reupload_of_a_stored_blob_adds_no_uploader(store: RunningS
 def test_a_blob_over_the_limit_is_refused_before_its_body_is_read(store: RunningStorage) -> None:
     digest = "ab" * 32
     path = f"/v1/blobs/{digest}"
-    headers = sign_for_digest(
+    headers = sign_request(
         OWNER,
         audience=store.audience,
         method="PUT",
         path=path,
+        content_type="application/octet-stream",
         body_sha256=digest,
         now=int(time.time()),
     )
@@ -274,11 +275,12 @@ def test_replayed_signed_requests_are_refused(store: RunningStorage) -> None:
     path = f"/v1/blobs/{digest}"
     upload = {
         "content-type": "application/octet-stream",
-        **sign_for_digest(
+        **sign_request(
             OWNER,
             audience=store.audience,
             method="PUT",
             path=path,
+            content_type="application/octet-stream",
             body_sha256=digest,
             now=int(time.time()),
         ),
@@ -317,11 +319,12 @@ def test_unsigned_and_malformed_uploads_are_refused(store: RunningStorage) -> No
     stale = store.put(OWNER, data, now=int(time.time()) - 3600)
     assert stale.status_code == 401
     # a signature over another digest than the path's
-    other = sign_for_digest(
+    other = sign_request(
         OWNER,
         audience=store.audience,
         method="PUT",
         path=f"/v1/blobs/{sha(data)}",
+        content_type="application/octet-stream",
         body_sha256=sha(b"other"),
         now=int(time.time()),
     )

@@ -19,7 +19,6 @@ from confide.crypto.wallet import Wallet
 from confide.storage.http import create_app
 from confide.storage.local import LocalBackend
 from confide.storage.service import Storage, StorageConfig
-from confide.storage.signing import sign_for_digest
 from confide.web.server import make_server
 from tests.integration.sms_server import free_port
 
@@ -46,11 +45,12 @@ def test_a_mounted_storage_streams_blobs_past_the_body_limit(
         digest = hashlib.sha256(data).hexdigest()
         path = f"/storage/v1/blobs/{digest}"
         url = f"http://127.0.0.1:{port}{path}"
-        headers = sign_for_digest(
+        headers = sign_request(
             OWNER,
             audience=storage.audience,
             method="PUT",
             path=path,
+            content_type="application/octet-stream",
             body_sha256=digest,
             now=int(time.time()),
         )

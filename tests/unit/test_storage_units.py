@@ -11,9 +11,8 @@ import pytest
 import typer
 
 from confide.cli.serve_storage import parse_size, serve_storage
-from confide.crypto.requests import sign_request, verify_request
 from confide.crypto.wallet import Wallet
-from confide.errors import AuthError, StorageError
+from confide.errors import StorageError
 from confide.storage.backend import (
     BlobNotFoundError,
     ByteRange,
@@ -25,7 +24,6 @@ from confide.storage.backend import (
 )
 from confide.storage.http import parse_range
 from confide.storage.local import LocalBackend
-from confide.storage.signing import sign_for_digest, verify_for_digest
 from confide.web.problems import HttpProblemError
 
 WALLET = Wallet.generate()
@@ -134,36 +132,6 @@ def test_rechunk_regroups_without_losing_a_byte() -> None:
     regrouped = list(rechunk(pieces, 4096))
     assert [len(piece) for piece in regrouped] == [4096, 4096, 1808]
     assert b"".join(regrouped) == data
-
-
-def test_a_signature_by_digest_is_a_signature_of_the_body() -> None:
-    """What sign_for_digest makes verifies as a request over the body itself, and the
-    other way round: one canonical text."""
-    body = os.urandom(5000)
-    path = f"/v1/blobs/{sha(body)}"
-    common = {"audience": "storage/d/k", "method": "PUT", "path": path, "now": NOW}
-    by_digest = sign_for_digest(WALLET, body_sha256=sha(body), **common)  # type: ignore[arg-type]
-    verified = verify_request(
-        by_digest, query="", content_type="application/octet-stream", body=body, **common
-    )  # type: ignore[arg-type]
-    assert verified.address == WALLET.address
-    by_body = sign_request(WALLET, content_type="application/octet-stream", body=body, **common)  # type: ignore[arg-type]
-    again = verify_for_digest(
-        by_body,
-        query="",
-        content_type="application/octet-stream",
-        body_sha256=sha(body),
-        **common,
-    )  # type: ignore[arg-type]
-    assert again.address == WALLET.address
-    with pytest.raises(AuthError, match="does not match"):
-        verify_for_digest(
-            by_body,
-            query="",
-            content_type="application/octet-stream",
-            body_sha256=sha(b"other"),
-            **common,
-        )  # type: ignore[arg-type]
 
 
 def test_local_backend_stores_reads_ranges_and_deletes(tmp_path: Path) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
-import ipaddress
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -108,13 +106,9 @@ def serve_storage(
     from confide.storage.service import Storage, StorageConfig  # noqa: PLC0415
     from confide.storage.trust import fetch_issuers  # noqa: PLC0415
     from confide.web.limits import Limits  # noqa: PLC0415
-    from confide.web.server import serve  # noqa: PLC0415
+    from confide.web.server import check_bind, serve  # noqa: PLC0415
 
-    if not _loopback(host) and not (tls_cert and tls_key) and not behind_tls_proxy:
-        raise ConfideError(
-            f"binding {host} exposes the storage beyond this machine: give --tls-cert and "
-            f"--tls-key, or --behind-tls-proxy if a TLS proxy fronts it"
-        )
+    check_bind(host, "storage", tls=bool(tls_cert and tls_key), behind_tls_proxy=behind_tls_proxy)
     if s3_bucket and directory:
         raise ConfideError("give --dir or --s3-bucket, not both")
     quota_bytes, max_blob_bytes = parse_size(quota), parse_size(max_blob)
@@ -151,7 +145,7 @@ def serve_storage(
     )
     limits = Limits()
     serve(
-        with_large_blocks(create_app(storage, time.time, limits=limits)),
+        create_app(storage, time.time, limits=limits),
         name="storage",
         host=host,
         port=port,
@@ -159,57 +153,5 @@ def serve_storage(
         tls_cert=tls_cert,
         tls_key=tls_key,
         proxy_headers=behind_tls_proxy,
+        memory="reused",  # streams: confide.web.server
     )
-
-
-# glibc's mallopt parameters: blocks up to 32 MiB from the heap, reused once freed; freed
-# memory at the heap's top beyond 64 MiB goes back to the system.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_FROM, _TRIM_FROM = 32 << 20, 64 << 20
-
-
-def with_large_blocks(app: Any) -> Any:
-    """``app``, with glibc's allocator set (once the server has started) to keep freed
-    blocks for reuse rather than to map and unmap each one.
-
-    :func:`confide.web.server.serve` makes every block from 64 KiB a mapping of its own,
-    unmapped when freed, so that the sms's bodies give their memory back. A blob stream
-    allocates a block of 64 KiB to 1 MiB for every piece (uvicorn's reads and body
-    buffers, the pieces themselves): each one then costs a mapping and a page fault per
-    4 KiB, which tripled the storage's CPU per byte (1.4 s of CPU per 512 MiB uploaded
-    without, 4.5 s with, on the reference VM). A stream's blocks are few and reused, so
-    the storage's memory stays flat either way (peak RSS 89 MiB after 512 MiB up and
-    down). Requested of the lead: a ``serve`` option instead (/tmp/team/REQUESTS-storage.md).
-    """
-    configured = False
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        nonlocal configured
-        if not configured:
-            configured = True
-            _keep_freed_blocks()
-        await app(scope, receive, send)
-
-    return wrapped
-
-
-def _keep_freed_blocks() -> None:
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return  # not glibc
-    mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM)
-    mallopt(_M_TRIM_THRESHOLD, _TRIM_FROM)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-if __name__ == "__main__":  # python -m confide.cli.serve_storage, before it is registered
-    typer.run(serve_storage)

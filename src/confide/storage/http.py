@@ -1,7 +1,8 @@
 """The storage over HTTP (Starlette): thin routes over :class:`confide.storage.service.Storage`.
 
 ``PUT /v1/blobs/{sha256}`` streams: its signature is checked from the headers (the body
-it signs is named by the digest, :mod:`confide.storage.signing`), its size limit and the
+it signs is named by the digest: ``body_sha256`` of :mod:`confide.crypto.requests`), its
+size limit and the
 uploader's quota from ``Content-Length``, all before a byte is read; then the body flows
 in 1 MiB pieces from the event loop to a thread that hashes and writes them, a few
 pieces ahead, never held whole (:mod:`confide.storage.streams`). ``GET``/``HEAD`` stream
@@ -25,9 +26,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from confide.crypto.info_proof import CHALLENGE_BYTES, INFO_LABEL, info_message
-from confide.crypto.requests import HEADER_ADDRESS, canonical_query
+from confide.crypto.requests import HEADER_ADDRESS
 from confide.db.availability import unavailability
-from confide.errors import AuthError
 from confide.grants import GRANT_HEADER
 from confide.storage.backend import (
     BackendUnavailableError,
@@ -45,7 +45,6 @@ from confide.storage.service import (
     ReadForbiddenError,
     Storage,
 )
-from confide.storage.signing import verify_for_digest
 from confide.storage.streams import BodyPipe, read_ahead
 from confide.web.handlers import Clock, Handlers
 from confide.web.health import Health, database_probe
@@ -58,7 +57,7 @@ from confide.web.problems import (
     HttpProblemError,
     exception_handlers,
 )
-from confide.web.signed import Signed, raw_path
+from confide.web.signed import Signed, authenticate
 
 _log = logging.getLogger("confide.storage")
 BLOB_PATH = "/v1/blobs/{digest}"
@@ -113,19 +112,9 @@ class StorageHandlers(Handlers):
         digest = check_digest(request.path_params["digest"])
         size = int(request.headers.get("content-length", "0"))
         now = self.now()
-        try:
-            by = verify_for_digest(
-                dict(request.headers),
-                audience=self.audience,
-                method=request.method,
-                path=raw_path(request),
-                query=canonical_query(request.query_params.multi_items()),
-                content_type=request.headers.get("content-type", ""),
-                body_sha256=digest,
-                now=now,
-            )
-        except AuthError as exc:
-            raise HttpProblemError(401, "Unauthorized", str(exc)) from None
+        # The signature covers sha256(body) = the digest: checked now, the body as it
+        # streams in (a body that does not hash to it is refused, 422, and not kept).
+        by = authenticate(request, b"", self.audience, now, body_sha256=digest)
         # The nonce is used up before the body is read, so a replayed upload costs no
         # gigabyte of reading; a refusal uses it up too (as Handlers.signed_request_async).
         signed = Signed(by, self.engine, now)
