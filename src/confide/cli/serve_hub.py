@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,6 @@ from typing import Annotated
 import typer
 
 from confide.config import confide_home
-from confide.errors import ConfideError
 
 
 def serve_hub(
@@ -77,13 +75,9 @@ def serve_hub(
     from confide.hub.http import create_app  # noqa: PLC0415
     from confide.hub.service import Hub, HubConfig  # noqa: PLC0415
     from confide.web.limits import Limits  # noqa: PLC0415
-    from confide.web.server import serve  # noqa: PLC0415
+    from confide.web.server import check_bind, serve  # noqa: PLC0415
 
-    if not _loopback(host) and not (tls_cert and tls_key) and not behind_tls_proxy:
-        raise ConfideError(
-            f"binding {host} exposes the hub beyond this machine: give --tls-cert and "
-            f"--tls-key, or --behind-tls-proxy if a TLS proxy fronts it"
-        )
+    check_bind(host, "hub", tls=bool(tls_cert and tls_key), behind_tls_proxy=behind_tls_proxy)
     home = confide_home() / "hub"
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     url = db or f"sqlite:///{home / 'hub.db'}"
@@ -115,15 +109,6 @@ def serve_hub(
         tls_key=tls_key,
         proxy_headers=behind_tls_proxy,
     )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 if __name__ == "__main__":  # python -m confide.cli.serve_hub, before it is registered

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,13 +104,9 @@ def serve_sms(
     from confide.sms.http import create_app  # noqa: PLC0415
     from confide.sms.service import Sms, SmsConfig  # noqa: PLC0415
     from confide.web.limits import Limits  # noqa: PLC0415
-    from confide.web.server import serve  # noqa: PLC0415
+    from confide.web.server import check_bind, serve  # noqa: PLC0415
 
-    if not _is_loopback(host) and not (tls_cert and tls_key) and not behind_tls_proxy:
-        raise ConfideError(
-            f"binding {host} exposes the sms beyond this machine: give --tls-cert and "
-            f"--tls-key, or --behind-tls-proxy if a TLS proxy fronts it"
-        )
+    check_bind(host, "sms", tls=bool(tls_cert and tls_key), behind_tls_proxy=behind_tls_proxy)
     if hub is not None and not hub.startswith(("http://", "https://")):
         raise ConfideError(f"--hub {hub!r} is not an http(s) URL")
     home = confide_home() / "sms"
@@ -177,15 +172,6 @@ def reaching_the_database(url: str) -> Iterator[None]:
         if unavailability(exc) is None:
             raise
         raise ConfideError(f"cannot reach the database {shown_url(url)}: {reason(exc)}") from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @requester_app.command("push-secret")
