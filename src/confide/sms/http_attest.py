@@ -118,32 +118,43 @@ class AttestHandlers:
         """Prepared (planned, verified, sealed) on a database thread, then recorded in one
         transaction with the grants that are ready at the same moment (a group commit)."""
         body = await read_body(request, ATTEST_BODY_LIMIT)
-        if SIGNATURE_HEADER in request.headers:  # a task's worker signs its request
-            parsed, signer = await self.base.blocking(self._authenticate, request, body)
-        else:
-            parsed, signer = await self.base.blocking(self._parse_unsigned, body), None
-        now = self.base.now()
-        looked = None
-        if isinstance(parsed.target, TaskTarget):  # may wait on the hub: not a db thread
+        signed = SIGNATURE_HEADER in request.headers  # a task's worker signs its request
+        first = await self.base.blocking(self._first, request, body, signed)
+        if isinstance(first, PendingGrant):  # a session's: prepared in that one step
+            pending = first
+        else:  # a task's: the hub is asked on threads of its own, never a database thread
+            parsed, signer, now = first
             looked = await self.base.look_up(self.attestations.look_up, parsed, now, signer)
-        pending = await self.base.blocking(self.attestations.prepare, parsed, now, signer, looked)
+            pending = await self.base.blocking(
+                self.attestations.prepare, parsed, now, signer, looked
+            )
         outcome = await self.grants.get(pending)
         return JSONResponse(outcome.result().to_json())  # a refusal: 403
 
     async def _commit(self, batch: list[PendingGrant]) -> dict[PendingGrant, Outcome]:
-        moved = await self.base.look_up(self.attestations.recorder.claims_moved, batch)
+        moved = None  # a batch of session grants asks the hub nothing
+        if any(isinstance(p.request.target, TaskTarget) for p in batch):
+            moved = await self.base.look_up(self.attestations.recorder.claims_moved, batch)
         outcomes = await self.base.blocking(self.attestations.commit, batch, moved)
         return dict(zip(batch, outcomes, strict=True))
 
-    def _authenticate(self, request: Request, body: bytes) -> tuple[AttestRequest, str]:
-        with self.base.signed_request(request, body) as signed:
-            signed.record()
-            return AttestRequest.from_json(json_object(body, 6)), signed.address
-
-    def _parse_unsigned(self, body: bytes) -> AttestRequest:
-        """Parsed on a database thread, as the evidence's verification, never on the
-        event loop: an unsigned caller must not stall every other request."""
-        return AttestRequest.from_json(json_object(body, 6))
+    def _first(
+        self, request: Request, body: bytes, signed: bool
+    ) -> PendingGrant | tuple[AttestRequest, str | None, int]:
+        """On a database thread (never the event loop: an unsigned caller must not stall
+        every other request): the signature checked and recorded, the body parsed, and a
+        session's request prepared; a task's is returned for its lookups."""
+        signer = None
+        if signed:
+            with self.base.signed_request(request, body) as by:
+                by.record()
+                parsed, signer = AttestRequest.from_json(json_object(body, 6)), by.address
+        else:
+            parsed = AttestRequest.from_json(json_object(body, 6))
+        now = self.base.now()
+        if isinstance(parsed.target, TaskTarget):
+            return parsed, signer, now
+        return self.attestations.prepare(parsed, now, signer)
 
     async def check_order(self, request: Request) -> Response:
         """Public: whether a signed order could be released (what the hub asks before it
