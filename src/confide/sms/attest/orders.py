@@ -2,8 +2,12 @@
 and what a release refuses are the same checks, with the same words.
 
 :meth:`OrderValidator.review` collects every problem of an order: its signature, the sms
-it pins, its app and the measurement it asks for, its dataset, the secrets it maps, the
-result key it pins, and what each secret's owner allows (release policies). The order
+it pins, its expiry (``valid_until``), a cancel by its requester, its releases so far
+against ``max_attempts``, its records (:meth:`OrderValidator.facts`, looked up first and
+outside any connection: the owner-signed app record and the measurement it asks for, the
+dataset record and its checksum, the workerpool record and whether it admits the
+requester), the secrets it maps, the result key it pins, and what each secret's owner
+allows (release policies). The order
 check (``POST /v1/task-orders/check``) returns them all; a release refuses with them all
 when there is any. A check written once cannot be forgotten on one of the two paths.
 
