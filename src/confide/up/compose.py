@@ -41,6 +41,7 @@ class Embedded:
     base_url: str
     pool: str  # the default workerpool's address
     operator: str  # the operator wallet's address
+    limits: Any  # confide.web.limits.Limits: the apps' body limits and the server's
 
     def close(self) -> None:
         for service in (self.hub, self.sms, self.storage):
@@ -150,7 +151,7 @@ def compose(home: Path, port: int, clock: Callable[[], float] = time.time) -> Em
             STORAGE_PREFIX: storage_app(storage, clock, limits=limits),
         },
     )
-    return Embedded(app, hub, sms, storage, base, pool, operator.address)
+    return Embedded(app, hub, sms, storage, base, pool, operator.address, limits)
 
 
 def default_pool(hub: Any, operator: Wallet, clock: Callable[[], float]) -> str:

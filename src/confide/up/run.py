@@ -20,7 +20,6 @@ BANNER = (
 
 def run(home: Path, port: int, workers: int) -> None:
     """Serve the embedded platform on 127.0.0.1:``port`` until SIGTERM or ^C."""
-    from confide.web.limits import Limits  # noqa: PLC0415
     from confide.web.server import serve  # noqa: PLC0415
 
     embedded = compose(home, port, time.time)
@@ -41,6 +40,6 @@ def run(home: Path, port: int, workers: int) -> None:
                 f"release); none is started yet, so tasks stay RECEIVED\n"
             )
         sys.stderr.flush()
-        serve(embedded.app, name="confide up", host="127.0.0.1", port=port, limits=Limits())
+        serve(embedded.app, name="confide up", host="127.0.0.1", port=port, limits=embedded.limits)
     finally:
         embedded.close()
