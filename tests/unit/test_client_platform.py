@@ -14,10 +14,13 @@ import pytest
 
 from confide.client.archive import pack
 from confide.client.hub import HubClient
+from confide.client.known import check_not_older, recall, remember
 from confide.client.pins import is_loopback_url, key_fingerprint, pin_name
 from confide.client.platform import Platform
 from confide.client.sms import SmsClient
+from confide.crypto.wallet import Wallet
 from confide.errors import AuthError, ConfideError
+from confide.records import OwnerRecord, RecordError
 from tests.integration.sms_server import free_port, running_sms
 from tests.integration.test_hub_support import Clock, make_hub, running_hub
 
@@ -95,3 +98,21 @@ def test_the_archive_is_deterministic_and_refuses_links(tmp_path: Path) -> None:
         pack(tree, tmp_path / "three.tar")
     with pytest.raises(ConfideError, match="is not a directory"):
         pack(tree / "a.txt", tmp_path / "four.tar")
+
+
+def test_the_records_a_user_signed_are_kept_highest_first(tmp_path: Path) -> None:
+    wallet = Wallet.generate()
+    versions = [
+        OwnerRecord.workerpool("d-1", wallet.address, "pool", sequence=n).sign(wallet)
+        for n in (5, 9, 7)
+    ]
+    for signed in versions:
+        remember(tmp_path, signed)
+    kept = recall(tmp_path, versions[0].address)
+    assert kept is not None and kept.record.sequence == 9
+    check_not_older(tmp_path, versions[1])  # the newest: fine
+    with pytest.raises(RecordError, match="sequence 7, older than the one you signed last"):
+        check_not_older(tmp_path, versions[2])
+    assert recall(tmp_path, "../etc/passwd") is None
+    (tmp_path / f"{versions[0].address}.json").write_text("not json")
+    assert recall(tmp_path, versions[0].address) is None
