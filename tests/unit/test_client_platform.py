@@ -116,3 +116,20 @@ def test_the_records_a_user_signed_are_kept_highest_first(tmp_path: Path) -> Non
     assert recall(tmp_path, "../etc/passwd") is None
     (tmp_path / f"{versions[0].address}.json").write_text("not json")
     assert recall(tmp_path, versions[0].address) is None
+
+
+def test_a_record_the_sms_has_already_is_not_a_failure(tmp_path: Path) -> None:
+    wallet = Wallet.generate()
+    signed = OwnerRecord.workerpool("d-1", wallet.address, "pool", sequence=3).sign(wallet)
+    with running_sms(tmp_path / "sms", f"sqlite:///{tmp_path / 'sms.db'}") as url:
+        client = SmsClient(url, wallet=wallet)
+        first = client.push_record(signed)
+        assert (first["address"], first["sequence"]) == (signed.address, 3)
+        assert "kept_newer" not in first
+        assert client.push_record(signed)["kept_newer"] is True
+        forged = OwnerRecord.workerpool("d-1", wallet.address, "pool", sequence=4)
+        stranger = Wallet.generate()
+        with pytest.raises(ConfideError, match="sms refused"):
+            SmsClient(url, wallet=stranger).push_record(
+                type(signed)(forged, stranger.sign_text(forged.signing_message()))
+            )

@@ -130,10 +130,19 @@ class SmsClient(ServiceClient):
     def push_record(self, signed: SignedRecord) -> dict[str, Any]:
         """Send an owner-signed record to the sms (``POST /v1/records``), which keeps the
         highest sequence it has seen per address: a hub can then neither replay an older
-        one nor withhold this one. ``{"address", "kind", "sequence"}``."""
-        result: dict[str, Any] = self.call_json(
-            "POST", "/v1/records", signed.to_json(), signed=True
+        one nor withhold this one. ``{"address", "kind", "sequence"}``; when the sms keeps
+        this sequence or a higher one already (409), ``{…, "kept_newer": True}``."""
+        result: dict[str, Any] | None = self.call_json(
+            "POST", "/v1/records", signed.to_json(), signed=True, accept=(409,)
         )
+        if result is None:
+            record = signed.record
+            return {
+                "address": record.address,
+                "kind": record.kind,
+                "sequence": record.sequence,
+                "kept_newer": True,
+            }
         return result
 
     def cancel_task(self, order: TaskOrder, signature: str) -> dict[str, Any]:
