@@ -1,7 +1,8 @@
 """The "Done when" path with hub, sms and storage as separate processes (``confide serve
-hub``, ``serve sms --hub``, ``serve storage --trust``), on SQLite and on PostgreSQL: the
-hub's sms is refused until the user trusts it by its fingerprint (the hub never chooses
-where secrets go); then deploy, push secrets, run, show and cancel."""
+hub``, ``serve sms --hub``, ``serve storage --trust``): on SQLite with a blob directory,
+and on PostgreSQL with an S3 bucket (moto's server). The hub's sms is refused until the
+user trusts it by its fingerprint (the hub never chooses where secrets go); then deploy,
+push secrets, run, show and cancel."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 
 from tests.conftest import CONFIDE, assert_refusal, run_cli
 from tests.integration.sms_server import free_port
+from tests.integration.test_storage_s3 import bucket, client, s3_endpoint  # noqa: F401
 
 PASSWORD = "pw-separate"
 APP_SECRET = "SEPARATE-APP-SECRET-19"
@@ -33,6 +35,8 @@ class Deployment:
     storage: str
     fingerprint: str  # what `confide serve sms` printed at start
     root: Path
+    s3: str = ""  # the S3 endpoint and bucket, when the storage is on S3
+    bucket: str = ""
 
     def env(self, user: str, **extra: str) -> dict[str, str]:
         return {
@@ -69,7 +73,9 @@ def _start(args: list[str], env: dict[str, str], url: str) -> subprocess.Popen[s
 
 
 @pytest.fixture
-def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Deployment]:
     ports = {name: free_port() for name in ("hub", "sms", "storage")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     processes: list[subprocess.Popen[str]] = []
@@ -88,9 +94,14 @@ def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
             *("--hub", urls["hub"], "--allow-sim"),
         ]
         processes.append(_start(sms, server_env("sms"), urls["sms"]))
+        if database_url.startswith("sqlite"):
+            blobs = ["--dir", str(tmp_path / "blobs")]
+        else:  # the deployment at scale: PostgreSQL and S3
+            endpoint = request.getfixturevalue("s3_endpoint")
+            blobs = ["--s3-bucket", request.getfixturevalue("bucket"), "--s3-endpoint", endpoint]
         storage = [
             *("serve", "storage", "--port", str(ports["storage"])),
-            *("--db", _database(database_url, "storage"), "--dir", str(tmp_path / "blobs")),
+            *("--db", _database(database_url, "storage"), *blobs),
             *("--trust", urls["hub"], "--trust", urls["sms"]),
         ]
         processes.append(_start(storage, server_env("storage"), urls["storage"]))
@@ -103,7 +114,8 @@ def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
         processes[1].send_signal(signal.SIGCONT)
         found = re.search(r"fingerprint ([0-9a-f]{64})", banner)
         assert found, banner
-        yield Deployment(urls["hub"], urls["sms"], urls["storage"], found.group(1), tmp_path)
+        s3 = [] if len(blobs) == 2 else [blobs[3], blobs[1]]
+        yield Deployment(urls["hub"], urls["sms"], urls["storage"], found.group(1), tmp_path, *s3)
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)
@@ -187,3 +199,7 @@ def test_separate_services_after_trusting_the_sms_by_fingerprint(deployment: Dep
     assert f"pinned the sms at {deployment.sms}" in pushed.stderr
     assert deployment.fingerprint in pushed.stderr
     assert "BOB-SECRET-5" not in pushed.stdout + pushed.stderr
+    if deployment.bucket:  # the blobs went to the bucket
+        listed = client(deployment.s3).list_objects_v2(Bucket=deployment.bucket)
+        keys = " ".join(item["Key"] for item in listed.get("Contents", []))
+        assert str(app["bundle"]) in keys and str(dataset["blob"]) in keys
