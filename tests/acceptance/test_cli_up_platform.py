@@ -165,6 +165,9 @@ def test_an_unreachable_hub_names_the_url_and_confide_up(tmp_path: Path) -> None
         assert_refusal(done, f"cannot reach the hub at {url}", "confide up")
     as_json = run_cli("app", "list", "--json", env=env)
     assert json.loads(as_json.stdout)["ok"] is False
+    # A command for the sms, with no sms named: the hub is asked which, so it says both.
+    secret = run_cli("app", "check-secret", anyone, env={**env, "CONFIDE_SMS": ""})
+    assert_refusal(secret, f"cannot reach the hub at {url}", "confide up", "--sms URL")
 
 
 def test_up_refuses_a_port_in_use(up: Up) -> None:

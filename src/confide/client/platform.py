@@ -108,7 +108,14 @@ class Platform:
         return self._sms
 
     def _trusted_sms_of_hub(self) -> str:
-        info = self.hub_info()
+        try:
+            info = self.hub_info()
+        except ConfideError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            raise ConfideError(
+                f"{exc}; or name the sms directly with --sms URL (or CONFIDE_SMS)"
+            ) from None
         named = info.get("sms")
         if not isinstance(named, str) or not named:
             raise ConfideError(
