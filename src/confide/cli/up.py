@@ -39,4 +39,4 @@ def up(
     from confide.config import confide_home  # noqa: PLC0415
     from confide.up.run import run  # noqa: PLC0415
 
-    run(home or confide_home(), port, workers)
+    run((home or confide_home()).expanduser().resolve(), port, workers)
