@@ -25,7 +25,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from confide.crypto.info_proof import CHALLENGE_BYTES, INFO_LABEL, info_message
 from confide.crypto.requests import HEADER_ADDRESS
 from confide.db.availability import unavailability
 from confide.grants import GRANT_HEADER
@@ -48,6 +47,7 @@ from confide.storage.service import (
 from confide.storage.streams import BodyPipe, read_ahead
 from confide.web.handlers import Clock, Handlers
 from confide.web.health import Health, database_probe
+from confide.web.info import info_route
 from confide.web.limits import BodyLimits, Limits, path_patterns
 from confide.web.problems import (
     BASE_TABLE,
@@ -205,22 +205,6 @@ def create_app(storage: Storage, clock: Clock, limits: Limits | None = None) -> 
     health = Health(database_probe(storage.engine))
     h = StorageHandlers(storage, clock)
 
-    async def info(request: Request) -> Response:
-        """With ``?challenge=<64 hex>``, a ``proof``: the signing key's signature over the
-        challenge and this document (confide.crypto.info_proof)."""
-        document = storage.info()
-        challenge = request.query_params.get("challenge")
-        if challenge is not None:
-            try:
-                raw = bytes.fromhex(challenge)
-            except ValueError:
-                raw = b""
-            if len(raw) != CHALLENGE_BYTES:
-                raise HttpProblemError(400, "Bad Request", "challenge is 32 bytes as 64 hex")
-            proof = storage.signing_key.sign(INFO_LABEL, info_message(raw, document))
-            document["proof"] = proof.hex()
-        return JSONResponse(document)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         del app
@@ -231,7 +215,11 @@ def create_app(storage: Storage, clock: Clock, limits: Limits | None = None) -> 
             await h.stop_database_threads()
 
     return Starlette(
-        routes=[Route("/v1/info", info, methods=["GET"]), *health.routes(), *h.routes()],
+        routes=[
+            info_route(storage.info, storage.signing_key.sign),
+            *health.routes(),
+            *h.routes(),
+        ],
         exception_handlers=exception_handlers(PROBLEMS, "storage", _log),
         lifespan=lifespan,
         middleware=[
