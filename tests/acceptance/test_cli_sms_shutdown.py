@@ -3,6 +3,8 @@ shutdown, exit 0, and one line that says so."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import signal
 import subprocess
@@ -30,7 +32,7 @@ def test_a_signal_stops_the_sms_cleanly_with_one_line(tmp_path: Path, stop: sign
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                info = httpx.get(f"http://127.0.0.1:{port}/v1/info", timeout=2).json()
                 break
             except httpx.HTTPError:
                 assert time.monotonic() < deadline and server.poll() is None, "did not start"
@@ -44,6 +46,11 @@ def test_a_signal_stops_the_sms_cleanly_with_one_line(tmp_path: Path, stop: sign
     assert server.returncode == 0, stderr
     started, *after = stderr.splitlines()
     assert started.startswith("sms ") and f"127.0.0.1:{port}" in started
+    # The token key's fingerprint, what `confide sms trust URL --fingerprint` pins.
+    x = info["jwks"]["keys"][0]["x"]
+    public = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+    assert f"token key fingerprint {hashlib.sha256(public).hexdigest()} " in started
+    assert "no hub (only records pushed to this sms are known)" in started
     assert len(after) == 1, stderr
     assert after[0].startswith(f"sms stopped on {stop.name} after ")
     assert after[0].endswith("shut down cleanly")
