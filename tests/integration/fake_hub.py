@@ -37,6 +37,7 @@ class FakeHub:
     records: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)
     fetched: list[str] = field(default_factory=list)  # paths asked, in order
+    failing: bool = False  # answer every record and task 503 (a hub in trouble)
 
     def put(self, signed: SignedRecord) -> str:
         self.records[signed.address] = signed.to_json()
@@ -54,12 +55,16 @@ class FakeHub:
         async def record(request: Request) -> Response:
             address = request.path_params["address"]
             self.fetched.append(f"/v1/records/{address}")
+            if self.failing:
+                return Response(status_code=503)
             found = self.records.get(address)
             return JSONResponse(found) if found is not None else Response(status_code=404)
 
         async def task(request: Request) -> Response:
             task_id = request.path_params["task"]
             self.fetched.append(f"/v1/tasks/{task_id}")
+            if self.failing:
+                return Response(status_code=503)
             found = self.tasks.get(task_id)
             return JSONResponse(found) if found is not None else Response(status_code=404)
 

@@ -163,3 +163,18 @@ def test_what_a_hub_serves_malformed_is_refused_naming_it(
                 registry.task(task_id)
         finally:
             engine.dispose()
+
+
+def test_a_task_attestation_while_the_hub_fails_is_503_and_recorded_nowhere(
+    tmp_path: Path, database_url: str
+) -> None:
+    with world(tmp_path, database_url) as w:
+        order = w.order()
+        assert w.problems(order) == []  # records fetched and kept
+        task_id = w.publish(order)
+        w.hub.failing = True
+        with pytest.raises(ConfideError, match="503"):
+            w.run(task_id)
+        assert w.problems(order) == []  # kept records stand in for the hub's
+        w.hub.failing = False
+        assert w.run(task_id).config["task"]["id"] == task_id  # nothing was used up
