@@ -10,7 +10,6 @@ so knowing a digest is not enough. Each uploader pays for a blob once in his quo
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +20,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from confide import __version__
 from confide.crypto.info_proof import request_audience
-from confide.crypto.signing import SigningKey
 from confide.crypto.tokens import public_jwk
 from confide.db import make_engine, upgrade
 from confide.db.engine import reading
-from confide.db.identity import recorded
+from confide.db.identity import load_identity
 from confide.errors import AuthError, ConfideError, StorageError
 from confide.grants import check_grant
 from confide.storage.backend import Backend, BlobNotFoundError, check_digest, consume
 from confide.storage.tables import storage_blobs, storage_uploaders, storage_usage
 
 SERVICE = "storage"  # this service's rows in confide.db.identity
-DEPLOYMENT, SIGNING_KEY = "deployment_id", "signing_key"
 GIB = 1 << 30
 
 
@@ -96,12 +93,14 @@ class Storage:
         self.issuers = dict(issuers)
         self.engine = engine or make_engine(config.db_url)
         upgrade(self.engine)
-        config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not config.deployment_id:
-            deployment = _deployment_id(self.engine, config.home / "deployment-id")
-            self.config = config = dataclasses.replace(config, deployment_id=deployment)
-        self.signing_key = _signing_key(config)
-        _check_replica(self.engine, config.deployment_id, self.signing_key.public_bytes())
+        deployment, self.signing_key = load_identity(
+            self.engine,
+            SERVICE,
+            config.home,
+            deployment_id=config.deployment_id,
+            key_file=config.signing_key_file,
+        )
+        self.config = config = dataclasses.replace(config, deployment_id=deployment)
         self.audience = request_audience(
             config.deployment_id, self.signing_key.public_bytes(), SERVICE
         )
@@ -279,66 +278,3 @@ def _inserted(connection: Connection, table: Table, row: dict[str, object]) -> b
     first = table.primary_key.columns.values()[0]
     statement = dialect.insert(table).values(**row).on_conflict_do_nothing().returning(first)
     return connection.execute(statement).first() is not None
-
-
-def _deployment_id(engine: Engine, path: Path) -> str:
-    """The deployment id kept in ``path``; at a first start the one the database has
-    recorded (another replica's), or else a new one (kept in ``path`` either way)."""
-    if path.exists():
-        return path.read_text().strip()
-    known = recorded(engine, SERVICE, {}).get(DEPLOYMENT)
-    return _create_once(path, known or f"d-{os.urandom(8).hex()}")
-
-
-def _signing_key(config: StorageConfig) -> SigningKey:
-    """The key that proves ``/v1/info`` (and names the audience): ``signing_key_file``
-    (replicas are given one), else home/signing-key, made at first start."""
-    if config.signing_key_file is None:
-        where = config.home / "signing-key"
-        seed = _create_once(where, SigningKey.generate().seed().hex())
-    else:
-        where = config.signing_key_file
-        try:
-            seed = where.read_text().strip()
-        except OSError as exc:
-            raise ConfideError(f"cannot read the signing key {where}: {exc.strerror}") from None
-    try:
-        raw = bytes.fromhex(seed)
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise ConfideError(f"{where} is not a signing key: it must hold 64 hex digits")
-    return SigningKey.from_seed(raw)
-
-
-def _check_replica(engine: Engine, deployment_id: str, public: bytes) -> None:
-    """Refuse a database that a storage with another deployment id or key serves."""
-    ours = {DEPLOYMENT: deployment_id, SIGNING_KEY: public.hex()}
-    theirs = recorded(engine, SERVICE, ours)
-    different = [name for name, value in ours.items() if theirs[name] != value]
-    if different:
-        raise ConfideError(
-            f"this database is served by a storage with another {' and '.join(different)}: "
-            f"every replica on one database shares the deployment id (--deployment) and "
-            f"the signing key (--signing-key, a copy of the first's "
-            f"$CONFIDE_HOME/storage/signing-key)"
-        )
-
-
-def _create_once(path: Path, value: str) -> str:
-    """The file's content; written (0600, whole or not at all) if it does not exist, so
-    processes starting together agree on one value."""
-    if not path.exists():
-        temporary = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process won: its value
-        finally:
-            temporary.unlink()
-    return path.read_text().strip()
