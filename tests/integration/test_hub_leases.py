@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from confide.crypto.info_proof import jwks_key
+from confide.db.audit import entries, verify_chain
+from confide.db.engine import make_engine
 from confide.grants import check_grant
 from tests.integration.test_hub_support import Clock, HubCaller, World, make_hub, running_hub
 
@@ -328,3 +330,26 @@ def test_periodic_sweep_wakes_a_waiting_claim(tmp_path: Path, database_url: str)
         assert answers[0].status_code == 200, answers[0].text
         assert answers[0].json()["task"]["attempts"] == 2
         assert time.monotonic() - began < 1.5
+
+
+def test_audit_log_holds_each_signed_write(hub: HubCaller, world: World, database_url: str) -> None:
+    task = queued(hub, world)
+    token = claimed(hub, world)["lease_token"]
+    assert hub.report(world.worker, task, token, "COMPUTING").status_code == 409  # no entry
+    assert hub.report(world.worker, task, token, "PRE_COMPUTE").status_code == 200
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert verify_chain(connection) == 6
+            actions = [(e.action, e.subject) for e in entries(connection)]
+    finally:
+        engine.dispose()
+    assert [a for a, _ in actions] == [
+        "record.put",
+        "record.put",
+        "record.put",
+        "task.queue",
+        "task.claim",
+        "task.status",
+    ]
+    assert actions[-1][1] == task

@@ -24,6 +24,7 @@ from confide.db.availability import unavailability
 from confide.db.direct import DirectStatement
 from confide.db.replay import record_request
 from confide.errors import AuthError
+from confide.hub.service import audit_mark, audit_undo
 from confide.sms.batching import Coalescer
 from confide.web.handlers import Handlers
 from confide.web.signed import Signed, authenticate
@@ -61,11 +62,13 @@ class _Write(Generic[T]):
         self.error: Exception | None = None
 
     def run(self, connection: Connection) -> None:
+        mark = audit_mark(connection)
         try:
             with _savepoint(connection):
                 self.value = self.work(connection, self.signed)
             return
         except Exception as exc:
+            audit_undo(connection, mark)  # its entries went with its savepoint
             if unavailability(exc) is not None:
                 raise  # the database, not this request: the whole batch fails
             self.error = exc
@@ -87,11 +90,11 @@ class GroupCommit:
     def __init__(
         self,
         handlers: Handlers,
+        begin: Callable[[], AbstractContextManager[Connection]],
         limit: int = BATCH,
-        begin: Callable[[], AbstractContextManager[Connection]] | None = None,
     ) -> None:
         self.h = handlers
-        self.begin = begin or handlers.engine.begin  # how a batch's transaction begins
+        self.begin = begin  # how a batch's transaction begins and ends (Hub.begin)
         self._writes: Coalescer[_Write[Any], None] = Coalescer(self._commit, lanes=1, limit=limit)
 
     async def run(

@@ -285,13 +285,20 @@ class Hub:
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A write transaction, queued first behind the audit log's lock (PostgreSQL; on
-        SQLite the write lock is the queue): every hub write appends to the log, and
-        taking its lock first means no write holds a task's row while it waits for the
-        lock that another, wanting that row, holds (no deadlock between hubs)."""
+        """A write transaction whose audit entries are appended at its end.
+
+        The audit log is one chain, so its lock (PostgreSQL) serialises every writer: it
+        is taken last, after the transaction's row work, and held for the entries'
+        insert and the commit only. No writer that holds it waits for a row after, so
+        two hubs cannot deadlock (one holding a task's row and waiting for the lock, the
+        other holding the lock and waiting for the row)."""
         with self.engine.begin() as connection:
-            audit.lock(connection)
-            yield connection
+            connection.info[_PENDING] = []
+            try:
+                yield connection
+                flush_audit(connection)
+            finally:
+                connection.info.pop(_PENDING, None)
 
     def _grants(
         self, connection: Connection, task: dict[str, Any], worker: str, now: int
@@ -321,7 +328,34 @@ class Hub:
         subject: str,
         detail: dict[str, Any],
     ) -> None:
-        audit.append(connection, at=now, actor=actor, action=action, subject=subject, detail=detail)
+        """An audit entry, appended when the transaction ends (:meth:`begin`)."""
+        entry = {"at": now, "actor": actor, "action": action, "subject": subject}
+        connection.info[_PENDING].append({**entry, "detail": detail})
+
+
+_PENDING = "confide_hub_audit"  # in connection.info: the transaction's entries to append
+
+
+def audit_mark(connection: Connection) -> int:
+    """How many entries the transaction has pending (for :func:`audit_undo`)."""
+    return len(connection.info[_PENDING])
+
+
+def audit_undo(connection: Connection, mark: int) -> None:
+    """Forget the entries pended since ``mark`` (their savepoint was rolled back)."""
+    del connection.info[_PENDING][mark:]
+
+
+def flush_audit(connection: Connection) -> None:
+    """Append the transaction's pending entries: the log's lock, its head, one insert."""
+    entries = connection.info.get(_PENDING) or []
+    if not entries:
+        return
+    appender = audit.Appender(connection)
+    for entry in entries:
+        appender.append(**entry)
+    appender.flush()
+    entries.clear()
 
 
 def _check_report_fields(report: Report) -> None:
