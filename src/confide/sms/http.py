@@ -21,7 +21,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from confide.attestation.verifier import Verifier
-from confide.crypto.info_proof import CHALLENGE_BYTES, INFO_LABEL, info_message
 from confide.db.stores import DatabaseNonceStore
 from confide.sms.attest import Attestations
 from confide.sms.http_attest import AttestHandlers
@@ -33,8 +32,9 @@ from confide.sms.openapi import openapi_document
 from confide.sms.service import Sms
 from confide.web.handlers import Clock
 from confide.web.health import Health, database_probe
+from confide.web.info import info_route
 from confide.web.limits import BodyLimits, Limits, path_patterns
-from confide.web.problems import HttpProblemError, exception_handlers
+from confide.web.problems import exception_handlers
 
 _log = logging.getLogger("confide.sms")
 # The routes whose body may come without a signature (confide.web.limits): every other
@@ -91,22 +91,6 @@ def create_app(
 def public_routes(sms: Sms) -> list[Route]:
     """The routes anyone may call without a signature and that touch no database."""
 
-    async def info(request: Request) -> Response:
-        """With ``?challenge=<64 hex>``, also a ``proof``: the token key's signature over
-        the challenge and this document (confide.crypto.info_proof)."""
-        document = sms.info()
-        challenge = request.query_params.get("challenge")
-        if challenge is not None:
-            try:
-                raw = bytes.fromhex(challenge)
-            except ValueError:
-                raw = b""
-            if len(raw) != CHALLENGE_BYTES:
-                raise HttpProblemError(400, "Bad Request", "challenge is 32 bytes as 64 hex")
-            proof = sms.tokens.sign_blob(INFO_LABEL, info_message(raw, document))
-            document["proof"] = proof.hex()
-        return JSONResponse(document)
-
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -114,7 +98,7 @@ def public_routes(sms: Sms) -> list[Route]:
         return JSONResponse({"status": "ok"})
 
     return [
-        Route("/v1/info", info, methods=["GET"]),
+        info_route(sms.info, sms.tokens.sign_blob),  # with ?challenge=, the key's proof
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
