@@ -77,7 +77,7 @@ def test_a_replica_with_another_token_key_refuses_to_start(
     tmp_path: Path, database_url: str
 ) -> None:
     _sms(tmp_path / "a", database_url, deployment="d-1").engine.dispose()
-    with pytest.raises(ConfideError, match=r"served by an sms with token key [0-9a-f]{16}…"):
+    with pytest.raises(ConfideError, match=r"served by a sms with token key [0-9a-f]{16}…"):
         _sms(tmp_path / "b", database_url, deployment="d-1")  # made its own token key
     other = tmp_path / "other-key"
     other.write_text(os.urandom(32).hex())
@@ -101,11 +101,11 @@ def test_a_replica_with_another_deployment_id_refuses_to_start(
 
 def test_a_missing_or_malformed_token_key_file_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sms.db'}"
-    with pytest.raises(ConfideError, match=r"cannot read the token key .*nothing"):
+    with pytest.raises(ConfideError, match=r"cannot read the key .*nothing"):
         _sms(tmp_path / "a", url, token_key=tmp_path / "nothing")
     bad = tmp_path / "bad"
     bad.write_text("not a key")
-    with pytest.raises(ConfideError, match="is not a token key: it must hold 64 hex digits"):
+    with pytest.raises(ConfideError, match="is not a signing key: it must hold 64 hex digits"):
         _sms(tmp_path / "a", url, token_key=bad)
 
 

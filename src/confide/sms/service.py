@@ -23,10 +23,9 @@ from confide.attestation.token import TokenIssuer
 from confide.attestation.verifier import Verifier
 from confide.crypto.envelope import KeyEncryptionKey
 from confide.crypto.info_proof import request_audience
-from confide.crypto.signing import SigningKey
 from confide.db import make_engine, upgrade
 from confide.db.engine import reading
-from confide.db.identity import recorded
+from confide.db.identity import load_identity
 from confide.db.schema import secrets as secrets_table
 from confide.db.stores import DatabasePlatformRegistry
 from confide.errors import ConfideError
@@ -37,7 +36,6 @@ from confide.sms.secrets import SecretStore
 from confide.sms.sessions import SessionStore
 
 SERVICE = "sms"  # this service's rows in confide.db.identity
-DEPLOYMENT, TOKEN_KEY = "deployment_id", "token_key"
 
 
 @dataclass(frozen=True)
@@ -74,16 +72,23 @@ class Sms:
             self.records = RecordKeeper(self.engine)
         self.registry: Registry = registry
         config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not config.deployment_id:
-            deployment = _deployment_id(self.engine, config.home / "deployment-id")
-            self.config = config = dataclasses.replace(config, deployment_id=deployment)
+        kek, older = _kek(config.home), _previous_keks()
+        _check_kek(self.engine, (kek, *older))
+        # The deployment id and token key, the same at every replica on this database
+        # (confide.db.identity.load_identity: else it refuses to start, naming which).
+        deployment, token_key = load_identity(
+            self.engine,
+            SERVICE,
+            config.home,
+            deployment_id=config.deployment_id,
+            key_file=config.token_key_file,
+            key_name="token-key",
+            key_option="--token-key",
+        )
+        self.config = config = dataclasses.replace(config, deployment_id=deployment)
         if not config.sms_id:  # distinct per deployment, so evidence and tokens are too
             sms_id = f"sms-{config.deployment_id}"
             self.config = config = dataclasses.replace(config, sms_id=sms_id)
-        kek, older = _kek(config.home), _previous_keks()
-        _check_kek(self.engine, (kek, *older))
-        token_key = _token_key(config)
-        _check_replica(self.engine, config.deployment_id, token_key.public_bytes())
         self.secrets = SecretStore(self.engine, kek, older)
         self.sessions = SessionStore(self.engine, self.secrets)
         self.platforms = DatabasePlatformRegistry(self.engine)  # one cache of known keys
@@ -178,86 +183,3 @@ def _check_kek(engine: Engine, keks: tuple[KeyEncryptionKey, ...]) -> None:
             f"same key-encryption key (set CONFIDE_KEK, or copy the kek file; after a rotation, "
             f"list the old one in CONFIDE_KEK_PREVIOUS)"
         )
-
-
-def _deployment_id(engine: Engine, path: Path) -> str:
-    """The deployment id kept in ``path``; at a first start, the one the database has
-    recorded (another replica's), or else a new one (kept in ``path`` either way)."""
-    if path.exists():
-        return path.read_text().strip()
-    known = recorded(engine, SERVICE, {}).get(DEPLOYMENT)
-    return _create_once(path, known or f"d-{os.urandom(8).hex()}")
-
-
-def _token_key(config: SmsConfig) -> SigningKey:
-    """The key that signs tokens: ``token_key_file`` (which must exist: replicas are given
-    one key), else home/token-key, made at first start."""
-    if config.token_key_file is None:
-        seed = _create_once(config.home / "token-key", SigningKey.generate().seed().hex())
-    else:
-        try:
-            seed = config.token_key_file.read_text().strip()
-        except OSError as exc:
-            raise ConfideError(
-                f"cannot read the token key {config.token_key_file}: {exc.strerror}"
-            ) from None
-    if len(seed) != 64 or not all(c in "0123456789abcdefABCDEF" for c in seed):
-        where = config.token_key_file or config.home / "token-key"
-        raise ConfideError(
-            f"{where} is not a token key: it must hold 64 hex digits (an Ed25519 seed, as "
-            f"$CONFIDE_HOME/sms/token-key does)"
-        )
-    return SigningKey.from_seed(bytes.fromhex(seed))
-
-
-def _check_replica(engine: Engine, deployment_id: str, token_public: bytes) -> None:
-    """Refuse to serve a database that another sms, with another deployment id or token
-    key, already serves (the first to start recorded its own: confide.db.identity).
-
-    Behind one URL, a request signed for one replica's audience must be good at every
-    replica; one with its own deployment id or token key would answer 401 to them.
-    """
-    ours = {DEPLOYMENT: deployment_id, TOKEN_KEY: token_public.hex()}
-    theirs = recorded(engine, SERVICE, ours)
-    problems = []
-    if theirs[DEPLOYMENT] != deployment_id:
-        problems.append(
-            f"deployment id {theirs[DEPLOYMENT]}, but this sms has {deployment_id} (start it "
-            f"with --deployment {theirs[DEPLOYMENT]}, or copy the first's "
-            f"$CONFIDE_HOME/sms/deployment-id)"
-        )
-    if theirs[TOKEN_KEY] != ours[TOKEN_KEY]:
-        problems.append(
-            f"token key {theirs[TOKEN_KEY][:16]}…, but this sms has {ours[TOKEN_KEY][:16]}… "
-            f"(start it with --token-key FILE or CONFIDE_SMS_TOKEN_KEY_FILE: a copy of the "
-            f"first's $CONFIDE_HOME/sms/token-key)"
-        )
-    if problems:
-        raise ConfideError(
-            "this database is served by an sms with "
-            + "; and with ".join(problems)
-            + ": every replica on one database must share the deployment id, the token key "
-            "and the KEK"
-        )
-
-
-def _create_once(path: Path, value: str) -> str:
-    """The file's content; written (0600, complete or not at all) if it does not exist.
-
-    The value is written to a temporary file and linked into place, so processes that
-    start together agree on one value and none reads half a file.
-    """
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won: use its value
-        finally:
-            tmp.unlink()
-    return path.read_text().strip()
