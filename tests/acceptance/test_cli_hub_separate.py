@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CONFIDE, assert_refusal, run_cli
+from tests.conftest import CONFIDE, assert_refusal, quick_wallet, run_cli
 from tests.integration.sms_server import free_port
 from tests.integration.test_storage_s3 import bucket, client, s3_endpoint  # noqa: F401
 
@@ -137,7 +137,7 @@ def _ok(env: dict[str, str], *args: str | Path) -> dict[str, object]:
 
 def test_separate_services_after_trusting_the_sms_by_fingerprint(deployment: Deployment) -> None:
     alice = deployment.env("alice")
-    owner = str(_ok(alice, "wallet", "create")["address"])
+    owner = quick_wallet(Path(alice["CONFIDE_HOME"]), PASSWORD)
     bundle = deployment.root / "alice" / "app"
     assert run_cli("app", "init", bundle, env=alice).returncode == 0
     # The hub names an sms alice has not trusted: refused, saying how to trust one.
@@ -193,7 +193,7 @@ def test_separate_services_after_trusting_the_sms_by_fingerprint(deployment: Dep
     assert cancelled["status"] == "FAILED"
     # Another user names the sms directly: pinned on first contact, fingerprint shown.
     bob = deployment.env("bob", CONFIDE_SMS=deployment.sms)
-    _ok(bob, "wallet", "create")
+    quick_wallet(Path(bob["CONFIDE_HOME"]), PASSWORD)
     pushed = run_cli("requester", "push-secret", "b1", "--secret-value", "BOB-SECRET-5", env=bob)
     assert pushed.returncode == 0, pushed.stderr
     assert f"pinned the sms at {deployment.sms}" in pushed.stderr

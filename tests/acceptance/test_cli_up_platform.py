@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CONFIDE, assert_refusal, run_cli
+from tests.conftest import CONFIDE, assert_refusal, quick_wallet, run_cli
 from tests.integration.sms_server import free_port
 
 PASSWORD = "correct horse"
@@ -59,8 +59,9 @@ class Up:
         return document if isinstance(document, dict) else {"list": document}
 
     def wallet(self, user: str) -> str:
-        """Create ``user``'s wallet; their address."""
-        return str(self.ok(user, "wallet", "create")["address"])
+        """Create ``user``'s wallet (a quick keystore: tests.conftest.quick_wallet); their
+        address. `confide wallet create` itself is tested in test_cli_wallet.py."""
+        return quick_wallet(self.root / user, PASSWORD)
 
 
 def start_up(root: Path, *extra: str) -> Up:
