@@ -10,6 +10,7 @@ import pytest
 
 from confide.crypto.info_proof import check_info_proof
 from confide.crypto.wallet import Wallet
+from confide.errors import ConfideError
 from confide.records import OwnerRecord, SignedRecord
 from tests.integration.test_hub_support import Clock, HubCaller, World, make_hub, running_hub
 
@@ -125,3 +126,17 @@ def test_info_proves_the_signing_key(hub: HubCaller) -> None:
     check_info_proof(info, challenge)
     assert hub.get("/v1/info", challenge="00").status_code == 400
     assert hub.get("/health").status_code == 200 and hub.get("/ready").status_code == 200
+
+
+def test_a_hub_with_another_identity_refuses_the_database(
+    tmp_path: Path, database_url: str
+) -> None:
+    first = make_hub(tmp_path / "one", database_url, "test")
+    first.engine.dispose()
+    with pytest.raises(ConfideError, match="deployment id test"):
+        make_hub(tmp_path / "two", database_url, "other")
+    with pytest.raises(ConfideError, match="signing key"):
+        make_hub(tmp_path / "three", database_url, "test")  # its own new key
+    again = make_hub(tmp_path / "one", database_url, "")  # the kept id and key
+    assert again.deployment_id == "test" and again.audience == first.audience
+    again.engine.dispose()

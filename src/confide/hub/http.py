@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from confide.crypto.info_proof import CHALLENGE_BYTES, INFO_LABEL, info_message
 from confide.hub.batch import GroupCommit
 from confide.hub.checker import OrderChecker, http_order_checker
 from confide.hub.lifecycle import STATUSES, IllegalTransitionError
@@ -35,6 +34,7 @@ from confide.sms.tasks import TaskOrder, TaskOrderError
 from confide.web.bodies import json_object, path_address, read_body
 from confide.web.handlers import Clock, Handlers
 from confide.web.health import Health, database_probe
+from confide.web.info import info_route
 from confide.web.limits import BodyLimits, Limits
 from confide.web.problems import (
     BASE_TABLE,
@@ -95,7 +95,7 @@ class HubRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/info", self.info, methods=["GET"]),
+            info_route(self.hub.info, self.hub.signing_key.sign),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/v1/records", self.put_record, methods=["PUT"]),
             Route("/v1/records/{address}", self.get_record, methods=["GET"]),
@@ -113,20 +113,6 @@ class HubRoutes:
         ]
 
     # Public
-    async def info(self, request: Request) -> Response:
-        document = self.hub.info()
-        challenge = request.query_params.get("challenge")
-        if challenge is not None:
-            try:
-                raw = bytes.fromhex(challenge)
-            except ValueError:
-                raw = b""
-            if len(raw) != CHALLENGE_BYTES:
-                raise HttpProblemError(400, "Bad Request", "challenge is 32 bytes as 64 hex")
-            proof = self.hub.signing_key.sign(INFO_LABEL, info_message(raw, document))
-            document["proof"] = proof.hex()
-        return JSONResponse(document)
-
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
 

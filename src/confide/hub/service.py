@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +18,11 @@ from sqlalchemy import Connection, Engine
 
 from confide import __version__
 from confide.crypto.info_proof import request_audience
-from confide.crypto.keys import write_secret_file
-from confide.crypto.signing import SigningKey
 from confide.crypto.tokens import public_jwk
 from confide.db import audit
 from confide.db.engine import make_engine, reading, upgrade
-from confide.db.identity import recorded
-from confide.errors import ConfideError, KeyFileError, TaskError
+from confide.db.identity import load_identity
+from confide.errors import ConfideError, TaskError
 from confide.grants import MAX_GRANT_SECONDS, Grant, issue_grant
 from confide.hub import tasks
 from confide.hub.lifecycle import WORKER_CAUSES, check_path
@@ -35,7 +32,6 @@ from confide.records import OwnerRecord, SignedRecord
 from confide.sms.tasks import TaskOrder
 
 SERVICE = "hub"  # this service's rows in confide.db.identity
-DEPLOYMENT, SIGNING_KEY = "deployment_id", "signing_key"
 Before = Callable[[Connection], None] | None
 
 
@@ -84,12 +80,16 @@ class Hub:
         self.config = config
         self.engine = engine or make_engine(config.db_url)
         upgrade(self.engine)
-        config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not config.deployment_id:
-            deployment = _deployment_id(self.engine, config.home / "deployment-id")
-            self.config = config = dataclasses.replace(config, deployment_id=deployment)
-        self.signing_key = _signing_key(config)
-        _check_replica(self.engine, config.deployment_id, self.signing_key.public_bytes())
+        # The deployment id and signing key, shared by every hub on this database
+        # (confide.db.identity: made at first start, a replica that differs refused).
+        deployment, self.signing_key = load_identity(
+            self.engine,
+            SERVICE,
+            config.home,
+            deployment_id=config.deployment_id,
+            key_file=config.signing_key_file,
+        )
+        self.config = config = dataclasses.replace(config, deployment_id=deployment)
         self.deployment_id = config.deployment_id
         self.audience = request_audience(
             config.deployment_id, self.signing_key.public_bytes(), service=SERVICE
@@ -375,46 +375,3 @@ def _check_report_fields(report: Report) -> None:
 
 def _is_hex64(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
-
-
-def _deployment_id(engine: Engine, path: Path) -> str:
-    """The deployment id kept in ``path``; at a first start, the database's (another
-    replica's), or else a new one (kept in ``path`` either way)."""
-    if not path.exists():
-        known = recorded(engine, SERVICE, {}).get(DEPLOYMENT)
-        _write_once(path, known or f"d-{os.urandom(8).hex()}")
-    return path.read_text().strip()
-
-
-def _signing_key(config: HubConfig) -> SigningKey:
-    """``signing_key_file`` (replicas share one), else home/signing-key, made at first
-    start."""
-    path = config.signing_key_file or config.home / "signing-key"
-    if config.signing_key_file is None and not path.exists():
-        _write_once(path, SigningKey.generate().seed().hex())
-    try:
-        seed = path.read_text().strip()
-    except OSError as exc:
-        raise ConfideError(f"cannot read the hub's signing key {path}: {exc.strerror}") from None
-    if len(seed) != 64 or not all(c in "0123456789abcdefABCDEF" for c in seed):
-        raise ConfideError(f"{path} is not a signing key: it must hold 64 hex digits")
-    return SigningKey.from_seed(bytes.fromhex(seed))
-
-
-def _write_once(path: Path, value: str) -> None:
-    with contextlib.suppress(KeyFileError):  # another process wrote it first: its value
-        write_secret_file(path, (value + "\n").encode(), overwrite=False, exists="")
-
-
-def _check_replica(engine: Engine, deployment_id: str, public: bytes) -> None:
-    """Refuse a database that a hub with another deployment id or signing key serves."""
-    ours = {DEPLOYMENT: deployment_id, SIGNING_KEY: public.hex()}
-    theirs = recorded(engine, SERVICE, ours)
-    differ = [name for name in ours if theirs[name] != ours[name]]
-    if differ:
-        raise ConfideError(
-            f"this database is served by a hub with another {' and '.join(differ)} "
-            f"({', '.join(theirs[n][:16] for n in differ)}): every hub on one database shares "
-            f"the deployment id (--deployment) and the signing key (a copy of the first's "
-            f"$CONFIDE_HOME/hub/signing-key)"
-        )
