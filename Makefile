@@ -23,6 +23,8 @@ bench:
 	.venv/bin/python bench/attestation_bench.py
 	.venv/bin/python bench/sms_bench.py
 	.venv/bin/python bench/cli_bench.py
+	-.venv/bin/python bench/hub_bench.py
+	-.venv/bin/python bench/storage_bench.py --rounds 3
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -109,7 +109,3 @@ def serve_hub(
         tls_key=tls_key,
         proxy_headers=behind_tls_proxy,
     )
-
-
-if __name__ == "__main__":  # python -m confide.cli.serve_hub, before it is registered
-    typer.run(serve_hub)

@@ -1,9 +1,9 @@
 """Hub benchmark: queue 10,000 tasks, then claim and complete them with 8 simulated workers.
 
-    python bench/bench_hub.py [--tasks N] [--workers N] [--backend sqlite|postgresql ...]
+    python bench/hub_bench.py [--tasks N] [--workers N] [--backend sqlite|postgresql ...]
                               [--out FILE]
 
-The hub runs as its own process (``python -m confide.cli.serve_hub``, what ``confide
+The hub runs as its own process (``python -m confide serve hub``, what ``confide
 serve hub`` runs, with ``CONFIDE_HOME`` in a temporary directory), on a free loopback
 port, over SQLite (one process, as under ``confide up``) and, when ``CONFIDE_BENCH_PG``
 or ``CONFIDE_TEST_PG`` names a PostgreSQL database, over a private schema of it (dropped
@@ -132,7 +132,9 @@ def hub_servers(db_url: str, count: int) -> Iterator[list[tuple[str, int]]]:
                 command = [
                     sys.executable,
                     "-m",
-                    "confide.cli.serve_hub",
+                    "confide",
+                    "serve",
+                    "hub",
                     "--port",
                     str(port),
                     "--db",
@@ -377,7 +379,7 @@ def main() -> None:
     pg = os.environ.get("CONFIDE_BENCH_PG") or os.environ.get("CONFIDE_TEST_PG")
     full = args.tasks == 10_000 and args.workers == 8 and set(backends) == {"sqlite", "postgresql"}
     report: dict[str, Any] = {
-        "command": "python bench/bench_hub.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/hub_bench.py " + " ".join(sys.argv[1:]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),

@@ -1,6 +1,6 @@
 """Storage benchmark: a 1 GiB blob up and down over HTTP (local backend) against ``cp``.
 
-    python bench/bench_storage.py [--size-mib 1024] [--rounds 3] [--httpx] [--dir DIR] [--out FILE]
+    python bench/storage_bench.py [--size-mib 1024] [--rounds 3] [--httpx] [--dir DIR] [--out FILE]
 
 One run, side by side, on one file in ``--dir`` (default: a temporary directory under
 /tmp, on the file system the blob directory uses too): each round times ``cp`` of the
@@ -192,8 +192,8 @@ def start_storage(work: Path, size: int) -> tuple[subprocess.Popen[bytes], str, 
             sys.executable,
             "-m",
             "confide",
-        "serve",
-        "storage",
+            "serve",
+            "storage",
             "--port",
             str(port),
             "--dir",
