@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,7 +51,7 @@ class Up:
         self.outputs += [done.stdout, done.stderr]
         return done
 
-    def ok(self, user: str, *args: str | Path) -> dict[str, object]:
+    def ok(self, user: str, *args: str | Path) -> dict[str, Any]:
         """Run a ``--json`` command that must succeed; its one JSON document."""
         done = self.cli(user, *args, "--json")
         assert done.returncode == 0, (args, done.stdout, done.stderr)

@@ -133,7 +133,10 @@ def world(
 
 def push_input(w: World, key: bytes, tag: str) -> dict[str, Any]:
     path = f"/v1/sessions/{OWNER.address}/cubic/volumes/input"
-    return w.owner.call_json("PUT", path, {"key": key.hex(), "tag": tag}, signed=True)
+    answer: dict[str, Any] = w.owner.call_json(
+        "PUT", path, {"key": key.hex(), "tag": tag}, signed=True
+    )
+    return answer
 
 
 def report_tag(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from confide.crypto.requests import (
@@ -136,12 +138,22 @@ def test_a_body_named_by_its_digest_signs_as_the_body_itself() -> None:
         body_sha256=digest,
         now=1000,
     )
-    common = {"audience": "storage/d/k", "method": "PUT", "path": "/v1/blobs/x", "query": ""}
-    assert verify_request(headers, **common, content_type="", body=body, now=1000).address == (
-        wallet.address
-    )
-    assert verify_request(headers, **common, content_type="", body_sha256=digest, now=1000)
+
+    def verify(**body: Any) -> str:
+        return verify_request(
+            headers,
+            audience="storage/d/k",
+            method="PUT",
+            path="/v1/blobs/x",
+            query="",
+            content_type="",
+            now=1000,
+            **body,
+        ).address
+
+    assert verify(body=body) == wallet.address
+    assert verify(body_sha256=digest) == wallet.address
     with pytest.raises(AuthError, match="does not match"):
-        verify_request(headers, **common, content_type="", body_sha256="0" * 64, now=1000)
+        verify(body_sha256="0" * 64)
     with pytest.raises(AuthError, match="64 lower-case hex"):
         sign_request(wallet, audience="a", method="PUT", path="/", body_sha256="ABC", now=1)

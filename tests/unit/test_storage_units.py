@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_digests_are_64_lower_case_hex() -> None:
 def test_the_checked_stream_stops_at_once_past_the_announced_size() -> None:
     taken = []
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         for piece in (b"a" * 10, b"b" * 10, b"c" * 10):
             taken.append(piece)
             yield piece
