@@ -22,6 +22,7 @@ from confide.client.sms import SmsClient
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError
 from confide.names import NAME
+from confide.records import record_address
 from confide.sms.tasks import (
     CATEGORIES,
     MAX_ARGS_CHARS,
@@ -149,22 +150,42 @@ class RunOptions:
 
 
 def resolve(platform: Platform, kind: str, text: str, me: str | None = None) -> str:
-    """An address as given, or the address of the ``kind`` named ``text`` on the hub
-    (yours first; refused when several owners have one of that name)."""
+    """The address ``text`` names: an address as given; ``OWNER/NAME``, or a bare NAME of
+    your own (``me``), derived here from the hub's deployment, the owner and the name
+    (confide.records.record_address), never taken from the hub's list: a hub that lists
+    another app under your app's name cannot make you sign an order for it. Only against
+    the loopback ``confide up`` (whose hub is this machine's) may a bare NAME be someone
+    else's, as its ``default`` workerpool is the operator's."""
     try:
         return normalise_address(text)
     except AuthError:
         pass
-    views = [v for v in platform.hub.views(kind) if v.get("name") == text]
-    mine = [v for v in views if me is not None and v.get("owner") == me]
-    chosen = mine or views
-    if len(chosen) != 1:
-        reason = "no" if not chosen else f"{len(chosen)}"
+    owner, slash, name = text.rpartition("/")
+    if not NAME.fullmatch(name):
         raise ConfideError(
-            f"the hub knows {reason} {kind} named {text!r}"
-            + ("" if not chosen else ": give its address")
+            f"{text!r} does not name a {kind}: give its address (0x and 40 hex), NAME for one of "
+            f"your own, or OWNER/NAME"
         )
-    return normalise_address(str(chosen[0]["address"]))
+    deployment = platform.hub.deployment()
+    if slash:
+        try:
+            return record_address(kind, deployment, normalise_address(owner), name)
+        except AuthError as exc:
+            raise ConfideError(f"{text!r}: the owner is not a wallet address ({exc})") from None
+    if me is not None:
+        mine = record_address(kind, deployment, me, name)
+        if platform.hub.record(mine) is not None or not platform.embedded():
+            return mine
+    if not platform.embedded():
+        raise ConfideError(f"{text!r}: give the {kind}'s address or OWNER/NAME")
+    views = [v for v in platform.hub.views(kind) if v.get("name") == name]
+    if len(views) != 1:
+        reason = "no" if not views else f"{len(views)}"
+        raise ConfideError(
+            f"the hub knows {reason} {kind} named {name!r}"
+            + ("" if not views else ": give its address or OWNER/NAME")
+        )
+    return normalise_address(str(views[0]["address"]))
 
 
 def check_secrets_exist(sms: SmsClient, requester: str, secrets: Iterable[tuple[int, str]]) -> None:

@@ -27,7 +27,8 @@ from sqlalchemy import Engine
 from confide.crypto.wallet import normalise_address
 from confide.db.identity import recorded
 from confide.errors import AuthError, ConfideError
-from confide.records import OwnerRecord, RecordError, SignedRecord
+from confide.jsonsafe import loads_bounded
+from confide.records import MAX_RECORD_BYTES, OwnerRecord, RecordError, SignedRecord
 from confide.sms.kept_records import RecordKeeper
 from confide.sms.registry import (
     AppRecord,
@@ -42,6 +43,10 @@ SERVICE, HUB_DEPLOYMENT = "sms", "hub_deployment"  # the pin's row in service_id
 REFRESH_SECONDS = 3.0  # a record is fetched from the hub at most this often per address
 PIN_RETRY_SECONDS = 3.0  # an unpinned sms asks the hub's deployment at most this often
 VIEWS_KEPT = 10_000
+# A hub's answer: a record (at most MAX_RECORD_BYTES) or a task's document (its order at
+# most a few tens of KiB), with room to spare.
+MAX_ANSWER_BYTES = MAX_RECORD_BYTES + 256 * 1024
+MAX_ANSWER_DEPTH = 16
 _log = logging.getLogger("confide.sms")
 
 
@@ -70,20 +75,31 @@ class HttpRecordSource:
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
 
     def _get(self, path: str) -> Any | None:
+        """The JSON document the hub answers (None: 404), read up to MAX_ANSWER_BYTES and
+        MAX_ANSWER_DEPTH levels: the hub is untrusted, and its answer is read on a thread
+        that attestations wait for."""
         url = self.hub_url + path
         try:
-            response = self._client.get(url)
+            with self._client.stream("GET", url) as response:
+                if response.status_code == 404:
+                    return None
+                if response.status_code != 200:
+                    raise HubUnavailableError(
+                        f"the hub at {self.hub_url} answered {response.status_code} to GET {path}"
+                    )
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise HubUnavailableError(
+                            f"the hub at {self.hub_url} answered GET {path} with more than "
+                            f"{MAX_ANSWER_BYTES} bytes"
+                        )
         except httpx.HTTPError as exc:
             raise HubUnavailableError(f"the hub at {self.hub_url} did not answer: {exc}") from None
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise HubUnavailableError(
-                f"the hub at {self.hub_url} answered {response.status_code} to GET {path}"
-            )
         try:
-            return response.json()
-        except ValueError:
+            return loads_bounded(bytes(body), MAX_ANSWER_DEPTH)
+        except (ValueError, RecursionError):
             raise HubUnavailableError(
                 f"the hub at {self.hub_url} answered GET {path} with no JSON"
             ) from None
