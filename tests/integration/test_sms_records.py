@@ -21,7 +21,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from confide.attestation.measurement import Measurement
 from confide.attestation.sim import SimAttester
@@ -33,7 +33,7 @@ from confide.crypto.wallet import Wallet
 from confide.db import make_engine
 from confide.db.audit import entries
 from confide.db.engine import reading
-from confide.db.schema import sms_records
+from confide.db.schema import sms_records, task_cancels
 from confide.errors import AuthError
 from confide.records import OwnerRecord, SignedRecord
 from confide.sms.hub_registry import HttpRecordSource, HubRegistry
@@ -477,3 +477,29 @@ def test_no_release_after_the_requester_cancels(tmp_path: Path, database_url: st
         assert again.json() == cancelled.json()
         w.refused(f"the requester cancelled task {task_id}", task_id)
         assert f"the requester cancelled task {task_id}" in w.problems(order)
+
+
+def test_a_cancel_is_kept_only_for_an_order_this_sms_could_release(
+    tmp_path: Path, database_url: str
+) -> None:
+    """What a wallet can write by cancelling is bounded by its orders: one for another
+    sms is refused, an expired one is answered without a row (nothing is released after
+    valid_until anyway)."""
+    with world(tmp_path, database_url) as w:
+        elsewhere = dataclasses.replace(w.order(), sms_key="ab" * 32)
+        answer = cancel_task(
+            w.base, elsewhere, REQUESTER.sign_text(elsewhere.signing_message()), REQUESTER
+        )
+        assert answer.status_code == 400 and "pins another sms" in answer.text
+        expired = w.order(valid_until=int(time.time()) - 10)
+        answer = cancel_task(
+            w.base, expired, REQUESTER.sign_text(expired.signing_message()), REQUESTER
+        )
+        assert answer.status_code == 200, answer.text
+    engine = make_engine(database_url)
+    try:
+        with reading(engine) as connection:
+            rows = connection.execute(select(func.count()).select_from(task_cancels)).scalar()
+    finally:
+        engine.dispose()
+    assert rows == 0

@@ -28,18 +28,13 @@ Progress = Callable[[int], None]
 
 
 def publish(platform: Platform, signed: SignedRecord) -> dict[str, Any]:
-    """Register ``signed`` with the hub, then with the sms; the hub's answer."""
-    answer = platform.hub.put_record(signed)
+    """Register ``signed`` with the sms, then with the hub; the hub's answer. The sms
+    first: it is the one a release relies on, so a record the hub took but the sms did
+    not (a removed member the hub then withholds) cannot happen."""
     if platform.records_dir is not None:
         remember(platform.records_dir, signed)
-    try:
-        platform.sms.push_record(signed)
-    except ConfideError as exc:
-        raise ConfideError(
-            f"the hub registered {signed.record.kind} {signed.address}, but the sms did not: "
-            f"{exc} (run the command again once the sms is reachable)"
-        ) from None
-    return answer
+    platform.sms.push_record(signed)
+    return platform.hub.put_record(signed)
 
 
 def checked_name(name: str, what: str) -> str:
@@ -165,9 +160,20 @@ def change_members(
 
 
 def _next(platform: Platform, wallet: Wallet, kind: str, name: str) -> int:
-    """A sequence above the one the hub keeps for this record, if any."""
+    """A sequence above the one the hub keeps for this record, if it is one this wallet
+    signed (a hub could answer an unsigned record of a huge sequence, to freeze the
+    record: the sequences after it would be out of range)."""
     from confide.records import record_address  # noqa: PLC0415
 
-    address = record_address(kind, platform.hub.deployment(), wallet.address, name)
+    deployment = platform.hub.deployment()
+    address = record_address(kind, deployment, wallet.address, name)
     kept = platform.hub.record(address)
-    return next_sequence(0 if kept is None else kept.record.sequence)
+    if kept is None:
+        return next_sequence()
+    try:
+        record = kept.verify(deployment)
+    except RecordError:
+        return next_sequence()  # not what this wallet signed: ignore it
+    if record.address != address:
+        return next_sequence()
+    return next_sequence(record.sequence)

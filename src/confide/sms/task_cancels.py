@@ -15,7 +15,7 @@ from confide.db import audit
 from confide.db.schema import task_cancels
 from confide.errors import ConfideError
 from confide.sms.service import Sms
-from confide.sms.tasks import TaskOrder
+from confide.sms.tasks import TaskOrder, TaskOrderError
 from confide.web.signed import Signed
 
 
@@ -27,13 +27,21 @@ def cancel_task(sms: Sms, order: TaskOrder, signature: str, signer: Signed, now:
     """Record the cancel of ``order``'s task (its requester's signature over the order
     checked, TaskOrderError if not; CancelForbiddenError unless ``signer`` is the
     requester), with the request's nonce and an audit entry; the time it was cancelled
-    (the first cancel's, for a second one)."""
+    (the first cancel's, for a second one). Only an order that pins this sms and can
+    still be released is kept: what a wallet can write here is bounded by its orders'
+    validity."""
     order.check_signature(signature)
     if signer.address != order.requester:
         raise CancelForbiddenError(
             f"only the order's requester {order.requester} cancels its task "
             f"(signed by {signer.address})"
         )
+    if order.sms_key != sms.tokens.public_key().hex():
+        raise TaskOrderError("the task order pins another sms: it has nothing to cancel here")
+    if order.valid_until <= now:
+        # Never released again anyway (valid_until): nothing to keep, no row to write.
+        signer.record()
+        return now
     task_id = order.task_id()
     with sms.engine.begin() as connection:
         signer.record_in(connection)
