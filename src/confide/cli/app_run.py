@@ -109,6 +109,7 @@ def run(
     the trusted sms's key, the dataset's checksum and your result key, sign it with your
     wallet and queue it on the hub (which asks the sms whether it could be released).
     Malformed options, or a secret that does not exist, fail before anything is created."""
+    from confide.client.known import remember_order  # noqa: PLC0415
     from confide.client.orders import (  # noqa: PLC0415
         RunOptionError,
         RunOptions,
@@ -142,7 +143,10 @@ def run(
     where = platform(hub, None, sms, wallet, password, signing=True)
     signer = where.signer()
     order = build_order(where, signer, options, confide_home() / "result-key")
-    queued = where.hub.submit_task(order, order.sign(signer))
+    signature = order.sign(signer)
+    if where.records_dir is not None:  # a cancel must not depend on the hub's copy
+        remember_order(where.records_dir.parent / "orders", order, signature)
+    queued = where.hub.submit_task(order, signature)
     task = str(queued.get("task") or order.task_id())
     if task != order.task_id():
         raise ConfideError(f"the hub answered task {task}, not the order's {order.task_id()}")

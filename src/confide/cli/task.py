@@ -76,19 +76,30 @@ def cancel(
     """Cancel a task of yours before it completes: signed and sent to the sms (which then
     refuses any release for it, whatever the hub does) and to the hub (which fails it
     with cause CANCELLED_BY_REQUESTER)."""
+    from confide.client.known import recall_order  # noqa: PLC0415
     from confide.sms.tasks import TaskOrder  # noqa: PLC0415
 
     where = platform(hub, None, sms, wallet, password, signing=True)
-    view = _task(where, task)
-    order = TaskOrder.from_json(view.get("order"))
-    signature = str(view.get("signature", ""))
-    order.check_signature(signature)  # the hub's copy is the order its requester signed
+    # The order as this user signed it at `app run` when it is kept here: a hub that
+    # withholds the task cannot keep the cancel from the sms.
+    kept = None
+    if where.records_dir is not None:
+        kept = recall_order(where.records_dir.parent / "orders", task.lower())
+    view: dict[str, Any] = {} if kept is not None else _task(where, task)
+    if kept is not None:
+        order, signature = kept
+    else:
+        order = TaskOrder.from_json(view.get("order"))
+        signature = str(view.get("signature", ""))
+    order.check_signature(signature)  # the order its requester signed
     me = where.signer().address
     if order.requester != me:
         raise ConfideError(f"task {task} is {order.requester}'s: only its requester cancels it")
     if order.task_id() != task.lower():
         raise ConfideError(f"the hub answered task {task} with the order of {order.task_id()}")
     where.sms.cancel_task(order, signature)
+    if kept is not None:
+        view = where.hub.task(task) or {}  # the hub's status, if it tells it
     status = str(view.get("status"))
     hub_answer: dict[str, Any] = {}
     if status in {"COMPLETED", "FAILED", "TIMEOUT"}:

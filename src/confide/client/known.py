@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from confide.records import RecordError, SignedRecord
+from confide.sms.tasks import TaskOrder, TaskOrderError
 
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 
@@ -51,3 +52,29 @@ def check_not_older(directory: Path, fetched: SignedRecord) -> None:
             f"{fetched.record.sequence}, older than the one you signed last "
             f"({kept.record.sequence}, kept in {directory}): refusing a replayed record"
         )
+
+
+_TASK = re.compile(r"0x[0-9a-f]{64}")
+
+
+def remember_order(directory: Path, order: TaskOrder, signature: str) -> None:
+    """Keep the order this user signed (``directory/<task>.json``), so that a cancel
+    reaches the sms even when the hub withholds the order."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"{order.task_id()}.json"
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
+    tmp.write_text(json.dumps({"order": order.to_json(), "signature": signature}) + "\n")
+    tmp.replace(path)
+
+
+def recall_order(directory: Path, task_id: str) -> tuple[TaskOrder, str] | None:
+    """The order kept for ``task_id`` and its signature, if one that derives to it is kept."""
+    if not _TASK.fullmatch(task_id):
+        return None
+    try:
+        document = json.loads((directory / f"{task_id}.json").read_text())
+        order = TaskOrder.from_json(document["order"])
+        signature = str(document["signature"])
+    except (OSError, ValueError, KeyError, TypeError, TaskOrderError):
+        return None
+    return (order, signature) if order.task_id() == task_id else None
