@@ -194,7 +194,9 @@ class HubRegistry:
     def learn(self, record: OwnerRecord) -> None:
         """A record kept now (an owner's push): this sms's view of it at once."""
         with self._lock:
-            self._views[record.address] = (record, time.monotonic())
+            known = self._views.get(record.address)
+            if known is None or known[0].sequence <= record.sequence:
+                self._views[record.address] = (record, time.monotonic())
 
     def record(self, address: str) -> OwnerRecord | None:
         """The highest verified sequence this sms has of ``address`` (kept, or fetched
@@ -217,6 +219,11 @@ class HubRegistry:
             with self._lock:
                 if len(self._views) >= VIEWS_KEPT:
                     self._views.clear()
+                known = self._views.get(address)
+                # An owner's push learnt meanwhile (a removed member) is never replaced
+                # by the older record this lookup read before it.
+                if known is not None and known[0].sequence > best.sequence:
+                    return known[0]
                 self._views[address] = (best, moment)
         return best
 
