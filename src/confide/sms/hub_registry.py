@@ -195,7 +195,7 @@ class HubRegistry:
         """A record kept now (an owner's push): this sms's view of it at once."""
         with self._lock:
             known = self._views.get(record.address)
-            if known is None or known[0].sequence <= record.sequence:
+            if known is None or known[0] is None or known[0].sequence <= record.sequence:
                 self._views[record.address] = (record, time.monotonic())
 
     def record(self, address: str) -> OwnerRecord | None:
@@ -222,7 +222,7 @@ class HubRegistry:
                 known = self._views.get(address)
                 # An owner's push learnt meanwhile (a removed member) is never replaced
                 # by the older record this lookup read before it.
-                if known is not None and known[0].sequence > best.sequence:
+                if known is not None and known[0] is not None and known[0].sequence > best.sequence:
                     return known[0]
                 self._views[address] = (best, moment)
         return best
