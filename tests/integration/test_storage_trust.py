@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -80,9 +81,13 @@ def test_an_unreachable_or_unproven_service_is_refused_by_name(tmp_path: Path) -
         )
         await send({"type": "http.response.body", "body": body})
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(liar, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    # The liar's socket is bound here, before the server starts: a port picked free and
+    # bound later may meanwhile be another test's (a real service, which proves its key).
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(liar, log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
@@ -92,6 +97,7 @@ def test_an_unreachable_or_unproven_service_is_refused_by_name(tmp_path: Path) -
     finally:
         server.should_exit = True
         thread.join(10)
+        listener.close()
 
 
 def test_concurrent_uploads_cannot_overshoot_the_quota(tmp_path: Path, database_url: str) -> None:
