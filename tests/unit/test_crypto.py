@@ -21,7 +21,8 @@ from confide.crypto import (
 from confide.crypto.digest import chunk_digest, list_digest
 from confide.crypto.kdf import SubkeyDeriver, derive_subkey
 from confide.crypto.segment import SegmentAuthenticationError, stream_nonce
-from confide.errors import KeyFileError
+from confide.crypto.signing import SigningKey
+from confide.errors import AuthError, KeyFileError
 
 
 def test_length_prefix_is_unambiguous() -> None:
@@ -181,3 +182,21 @@ def test_list_digest_binds_label_count_and_order() -> None:
     assert value != list_digest(b"label", leaves[::-1])
     assert value != list_digest(b"other", leaves)
     assert list_digest(b"label", []) != list_digest(b"label", [b""])
+
+
+def test_an_ed25519_key_of_small_order_proves_nothing() -> None:
+    """A signature of zeros verifies under the all-zero key for some messages (its order
+    is 4): such keys are refused, so a service cannot 'prove' a key it does not hold."""
+    from confide.crypto.info_proof import jwks_key
+    from confide.crypto.signing import is_weak_public_key, verify_signature
+
+    weak = bytes(32)
+    assert is_weak_public_key(weak)
+    assert is_weak_public_key(bytes(31) + b"\x80")  # the same point, sign bit set
+    assert not is_weak_public_key(SigningKey.generate().public_bytes())
+    assert not any(
+        verify_signature(weak, b"label", i.to_bytes(4, "big"), bytes(64)) for i in range(64)
+    )
+    jwks = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "A" * 43}]}
+    with pytest.raises(AuthError, match="small order"):
+        jwks_key(jwks)

@@ -14,7 +14,7 @@ import base64
 import json
 from typing import Any
 
-from confide.crypto.signing import verify_signature
+from confide.crypto.signing import is_weak_public_key, verify_signature
 from confide.errors import AuthError
 
 INFO_LABEL = b"confide-info-v1"
@@ -48,6 +48,8 @@ def jwks_key(jwks: Any) -> bytes:
         raise AuthError("the sms's JWKS is not one Ed25519 key") from None
     if len(raw) != 32:
         raise AuthError("the sms's JWKS is not one Ed25519 key")
+    if is_weak_public_key(raw):
+        raise AuthError("the service's JWKS key is of small order: it proves nothing")
     return raw
 
 
