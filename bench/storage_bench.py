@@ -131,6 +131,94 @@ def timed_download(url: str, audience: str, wallet: Wallet, digest: str, target:
     return elapsed
 
 
+def _raw_request(url: str, head: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)))
+    connection.sendall(head)
+    return connection
+
+
+def _request_head(method: str, url: str, path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"host: {url.removeprefix('http://')}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _read_head(connection: socket.socket, buffer: bytearray) -> tuple[int, int, memoryview]:
+    """(status, content length, the body bytes that came with the head)."""
+    received = bytearray()
+    while b"\r\n\r\n" not in received:
+        count = connection.recv_into(buffer)
+        if not count:
+            raise SystemExit("the storage closed the connection")
+        received += buffer[:count]
+    head, _, rest = bytes(received).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), int(fields.get("content-length", "0")), memoryview(rest)
+
+
+def timed_raw_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
+    """PUT the file from a minimal HTTP/1.1 client: the body goes with ``sendfile``
+    (no copy in the client), so the time is the storage's, not a client's."""
+    blob = f"/v1/blobs/{digest}"
+    headers = sign_request(
+        wallet,
+        audience=audience,
+        method="PUT",
+        path=blob,
+        content_type="application/octet-stream",
+        body_sha256=digest,
+        now=int(time.time()),
+    )
+    size = path.stat().st_size
+    headers |= {"content-type": "application/octet-stream", "content-length": str(size)}
+    buffer = bytearray(64 << 10)
+    began = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with _raw_request(url, _request_head("PUT", url, blob, headers)) as connection:
+            sent = 0
+            while sent < size:
+                sent += os.sendfile(connection.fileno(), fd, sent, size - sent)
+            status, _, _ = _read_head(connection, buffer)
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - began
+    if status not in (200, 201):
+        raise SystemExit(f"upload failed: {status}")
+    return elapsed
+
+
+def timed_raw_download(url: str, audience: str, wallet: Wallet, digest: str, target: Path) -> float:
+    """GET the blob from a minimal HTTP/1.1 client that reads 4 MiB at a time into one
+    buffer and writes it to ``target``, as ``cp`` does (curl writes 16 KiB at a time:
+    curl from a server that uses ``sendfile`` is itself at about 0.3 of cp here)."""
+    blob = f"/v1/blobs/{digest}"
+    headers = sign_request(wallet, audience=audience, method="GET", path=blob, now=int(time.time()))
+    buffer = bytearray(4 << 20)
+    view = memoryview(buffer)
+    target.unlink(missing_ok=True)
+    began = time.perf_counter()
+    with _raw_request(url, _request_head("GET", url, blob, headers)) as connection:
+        status, size, first = _read_head(connection, buffer)
+        if status != 200:
+            raise SystemExit(f"download failed: {status}")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, first)
+            received = len(first)
+            while received < size:
+                count = connection.recv_into(buffer)
+                if not count:
+                    raise SystemExit("the download ended early")
+                os.write(fd, view[:count])
+                received += count
+        finally:
+            os.close(fd)
+    return time.perf_counter() - began
+
+
 def timed_httpx_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
     """The same upload from Python (httpx, h11), as confide's own client sends it."""
     blob = f"/v1/blobs/{digest}"
@@ -254,32 +342,41 @@ def main() -> None:
         hash_seconds = time.perf_counter() - began
         process, url, audience = start_storage(work, size)
         wallet = Wallet.generate()
+        dl = work / "dl.bin"
         rounds: list[dict[str, float]] = []
         try:
             for _ in range(args.rounds):
-                # a fresh blob each round: the first upload writes it, a re-upload would
-                # only be hashed (idempotent), so the stored one is removed in between
-                shutil.rmtree(work / "blobs" / digest[:2], ignore_errors=True)
-                figures = {
-                    "cp": timed_cp(source, work / "cp.bin", sync=False),
-                    "cp_sync": timed_cp(source, work / "cp.bin", sync=True),
-                }
-                used = cpu_seconds(process.pid)
-                figures["upload"] = timed_upload(url, audience, wallet, source, digest)
-                figures["upload_server_cpu"] = cpu_seconds(process.pid) - used
-                used = cpu_seconds(process.pid)
-                figures["download"] = timed_download(url, audience, wallet, digest, work / "dl.bin")
-                figures["download_server_cpu"] = cpu_seconds(process.pid) - used
+                figures: dict[str, float] = {}
+
+                def timed(
+                    name: str,
+                    run: Any,
+                    *arguments: Any,
+                    server: bool = True,
+                    into: dict[str, float] = figures,
+                ) -> None:
+                    # each transfer starts with no dirty pages left by the one before
+                    # (their writeback would slow it), and a stored blob is removed
+                    # before an upload (a re-upload is only hashed: idempotent)
+                    os.sync()
+                    if name.startswith("upload"):
+                        shutil.rmtree(work / "blobs" / digest[:2], ignore_errors=True)
+                    used = cpu_seconds(process.pid)
+                    into[name] = run(*arguments)
+                    if server:
+                        into[f"{name}_server_cpu"] = cpu_seconds(process.pid) - used
+
+                timed("cp", timed_cp, source, work / "cp.bin", False, server=False)
+                timed("cp_sync", timed_cp, source, work / "cp.bin", True, server=False)
+                timed("upload", timed_raw_upload, url, audience, wallet, source, digest)
+                timed("download", timed_raw_download, url, audience, wallet, digest, dl)
+                timed("upload_curl", timed_upload, url, audience, wallet, source, digest)
+                timed("download_curl", timed_download, url, audience, wallet, digest, dl)
                 if args.httpx:
-                    shutil.rmtree(work / "blobs" / digest[:2], ignore_errors=True)
-                    figures["upload_httpx"] = timed_httpx_upload(
-                        url, audience, wallet, source, digest
-                    )
-                    figures["download_httpx"] = timed_httpx_download(
-                        url, audience, wallet, digest, work / "dl.bin"
-                    )
+                    timed("upload_httpx", timed_httpx_upload, url, audience, wallet, source, digest)
+                    timed("download_httpx", timed_httpx_download, url, audience, wallet, digest, dl)
                 rounds.append(figures)
-                if sha256_file(work / "dl.bin") != digest:
+                if sha256_file(dl) != digest:
                     raise SystemExit("the downloaded blob differs")
             rss = peak_rss_mib(process.pid)
         finally:
@@ -307,6 +404,9 @@ def main() -> None:
         "upload_vs_cp": median["cp"] / median["upload"],
         "download_vs_cp": median["cp"] / median["download"],
         "upload_vs_cp_sync": median["cp_sync"] / median["upload"],
+        "cp_sync_vs_cp": median["cp"] / median["cp_sync"],
+        "curl_upload_vs_cp": median["cp"] / median["upload_curl"],
+        "curl_download_vs_cp": median["cp"] / median["download_curl"],
         "server_peak_rss_mib": rss,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
