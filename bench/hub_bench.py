@@ -265,6 +265,7 @@ def run(db_url: str, count: int, workers: int, hubs: int = 1) -> dict[str, Any]:
                 secrets=(),
                 dataset=None,
                 result_key=None,
+                encrypt_result=False,
                 sms_key="cd" * 32,
                 workerpool=pool.address,
                 salt=os.urandom(16).hex(),

@@ -345,6 +345,7 @@ def test_two_grants_of_one_lease_in_one_transaction(tmp_path: Path, database_url
             secrets=((1, "x1"),),
             dataset=None,
             result_key=None,
+            encrypt_result=False,
             sms_key=sms.tokens.public_key().hex(),
             workerpool=POOL,
             salt=os.urandom(16).hex(),

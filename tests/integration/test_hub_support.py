@@ -157,6 +157,7 @@ class World:
             "secrets": (),
             "dataset": None,
             "result_key": None,
+            "encrypt_result": False,
             "sms_key": SMS_KEY,
             "workerpool": self.pool().address,
             "salt": os.urandom(16).hex(),

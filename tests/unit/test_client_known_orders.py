@@ -25,6 +25,7 @@ def _order() -> TaskOrder:
         secrets=((1, "x1"),),
         dataset=None,
         result_key=None,
+        encrypt_result=False,
         sms_key="2" * 64,
         workerpool="0x" + "b" * 40,
         salt="3" * 32,

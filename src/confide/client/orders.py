@@ -234,7 +234,8 @@ def build_order(
         dataset = verified_record(hub, address, "dataset")
     sms = platform.sms
     check_secrets_exist(sms, wallet.address, options.secrets)
-    result_key = ensure_result_key(sms, wallet, result_key_path) if options.encrypt_result else None
+    # the logs are sealed to the result key even when the result is not encrypted
+    result_key = ensure_result_key(sms, wallet, result_key_path)
     return TaskOrder(
         requester=wallet.address,
         app=app.address,
@@ -254,4 +255,5 @@ def build_order(
         category=options.category,
         valid_until=int(time.time()) + options.valid_for,
         max_attempts=options.max_attempts,
+        encrypt_result=options.encrypt_result,
     )

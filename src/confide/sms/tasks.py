@@ -42,6 +42,7 @@ _FIELDS = {
     "category",
     "valid_until",
     "max_attempts",
+    "encrypt_result",
 }
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SALT = re.compile(r"[0-9a-f]{32}")
@@ -72,7 +73,9 @@ class TaskOrder:
     ignore_advisories: tuple[str, ...]
     secrets: tuple[tuple[int, str], ...]  # (index, requester secret name), sorted by index
     dataset: str | None
-    result_key: str | None  # SHA-256 hex of the result public key; None: result not encrypted
+    # SHA-256 hex of the requester's result public key: the result (unless
+    # ``encrypt_result`` is false) and always the task's logs are sealed to it
+    result_key: str | None
     sms_key: str  # the sms token key (Ed25519 public, hex) the requester trusts
     workerpool: str
     salt: str  # 128-bit random hex: two orders for the same work are two tasks
@@ -82,6 +85,11 @@ class TaskOrder:
     category: str = "XS"  # CATEGORIES: the task's deadline
     valid_until: int = 0  # unix seconds: no release after it (required: from_json refuses 0)
     max_attempts: int = DEFAULT_ATTEMPTS  # never more releases than this for the task
+    encrypt_result: bool = True  # False: --no-encrypt-result (the logs are sealed anyway)
+
+    def __post_init__(self) -> None:
+        if self.encrypt_result and self.result_key is None:
+            raise TaskOrderError("an encrypted result needs the requester's result key")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +111,7 @@ class TaskOrder:
             "category": self.category,
             "valid_until": self.valid_until,
             "max_attempts": self.max_attempts,
+            "encrypt_result": self.encrypt_result,
         }
 
     def canonical(self) -> str:
@@ -171,6 +180,7 @@ class TaskOrder:
                 category=_category(data["category"]),
                 valid_until=_integer(data["valid_until"], "valid_until", 1, 2**40),
                 max_attempts=_integer(data["max_attempts"], "max_attempts", 1, MAX_ATTEMPTS),
+                encrypt_result=_boolean(data["encrypt_result"], "encrypt_result"),
             )
         except (AuthError, ConfideError) as exc:
             if isinstance(exc, TaskOrderError):
@@ -190,6 +200,12 @@ class TaskRecord:
     @property
     def task_id(self) -> str:
         return self.order.task_id()
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise TaskOrderError(f"task order: {key} must be true or false")
+    return value
 
 
 def _text(data: dict[str, Any], key: str) -> str:
