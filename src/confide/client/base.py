@@ -39,14 +39,16 @@ from confide.crypto.info_proof import (
     jwks_key,
     request_audience,
 )
-from confide.crypto.requests import sign_request
+from confide.crypto.requests import RequestSigner, sign_request
 from confide.crypto.wallet import Wallet
 from confide.errors import AuthError, ConfideError, SecretError
 
 RETRIES = 3  # after a 503 (the service's database is locked or unreachable), then give up
 RETRY_CAP_SECONDS = 5.0  # the longest wait between attempts, whatever Retry-After says
 
-WalletSource = Wallet | Callable[[], Wallet] | None
+# a wallet, a callable still unlocking one, or another request signer (the enclave
+# runtime's relay signer); a signer is never callable
+WalletSource = Wallet | Callable[[], Wallet] | RequestSigner | None
 Body = bytes | Callable[[], Iterable[bytes]]  # bytes, or a factory of chunks (one per attempt)
 
 
@@ -152,7 +154,7 @@ class ServiceClient:
         except ValueError:
             raise ConfideError(f"{self._what()} answered {path} with no JSON") from None
 
-    def _need_wallet(self) -> Wallet:
+    def _need_wallet(self) -> RequestSigner:
         wallet = self._wallet
         if callable(wallet):  # still being unlocked (its scrypt ran meanwhile): wait once
             wallet = self._wallet = wallet()
@@ -299,7 +301,7 @@ def raw_path(path: str) -> str:
 
 
 def _sign(
-    wallet: Wallet,
+    wallet: RequestSigner,
     *,
     audience: str,
     method: str,

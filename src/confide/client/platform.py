@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confide.client.base import WalletSource
 from confide.client.hub import HubClient
 from confide.client.pins import is_loopback_url
 from confide.client.sms import SmsClient
@@ -47,7 +46,7 @@ class Platform:
     """The hub, and lazily the storage and the sms that go with it."""
 
     hub_url: str
-    wallet: WalletSource = None
+    wallet: Wallet | Callable[[], Wallet] | None = None
     trust_dir: Path | None = None
     storage_url: str | None = None  # --storage / CONFIDE_STORAGE
     sms_url: str | None = None  # --sms / CONFIDE_SMS

@@ -19,9 +19,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote, urlencode
 
-from confide.crypto.wallet import Wallet, normalise_address, recover_signer
+from confide.crypto.wallet import normalise_address, recover_signer
 from confide.errors import AuthError
 
 LABEL = "confide-request-v1"
@@ -78,8 +79,18 @@ def canonical_request(
     )
 
 
+class RequestSigner(Protocol):
+    """What signs a request: a :class:`Wallet`, or a stand-in that asks one (the enclave
+    runtime's relay signer asks the worker's wallet, which signs only requests)."""
+
+    @property
+    def address(self) -> str: ...
+
+    def sign_text(self, message: str) -> str: ...
+
+
 def sign_request(
-    wallet: Wallet,
+    wallet: RequestSigner,
     *,
     audience: str,
     method: str,
