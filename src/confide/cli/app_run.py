@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -17,7 +19,9 @@ if TYPE_CHECKING:
     from confide.client.hub import HubClient
 
 FINAL = frozenset({"COMPLETED", "FAILED", "TIMEOUT"})
-WATCH_SECONDS = 2.0
+# A status is asked for every 0.1 s for the first 10 s (a small task completes within
+# one), then every second: one public GET each time.
+WATCH_FAST, WATCH_FAST_FOR, WATCH_SLOW = 0.1, 10.0, 1.0
 
 
 def run(
@@ -164,14 +168,40 @@ def run(
 
 
 def _watch(hub: HubClient, task: str, status: str) -> str:
-    """Poll the task until it is final, saying each change on stderr."""
-    note(f"task {task}: {status}")
-    while status not in FINAL:
-        time.sleep(WATCH_SECONDS)
-        view = hub.task(task) or {}
-        current = str(view.get("status", status))
-        if current != status:
+    """Poll the task until it is final: a live status line on a terminal (stderr), else
+    one line per change."""
+    import sys  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    began = time.monotonic()
+    live = sys.stderr.isatty()
+
+    def line(view: dict[str, object]) -> str:
+        cause = f" ({view.get('cause')})" if view.get("cause") else ""
+        return f"task {task}: {status}{cause} ({time.monotonic() - began:.1f} s)"
+
+    view: dict[str, object] = {}
+    if not live:
+        note(f"task {task}: {status}")
+    with console.status(line({}), spinner="dots") if live else _nothing() as shown:
+        while status not in FINAL:
+            elapsed = time.monotonic() - began
+            time.sleep(WATCH_FAST if elapsed < WATCH_FAST_FOR else WATCH_SLOW)
+            view = hub.task(task) or {}
+            current = str(view.get("status", status))
+            changed = current != status
             status = current
-            cause = f" ({view.get('cause')})" if view.get("cause") else ""
-            note(f"task {task}: {status}{cause}")
+            if shown is not None:
+                shown.update(line(view))
+            elif changed:
+                note(line(view))
+    if live:
+        note(line(view))
     return status
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield None

@@ -46,7 +46,7 @@ GROUPS = (
     ("audit", "confide.cli.audit", "app"),
 )
 # Single commands (not groups): (command, module, function).
-COMMANDS = (("up", "confide.cli.up", "up"),)
+COMMANDS = (("up", "confide.cli.up", "up"), ("demo", "confide.cli.demo", "demo"))
 # Services other modules define, run as `confide serve NAME`: (name, module, function).
 SERVICES = (
     ("hub", "confide.cli.serve_hub", "serve_hub"),

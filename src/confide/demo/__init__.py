@@ -1,0 +1,1 @@
+"""``confide demo``: the iExec requester-secrets tutorial, run end to end on confide."""

@@ -1,0 +1,214 @@
+"""The seed tutorial as a new user runs it: every step is a ``confide`` command line, run
+in a child process against a ``confide up`` started in a temporary home.
+
+Each step's command, wall time and outcome are kept; a step that fails stops the tour
+with the command and its error. Nothing secret is printed: the secret values are handed
+to the commands on their standard input (never on a command line), and only the result
+read from the decrypted archive is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from confide.demo.cubic import APP_SECRET, EXPECTED, REQUESTER_SECRET, SOURCES
+from confide.errors import ConfideError
+
+START_SECONDS = 60.0  # `confide up` migrates three databases at its first start
+STEP_SECONDS = 300.0
+
+
+class DemoError(ConfideError):
+    """A step of the tour failed (the command and its error are named)."""
+
+
+@dataclass
+class LanguageRun:
+    """One language's tour: the task, the result read back, and each step's seconds."""
+
+    language: str
+    app: str = ""
+    task: str = ""
+    x: float | None = None
+    result: float | None = None
+    verified: bool = False
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "language": self.language,
+            "app": self.app,
+            "task": self.task,
+            "x": self.x,
+            "result": self.result,
+            "expected": EXPECTED,
+            "verified": self.verified,
+            "steps": {name: round(seconds, 3) for name, seconds in self.steps.items()},
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Tour:
+    """Runs ``confide`` commands in ``home`` against the platform at ``hub``."""
+
+    def __init__(self, home: Path, hub: str, progress: Callable[[str], None]) -> None:
+        self.home = home
+        self.hub = hub
+        self.progress = progress
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")},
+            "CONFIDE_HOME": str(home),
+            "CONFIDE_HUB": hub,
+            # a throwaway wallet in a throwaway home: its password is random and dies here
+            "CONFIDE_WALLET_PASSWORD": secrets.token_hex(16),
+        }
+
+    def confide(self, *args: str, stdin: str | None = None) -> Any:
+        """Run ``confide ARGS --json``; its JSON answer, or DemoError naming the command."""
+        command = ["confide", *args]
+        done = subprocess.run(
+            [sys.executable, "-m", "confide", *args, "--json"],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=STEP_SECONDS,
+            check=False,
+        )
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit status {done.returncode}"
+            raise DemoError(f"`{' '.join(command)}` failed: {reason}")
+        try:
+            return json.loads(done.stdout)
+        except ValueError:
+            raise DemoError(f"`{' '.join(command)}` printed no JSON document") from None
+
+    def timed(self, run: LanguageRun, name: str, *args: str, stdin: str | None = None) -> Any:
+        shown = " ".join(["confide", *args])
+        self.progress(f"[{run.language}] $ {shown}")
+        began = time.perf_counter()
+        answer = self.confide(*args, stdin=stdin)
+        run.steps[name] = time.perf_counter() - began
+        return answer
+
+    def language(self, language: str, work: Path) -> LanguageRun:
+        """The tutorial for one language: init, deploy, push the app secret, run with
+        the requester secret, download, verify, read f(x)."""
+        run = LanguageRun(language)
+        bundle = work / f"cubic-{language}"
+        self.timed(run, "app init", "app", "init", str(bundle), "--lang", language)
+        entrypoint, source = SOURCES[language]
+        (bundle / entrypoint).write_text(source)  # the tutorial's app
+        deployed = self.timed(run, "app deploy", "app", "deploy", str(bundle))
+        run.app = str(deployed["address"])
+        self.timed(run, "app push-secret", "app", "push-secret", run.app, stdin=APP_SECRET)
+        queued = self.timed(
+            run,
+            "app run",
+            "app",
+            "run",
+            run.app,
+            "--workerpool",
+            "default",
+            "--secret",
+            "1=x1",
+            "--watch",
+        )
+        run.task = str(queued["task"])
+        if queued.get("status") != "COMPLETED":
+            raise DemoError(f"task {run.task} ended {queued.get('status')}")
+        results = work / f"result-{language}"
+        self.timed(
+            run, "task show --download", "task", "show", run.task, "--download", str(results)
+        )
+        verdict = self.timed(
+            run, "result verify", "result", "verify", run.task, "--dir", str(results), "--allow-sim"
+        )
+        run.verified = bool(verdict.get("verified", verdict.get("ok", False)))
+        document = json.loads((results / "result.txt").read_text())
+        run.x, run.result = float(document["x"]), float(document["result"])
+        return run
+
+
+@contextmanager
+def platform(home: Path, workers: int) -> Iterator[str]:
+    """``confide up`` on a free loopback port with ``home`` as its home; its URL."""
+    port = free_port()
+    log = (home / "up.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "confide", "up", "--port", str(port), "--workers", str(workers)],
+        env={**os.environ, "CONFIDE_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise DemoError(f"`confide up` stopped at start: see {home / 'up.log'}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise DemoError(f"`confide up` did not answer within {START_SECONDS:.0f} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def run_tour(
+    languages: list[str], progress: Callable[[str], None], keep: Path | None = None
+) -> tuple[dict[str, float], list[LanguageRun]]:
+    """The whole tour, in a temporary home (kept in ``keep`` when given): the seconds of
+    the shared steps (wallet, requester secret), then each language's run."""
+    home = Path(tempfile.mkdtemp(prefix="confide-demo-")) if keep is None else keep
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        with platform(home, workers=2) as hub:
+            tour = Tour(home, hub, progress)
+            setup = LanguageRun("setup")
+            tour.timed(setup, "wallet create", "wallet", "create")
+            tour.timed(
+                setup,
+                "requester push-secret",
+                "requester",
+                "push-secret",
+                "x1",
+                stdin=REQUESTER_SECRET,
+            )
+            return setup.steps, [tour.language(language, home / "work") for language in languages]
+    finally:
+        if keep is None:
+            shutil.rmtree(home, ignore_errors=True)
