@@ -147,3 +147,29 @@ def test_tampering_and_unknown_or_wrong_kek(kek: KeyEncryptionKey) -> None:
     k2 = KeyEncryptionKey("k2", b"\x00" * 32)
     with pytest.raises(SecretError):
         open_value({"k2": k2}, relabelled, CONTEXT)
+
+
+def test_sealing_to_any_x25519_key_opens_only_with_its_private_key_and_context() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from confide.crypto.sealing import open_with, seal_to
+
+    private = X25519PrivateKey.generate()
+    public = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    sealed = seal_to(b"the data key", public, b"confide-result-v1|task")
+    assert open_with(sealed, private, b"confide-result-v1|task") == b"the data key"
+    for wrong in (
+        lambda: open_with(sealed, private, b"confide-result-v1|other task"),
+        lambda: open_with(sealed, X25519PrivateKey.generate(), b"confide-result-v1|task"),
+        lambda: open_with(
+            sealed[:40] + bytes([sealed[40] ^ 1]) + sealed[41:], private, b"confide-result-v1|task"
+        ),
+        lambda: open_with(sealed[:20], private, b"confide-result-v1|task"),
+    ):
+        with pytest.raises(ValueError):
+            wrong()
+    with pytest.raises(ValueError):
+        seal_to(b"x", b"short", b"info")

@@ -107,19 +107,35 @@ class EnclaveKeys(Redacted):
     def open_sealed(self, sealed: bytes, info: bytes) -> bytes:
         """Open a configuration sealed to this enclave; AttestationError if it is not."""
         try:
-            plaintext: bytes = _SUITE.decrypt(sealed, self._x25519, info=info)
-        except (InvalidTag, ValueError):
+            plaintext = open_with(sealed, self._x25519, info)
+        except ValueError:
             raise AttestationError(
                 "sealed configuration does not open: not for this enclave or context"
             ) from None
         return plaintext
 
 
+def seal_to(plaintext: bytes, x25519_public: bytes, info: bytes) -> bytes:
+    """HPKE-seal ``plaintext`` to any X25519 public key (an enclave's, a requester's
+    result key): ``enc (32 bytes) || ciphertext``. ValueError for a malformed key."""
+    public = X25519PublicKey.from_public_bytes(x25519_public)
+    sealed: bytes = _SUITE.encrypt(plaintext, public, info=info)
+    return sealed
+
+
+def open_with(sealed: bytes, private: X25519PrivateKey, info: bytes) -> bytes:
+    """Open what :func:`seal_to` sealed to ``private``'s public half, for this ``info``;
+    ValueError when it does not open (another key, another context, a changed byte)."""
+    try:
+        plaintext: bytes = _SUITE.decrypt(sealed, private, info=info)
+    except InvalidTag:
+        raise ValueError("the sealed bytes do not open with this key and context") from None
+    return plaintext
+
+
 def seal_for_enclave(plaintext: bytes, enclave_x25519_public: bytes, info: bytes) -> bytes:
     """HPKE-seal ``plaintext`` to the enclave's key: ``enc (32 bytes) || ciphertext``."""
     try:
-        public = X25519PublicKey.from_public_bytes(enclave_x25519_public)
+        return seal_to(plaintext, enclave_x25519_public, info)
     except ValueError:
         raise AttestationError("the enclave's X25519 key is malformed") from None
-    sealed: bytes = _SUITE.encrypt(plaintext, public, info=info)
-    return sealed
