@@ -128,7 +128,7 @@ def open_with(sealed: bytes, private: X25519PrivateKey, info: bytes) -> bytes:
     ValueError when it does not open (another key, another context, a changed byte)."""
     try:
         plaintext: bytes = _SUITE.decrypt(sealed, private, info=info)
-    except InvalidTag:
+    except (InvalidTag, ValueError):
         raise ValueError("the sealed bytes do not open with this key and context") from None
     return plaintext
 
