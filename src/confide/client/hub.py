@@ -101,6 +101,57 @@ class HubClient(ServiceClient):
             raise ConfideError("the hub's list of tasks is not a JSON list")
         return result
 
+    def task_grants(self, task_id: str) -> dict[str, str | None]:
+        """Storage grants to this wallet (the task's requester) for the task's result and
+        logs blobs: ``{"result": grant|None, "logs": grant|None}`` (the hub refuses
+        another wallet, and a task with no result yet)."""
+        path = f"/v1/tasks/{_task(task_id)}/grants"
+        result: dict[str, str | None] = self.call_json("POST", path, {}, signed=True)
+        return result
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def claim(self, pool: str, wait: int = 0) -> dict[str, Any] | None:
+        """Claim a task of ``pool`` (this wallet must be a member), waiting up to ``wait``
+        seconds (at most 20) for one: ``{"task", "lease_token", "lease_expires_at",
+        "grants"}``, or None when none came."""
+        path = f"/v1/workerpools/{normalise_address(pool)}/claim"
+        query = canonical_query({"wait": str(wait)}) if wait else ""
+        result: dict[str, Any] | None = self.call_json("POST", path, signed=True, query=query)
+        return result
+
+    def heartbeat(self, task_id: str, lease_token: str) -> int:
+        """Renew the lease: its new expiry (unix seconds); refused (409) when stale."""
+        path = f"/v1/tasks/{_task(task_id)}/heartbeat"
+        document = self.call_json("POST", path, {"lease_token": lease_token}, signed=True)
+        return int(document["lease_expires_at"])
+
+    def report(
+        self,
+        task_id: str,
+        lease_token: str,
+        status: str,
+        *,
+        via: tuple[str, ...] | list[str] = (),
+        cause: str | None = None,
+        result_digest: str | None = None,
+        result_blob: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Report ``status`` (through ``via``) under the lease: the task's view."""
+        document: dict[str, Any] = {"lease_token": lease_token, "status": status}
+        optional = {
+            "via": list(via) or None,
+            "cause": cause,
+            "result_digest": result_digest,
+            "result_blob": result_blob,
+            "result": result,
+        }
+        document.update({k: v for k, v in optional.items() if v is not None})
+        path = f"/v1/tasks/{_task(task_id)}/status"
+        answer: dict[str, Any] = self.call_json("POST", path, document, signed=True)
+        return answer
+
     def cancel_task(self, task_id: str) -> dict[str, Any]:
         """Cancel a task of ours before it is final (FAILED, cause CANCELLED_BY_REQUESTER)."""
         path = f"/v1/tasks/{_task(task_id)}/cancel"

@@ -21,13 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from confide.errors import TaskError
 from confide.hub.batch import GroupCommit
 from confide.hub.checker import OrderChecker, http_order_checker
 from confide.hub.lifecycle import STATUSES, IllegalTransitionError
 from confide.hub.openapi import openapi_document
 from confide.hub.orders import OrderRefusedError, QueueLimitError
 from confide.hub.records import RecordConflictError, UnknownRecordError, record_view
-from confide.hub.service import Claimed, ClaimForbiddenError, Hub, Report
+from confide.hub.results import check_result
+from confide.hub.service import Claimed, ClaimForbiddenError, Hub, NoResultError, Report
 from confide.hub.tasks import StaleLeaseError, TaskForbiddenError, TaskNotFoundError
 from confide.records import RecordError, SignedRecord
 from confide.sms.tasks import TaskOrder, TaskOrderError
@@ -61,6 +63,7 @@ PROBLEMS = BASE_TABLE.extended(
         TaskNotFoundError: NOT_FOUND,
         TaskForbiddenError: FORBIDDEN,
         ClaimForbiddenError: FORBIDDEN,
+        NoResultError: CONFLICT,
         StaleLeaseError: CONFLICT,
         IllegalTransitionError: CONFLICT,
         OrderRefusedError: _UNPROCESSABLE,
@@ -109,6 +112,7 @@ class HubRoutes:
             Route("/v1/tasks/{task}/cancel", self.cancel, methods=["POST"]),
             Route("/v1/tasks/{task}/heartbeat", self.heartbeat, methods=["POST"]),
             Route("/v1/tasks/{task}/status", self.status, methods=["POST"]),
+            Route("/v1/tasks/{task}/grants", self.grants, methods=["POST"]),
             Route("/v1/workerpools/{pool}/claim", self.claim, methods=["POST"]),
         ]
 
@@ -237,6 +241,18 @@ class HubRoutes:
             view = self.hub.cancel(task_id, signed.address, self.h.now(), before=signed.record_in)
         return JSONResponse(view)
 
+    async def grants(self, request: Request) -> Response:
+        task_id = _task_id(request.path_params["task"])
+        body = await read_body(request, SMALL_BODY_LIMIT)
+        return await self.h.blocking(self._grants, request, body, task_id)
+
+    def _grants(self, request: Request, body: bytes, task_id: str) -> Response:
+        with self.h.signed_request(request, body) as signed:
+            granted = self.hub.task_grants(
+                task_id, signed.address, self.h.now(), before=signed.record_in
+            )
+        return JSONResponse(granted)
+
     async def heartbeat(self, request: Request) -> Response:
         task_id = _task_id(request.path_params["task"])
         body = await read_body(request, SMALL_BODY_LIMIT)
@@ -260,7 +276,7 @@ class HubRoutes:
         body = await read_body(request, SMALL_BODY_LIMIT)
 
         def work(connection: Connection, signed: Signed) -> dict[str, Any]:
-            report = _report(json_object(body, 4))
+            report = _report(json_object(body, 6))
             return self.hub.report(
                 task_id,
                 signed.address,
@@ -389,7 +405,7 @@ def _token(document: dict[str, Any], allowed: set[str]) -> str:
 
 
 def _report(document: dict[str, Any]) -> Report:
-    allowed = {"lease_token", "status", "cause", "result_digest", "result_blob", "via"}
+    allowed = {"lease_token", "status", "cause", "result_digest", "result_blob", "via", "result"}
     token = _token(document, allowed)
     status, via = document.get("status"), document.get("via", [])
     if not isinstance(status, str) or not isinstance(via, list) or len(via) > 8:
@@ -400,4 +416,9 @@ def _report(document: dict[str, Any]) -> Report:
     ):
         raise HttpProblemError(400, "Bad Request", "cause and result fields are short strings")
     cause, digest, blob = texts
-    return Report(token, status, cause, digest, blob, tuple(via))
+    result = document.get("result")
+    try:
+        kept = None if result is None else check_result(result)
+    except TaskError as exc:
+        raise HttpProblemError(400, "Bad Request", str(exc)) from None
+    return Report(token, status, cause, digest, blob, tuple(via), kept)

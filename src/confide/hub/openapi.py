@@ -71,6 +71,13 @@ _OPERATIONS: list[tuple[str, str, str, bool, tuple[str, ...]]] = [
         ("200", "400", "403", "404", "409"),
     ),
     (
+        "/v1/tasks/{task}/grants",
+        "post",
+        "Storage grants for the result and logs blobs (the requester)",
+        True,
+        ("200", "403", "404", "409"),
+    ),
+    (
         "/v1/workerpools/{pool}/claim",
         "post",
         "Claim a task (a member; ?wait=0..20 long poll)",

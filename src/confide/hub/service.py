@@ -28,6 +28,7 @@ from confide.hub import tasks
 from confide.hub.lifecycle import WORKER_CAUSES, check_path
 from confide.hub.orders import OrderRefusedError, QueueLimitError, order_problems
 from confide.hub.records import RecordStore, UnknownRecordError
+from confide.hub.results import result_blobs
 from confide.records import OwnerRecord, SignedRecord
 from confide.sms.tasks import TaskOrder
 
@@ -58,6 +59,7 @@ class Report:
     result_digest: str | None = None
     result_blob: str | None = None
     via: tuple[str, ...] = ()
+    result: dict[str, Any] | None = None  # checked by confide.hub.results.check_result
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class Claimed:
 
 class ClaimForbiddenError(ConfideError):
     """A claim by a wallet that is not a member of the pool (403)."""
+
+
+class NoResultError(ConfideError):
+    """Grants asked for a task that has no result blob yet (409)."""
 
 
 class Hub:
@@ -248,7 +254,14 @@ class Hub:
             if report.status == "COMPLETED":
                 result = (str(report.result_digest), str(report.result_blob))
             after = tasks.set_status(
-                connection, found, report.status, now, cause=report.cause, result=result
+                connection,
+                found,
+                report.status,
+                now,
+                cause=report.cause,
+                result=result,
+                document=report.result,
+                passed=report.via,
             )
             detail = {"from": found.status, "to": report.status, "cause": report.cause}
             self._audit(connection, now, worker, "task.status", task_id, detail)
@@ -264,6 +277,31 @@ class Hub:
             self._audit(connection, now, requester, "task.cancel", task_id, {})
             found = tasks.existing(connection, task_id)
         return tasks.view(found)
+
+    def task_grants(
+        self, task_id: str, requester: str, now: int, *, before: Before = None
+    ) -> dict[str, str | None]:
+        """Storage grants to the task's requester for its result and logs blobs:
+        ``{"result": grant|None, "logs": grant|None}``."""
+        with self.begin() as connection:
+            if before is not None:
+                before(connection)
+            found = tasks.existing(connection, task_id)
+            if found.requester != requester:
+                raise tasks.TaskForbiddenError(
+                    f"only task {task_id}'s requester {found.requester} reads its result, "
+                    f"not {requester}"
+                )
+            blobs = result_blobs(tasks.view(found)["result"])
+            if not any(blobs.values()):
+                raise NoResultError(f"task {task_id} is {found.status} and has no result yet")
+        expires = now + MAX_GRANT_SECONDS
+        return {
+            name: None
+            if digest is None
+            else issue_grant(self.signing_key, Grant(digest, requester, self.audience, expires))
+            for name, digest in blobs.items()
+        }
 
     def sweep(self, now: int) -> set[str]:
         """Requeue expired leases, time out what is past its deadline (the pools that
@@ -365,6 +403,12 @@ def _check_report_fields(report: Report) -> None:
         )
     if report.status != "FAILED" and report.cause is not None:
         raise TaskError("only a FAILED report names a cause")
+    if report.result is not None:
+        if report.status not in {"COMPLETED", "FAILED"}:
+            raise TaskError("only a COMPLETED or FAILED report carries a result")
+        blob = report.result.get("blob")
+        if report.status == "COMPLETED" and blob is not None and blob != report.result_blob:
+            raise TaskError("result.blob is the result_blob of the report")
     digests = (report.result_digest, report.result_blob)
     if report.status == "COMPLETED":
         if not all(isinstance(d, str) and _is_hex64(d) for d in digests):

@@ -1,4 +1,4 @@
-"""The hub's tables, on the one metadata of confide.db.schema (migration 0008 makes them)."""
+"""The hub's tables, on the one metadata of confide.db.schema (migrations 0008, 0010)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ hub_tasks = Table(
     Column("wake_at", BigInteger, nullable=True),
     Column("order_json", Text, nullable=False),  # the canonical order the requester signed
     Column("signature", String(140), nullable=False),
+    Column("result", Text, nullable=True),  # the worker's result document (JSON; 0010)
+    Column("times", Text, nullable=True),  # {STATUS: unix seconds} of each transition (0010)
     Index("ix_hub_tasks_claim", "workerpool", "status", "seq"),
     Index("ix_hub_tasks_requester_status", "requester", "status"),
     Index("ix_hub_tasks_wake_at", "wake_at"),

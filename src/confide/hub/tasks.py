@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ _LEASE = DirectStatement(
         deadline=bindparam("b_deadline"),
         wake_at=bindparam("b_wake"),
         updated_at=bindparam("b_now"),
+        times=bindparam("b_times"),
     )
 )
 _HELD = DirectStatement(select(hub_tasks).where(_T.task_id == bindparam("task")).with_for_update())
@@ -61,7 +63,7 @@ _ROW = DirectStatement(select(hub_tasks).where(_T.task_id == bindparam("task")))
 _ADVANCE = DirectStatement(
     update(hub_tasks)
     .where(_T.seq == bindparam("s"))
-    .values(status=bindparam("b_status"), updated_at=bindparam("b_now"))
+    .values(status=bindparam("b_status"), updated_at=bindparam("b_now"), times=bindparam("b_times"))
 )
 _FINISH = DirectStatement(
     update(hub_tasks)
@@ -71,6 +73,8 @@ _FINISH = DirectStatement(
         cause=bindparam("b_cause"),
         result_digest=bindparam("b_digest"),
         result_blob=bindparam("b_blob"),
+        result=bindparam("b_result"),
+        times=bindparam("b_times"),
         lease_token=null(),
         lease_worker=null(),
         lease_expires_at=null(),
@@ -127,6 +131,8 @@ _COLUMNS = (
     "wake_at",
     "order_json",
     "signature",
+    "result",
+    "times",
 )
 _INSERT = DirectStatement(insert(hub_tasks), columns=_COLUMNS)
 _LIVE_COUNT = DirectStatement(
@@ -157,6 +163,7 @@ def queue(connection: Connection, order: TaskOrder, signature: str, now: int) ->
         wake_at=order.valid_until,
         order_json=order.canonical(),
         signature=signature,
+        times=_times(None, ("RECEIVED",), now),
     )
     _INSERT.execute(connection, values)
     return view(_Values(values))
@@ -204,6 +211,7 @@ def claim(
     token = secrets.token_hex(16)
     expires = now + lease_seconds
     deadline = found.deadline if found.deadline is not None else now + CATEGORIES[found.category]
+    times = _times(found.times, ("CLAIMED",), now)
     changes = {
         "b_token": token,
         "b_worker": worker,
@@ -211,6 +219,7 @@ def claim(
         "b_deadline": deadline,
         "b_wake": min(expires, deadline),
         "b_now": now,
+        "b_times": times,
     }
     if _LEASE.execute(connection, {"s": found.seq, **changes}) != 1:
         # cannot happen under the lock; never lease a task twice
@@ -222,6 +231,7 @@ def claim(
         attempts=found.attempts + 1,
         deadline=deadline,
         lease={"token": token, "worker": worker, "expires_at": expires},
+        times=json.loads(times),
     )
     return lease, claimed
 
@@ -264,19 +274,49 @@ def set_status(
     *,
     cause: str | None = None,
     result: tuple[str, str] | None = None,
+    document: dict[str, Any] | None = None,
+    passed: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Move ``found`` to ``status`` (checked by the caller); a final one ends the lease.
-    The task's view after the change."""
+    """Move ``found`` to ``status`` (checked by the caller) through ``passed``; a final
+    one ends the lease and keeps ``document`` (the worker's result document). The time
+    of each status is recorded with the change. The task's view after the change."""
     after = view(found)
     after["status"] = status
+    times = _times(found.times, (*passed, status), now)
+    after["times"] = json.loads(times)
     if status in FINAL:
         digest, blob = result if result is not None else (None, None)
-        values = {"b_cause": cause, "b_digest": digest, "b_blob": blob}
+        kept = None if document is None else _json(document)
+        values = {
+            "b_cause": cause,
+            "b_digest": digest,
+            "b_blob": blob,
+            "b_result": kept,
+            "b_times": times,
+        }
         _FINISH.execute(connection, {"s": found.seq, "b_status": status, "b_now": now, **values})
-        after.update(cause=cause, result_digest=digest, result_blob=blob, lease=None)
+        after.update(
+            cause=cause, result_digest=digest, result_blob=blob, result=document, lease=None
+        )
     else:
-        _ADVANCE.execute(connection, {"s": found.seq, "b_status": status, "b_now": now})
+        _ADVANCE.execute(
+            connection, {"s": found.seq, "b_status": status, "b_now": now, "b_times": times}
+        )
     return after
+
+
+def _json(document: Any) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def _times(kept: str | None, statuses: Sequence[str], now: int) -> str:
+    """The ``times`` column after ``statuses`` were entered at ``now``: {STATUS: unix
+    seconds}, the latest entry of each, in the order they were last entered."""
+    times: dict[str, int] = json.loads(kept) if kept else {}
+    for status in statuses:
+        times.pop(status, None)
+        times[status] = now
+    return json.dumps(times, separators=(",", ":"))
 
 
 def sweep_due(connection: Connection, now: int) -> bool:
@@ -338,6 +378,7 @@ def _requeue(connection: Connection, found: Any, now: int) -> None:
             lease_expires_at=None,
             wake_at=_wake(found.deadline, found.valid_until),
             updated_at=now,
+            times=_times(found.times, ("RECEIVED",), now),
         )
     )
 
@@ -370,6 +411,8 @@ def view(found: Any) -> dict[str, Any]:
         "order": json.loads(found.order_json),
         "signature": found.signature,
         "lease": lease,
+        "result": json.loads(found.result) if found.result else None,
+        "times": json.loads(found.times) if found.times else {"RECEIVED": found.created_at},
     }
 
 
