@@ -1,0 +1,175 @@
+"""Task benchmark: the seed tutorial's cubic task on ``confide up`` (sim, 2 workers).
+
+    python bench/task_bench.py [--latency-tasks 20] [--burst 200] [--out FILE] [--plot FILE]
+
+One ``confide up --workers 2`` in a temporary home. Setup goes through the CLI, as a user
+types it: wallet, ``app init`` + the tutorial's Python app, ``app deploy``,
+``app push-secret``, ``requester push-secret x1``. Then, from Python (one unlocked
+wallet, so that no scrypt is timed):
+
+- latency: ``--latency-tasks`` tasks, one after the other, each from its signed order's
+  submission to COMPLETED (polled every 10 ms). The hub's ``times`` give each stage's
+  share, and the runtime's report gives the app process's own time. confide's overhead is
+  the total minus the app process.
+- burst: ``--burst`` orders signed beforehand, submitted at once from 8 threads; the time
+  from the first submission to the last COMPLETED; every task must be COMPLETED with
+  one attempt (none lost, none run twice).
+
+Targets (issue 19): latency median < 1 s, overhead <= 300 ms; burst all complete, goal
+>= 5 tasks/s on 2 cores. Raw figures: bench/results/tasks.json; plot:
+docs/img/task-bench.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from confide.client.orders import RunOptions, build_order
+from confide.client.platform import Platform
+from confide.crypto.keystore import unlock_keystore
+from confide.crypto.wallet import Wallet
+from confide.demo.cubic import SOURCES
+from confide.demo.tour import LanguageRun, Tour
+from confide.demo.tour import platform as up_platform
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = (
+    "RECEIVED",
+    "CLAIMED",
+    "PRE_COMPUTE",
+    "ATTESTING",
+    "COMPUTING",
+    "POST_COMPUTE",
+    "UPLOADING",
+    "COMPLETED",
+)
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def wait_final(hub: httpx.Client, task: str, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view: dict[str, Any] = hub.get(f"/v1/tasks/{task}").json()
+        if view["status"] in ("COMPLETED", "FAILED", "TIMEOUT"):
+            return view
+        time.sleep(0.01)
+    raise SystemExit(f"task {task} did not end within {timeout:.0f} s")
+
+
+def stage_seconds(view: dict[str, Any]) -> dict[str, float]:
+    """Seconds spent in each status, from the hub's ``times`` (whole seconds there, so
+    the breakdown is coarse; the total is timed here)."""
+    times = {k: float(v) for k, v in (view.get("times") or {}).items()}
+    order = [s for s in STAGES if s in times]
+    return {a: times[b] - times[a] for a, b in itertools.pairwise(order)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-tasks", type=int, default=20)
+    parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tasks.json")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "task-bench.png")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    home = Path(tempfile.mkdtemp(prefix="confide-task-bench-"))
+    try:
+        with up_platform(home, workers=2) as url:
+            tour = Tour(home, url, lambda text: print(text, file=sys.stderr))
+            setup = LanguageRun("setup")
+            tour.timed(setup, "wallet", "wallet", "create")
+            tour.timed(setup, "secret", "requester", "push-secret", "x1", stdin="3")
+            bundle = home / "cubic"
+            tour.timed(setup, "init", "app", "init", str(bundle), "--lang", "python")
+            (bundle / "app.py").write_text(SOURCES["python"][1])
+            app = str(tour.timed(setup, "deploy", "app", "deploy", str(bundle))["address"])
+            tour.timed(setup, "app secret", "app", "push-secret", app, stdin="2;0;-1;5")
+            key = unlock_keystore(home / "wallet.json", tour.env["CONFIDE_WALLET_PASSWORD"])
+            wallet = Wallet.from_private_key(key.hex())
+            where = Platform(url, wallet=wallet, trust_dir=home / "trust")
+            options = RunOptions(app=app, workerpool="default", secrets=((1, "x1"),))
+            template = build_order(where, wallet, options, home / "result-key")
+            hub = httpx.Client(base_url=url, timeout=30)
+
+            def submit(salt: str) -> tuple[str, float]:
+                order = dataclasses.replace(template, salt=salt)
+                began = time.perf_counter()
+                where.hub.submit_task(order, order.sign(wallet))
+                return order.task_id(), began
+
+            latencies: list[dict[str, Any]] = []
+            for _ in range(args.latency_tasks):
+                task, began = submit(os.urandom(16).hex())
+                view = wait_final(hub, task)
+                total = time.perf_counter() - began
+                if view["status"] != "COMPLETED":
+                    raise SystemExit(f"task {task} ended {view['status']} ({view.get('cause')})")
+                latencies.append({"task": task, "seconds": total, "stages": stage_seconds(view)})
+            salts = [os.urandom(16).hex() for _ in range(args.burst)]
+            orders = [dataclasses.replace(template, salt=salt) for salt in salts]
+            signed = [(order, order.sign(wallet)) for order in orders]
+            began = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda pair: where.hub.submit_task(*pair), signed))
+            submitted = time.perf_counter() - began
+            views = [wait_final(hub, order.task_id(), timeout=600) for order, _ in signed]
+            burst_seconds = time.perf_counter() - began
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    totals = [entry["seconds"] for entry in latencies]
+    statuses = sorted({(v["status"], v["attempts"]) for v in views})
+    result: dict[str, Any] = {
+        "benchmark": "tasks",
+        "command": "python bench/task_bench.py " + " ".join(sys.argv[1:]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "load_average_before": load_before,
+        "latency": {
+            "tasks": latencies,
+            "median_seconds": statistics.median(totals),
+            "p90_seconds": sorted(totals)[int(0.9 * (len(totals) - 1))],
+        },
+        "burst": {
+            "tasks": args.burst,
+            "submit_seconds": submitted,
+            "seconds": burst_seconds,
+            "tasks_per_second": args.burst / burst_seconds,
+            "status_attempts": statuses,
+            "all_completed_once": statuses == [("COMPLETED", 1)],
+        },
+        "load_average_after": os.getloadavg(),
+        "targets": {"median_seconds": 1.0, "overhead_ms": 300, "tasks_per_second": 5.0},
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
