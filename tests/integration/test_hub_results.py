@@ -128,7 +128,12 @@ def test_times_of_the_hubs_own_transitions(hub: HubCaller, world: World, clock: 
 def test_failed_report_may_carry_a_result(hub: HubCaller, world: World) -> None:
     task = queued(hub, world)
     token = claimed(hub, world)
-    failure = {"blob": BLOB, "logs_blob": LOGS, "error": "the app exited with status 3"}
+    failure = {
+        "blob": BLOB,
+        "logs_blob": LOGS,
+        "error": "the app exited with status 3",
+        "timings": {"app": 0.25, "upload": 1},
+    }
     answer = hub.report(
         world.worker, task, token, "FAILED", cause="APP_COMPUTE_FAILED", result=failure
     )
@@ -141,6 +146,7 @@ def test_failed_report_may_carry_a_result(hub: HubCaller, world: World) -> None:
         "signature": None,
         "token": None,
         "error": "the app exited with status 3",
+        "timings": {"app": 0.25, "upload": 1.0},
     }
     assert view["result_blob"] is None  # COMPLETED only
 
@@ -157,6 +163,9 @@ def test_failed_report_may_carry_a_result(hub: HubCaller, world: World) -> None:
         ({"token": "a b"}, "result.token is malformed"),
         ({"error": "x" * 5000}, "result.error is a string of at most 4096"),
         ({"statement": {"k": "x" * 40000}}, "larger than 32768"),
+        ({"timings": {"App": 1.0}}, "result.timings names"),
+        ({"timings": {"app": -1}}, "result.timings.app is from 0"),
+        ({"timings": {f"t_{c}": 1 for c in "abcdefghijklmnopq"}}, "at most 16 entries"),
     ],
 )
 def test_malformed_results_are_refused(

@@ -3,11 +3,13 @@
 A worker that finishes a task (COMPLETED, or FAILED after the enclave wrote an
 ``error.txt``) reports where the runtime's output went and what the enclave signed:
 ``{"blob", "logs_blob", "statement", "signature", "token", "error"}``, every field
-optional (null). The hub keeps it as JSON with the task and serves it in the task's
-view; it checks only its shape and size: the statement, its signature and the token are
-the enclave's and the sms's, checked offline by ``confide result verify`` (the hub is
-untrusted). The requester reads the blobs from the storage with grants the hub signs
-for them (``POST /v1/tasks/{task}/grants``).
+optional (null), and optionally ``"timings"``: how long each step took by the worker's
+and the runtime's clocks (``{name: seconds}``, diagnostic only, never verified). The hub
+keeps it as JSON with the task and serves it in the task's view; it checks only its
+shape and size: the statement, its signature and the token are the enclave's and the
+sms's, checked offline by ``confide result verify`` (the hub is untrusted). The
+requester reads the blobs from the storage with grants the hub signs for them
+(``POST /v1/tasks/{task}/grants``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ MAX_ERROR_CHARS = 4096
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_SIGNATURE_CHARS = 256
 FIELDS = ("blob", "logs_blob", "statement", "signature", "token", "error")
+TIMINGS = "timings"  # optional, kept only when given: {name: seconds}, diagnostic only
+MAX_TIMINGS = 16
+MAX_TIMING_SECONDS = 86400
+_TIMING_NAME = re.compile(r"[a-z_]{1,32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"(0x)?[0-9a-fA-F]{2,256}")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-=.]+")
@@ -33,10 +39,14 @@ def check_result(document: Any) -> dict[str, Any]:
     TaskError naming what is wrong with it."""
     if not isinstance(document, dict):
         raise TaskError("result is a JSON object")
-    unknown = set(document) - set(FIELDS)
+    unknown = set(document) - {*FIELDS, TIMINGS}
     if unknown:
-        raise TaskError(f"result has unknown fields {sorted(unknown)}: only {', '.join(FIELDS)}")
+        raise TaskError(
+            f"result has unknown fields {sorted(unknown)}: only {', '.join(FIELDS)}, {TIMINGS}"
+        )
     kept = {name: document.get(name) for name in FIELDS}
+    if document.get(TIMINGS) is not None:
+        kept[TIMINGS] = _timings(document[TIMINGS])
     for name in ("blob", "logs_blob"):
         value = kept[name]
         if value is not None and not (isinstance(value, str) and _HEX64.fullmatch(value)):
@@ -50,6 +60,17 @@ def check_result(document: Any) -> dict[str, Any]:
     if len(json.dumps(kept, separators=(",", ":"))) > MAX_RESULT_CHARS:
         raise TaskError(f"result is larger than {MAX_RESULT_CHARS} characters of JSON")
     return kept
+
+
+def _timings(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or len(value) > MAX_TIMINGS:
+        raise TaskError(f"result.timings is an object of at most {MAX_TIMINGS} entries")
+    for name, seconds in value.items():
+        if not _TIMING_NAME.fullmatch(name) or isinstance(seconds, bool):
+            raise TaskError("result.timings names are 1 to 32 of a-z and _, with seconds")
+        if not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_TIMING_SECONDS:
+            raise TaskError(f"result.timings.{name} is from 0 to {MAX_TIMING_SECONDS} seconds")
+    return {name: float(seconds) for name, seconds in value.items()}
 
 
 def _text(kept: dict[str, Any], name: str, limit: int, shape: re.Pattern[str] | None) -> None:
