@@ -1,0 +1,10 @@
+"""Fail-closed sandboxes for the enclave runtime and the apps it runs (docs/sandbox.md)."""
+
+from confide.sandbox.extract import extract_tar
+from confide.sandbox.runner import backend, run
+from confide.sandbox.spec import Finished, Limits, Mount, SandboxError, SandboxSpec
+
+__all__ = [
+    "Finished", "Limits", "Mount", "SandboxError", "SandboxSpec",
+    "backend", "extract_tar", "run",
+]  # fmt: skip

@@ -1,0 +1,1 @@
+def extract_tar(*a, **k): raise NotImplementedError
