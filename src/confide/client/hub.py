@@ -23,6 +23,11 @@ from confide.sms.tasks import TaskOrder
 DEFAULT_HUB = "http://127.0.0.1:8088"  # where `confide up` listens
 
 
+class LeaseLostError(ConfideError):
+    """The hub refused a heartbeat or report under a lease (409 stale fencing token or
+    illegal transition, 403 another worker's): this worker no longer holds the task."""
+
+
 class HubClient(ServiceClient):
     service = "hub"
     unreachable_hint = (
@@ -123,7 +128,7 @@ class HubClient(ServiceClient):
     def heartbeat(self, task_id: str, lease_token: str) -> int:
         """Renew the lease: its new expiry (unix seconds); refused (409) when stale."""
         path = f"/v1/tasks/{_task(task_id)}/heartbeat"
-        document = self.call_json("POST", path, {"lease_token": lease_token}, signed=True)
+        document = self._leased(path, {"lease_token": lease_token})
         return int(document["lease_expires_at"])
 
     def report(
@@ -148,8 +153,16 @@ class HubClient(ServiceClient):
             "result": result,
         }
         document.update({k: v for k, v in optional.items() if v is not None})
-        path = f"/v1/tasks/{_task(task_id)}/status"
-        answer: dict[str, Any] = self.call_json("POST", path, document, signed=True)
+        return self._leased(f"/v1/tasks/{_task(task_id)}/status", document)
+
+    def _leased(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        """A signed call under a lease; LeaseLostError when the hub says it is not ours."""
+        try:
+            answer: dict[str, Any] = self.call_json("POST", path, document, signed=True)
+        except ConfideError as exc:
+            if "refused (409)" in str(exc) or "refused (403)" in str(exc):
+                raise LeaseLostError(str(exc)) from None
+            raise
         return answer
 
     def cancel_task(self, task_id: str) -> dict[str, Any]:

@@ -1,0 +1,372 @@
+"""One claimed task, from its claim to its final report.
+
+1. A fresh private job directory (mode 0700) under the worker's work directory, never
+   under a ``$CONFIDE_HOME``: the sandbox mounts only this directory, at ``/job``.
+2. The app's bundle (and the dataset's blob) downloaded with the claim's grants, each
+   checked against its digest; ``job.json`` (docs/runtime.md) written beside them.
+3. The relay (:class:`confide.relay.server.RelayServer`) on one end of a socketpair,
+   the other end passed to ``python -m confide.runtime /job`` in the sandbox; the
+   runtime's stages are reported to the hub as they arrive.
+4. What the runtime left in ``out/`` (an encrypted result archive, sealed logs: never
+   opened here) uploaded, signed by the worker's wallet, and the final status reported
+   with the fencing token and the result document.
+
+The worker holds no key and no plaintext: the sealed configuration is opened inside the
+runtime, the result is encrypted there. It reads ``out/report.json`` (statuses, digests,
+the enclave's signature) and nothing else the runtime wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confide.client.hub import HubClient, LeaseLostError
+from confide.client.storage import StorageClient
+from confide.crypto.wallet import Wallet
+from confide.errors import ConfideError
+from confide.hub.lifecycle import WORKER_CAUSES
+from confide.sms.tasks import TaskOrder, TaskOrderError
+from confide.worker.lease import Heartbeat, Progress
+from confide.worker.runner import Runner, RunOutcome
+
+_log = logging.getLogger("confide.worker")
+JOB_FORMAT = "confide-job-v1"
+APP_MEMORY_BYTES = 1 << 30
+APP_TMPFS_BYTES = 256 << 20
+MAX_REPORT_BYTES = 1 << 20
+_OUT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+_TIMING = re.compile(r"[a-z_]{1,32}")
+# The cause of a runtime that ended without a report, by the last stage it reached.
+_CAUSE_AT = {
+    "CLAIMED": "PRE_COMPUTE_FAILED",
+    "PRE_COMPUTE": "PRE_COMPUTE_FAILED",
+    "ATTESTING": "ATTESTATION_FAILED",
+    "COMPUTING": "APP_COMPUTE_FAILED",
+    "POST_COMPUTE": "POST_COMPUTE_FAILED",
+    "UPLOADING": "RESULT_UPLOAD_FAILED",
+}
+RelayFactory = Callable[..., Any]  # RelayServer(sock, wallet, services, allow_loopback, on_stage)
+
+
+class JobError(ConfideError):
+    """A task this worker could not prepare (its cause is PRE_COMPUTE_FAILED)."""
+
+
+@dataclass
+class Services:
+    """What every task of one worker uses."""
+
+    hub_url: str
+    deployment: str
+    sms_url: str
+    storage_url: str
+    wallet: Wallet
+    tee: str
+    platform_seed: str | None  # hex (sim only): the enclave's evidence is signed with it
+    work_dir: Path
+    runner: Runner
+    relay: RelayFactory
+    allow_loopback_inputs: bool = False
+    clock: Callable[[], float] = time.time
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def hub(self) -> HubClient:
+        return HubClient(self.hub_url, wallet=self.wallet, clock=self.clock)
+
+    def storage(self) -> StorageClient:
+        return StorageClient(self.storage_url, wallet=self.wallet, clock=self.clock)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a task ended here: its final status as reported (None: not reported, the
+    lease was lost) and the cause."""
+
+    task: str
+    status: str | None
+    cause: str | None
+    error: str | None = None
+
+
+def run_task(services: Services, claim: dict[str, Any]) -> Outcome:
+    """Run one claimed task to its final report (never raises for the task's sake)."""
+    began = time.monotonic()
+    view = claim["task"]
+    task_id, token = str(view["task"]), str(claim["lease_token"])
+    hub = services.hub()
+    heartbeat = Heartbeat(
+        services.hub(), task_id, token, int(claim["lease_expires_at"]), services.clock
+    )
+    progress = Progress(hub, task_id, token)
+    timings: dict[str, float] = {}
+    try:
+        with _job_dir(services.work_dir) as job:
+            try:
+                _prepare(services, hub, claim, job)
+            except ConfideError as exc:
+                return _final(progress, task_id, "FAILED", "PRE_COMPUTE_FAILED", str(exc), None)
+            timings["claim_to_start"] = time.monotonic() - began
+            outcome, started = _run_runtime(services, job, progress, view)
+            first = min(progress.reached.values(), default=None)
+            if first is not None:
+                timings["sandbox"] = max(0.0, first - started)
+            if heartbeat.lost or progress.lost:
+                return Outcome(task_id, None, None, heartbeat.lost or progress.lost)
+            return _conclude(services, progress, task_id, job, outcome, timings)
+    finally:
+        heartbeat.stop()
+        hub.close()
+
+
+@contextlib.contextmanager
+def _job_dir(work_dir: Path) -> Iterator[Path]:
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    job = Path(tempfile.mkdtemp(prefix="job-", dir=work_dir))
+    os.chmod(job, 0o700)
+    try:
+        yield job
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+
+
+def _prepare(services: Services, hub: HubClient, claim: dict[str, Any], job: Path) -> None:
+    """Download the bundle (and dataset) with the claim's grants; write job.json."""
+    view, grants = claim["task"], claim.get("grants") or {}
+    try:
+        order = TaskOrder.from_json(view["order"])
+    except (TaskOrderError, KeyError) as exc:
+        raise JobError(f"the hub's task holds a malformed order: {exc}") from None
+    if order.task_id() != view["task"]:
+        raise JobError("the hub's task id is not its order's hash")
+    app = _record(hub, services.deployment, order.app, "app")
+    storage = services.storage()
+    try:
+        storage.download(str(app.field("bundle")), job / "bundle.tar", grant=grants.get("bundle"))
+        if order.dataset is not None:
+            dataset = _record(hub, services.deployment, order.dataset, "dataset")
+            blob = str(dataset.field("blob"))
+            storage.download(blob, job / "dataset.tar", grant=grants.get("dataset"))
+    finally:
+        storage.close()
+    document = {
+        "format": JOB_FORMAT,
+        "task": order.task_id(),
+        "lease_token": claim["lease_token"],
+        "order": order.to_json(),
+        "signature": view["signature"],
+        "worker": services.wallet.address,
+        "sms_url": services.sms_url,
+        "storage_url": services.storage_url,
+        "tee": services.tee,
+        "sim_platform_key": services.platform_seed if services.tee == "sim" else None,
+        "app_logs": bool(app.field("logs")),
+        "deadline": int(view["deadline"]),
+        "relay_fd": -1,  # set when the relay exists (_run_runtime)
+        "allow_loopback_inputs": services.allow_loopback_inputs,
+        "limits": {"memory_bytes": APP_MEMORY_BYTES, "tmpfs_bytes": APP_TMPFS_BYTES},
+        **services.extra,
+    }
+    _write_private(job / "job.json", document)
+
+
+def _record(hub: HubClient, deployment: str, address: str, kind: str) -> Any:
+    signed = hub.record(address)
+    if signed is None:
+        raise JobError(f"the hub knows no {kind} {address}")
+    record = signed.verify(deployment)
+    if record.kind != kind:
+        raise JobError(f"{address} is not a {kind}")
+    return record
+
+
+def _write_private(path: Path, document: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle)
+
+
+def _run_runtime(
+    services: Services, job: Path, progress: Progress, view: dict[str, Any]
+) -> tuple[RunOutcome, float]:
+    """The runtime in the sandbox with the relay; how it ended, and when it started."""
+    from confide.relay.server import service_endpoint  # noqa: PLC0415
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    endpoints = {service_endpoint(services.sms_url), service_endpoint(services.storage_url)}
+    path = job / "job.json"
+    document = json.loads(path.read_text())
+    document["relay_fd"] = theirs.fileno()
+    _write_private(path, document)
+    relay = services.relay(
+        ours, services.wallet, endpoints, services.allow_loopback_inputs, progress.advance
+    )
+    started = time.monotonic()
+    try:
+        wall = max(1.0, float(view["deadline"]) - services.clock())
+        try:
+            outcome = services.runner(job, theirs.fileno(), wall)
+        except ConfideError as exc:  # no sandbox here: never run unconfined
+            outcome = RunOutcome(None, False, f"the sandbox could not start: {exc}")
+    finally:
+        theirs.close()
+        relay.close()
+    return outcome, started
+
+
+def _conclude(
+    services: Services,
+    progress: Progress,
+    task_id: str,
+    job: Path,
+    outcome: RunOutcome,
+    timings: dict[str, float],
+) -> Outcome:
+    """Upload what the runtime returned and report the final status."""
+    report = _read_report(job / "out" / "report.json")
+    if report is None:
+        lost = _CAUSE_AT.get(progress.current, "PRE_COMPUTE_FAILED")
+        if lost == "APP_COMPUTE_FAILED" and outcome.timed_out:
+            lost = "APP_COMPUTE_TIMEOUT"
+        why = outcome.reason or (f"exit {outcome.exit_code}" if outcome.exit_code else "no report")
+        failure = f"the enclave runtime ended without a report ({why})"
+        return _final(progress, task_id, "FAILED", lost, failure, None)
+    for stage in ("PRE_COMPUTE", "ATTESTING", "COMPUTING", "POST_COMPUTE"):
+        if stage in (report.get("stages") or {}):
+            progress.advance(stage)
+    timings.update(_timings(report.get("timings")))
+    status = report.get("status")
+    cause: str | None = report["cause"] if report.get("cause") in WORKER_CAUSES else None
+    error = _text(report.get("error"))
+    if status == "COMPLETED" and report.get("result_file") is None:
+        status, cause, error = "FAILED", "POST_COMPUTE_FAILED", "the runtime named no result"
+    if status != "COMPLETED":
+        cause = cause or _CAUSE_AT.get(progress.current, "POST_COMPUTE_FAILED")
+    document: dict[str, Any] = {
+        "blob": None,
+        "logs_blob": None,
+        "statement": report.get("statement") if isinstance(report.get("statement"), dict) else None,
+        "signature": _text(report.get("signature")),
+        "token": _text(report.get("token")),
+        "error": error[:4096] if error else None,
+    }
+    if status == "COMPLETED":
+        progress.advance("UPLOADING")
+    uploaded = time.monotonic()
+    try:
+        document["blob"] = _upload(services, job, report.get("result_file"))
+        document["logs_blob"] = _upload(services, job, report.get("logs_file"))
+    except ConfideError as exc:
+        if status == "COMPLETED":
+            status, cause = "FAILED", "RESULT_UPLOAD_FAILED"
+            document.update(blob=None, logs_blob=None, error=f"the upload failed: {exc}"[:4096])
+    timings["upload"] = time.monotonic() - uploaded
+    document["timings"] = {k: round(v, 6) for k, v in timings.items()}
+    if status == "COMPLETED":
+        blob = str(document["blob"])
+        return _final(progress, task_id, "COMPLETED", None, None, document, digest=blob)
+    return _final(progress, task_id, "FAILED", str(cause), document["error"], document)
+
+
+def _final(
+    progress: Progress,
+    task_id: str,
+    status: str,
+    cause: str | None,
+    error: str | None,
+    document: dict[str, Any] | None,
+    *,
+    digest: str | None = None,
+) -> Outcome:
+    if document is None:
+        document = {"error": error[:4096]} if error else None
+    fields: dict[str, Any] = {"cause": cause, "result": document}
+    if digest is not None:  # the hub publishes the ciphertext digest only
+        fields.update(result_digest=digest, result_blob=digest)
+    try:
+        progress.finish(status, **fields)
+    except LeaseLostError as exc:
+        return Outcome(task_id, None, None, str(exc))
+    except ConfideError as exc:
+        if document is None or "refused (400)" not in str(exc):
+            _log.warning("task %s: the final report failed: %s", task_id, exc)
+            return Outcome(task_id, None, None, str(exc))
+        # the hub refused the result document: report the failure plainly
+        error = f"the hub refused the result document: {exc}"[:4096]
+        return _final(progress, task_id, "FAILED", "POST_COMPUTE_FAILED", error, None)
+    return Outcome(task_id, status, cause, error)
+
+
+def _read_report(path: Path) -> dict[str, Any] | None:
+    """out/report.json as a JSON object (a regular file, bounded), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        data = handle.read(MAX_REPORT_BYTES + 1)
+    if len(data) > MAX_REPORT_BYTES:
+        return None
+    try:
+        report = json.loads(data)
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _upload(services: Services, job: Path, name: Any) -> str | None:
+    """Upload out/``name`` (a regular file, never through a link): its digest."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _OUT_NAME.fullmatch(name):
+        raise ConfideError(f"the runtime named an output file {name!r} that is not a plain name")
+    out = os.open(job / "out", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=out)
+    except OSError as exc:
+        raise ConfideError(f"the runtime's output {name} is missing: {exc.strerror}") from None
+    finally:
+        os.close(out)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfideError(f"the runtime's output {name} is not a regular file")
+        storage = services.storage()
+        try:
+            return str(storage.upload(Path(f"/proc/self/fd/{fd}"))["digest"])
+        finally:
+            storage.close()
+    finally:
+        os.close(fd)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _timings(value: Any) -> dict[str, float]:
+    """The runtime's timings that the hub would keep (named, in range)."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        k: float(v)
+        for k, v in list(value.items())[:10]
+        if isinstance(k, str)
+        and _TIMING.fullmatch(k)
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and 0 <= v <= 86400
+    }

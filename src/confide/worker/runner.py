@@ -1,0 +1,61 @@
+"""How the worker starts the enclave runtime: ``python -m confide.runtime /job`` inside
+the sandbox (:func:`confide.sandbox.run`), which sees the job directory (read-write, at
+``/job``), this Python and the confide package (read-only), the system allowlist, and
+the relay's file descriptor; nothing of the worker's home, wallet or keys.
+
+:class:`Runner` is the seam tests use to put a fake runtime in its place; the command
+line offers no other runner, so a worker never starts a runtime unconfined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+JOB_TARGET = "/job"
+RUNTIME_MEMORY_BYTES = 4 << 30  # the runtime's own address space (the app's is in job.json)
+RUNTIME_PROCESSES = 256
+RUNTIME_FILE_BYTES = 2 << 30  # the largest file it writes (a result archive)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How the runtime's process ended (never its output: it is not the worker's to read)."""
+
+    exit_code: int | None
+    timed_out: bool
+    reason: str | None
+
+
+class Runner(Protocol):
+    def __call__(self, job_dir: Path, relay_fd: int, wall_seconds: float) -> RunOutcome: ...
+
+
+@dataclass(frozen=True)
+class SandboxRunner:
+    """The runtime in the sandbox; ``kind``: "bwrap" or "unshare" (None: the best here)."""
+
+    kind: str | None = None
+
+    def __call__(self, job_dir: Path, relay_fd: int, wall_seconds: float) -> RunOutcome:
+        import sys  # noqa: PLC0415
+
+        from confide.sandbox import Limits, Mount, SandboxSpec, run  # noqa: PLC0415
+
+        spec = SandboxSpec(
+            argv=(sys.executable, "-I", "-m", "confide.runtime", JOB_TARGET),
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
+            limits=Limits(
+                wall_seconds=max(1.0, wall_seconds),
+                memory_bytes=RUNTIME_MEMORY_BYTES,
+                processes=RUNTIME_PROCESSES,
+                file_bytes=RUNTIME_FILE_BYTES,
+            ),
+            mounts=(Mount(job_dir, JOB_TARGET, writable=True),),
+            cwd=JOB_TARGET,
+            pass_fds=(relay_fd,),
+            interpreter=True,
+        )
+        finished = run(spec, kind=self.kind)
+        return RunOutcome(finished.exit_code, finished.timed_out, finished.reason)
