@@ -98,8 +98,11 @@ def operator_wallet(up: Path) -> Wallet:
     return load_wallet(keystore, secret.read_text().strip())
 
 
-def compose(home: Path, port: int, clock: Callable[[], float] = time.time) -> Embedded:
-    """Build (and at first start, set up) the embedded platform under ``home/up``."""
+def compose(
+    home: Path, port: int, clock: Callable[[], float] = time.time, *, lease_seconds: int = 60
+) -> Embedded:
+    """Build (and at first start, set up) the embedded platform under ``home/up``
+    (``lease_seconds``: the hub's lease, shorter in tests of expiry)."""
     from confide.db import make_engine  # noqa: PLC0415
     from confide.hub.http import create_app as hub_app  # noqa: PLC0415
     from confide.hub.service import Hub, HubConfig  # noqa: PLC0415
@@ -122,6 +125,7 @@ def compose(home: Path, port: int, clock: Callable[[], float] = time.time) -> Em
             sms_url=base + SMS_PREFIX,
             storage_url=base + STORAGE_PREFIX,
             embedded=True,
+            lease_seconds=lease_seconds,
         )
     )
     sms_url = f"sqlite:///{up / 'sms.db'}"
