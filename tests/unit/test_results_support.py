@@ -82,10 +82,14 @@ class World:
 
 
 def make_order(
-    result_public: bytes, *, encrypt: bool = True, sms_key: bytes | None = None
+    result_public: bytes,
+    *,
+    encrypt: bool = True,
+    sms_key: bytes | None = None,
+    requester: Wallet = _REQUESTER,
 ) -> TaskOrder:
     return TaskOrder(
-        requester=_REQUESTER.address,
+        requester=requester.address,
         app="0x" + "a1" * 20,
         app_measurement=MEASUREMENT,
         tee=("sim",),
@@ -136,15 +140,16 @@ def make_world(
     files: dict[str, bytes] | None = None,
     status: str = WARNING,
     tee: str = "sim",
+    requester: Wallet = _REQUESTER,
 ) -> World:
     root.mkdir(parents=True, exist_ok=True)
     pair = ResultKeyPair.generate()
     key_path = root / "result-key"
     pair.write(key_path, overwrite=False)
-    order = make_order(pair.public_bytes, encrypt=encrypt)
+    order = make_order(pair.public_bytes, encrypt=encrypt, requester=requester)
     if tee != "sim":
         order = replace(order, tee=(tee,), tolerate=())
-    signature = order.sign(_REQUESTER)
+    signature = order.sign(requester)
     task = order.task_id()
     out = root / "iexec_out"
     for name, data in (files if files is not None else RESULT_FILES).items():

@@ -1,4 +1,5 @@
-"""``confide result``: the key pair that results are encrypted to."""
+"""``confide result``: the key pair that results are encrypted to, and offline verification
+of a downloaded result."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 
 from confide.cli.options import SmsOption, signing_client
-from confide.cli.output import JsonOption, emit_json, note, say
+from confide.cli.output import JsonOption, emit_json, note, say, warn
 from confide.cli.wallet import PasswordOption, WalletOption
 from confide.config import confide_home
 from confide.errors import KeyFileError
@@ -85,3 +86,73 @@ def push_key(
         return
     say(f"result encryption key of {result['address']} stored (version {result['version']})")
     say(f"sha256 {result['sha256']}")
+
+
+DirOption = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        metavar="DIR",
+        help="Where `confide task show TASK --download DIR` kept TASK.zip, TASK.json and the "
+        "extracted files (default: the current directory).",
+    ),
+]
+
+
+@app.command("verify")
+def verify_result(
+    task: Annotated[str, typer.Argument(metavar="TASK", help="The task id (0x and 64 hex).")],
+    directory: DirOption = Path(),
+    allow_sim: Annotated[
+        bool,
+        typer.Option(
+            "--allow-sim",
+            help="Accept a result from a simulated TEE (or any 'warning' attestation): it "
+            "has no hardware protection.",
+        ),
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Check a downloaded result offline: the sms token's signature against the sms key
+    your order pinned, its issuer, audience, task, TEE type, times and status, the app
+    measurement, the enclave's signature on the result statement and what it binds (task,
+    order, requester, dataset, inputs), the kept zip's digest and the salted digest of the
+    files inside it and of the files extracted. Exits 1 naming the failed check."""
+    import time  # noqa: PLC0415
+
+    from confide.results.digest import ResultError  # noqa: PLC0415
+    from confide.results.fetch import kept_paths, read_document  # noqa: PLC0415
+    from confide.results.verify import verify  # noqa: PLC0415
+
+    stored, document_path = kept_paths(directory, task)
+    document = read_document(document_path)
+    if not stored.exists():
+        raise ResultError(
+            f"no {stored}: download the result first (confide task show {task} "
+            f"--download {directory})"
+        )
+    files = document.get("files")
+    verdict = verify(
+        task,
+        document,
+        stored,
+        now=int(time.time()),
+        allow_sim=allow_sim,
+        result_private_key_path=default_key_path(),
+        extracted_dir=directory,
+        extracted_names=[f for f in files if isinstance(f, str)]
+        if isinstance(files, list)
+        else None,
+    )
+    if json_out:
+        emit_json(verdict.to_json())
+    else:
+        for check in verdict.checks:
+            say(f"  {check.status:<8} {check.name:<20} {check.detail}")
+        if verdict.ok:
+            say("result verified" + (" (simulation)" if verdict.simulation else ""))
+    if verdict.ok and verdict.simulation:
+        warn("a simulation result has no hardware protection")
+    if not verdict.ok:
+        typer.echo(f"error: result verification failed: {verdict.reason()}", err=True)
+        raise typer.Exit(1)

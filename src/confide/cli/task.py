@@ -1,13 +1,17 @@
-"""``confide task``: follow and cancel the tasks your orders queued."""
+"""``confide task``: follow, download, debug and cancel the tasks your orders queued."""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from confide.cli.options import HubOption, SmsOption, platform
-from confide.cli.output import JsonOption, emit_json, note, say
+from confide.cli.options import HubOption, SmsOption, StorageOption, platform
+from confide.cli.output import JsonOption, emit_json, note, say, warn
+from confide.cli.result import default_key_path
 from confide.cli.wallet import PasswordOption, WalletOption, address_or_own
 from confide.errors import ConfideError
 
@@ -22,17 +26,159 @@ Task = Annotated[str, typer.Argument(metavar="TASK", help="The task id (0x and 6
 _SHOWN = ("status", "cause", "app", "workerpool", "dataset", "category", "attempts")
 
 
+DownloadOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--download",
+        metavar="DIR",
+        help="Fetch the result into DIR: keep the stored zip as DIR/TASK.zip and the result "
+        "document as DIR/TASK.json, verify them (as `confide result verify` does), then "
+        "decrypt with $CONFIDE_HOME/result-key and extract into DIR. A result that fails "
+        "verification stays encrypted (exit 1).",
+    ),
+]
+
+
 @app.command("show")
-def show(task: Task, hub: HubOption = None, json_out: JsonOption = False) -> None:
-    """Show a task: its status and cause, workerpool, attempts, deadline, result digest."""
-    view = _task(platform(hub, None, None), task)
+def show(
+    task: Task,
+    download: DownloadOption = None,
+    hub: HubOption = None,
+    storage: StorageOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show a task: its status and cause, workerpool, attempts, deadline, the time of each
+    status it went through, its result digest; with --download, fetch its result."""
+    if download is None:
+        view = _task(platform(hub, None, None), task)
+        _show(view, task, [], json_out)
+        return
+    from confide.results.fetch import checked_task, download_result  # noqa: PLC0415
+
+    checked_task(task)
+    where = platform(hub, storage, None, wallet, password, signing=True)
+    view = _task(where, task)
+    fetched = download_result(
+        where, task, view, download, key_path=default_key_path(), now=int(time.time())
+    )
+    paths = [str(p) for p in fetched.downloaded]
+    verdict = fetched.verdict
+    if not verdict.ok:
+        message = (
+            f"the result of task {task} failed verification ({verdict.reason()}): kept "
+            f"encrypted in {download}, not extracted"
+        )
+        if not json_out:
+            _show(view, task, paths, False)
+            raise ConfideError(message)
+        emit_json({**_summary(view, paths), "verified": False, "verdict": verdict.to_json()})
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1)
+    if verdict.simulation:
+        warn(
+            "the result comes from a simulated TEE (your order allowed it): no hardware protection"
+        )
+    if fetched.kept_encrypted:
+        note(fetched.kept_encrypted)
     if json_out:
-        emit_json(view)
+        emit_json({**_summary(view, paths), "verified": True, "simulation": verdict.simulation})
+        return
+    _show(view, task, paths, False)
+    say("result verified" + (" (simulation)" if verdict.simulation else ""))
+
+
+def _summary(view: dict[str, Any], downloaded: list[str]) -> dict[str, Any]:
+    return {
+        "task": view.get("task"),
+        "status": view.get("status"),
+        "cause": view.get("cause"),
+        "result_digest": _result_digest(view),
+        "times": view.get("times") or {},
+        "downloaded": downloaded,
+    }
+
+
+def _result_digest(view: dict[str, Any]) -> Any:
+    result = view.get("result")
+    if view.get("result_digest") is None and isinstance(result, dict):
+        return result.get("blob")
+    return view.get("result_digest")
+
+
+def _show(view: dict[str, Any], task: str, downloaded: list[str], json_out: bool) -> None:
+    if json_out:  # the whole view, with the summary's keys
+        emit_json({**view, **_summary(view, downloaded)})
         return
     say(f"task {view.get('task', task)}")
-    for key in (*_SHOWN, "max_attempts", "deadline", "valid_until", "result_digest"):
+    for key in (*_SHOWN, "max_attempts", "deadline", "valid_until"):
         if view.get(key) is not None:
             say(f"  {key:<14} {view[key]}")
+    if _result_digest(view) is not None:
+        say(f"  {'result_digest':<14} {_result_digest(view)}")
+    times = view.get("times") or {}
+    for status, at in sorted(times.items(), key=lambda item: (item[1], item[0])):
+        say(f"  {'at ' + status:<14} {at}")
+    for path in downloaded:
+        say(f"  downloaded     {path}")
+
+
+@app.command("debug")
+def debug(
+    task: Task,
+    logs: Annotated[
+        bool,
+        typer.Option(
+            "--logs",
+            help="Also fetch the task's logs (last 100 kB of stdout and stderr, sealed to "
+            "your result key) when the app's owner lets logs reach requesters.",
+        ),
+    ] = False,
+    hub: HubOption = None,
+    storage: StorageOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Why a task of yours failed (requester only): status, cause, attempts, the time of
+    each status, the error the enclave reported; with --logs, the app's logs."""
+    from confide.results.fetch import checked_task, fetch_logs  # noqa: PLC0415
+    from confide.sms.tasks import TaskOrder  # noqa: PLC0415
+
+    checked_task(task)
+    where = platform(hub, storage, None, wallet, password, signing=True)
+    view = _task(where, task)
+    order = TaskOrder.from_json(view.get("order"))
+    me = where.signer().address
+    if order.requester != me:
+        raise ConfideError(f"task {task} is {order.requester}'s: only its requester debugs it")
+    if order.task_id() != task.lower():
+        raise ConfideError(f"the hub answered task {task} with the order of {order.task_id()}")
+    result = view.get("result") if isinstance(view.get("result"), dict) else {}
+    text = None
+    if logs:
+        text = fetch_logs(where, task, view, default_key_path()).decode("utf-8", "replace")
+    document = {
+        "task": view.get("task"),
+        "status": view.get("status"),
+        "cause": view.get("cause"),
+        "attempts": view.get("attempts"),
+        "max_attempts": view.get("max_attempts"),
+        "times": view.get("times") or {},
+        "lease": view.get("lease"),
+        "error": (result or {}).get("error"),
+        "logs": text,
+    }
+    if json_out:
+        emit_json(document)
+        return
+    _show(view, task, [], False)
+    if document["error"]:
+        say(f"  error          {document['error']}")
+    if text is not None:
+        say("--- logs (stdout and stderr, last 100 kB; secrets redacted) ---")
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
 @app.command("list")
