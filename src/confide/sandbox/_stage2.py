@@ -12,6 +12,7 @@ filter and execs with exactly the given environment. Exit status: the command's,
 + the signal that killed it (as bubblewrap reports it).
 """
 
+import contextlib
 import ctypes
 import json
 import os
@@ -20,6 +21,7 @@ import resource
 import signal
 import sys
 import warnings  # noqa: F401 - os.execvpe imports it lazily, after the old root is gone
+from typing import Any
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC = 32, 4096, 16384
@@ -34,37 +36,49 @@ PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+libc.prctl.argtypes = (
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_void_p,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+)
 
 
 class Fprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def check(result, what):
+def check(result: int, what: str) -> None:
     if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
-def mount(source, target, fstype, flags, data=None):
-    enc = lambda v: v.encode() if v is not None else None  # noqa: E731
-    check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+def _bytes(value: str | None) -> bytes | None:
+    return value.encode() if value is not None else None
 
 
-def inside(root, target):
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    result = libc.mount(_bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data))
+    check(result, f"mount {target}")
+
+
+def inside(root: str, target: str) -> str:
     """``root + target``, creating missing parents; refuses a parent that is a link."""
     path = root
     for part in target.strip("/").split("/")[:-1]:
         path = os.path.join(path, part)
         if os.path.islink(path):
-            raise OSError(f"{target} lies under the link {path[len(root):]}")
+            raise OSError(f"{target} lies under the link {path[len(root) :]}")
         if not os.path.isdir(path):
             os.mkdir(path, 0o755)
     return os.path.join(path, target.rstrip("/").rsplit("/", 1)[-1])
 
 
-def bind(source, dest, writable, devices):
+def bind(source: str, dest: str, writable: bool, devices: bool) -> None:
     if os.path.isdir(source):
         os.makedirs(dest, exist_ok=True)
     elif not os.path.exists(dest):
@@ -81,7 +95,7 @@ def bind(source, dest, writable, devices):
     mount(None, dest, None, MS_REMOUNT | MS_BIND | wanted | locked)
 
 
-def build(config):
+def build(config: dict[str, Any]) -> None:
     root = config["root"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
     for op in config["ops"]:
@@ -114,14 +128,14 @@ def build(config):
     os.chdir("/")
 
 
-def become_sandbox_user(uid, gid):
+def become_sandbox_user(uid: int, gid: int) -> None:
     check(libc.unshare(CLONE_NEWUSER), "unshare user namespace")
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} 0 1"), ("gid_map", f"{gid} 0 1")):
         with open(f"/proc/self/{name}", "w") as handle:
             handle.write(text)
 
 
-def command(config):
+def command(config: dict[str, Any]) -> None:
     os.setsid()
     become_sandbox_user(config["uid"], config["gid"])
     for name, value in config["rlimits"].items():
@@ -135,7 +149,7 @@ def command(config):
         check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
     keep = sorted(set(config["pass_fds"]))
     low = 3
-    for fd in keep + [1 << 20]:
+    for fd in [*keep, 1 << 20]:
         os.closerange(low, fd)
         low = fd + 1
     for fd in keep:
@@ -143,10 +157,10 @@ def command(config):
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     argv = config["argv"]
-    os.execvpe(argv[0], argv, config["env"])
+    os.execvpe(argv[0], argv, config["env"])  # noqa: S606 - argv as given, no shell
 
 
-def main():
+def main() -> None:
     fd = int(sys.argv[1])
     with os.fdopen(fd, "rb") as handle:
         config = json.loads(handle.read())
@@ -160,15 +174,13 @@ def main():
     if child == 0:
         try:
             command(config)
-        except BaseException as error:  # noqa: BLE001 - reported, then the child ends
+        except BaseException as error:  # reported, then the child ends
             sys.stderr.write(f"sandbox (unshare): cannot start {config['argv'][0]}: {error}\n")
         os._exit(127)
     check(libc.prctl(PR_SET_DUMPABLE, 0, None, 0, 0), "dumpable")
     for fd in config["pass_fds"]:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     while True:
         pid, status = os.wait()
         if pid == child:

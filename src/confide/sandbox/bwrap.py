@@ -23,7 +23,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from confide.sandbox.layout import Op
-from confide.sandbox.spec import SandboxSpec
+from confide.sandbox.spec import SandboxError, SandboxSpec
 
 NAMESPACES = (
     "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
@@ -62,17 +62,30 @@ def inner_command(spec: SandboxSpec) -> list[str]:
         "/usr/bin/env",
         "-u",
         "PWD",
+        "--",
     ]
-    if "PWD" in spec.env:
+    if "PWD" in spec.env:  # bubblewrap sets its own; put back the spec's
         wrapper.append(f"PWD={spec.env['PWD']}")
-    return [*wrapper, "--", *spec.argv]
+    return [*wrapper, *spec.argv]
 
 
-def command(
-    spec: SandboxSpec, ops: list[Op], uid: int, gid: int, seccomp: bytes | None
-) -> Command:
+OPTIONS = {"ro": "--ro-bind", "rw": "--bind", "dev": "--dev-bind", "symlink": "--symlink"}
+
+
+def _op_args(op: Op) -> list[str]:
+    if op.kind in OPTIONS:
+        return [OPTIONS[op.kind], op.source, op.target]
+    if op.kind == "tmpfs":
+        return ["--size", str(op.size), "--tmpfs", op.target]
+    if op.kind in ("dir", "proc"):
+        return [f"--{op.kind}", op.target]
+    raise SandboxError(f"unknown layout operation {op.kind}")
+
+
+def command(spec: SandboxSpec, ops: list[Op], uid: int, gid: int, seccomp: bytes | None) -> Command:
     binary = executable()
-    assert binary is not None
+    if binary is None:
+        raise SandboxError("bubblewrap (bwrap) is not installed")
     cmd = Command([binary], {})
     args = [*NAMESPACES, "--clearenv"]
     for key, value in spec.env.items():
@@ -87,27 +100,13 @@ def command(
         cmd.own_fds.append(fd)
         args += ["--seccomp", str(fd)]
     for op in ops:
-        if op.kind == "ro":
-            args += ["--ro-bind", op.source, op.target]
-        elif op.kind == "rw":
-            args += ["--bind", op.source, op.target]
-        elif op.kind == "dev":
-            args += ["--dev-bind", op.source, op.target]
-        elif op.kind == "tmpfs":
-            args += ["--size", str(op.size), "--tmpfs", op.target]
-        elif op.kind == "symlink":
-            args += ["--symlink", op.source, op.target]
-        elif op.kind == "dir":
-            args += ["--dir", op.target]
-        elif op.kind == "proc":
-            args += ["--proc", op.target]
-        elif op.kind == "data":
+        if op.kind == "data":
             fd = _data_fd(op.data, "confide-file")
             cmd.pass_fds.append(fd)
             cmd.own_fds.append(fd)
             args += ["--perms", "0644", "--ro-bind-data", str(fd), op.target]
-        else:  # pragma: no cover - the layout makes no other kind
-            raise ValueError(op.kind)
+        else:
+            args += _op_args(op)
     args += ["--remount-ro", "/", "--chdir", spec.cwd]
     fd = _data_fd(b"".join(arg.encode() + b"\0" for arg in args), "confide-args")
     cmd.pass_fds.append(fd)

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import confide
 from confide.sandbox.spec import SandboxError, SandboxSpec, sandbox_target
 
 SYSTEM_TOP = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -84,8 +85,6 @@ def _wrapper_closure() -> tuple[str, ...]:
 def interpreter_paths() -> list[str]:
     """Directories this Python needs: its prefixes (and their real paths) and the
     directory holding the confide package."""
-    import confide
-
     candidates = {
         sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
         os.path.dirname(os.path.realpath(sys.executable)),
@@ -144,6 +143,7 @@ def plan(spec: SandboxSpec, uid: int, gid: int) -> list[Op]:
         own.append(Op(kind, sandbox_target(mount.target, "mount target"), source=source))
     own.sort(key=lambda op: op.target.count("/"))
     ops += own
-    if spec.allows_nesting and not any(op.target == "/tmp" for op in ops):
-        ops.append(Op("dir", "/tmp"))  # a nested bubblewrap builds its root under /tmp
+    nested_base = "/tmp"  # noqa: S108 - where a nested bubblewrap builds its root
+    if spec.allows_nesting and not any(op.target == nested_base for op in ops):
+        ops.append(Op("dir", nested_base))
     return ops

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from typing import IO
 
 from confide.sandbox import bwrap, unshare
 from confide.sandbox.layout import plan, sandbox_ids
@@ -35,7 +34,10 @@ from confide.sandbox.spec import (
 
 KINDS = ("bwrap", "unshare")
 DRAIN_SECONDS = 5.0  # after a kill, how long the pipes may take to close
-MEMORY_SIGNS = (b"MemoryError", b"out of memory", b"Cannot allocate memory", b"bad_alloc")
+MEMORY_SIGNS = (  # how Python, V8/node, glibc and C++ say an allocation failed (lower case)
+    b"memoryerror", b"out of memory", b"cannot allocate memory", b"bad_alloc",
+    b"fatal process oom", b"allocation failed",
+)  # fmt: skip
 
 
 class _Tail:
@@ -96,14 +98,98 @@ def _outcome(code: int | None, timed_out: bool, stderr: bytes) -> str | None:
         return "deadline"
     if code is None:
         return None
+    if code != 0 and any(sign in stderr[-16384:].lower() for sign in MEMORY_SIGNS):
+        return "memory"  # a best guess from the last lines the process wrote
     if code < 0:
         return f"signal {signal.Signals(-code).name}"
     if code > 128 and code - 128 in signal.valid_signals():
         name = signal.Signals(code - 128).name
         return "file size" if name == "SIGXFSZ" else f"signal {name}"
-    if code != 0 and any(sign in stderr for sign in MEMORY_SIGNS):
-        return "memory"
     return None if code == 0 else f"exit {code}"
+
+
+class _Session:
+    """Streams one process's output into tails (and ``on_output``), feeds its stdin, and
+    kills its process group at the deadline; raw file descriptors, non-blocking."""
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        stdin: bytes,
+        on_output: Callable[[bytes], None] | None,
+    ) -> None:
+        if process.stdin is None or process.stdout is None or process.stderr is None:
+            raise SandboxError("the sandbox process has no pipes")
+        self.process = process
+        self.on_output = on_output
+        self.pending = memoryview(stdin)
+        self.selector = selectors.DefaultSelector()
+        self.stdin_fd = process.stdin.fileno()
+        self.tails = {process.stdout.fileno(): _Tail(), process.stderr.fileno(): _Tail()}
+        for fd in self.tails:
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ)
+        if self.pending:
+            os.set_blocking(self.stdin_fd, False)
+            self.selector.register(self.stdin_fd, selectors.EVENT_WRITE)
+        else:
+            process.stdin.close()
+
+    def _write(self) -> None:
+        try:
+            written = os.write(self.stdin_fd, self.pending[:65536])
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            written = len(self.pending)
+        self.pending = self.pending[written:]
+        if not self.pending:
+            self.selector.unregister(self.stdin_fd)
+            os.close(self.stdin_fd)
+
+    def _read(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.selector.unregister(fd)
+            return
+        self.tails[fd].add(chunk)
+        if self.on_output is not None:
+            self.on_output(chunk)
+
+    def pump(self, deadline: float) -> bool:
+        """Move data until both outputs close; True when the deadline struck first."""
+        timed_out = False
+        drain_until: float | None = None
+        while self.selector.get_map():
+            now = time.monotonic()
+            if drain_until is None and now >= deadline:
+                timed_out = True
+                _kill(self.process)
+                drain_until = now + DRAIN_SECONDS
+            if drain_until is not None and now >= drain_until:
+                break  # something kept a pipe open past the kill: stop listening
+            limit = (drain_until or deadline) - now
+            for key, _ in self.selector.select(max(0.0, min(limit, 1.0))):
+                if key.fd == self.stdin_fd:
+                    self._write()
+                else:
+                    self._read(key.fd)
+        if not timed_out:
+            try:
+                self.process.wait(timeout=max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        return timed_out
+
+    def close(self) -> None:
+        self.selector.close()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
 
 def _supervise(
@@ -113,74 +199,15 @@ def _supervise(
     on_output: Callable[[bytes], None] | None,
 ) -> Finished:
     deadline = time.monotonic() + spec.limits.wall_seconds
-    tails: dict[int, _Tail] = {}
-    selector = selectors.DefaultSelector()
-    streams: list[IO[bytes]] = [s for s in (process.stdout, process.stderr) if s]
-    assert len(streams) == 2
-    for stream in streams:
-        os.set_blocking(stream.fileno(), False)
-        selector.register(stream, selectors.EVENT_READ)
-        tails[stream.fileno()] = _Tail()
-    pending = memoryview(stdin)
-    assert process.stdin is not None
-    if pending:
-        os.set_blocking(process.stdin.fileno(), False)
-        selector.register(process.stdin, selectors.EVENT_WRITE)
-    else:
-        process.stdin.close()
-    timed_out = False
-    drain_until: float | None = None
+    session = _Session(process, stdin, on_output)
     try:
-        while selector.get_map():
-            now = time.monotonic()
-            if drain_until is None and now >= deadline:
-                timed_out = True
-                _kill(process)
-                drain_until = now + DRAIN_SECONDS
-            if drain_until is not None and now >= drain_until:
-                break
-            limit = (drain_until or deadline) - now
-            for key, _ in selector.select(max(0.0, min(limit, 1.0))):
-                stream = key.fileobj
-                assert not isinstance(stream, int)
-                if stream is process.stdin:
-                    try:
-                        written = os.write(stream.fileno(), pending[:65536])
-                    except (BrokenPipeError, BlockingIOError) as error:
-                        written = len(pending) if isinstance(error, BrokenPipeError) else 0
-                    pending = pending[written:]
-                    if not pending:
-                        selector.unregister(stream)
-                        stream.close()
-                    continue
-                try:
-                    chunk = os.read(stream.fileno(), 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    selector.unregister(stream)
-                    continue
-                tails[stream.fileno()].add(chunk)
-                if on_output is not None:
-                    on_output(chunk)
-        remaining = max(0.0, deadline - time.monotonic()) if drain_until is None else 0.0
-        try:
-            process.wait(timeout=remaining if remaining > 0 else None if timed_out else 0.01)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill(process)
-            process.wait()
+        timed_out = session.pump(deadline)
     finally:
-        if process.poll() is None:
+        if process.poll() is None:  # the deadline, or an exception: end the whole group
             _kill(process)
             process.wait()
-        selector.close()
-        for stream in (process.stdin, process.stdout, process.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-    _kill(process)  # nothing of the group outlives the run, whatever the outcome
-    out, err = (tail.value() for tail in tails.values())
+        session.close()
+    out, err = (tail.value() for tail in session.tails.values())
     code = None if timed_out else process.returncode
     return Finished(code, timed_out, _outcome(code, timed_out, err), out, err)
 
@@ -227,7 +254,7 @@ def backend() -> str:
         if reason is None:
             return kind
         reasons.append(f"{kind}: {reason}")
-    raise SandboxError("no working sandbox, refusing to run unconfined (" + "; ".join(reasons) + ")")
+    raise SandboxError(f"no working sandbox, refusing to run unconfined ({'; '.join(reasons)})")
 
 
 def run(
@@ -248,5 +275,3 @@ def run(
         if reason is not None:
             raise SandboxError(f"the {kind} sandbox does not work here: {reason}")
     return _execute(spec, kind, stdin, on_output)
-
-

@@ -102,9 +102,7 @@ class _Builder:
         if number < 0:  # not a syscall on this architecture
             return
         array = (_ArgCmp * max(1, len(conditions)))(*[_ArgCmp(*c) for c in conditions])
-        result = self.lib.seccomp_rule_add_array(
-            self.ctx, action, number, len(conditions), array
-        )
+        result = self.lib.seccomp_rule_add_array(self.ctx, action, number, len(conditions), array)
         if result < 0:
             raise OSError(-result, f"seccomp rule for {name}: {os.strerror(-result)}")
 

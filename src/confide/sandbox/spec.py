@@ -53,7 +53,7 @@ class SandboxSpec:
     env: Mapping[str, str]  # the WHOLE environment of the process (nothing else passes)
     limits: Limits
     mounts: tuple[Mount, ...] = ()
-    tmpfs: tuple[str, ...] = ("/tmp",)
+    tmpfs: tuple[str, ...] = ("/tmp",)  # noqa: S108 - a private tmpfs, not the host's
     cwd: str = "/"
     pass_fds: tuple[int, ...] = ()
     system: bool = True  # the read-only system allowlist (/usr, /lib*, /bin, /etc/ssl, …)
@@ -95,8 +95,7 @@ def sandbox_target(path: str, what: str) -> str:
     return normal
 
 
-def validate(spec: SandboxSpec) -> None:
-    """Refuse a spec the backends could only run by loosening the confinement."""
+def _validate_command(spec: SandboxSpec) -> None:
     if not spec.argv or not spec.argv[0]:
         raise SandboxError("the sandbox needs a command (argv is empty)")
     if "=" in spec.argv[0]:
@@ -106,6 +105,11 @@ def validate(spec: SandboxSpec) -> None:
     for key, value in spec.env.items():
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise SandboxError(f"environment name {key!r} or its value is not valid")
+
+
+def validate(spec: SandboxSpec) -> None:
+    """Refuse a spec the backends could only run by loosening the confinement."""
+    _validate_command(spec)
     limits = spec.limits
     if not limits.wall_seconds > 0:
         raise SandboxError("limits.wall_seconds must be positive")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from confide.sandbox.bwrap import Command, _data_fd
 from confide.sandbox.layout import Op
-from confide.sandbox.spec import SandboxSpec
+from confide.sandbox.spec import SandboxError, SandboxSpec
 
 STAGE2 = Path(__file__).with_name("_stage2.py")
 FLAGS = (
@@ -37,16 +37,17 @@ def command(
 ) -> tuple[Command, str]:
     """The command, and the empty directory its root is mounted on (remove it after)."""
     binary = executable()
-    assert binary is not None
+    if binary is None:
+        raise SandboxError("unshare (util-linux) is not installed")
     root = tempfile.mkdtemp(prefix="confide-root-")
     limits = spec.limits
     config = {
         "root": root,
         "ops": [
-            {"kind": op.kind, "target": op.target, "source": op.source, "size": op.size,
-             "data": op.data.hex()}
+            {"kind": op.kind, "target": op.target, "source": op.source, "size": op.size}
+            | {"data": op.data.hex()}
             for op in ops
-        ],  # fmt: skip
+        ],
         "uid": uid,
         "gid": gid,
         "nesting": spec.allows_nesting,
