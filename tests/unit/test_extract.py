@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import tarfile
 from collections.abc import Callable
@@ -106,7 +107,7 @@ def test_refusals_name_the_entry_and_leave_nothing(tmp_path: Path, case: str) ->
     built = members()
     tar = make_tar(tmp_path / "bad.tar", built)
     dest = tmp_path / "out"
-    with pytest.raises(SandboxError, match=expected) as raised:
+    with pytest.raises(SandboxError, match=re.escape(expected)) as raised:
         extract_tar(tar, dest, max_bytes=100, max_files=10)
     offending = built[-1][0].name
     assert repr(offending) in str(raised.value)
@@ -131,6 +132,6 @@ def test_existing_dest_must_be_empty_and_is_emptied_on_refusal(tmp_path: Path) -
 def test_not_a_tar(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(os.urandom(2048))
-    with pytest.raises(SandboxError, match="cannot extract junk.tar"):
+    with pytest.raises(SandboxError, match=r"cannot extract junk\.tar"):
         extract_tar(junk, tmp_path / "out", max_bytes=100, max_files=10)
     assert not (tmp_path / "out").exists()
