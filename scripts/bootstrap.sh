@@ -33,6 +33,18 @@ fi
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
     apt_install python3-venv
 fi
+# The sandbox (docs/sandbox.md): bubblewrap, else util-linux unshare; node for node apps.
+# Only installed when run as root; otherwise a note (the unshare sandbox may still work).
+sandbox_packages=()
+command -v bwrap >/dev/null 2>&1 || sandbox_packages+=(bubblewrap)
+[ -x /usr/bin/node ] || sandbox_packages+=(nodejs)
+if [ ${#sandbox_packages[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt_install "${sandbox_packages[@]}"
+    else
+        echo "bootstrap: for the sandbox and node apps install: ${sandbox_packages[*]}" >&2
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
