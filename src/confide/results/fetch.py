@@ -89,15 +89,12 @@ def order_allows_sim(view: Mapping[str, Any]) -> bool:
 
 
 def request_grants(where: Platform, task: str) -> dict[str, Any]:
-    """The hub's storage grants for the task's result and logs (signed by the requester)."""
-    hub: Any = where.hub
-    if hasattr(hub, "task_grants"):
-        answer = hub.task_grants(task)
-    else:
-        answer = hub.call_json("POST", f"/v1/tasks/{task.lower()}/grants", {}, signed=True)
+    """The hub's storage grants for the task's result and logs (signed by the requester;
+    the hub refuses anyone else)."""
+    answer = where.hub.task_grants(task)
     if not isinstance(answer, dict):
         raise ResultError(f"the hub answered task {task}'s grants with no JSON object")
-    return answer
+    return dict(answer)
 
 
 @dataclass
