@@ -185,3 +185,39 @@ def start_worker(config: WorkerConfig) -> RunningWorker:
 def read_job(path: Path) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(path.read_text())
     return document
+
+
+def main() -> None:
+    """A worker in this process with the fake runtime (what the fault tests start, kill
+    and stop): SIGTERM or SIGINT stops claiming; the outcomes are printed as JSON."""
+    import argparse
+    import signal
+
+    from confide.crypto.wallet import load_wallet
+
+    parser = argparse.ArgumentParser()
+    for name in ("--hub", "--pool", "--keystore", "--password", "--home", "--mode"):
+        parser.add_argument(name, required=True)
+    parser.add_argument("--sleep", type=float, default=5.0)
+    args = parser.parse_args()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    config = WorkerConfig(
+        hub_url=args.hub,
+        pool=args.pool,
+        wallet=load_wallet(Path(args.keystore), args.password),
+        tee="sim",
+        home=Path(args.home),
+        work_dir=Path(args.home) / "jobs",
+        runner=fake_runner(args.mode),
+        claim_wait=1,
+        job_extra={"fake_sleep": args.sleep},
+        on_start=lambda _: print("started", flush=True),
+    )
+    outcomes = run_worker(config, stop)
+    print(json.dumps([[o.task, o.status, o.cause] for o in outcomes]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
