@@ -9,9 +9,9 @@ line offers no other runner, so a worker never starts a runtime unconfined.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 JOB_TARGET = "/job"
 RUNTIME_MEMORY_BYTES = 4 << 30  # the runtime's own address space (the app's is in job.json)
@@ -28,8 +28,8 @@ class RunOutcome:
     reason: str | None
 
 
-class Runner(Protocol):
-    def __call__(self, job_dir: Path, relay_fd: int, wall_seconds: float) -> RunOutcome: ...
+# (job directory, the relay's fd for the runtime, wall seconds) -> how the runtime ended
+Runner = Callable[[Path, int, float], RunOutcome]
 
 
 @dataclass(frozen=True)
