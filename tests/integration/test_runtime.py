@@ -1,0 +1,511 @@
+"""The enclave runtime for real: ``python -m confide.runtime JOB_DIR`` against a real sms
+on loopback, with a RelayServer in the test playing the worker, the app in a nested
+sandbox. The cubic app computes f(3) = 56 from its secrets; failures end with their
+cause (and an error.txt for the requester once secrets were released); no secret value
+reaches report.json or anything the worker could read in the clear."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from confide.attestation.measurement import Measurement
+from confide.bundle.measure import measure_bundle
+from confide.client.archive import pack
+from confide.client.sms import SmsClient
+from confide.crypto.keys import SymmetricKey
+from confide.crypto.signing import SigningKey
+from confide.crypto.wallet import Wallet
+from confide.demo.cubic import PYTHON as CUBIC
+from confide.relay.server import RelayServer, service_endpoint
+from confide.results import open_logs, open_result, verify
+from confide.sms.registry import MemoryRegistry
+from confide.sms.release_policy import ReleasePolicy
+from confide.sms.tasks import TaskOrder, TaskRecord
+from confide.volume.api import encrypt_tree
+from tests.integration.sms_server import running_sms
+
+DEVELOPER, REQUESTER, WORKER, POOL_OWNER = (Wallet.generate() for _ in range(4))
+CUBIC_APP = "0x" + "c1" * 20
+TRICKY_APP = "0x" + "c2" * 20
+POOL = "0x" + "9e" * 20
+DATASET = "0x" + "d5" * 20
+DATASET_BODY = b"a,b\n1,2\n"
+CUBIC_SECRET = "2;0;-1;5"
+DEV_SECRET = "dev-secret-VALUE-91c2e8"
+LEAKY_SECRET = "requester-secret-VALUE-7f3a55"
+
+# One app for every misbehaviour, chosen by its first argument.
+TRICKY = r"""
+import json, os, sys, time
+from pathlib import Path
+
+out = Path(os.environ["IEXEC_OUT"])
+mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
+if mode == "fail":
+    print("about to fail", flush=True)
+    sys.exit(3)
+if mode == "sleep":
+    time.sleep(120)
+if mode == "nocomputed":
+    (out / "result.txt").write_text("no computed.json")
+    sys.exit(0)
+if mode == "outside":
+    (out / "computed.json").write_text(json.dumps({"deterministic-output-path": "/etc/passwd"}))
+    sys.exit(0)
+if mode == "escape":
+    (out / "computed.json").write_text(json.dumps({"deterministic-output-path": "../app"}))
+    sys.exit(0)
+if mode == "longname":
+    deep = out
+    for i in range(5):
+        deep = deep / (str(i) * 250)
+    deep.mkdir(parents=True)
+    (deep / "r.txt").write_text("deep")
+if mode == "leak":
+    secrets = [v for k, v in sorted(os.environ.items()) if "SECRET" in k]
+    print("stdout:", " | ".join(secrets))
+    print("stderr:", " | ".join(secrets), file=sys.stderr)
+    (out / "secrets.txt").write_text("\n".join(secrets))
+env = {k: v for k, v in os.environ.items() if "SECRET" not in k}
+names = sorted(os.listdir(os.environ["IEXEC_IN"]))
+seen = {"env": env, "in": names, "args": sys.argv[1:], "uid": os.getuid()}
+(out / "env.json").write_text(json.dumps(seen))
+dataset = os.environ.get("IEXEC_DATASET_FILENAME")
+if dataset:
+    (out / "dataset-copy").write_bytes((Path(os.environ["IEXEC_IN"]) / dataset).read_bytes())
+for i in range(1, int(os.environ["IEXEC_INPUT_FILES_NUMBER"]) + 1):
+    name = os.environ[f"IEXEC_INPUT_FILE_NAME_{i}"]
+    (out / f"copy-{name}").write_bytes((Path(os.environ["IEXEC_IN"]) / name).read_bytes())
+(out / "computed.json").write_text(json.dumps({"deterministic-output-path": str(out / "env.json")}))
+"""
+
+
+def make_bundle(root: Path, code: str) -> tuple[Path, Measurement]:
+    root.mkdir(parents=True)
+    (root / "confide-app.yml").write_text(
+        "name: app\nentrypoint: app.py\nruntime: python\nheap: 64M\nstack: 8M\nthreads: 4\n"
+    )
+    (root / "app.py").write_text(code)
+    return root, measure_bundle(root)
+
+
+@dataclass
+class World:
+    base: str
+    registry: MemoryRegistry
+    platform: SigningKey
+    sms_key: bytes
+    result_key_path: Path
+    result_public: bytes
+    bundles: dict[str, tuple[Path, Measurement]]
+    tmp: Path
+    volume: Path
+    volume_tag: str
+
+    def order(self, app: str, **changes: Any) -> TaskOrder:
+        order = TaskOrder(
+            requester=REQUESTER.address,
+            app=app,
+            app_measurement=self.bundles[app][1],
+            tee=("sim",),
+            tolerate=("simulation",),
+            ignore_advisories=(),
+            secrets=((1, "x1"),),
+            dataset=None,
+            result_key=hashlib.sha256(self.result_public).hexdigest(),
+            sms_key=self.sms_key.hex(),
+            workerpool=POOL,
+            salt=os.urandom(16).hex(),
+            valid_until=int(time.time()) + 3600,
+        )
+        return dataclasses.replace(order, **changes)
+
+
+@dataclass
+class Ran:
+    order: TaskOrder
+    signature: str
+    job_dir: Path
+    report: dict[str, Any]
+    stages: list[str]
+    refused: list[str]
+
+    @property
+    def task(self) -> str:
+        return self.order.task_id()
+
+    def opened(self, dest: Path, key: Path) -> dict[str, bytes]:
+        stored = self.job_dir / "out" / "result.zip"
+        paths = open_result(stored, dest, task_id=self.task, result_private_key_path=key)
+        return {str(p.relative_to(dest)): p.read_bytes() for p in paths if p.is_file()}
+
+    def logs(self, key: Path) -> str:
+        sealed = (self.job_dir / "out" / "logs.sealed").read_bytes()
+        return open_logs(sealed, key, self.task).decode()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("runtime")
+    bundles = {
+        CUBIC_APP: make_bundle(tmp / "cubic", CUBIC),
+        TRICKY_APP: make_bundle(tmp / "tricky", TRICKY),
+    }
+    registry = MemoryRegistry()
+    registry.add_member(POOL, WORKER.address)
+    for app, (_, measurement) in bundles.items():
+        registry.add_app(app, DEVELOPER.address, measurement)
+    database = f"sqlite:///{tmp / 'sms.db'}"
+    with running_sms(tmp / "sms", database, allow_sim=True, registry=registry) as base:
+        platform = SigningKey.generate()
+        worker = SmsClient(base, wallet=WORKER)
+        worker.register_platform(platform)
+        requester = SmsClient(base, wallet=REQUESTER)
+        requester.push_requester_secret("x1", b"3")
+        requester.push_requester_secret("leaky", LEAKY_SECRET.encode())
+        private = X25519PrivateKey.generate()
+        public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        requester.push_result_key(public)
+        key_path = tmp / "result-key"
+        key_path.write_bytes(
+            private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        )
+        key_path.chmod(0o600)
+        developer = SmsClient(base, wallet=DEVELOPER)
+        for app, secret in ((CUBIC_APP, CUBIC_SECRET), (TRICKY_APP, DEV_SECRET)):
+            only = ReleasePolicy(apps=frozenset({bundles[app][1]}))
+            developer.push_app_secret(app, secret.encode(), policy=only)
+        # A dataset whose key only the tricky app gets, pushed as its key file reads.
+        (tmp / "plain").mkdir()
+        (tmp / "plain" / "table.csv").write_bytes(DATASET_BODY)
+        volume_key = SymmetricKey.generate()
+        tag = encrypt_tree(tmp / "plain", tmp / "volume", volume_key).tag
+        registry.add_dataset(DATASET, DEVELOPER.address, tag)
+        developer.push_dataset_key(
+            DATASET,
+            (volume_key.to_hex() + "\n").encode(),
+            policy=ReleasePolicy(apps=frozenset({bundles[TRICKY_APP][1]})),
+        )
+        sms_key = worker.key()
+        yield World(
+            base, registry, platform, sms_key, key_path, public, bundles, tmp, tmp / "volume", tag
+        )
+
+
+def run_runtime(
+    world: World,
+    order: TaskOrder,
+    *,
+    deadline: float | None = None,
+    app_logs: bool = True,
+    allow_loopback: bool = False,
+    bundle: Path | None = None,
+) -> Ran:
+    signature = REQUESTER.sign_text(order.signing_message())
+    lease = os.urandom(8).hex()
+    world.registry.add_task(TaskRecord(order, signature, lease, WORKER.address))
+    job_dir = world.tmp / f"job-{order.task_id()[2:14]}"
+    job_dir.mkdir()
+    pack(bundle or world.bundles[order.app][0], job_dir / "bundle.tar")
+    if order.dataset is not None:
+        pack(world.volume, job_dir / "dataset.tar")
+    worker_end, runtime_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    job = {
+        "format": "confide-job-v1",
+        "task": order.task_id(),
+        "lease_token": lease,
+        "order": order.to_json(),
+        "signature": signature,
+        "worker": WORKER.address,
+        "sms_url": world.base,
+        "storage_url": "http://127.0.0.1:9",
+        "tee": "sim",
+        "sim_platform_key": world.platform.seed().hex(),
+        "app_logs": app_logs,
+        "deadline": deadline or time.time() + 120,
+        "relay_fd": runtime_end.fileno(),
+        "allow_loopback_inputs": allow_loopback,
+        "limits": {"memory_bytes": 1 << 30, "tmpfs_bytes": 64 << 20},
+    }
+    (job_dir / "job.json").write_text(json.dumps(job))
+    stages: list[str] = []
+    services = {service_endpoint(world.base)}
+    with RelayServer(worker_end, WORKER, services, allow_loopback, stages.append) as relay:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE")}
+        completed = subprocess.run(
+            [sys.executable, "-m", "confide.runtime", str(job_dir)],
+            pass_fds=(runtime_end.fileno(),),
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        runtime_end.close()
+    assert completed.returncode == 0, completed.stderr.decode()[-3000:]
+    report = json.loads((job_dir / "out" / "report.json").read_text())
+    return Ran(order, signature, job_dir, report, stages, relay.refused)
+
+
+def verified(world: World, ran: Ran) -> None:
+    """The result passes the requester's offline verification (simulation allowed)."""
+    report = ran.report
+    document = {
+        "order": ran.order.to_json(),
+        "signature": ran.signature,
+        "result": {
+            "blob": None,
+            "logs_blob": None,
+            "statement": report["statement"],
+            "signature": report["signature"],
+            "token": report["token"],
+            "error": report["error"],
+        },
+        "times": {k: int(v) for k, v in report["stages"].items()},
+        "created_at": int(min(report["stages"].values())) - 1,
+    }
+    verdict = verify(
+        ran.task,
+        document,
+        ran.job_dir / "out" / "result.zip",
+        now=int(time.time()),
+        allow_sim=True,
+        result_private_key_path=world.result_key_path,
+    )
+    assert verdict.ok, verdict.reason
+
+
+def test_the_cubic_app_computes_f_of_3(world: World, tmp_path: Path) -> None:
+    ran = run_runtime(world, world.order(CUBIC_APP))
+    report = ran.report
+    assert report["status"] == "COMPLETED", report
+    assert report["cause"] is None and report["error"] is None
+    assert report["result_file"] == "result.zip" and report["logs_file"] == "logs.sealed"
+    assert list(report["stages"]) == ["PRE_COMPUTE", "ATTESTING", "COMPUTING", "POST_COMPUTE"]
+    assert set(report["timings"]) == {"pre_compute", "attest", "app", "post_compute"}
+    assert ran.stages == ["PRE_COMPUTE", "ATTESTING", "COMPUTING"]  # then the relay closed
+    statement = report["statement"]
+    assert statement["task_id"] == ran.task and statement["worker"] == WORKER.address
+    files = ran.opened(tmp_path / "result", world.result_key_path)
+    assert json.loads(files["result.txt"]) == {"x": 3.0, "result": 56.0}
+    assert set(files) == {"result.txt", "computed.json", ".confide/salt"}
+    verified(world, ran)
+    assert "--- stdout ---" in ran.logs(world.result_key_path)
+    assert CUBIC_SECRET.encode() not in (ran.job_dir / "out" / "result.zip").read_bytes()
+
+
+def test_the_app_gets_the_iexec_environment_and_nothing_else(world: World, tmp_path: Path) -> None:
+    order = world.order(
+        TRICKY_APP,
+        secrets=((1, "x1"), (3, "leaky")),
+        args="ok 'two words' \"x y\"",
+        encrypt_result=False,
+    )
+    ran = run_runtime(world, order)
+    assert ran.report["status"] == "COMPLETED", ran.report
+    seen = json.loads(ran.opened(tmp_path / "r", world.result_key_path)["env.json"])
+    assert seen["args"] == ["ok", "two words", "x y"]
+    assert seen["uid"] != os.getuid()
+    assert seen["env"] == {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        "IEXEC_IN": "/iexec_in",
+        "IEXEC_OUT": "/iexec_out",
+        "IEXEC_TASK_ID": ran.task,
+        "IEXEC_INPUT_FILES_NUMBER": "0",
+    }
+    verified(world, ran)
+
+
+def test_no_secret_reaches_the_worker_in_the_clear(world: World, tmp_path: Path) -> None:
+    order = world.order(TRICKY_APP, secrets=((1, "x1"), (3, "leaky")), args="leak")
+    ran = run_runtime(world, order)
+    assert ran.report["status"] == "COMPLETED", ran.report
+    for path in (ran.job_dir / "out").rglob("*"):
+        data = path.read_bytes()
+        for secret in (DEV_SECRET, LEAKY_SECRET):
+            assert secret.encode() not in data, path
+    logs = ran.logs(world.result_key_path)
+    assert "stdout: [redacted]" in logs and "stderr: [redacted]" in logs
+    assert DEV_SECRET not in logs and LEAKY_SECRET not in logs
+    # The requester gets what the app wrote in its result (its own choice).
+    files = ran.opened(tmp_path / "r", world.result_key_path)
+    assert LEAKY_SECRET in files["secrets.txt"].decode()
+
+
+def test_logs_only_when_the_owner_allows_them(world: World) -> None:
+    ran = run_runtime(world, world.order(TRICKY_APP), app_logs=False)
+    assert ran.report["status"] == "COMPLETED"
+    assert ran.report["logs_file"] is None
+    assert not (ran.job_dir / "out" / "logs.sealed").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "cause", "reason"),
+    [
+        ("fail", "APP_COMPUTE_FAILED", "exit 3"),
+        ("nocomputed", "POST_COMPUTE_FAILED", "no computed.json"),
+        ("outside", "POST_COMPUTE_FAILED", "'/etc/passwd' lies outside IEXEC_OUT"),
+        ("escape", "POST_COMPUTE_FAILED", "'../app' lies outside IEXEC_OUT"),
+        ("longname", "POST_COMPUTE_FAILED", "longer than 1024 bytes"),
+    ],
+)
+def test_failures_after_attestation_give_the_requester_an_error(
+    world: World, tmp_path: Path, args: str, cause: str, reason: str
+) -> None:
+    # x1 ("3") is not mapped here: its redaction would hide every "3" of the error text.
+    ran = run_runtime(world, world.order(TRICKY_APP, args=args, secrets=((1, "leaky"),)))
+    report = ran.report
+    assert report["status"] == "FAILED" and report["cause"] == cause, report
+    assert reason in report["error"]
+    files = ran.opened(tmp_path / "r", world.result_key_path)
+    assert set(files) == {"error.txt", ".confide/salt"}
+    assert cause in files["error.txt"].decode() and reason in files["error.txt"].decode()
+    verified(world, ran)  # the error comes from the enclave too
+    if args == "fail":
+        assert "about to fail" in ran.logs(world.result_key_path)
+
+
+def test_the_deadline_stops_the_app(world: World) -> None:
+    ran = run_runtime(world, world.order(TRICKY_APP, args="sleep"), deadline=time.time() + 6)
+    assert ran.report["status"] == "FAILED"
+    assert ran.report["cause"] == "APP_COMPUTE_TIMEOUT", ran.report
+    assert ran.report["result_file"] == "result.zip"
+
+
+def test_a_bundle_that_is_not_the_ordered_code_is_refused(world: World, tmp_path: Path) -> None:
+    other, _ = make_bundle(tmp_path / "other", CUBIC + "\n# changed\n")
+    ran = run_runtime(world, world.order(CUBIC_APP), bundle=other)
+    assert ran.report["cause"] == "ATTESTATION_FAILED"
+    assert "the order pins" in ran.report["error"]
+    assert ran.report["result_file"] is None  # nothing was released: nothing to deliver
+    assert ran.stages == ["PRE_COMPUTE"]
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    body = b"input file body\n"
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", self.path.partition("?to=")[2])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextmanager
+def file_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_input_files_are_fetched_and_checked(world: World, tmp_path: Path) -> None:
+    good = hashlib.sha256(_Files.body).hexdigest()
+    with file_server() as base:
+        fetched = run_runtime(
+            world,
+            world.order(TRICKY_APP, input_files=((f"{base}/data.txt", good),)),
+            allow_loopback=True,
+        )
+        assert fetched.report["status"] == "COMPLETED", fetched.report
+        files = fetched.opened(tmp_path / "r", world.result_key_path)
+        assert files["copy-data.txt"] == _Files.body
+        assert json.loads(files["env.json"])["in"] == ["data.txt"]
+
+        wrong = run_runtime(
+            world,
+            world.order(TRICKY_APP, input_files=((f"{base}/data.txt", "00" * 32),)),
+            allow_loopback=True,
+        )
+        assert wrong.report["cause"] == "PRE_COMPUTE_FAILED"
+        assert f"its SHA-256 is {good}, the order pins {'00' * 32}" in wrong.report["error"]
+        assert wrong.report["result_file"] is None
+
+        for url, why in (
+            ("http://10.0.0.7/data.txt", "private"),
+            ("http://169.254.169.254/latest/meta-data", "link-local"),
+            (f"{base}/redirect?to=http://169.254.169.254/x", "link-local"),
+            (f"{base}/redirect?to=http://[::ffff:127.0.0.1]:1/x", "IPv4-mapped"),
+        ):
+            refused = run_runtime(
+                world, world.order(TRICKY_APP, input_files=((url, good),)), allow_loopback=True
+            )
+            assert refused.report["cause"] == "PRE_COMPUTE_FAILED", url
+            assert why in refused.report["error"], refused.report["error"]
+            assert refused.stages == ["PRE_COMPUTE"]  # nothing attested, nothing released
+
+        # Without the test flag, plain http (and loopback) is refused.
+        plain = run_runtime(world, world.order(TRICKY_APP, input_files=((f"{base}/d", good),)))
+        assert plain.report["cause"] == "PRE_COMPUTE_FAILED"
+        assert "is not https" in plain.report["error"]
+
+
+def test_the_dataset_is_decrypted_into_iexec_in(world: World, tmp_path: Path) -> None:
+    order = world.order(TRICKY_APP, dataset=DATASET, dataset_checksum=world.volume_tag)
+    ran = run_runtime(world, order)
+    assert ran.report["status"] == "COMPLETED", ran.report
+    files = ran.opened(tmp_path / "r", world.result_key_path)
+    seen = json.loads(files["env.json"])
+    assert seen["env"]["IEXEC_DATASET_FILENAME"] == "table.csv"
+    assert seen["in"] == ["table.csv"]
+    assert files["dataset-copy"] == DATASET_BODY
+    verified(world, ran)
+
+    other = world.order(TRICKY_APP, dataset=DATASET, dataset_checksum="ab" * 32)
+    refused = run_runtime(world, other)
+    assert refused.report["cause"] == "PRE_COMPUTE_FAILED"
+    assert f"the dataset volume's tag is {world.volume_tag}" in refused.report["error"]
+    assert refused.stages == ["PRE_COMPUTE"]
+
+
+def test_a_broken_job_is_reported(tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "job.json").write_text('{"format": "confide-job-v1"}')
+    completed = subprocess.run(
+        [sys.executable, "-m", "confide.runtime", str(job_dir)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0
+    report = json.loads((job_dir / "out" / "report.json").read_text())
+    assert report["status"] == "FAILED" and report["cause"] == "PRE_COMPUTE_FAILED"
+    assert "missing fields" in report["error"]
