@@ -17,10 +17,18 @@ def up(
         typer.Option(
             "--workers",
             min=0,
-            help="Workers to start for the default workerpool (they arrive with the worker, "
-            "in the next release: none is started yet).",
+            help="Workers (sim) to run for the default workerpool, signing with the operator "
+            "wallet; 0: none (start your own with `confide worker start`).",
         ),
     ] = 1,
+    allow_loopback_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--allow-loopback-inputs",
+            hidden=True,
+            help="Tests only: the workers' runtimes may fetch input files from loopback.",
+        ),
+    ] = False,
     home: Annotated[
         Path | None,
         typer.Option(
@@ -34,9 +42,15 @@ def up(
 
     Until ^C or SIGTERM: SQLite databases and blobs under $CONFIDE_HOME/up, simulation
     accepted (it protects nothing), a default workerpool owned by an operator wallet of
-    its own. The CLI's default hub is this one (http://127.0.0.1:8088): next, `confide
+    its own, and --workers N workers running its tasks (at ^C they finish their running
+    tasks first). The CLI's default hub is this one (http://127.0.0.1:8088): next, `confide
     wallet create`, then `confide app deploy DIR`."""
     from confide.config import confide_home  # noqa: PLC0415
     from confide.up.run import run  # noqa: PLC0415
 
-    run((home or confide_home()).expanduser().resolve(), port, workers)
+    run(
+        (home or confide_home()).expanduser().resolve(),
+        port,
+        workers,
+        allow_loopback_inputs=allow_loopback_inputs,
+    )

@@ -42,6 +42,7 @@ class Embedded:
     pool: str  # the default workerpool's address
     operator: str  # the operator wallet's address
     limits: Any  # confide.web.limits.Limits: the apps' body limits and the server's
+    signer: Wallet | None = None  # the operator wallet (its workers sign with it)
 
     def close(self) -> None:
         for service in (self.hub, self.sms, self.storage):
@@ -155,7 +156,7 @@ def compose(
             STORAGE_PREFIX: storage_app(storage, clock, limits=limits),
         },
     )
-    return Embedded(app, hub, sms, storage, base, pool, operator.address, limits)
+    return Embedded(app, hub, sms, storage, base, pool, operator.address, limits, operator)
 
 
 def default_pool(hub: Any, operator: Wallet, clock: Callable[[], float]) -> str:

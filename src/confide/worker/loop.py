@@ -29,7 +29,7 @@ from confide.worker.runner import Runner, SandboxRunner
 from confide.worker.tee import platform_key
 
 _log = logging.getLogger("confide.worker")
-CLAIM_WAIT = 10  # seconds a claim waits for a task (the hub allows 20)
+CLAIM_WAIT = 5  # seconds a claim waits for a task (the hub allows 20): how soon a stop is seen
 BACKOFF_SECONDS = 2.0  # after a claim that failed (the hub unreachable)
 
 
