@@ -366,3 +366,23 @@ def test_unknown_kind_and_bad_specs() -> None:
         run(python("pass", mounts=(Mount(Path("/nonexistent/x"), "/x"),)))
     with pytest.raises(SandboxError, match="cannot be /"):
         run(python("pass", mounts=(Mount(Path("/usr"), "/"),)))
+
+
+def test_fork_bomb_is_bounded(kind: str) -> None:
+    """``processes`` holds even for a root caller (a pids cgroup where rlimits do not)."""
+    code = """
+        import json, os, time
+        forked = 0
+        try:
+            for _ in range(100):
+                if os.fork() == 0:
+                    time.sleep(5)
+                    os._exit(0)
+                forked += 1
+        except OSError as error:
+            print(json.dumps({"forked": forked, "errno": error.errno}))
+        else:
+            print(json.dumps({"forked": forked}))
+    """
+    out = report(run(python(code, limits=Limits(wall_seconds=20, processes=16)), kind=kind))
+    assert out["forked"] < 16 and out["errno"] == errno.EAGAIN

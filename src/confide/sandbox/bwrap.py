@@ -22,7 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from confide.sandbox.layout import Op
+from confide.sandbox.layout import Op, rlimits
 from confide.sandbox.spec import SandboxError, SandboxSpec
 
 NAMESPACES = (
@@ -51,12 +51,12 @@ def _data_fd(data: bytes, name: str) -> int:
 
 
 def inner_command(spec: SandboxSpec) -> list[str]:
-    limits = spec.limits
+    limits = rlimits(spec.limits)
     wrapper = [
         "/usr/bin/prlimit",
-        f"--as={limits.memory_bytes}",
-        f"--nproc={limits.processes}",
-        f"--fsize={limits.file_bytes}",
+        f"--as={limits['RLIMIT_AS']}",
+        f"--nproc={limits['RLIMIT_NPROC']}",
+        f"--fsize={limits['RLIMIT_FSIZE']}",
         "--core=0",
         "--",
         "/usr/bin/env",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import confide
-from confide.sandbox.spec import SandboxError, SandboxSpec, sandbox_target
+from confide.sandbox.spec import Limits, SandboxError, SandboxSpec, sandbox_target
 
 SYSTEM_TOP = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 SYSTEM_ETC = (
@@ -45,6 +46,23 @@ class Op:
     source: str = ""
     size: int = 0
     data: bytes = b""
+
+
+def rlimits(limits: Limits) -> dict[str, int]:
+    """The rlimits of the sandboxed processes, each lowered to this process's own hard
+    limit (an unprivileged process cannot raise it: a nested sandbox gets at most what
+    its parent sandbox has)."""
+    wanted = {
+        "RLIMIT_AS": limits.memory_bytes,
+        "RLIMIT_NPROC": limits.processes,
+        "RLIMIT_FSIZE": limits.file_bytes,
+        "RLIMIT_CORE": 0,
+    }
+    result = {}
+    for name, value in wanted.items():
+        hard = resource.getrlimit(getattr(resource, name))[1]
+        result[name] = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    return result
 
 
 def sandbox_ids() -> tuple[int, int]:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from confide.sandbox import bwrap, unshare
+from confide.sandbox.cgroups import PidsGroup
 from confide.sandbox.layout import plan, sandbox_ids
 from confide.sandbox.seccomp import compile_filter
 from confide.sandbox.spec import (
@@ -56,7 +57,9 @@ class _Tail:
         return bytes(self.buffer[-self.limit :])
 
 
-def _start(spec: SandboxSpec, kind: str) -> tuple[subprocess.Popen[bytes], list[int], str]:
+def _start(
+    spec: SandboxSpec, kind: str, group: PidsGroup | None
+) -> tuple[subprocess.Popen[bytes], str]:
     uid, gid = sandbox_ids()
     ops = plan(spec, uid, gid)
     seccomp = compile_filter(spec.allows_nesting)
@@ -65,9 +68,10 @@ def _start(spec: SandboxSpec, kind: str) -> tuple[subprocess.Popen[bytes], list[
         cmd = bwrap.command(spec, ops, uid, gid, seccomp)
     else:
         cmd, root = unshare.command(spec, ops, uid, gid, seccomp)
+    argv = group.wrap(cmd.argv) if group is not None else cmd.argv
     try:
         process = subprocess.Popen(
-            cmd.argv,
+            argv,
             env=cmd.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -83,7 +87,7 @@ def _start(spec: SandboxSpec, kind: str) -> tuple[subprocess.Popen[bytes], list[
     finally:
         for fd in cmd.own_fds:
             os.close(fd)
-    return process, [], root
+    return process, root
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -237,10 +241,18 @@ def _execute(
     stdin: bytes = b"",
     on_output: Callable[[bytes], None] | None = None,
 ) -> Finished:
-    process, _, root = _start(spec, kind)
+    group = PidsGroup.create(spec.limits.processes)
+    try:
+        process, root = _start(spec, kind, group)
+    except BaseException:
+        if group is not None:
+            group.remove()
+        raise
     try:
         return _supervise(process, spec, stdin, on_output)
     finally:
+        if group is not None:
+            group.remove()
         if root:
             with contextlib.suppress(OSError):
                 os.rmdir(root)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from confide.sandbox.bwrap import Command, _data_fd
-from confide.sandbox.layout import Op
+from confide.sandbox.layout import Op, rlimits
 from confide.sandbox.spec import SandboxError, SandboxSpec
 
 STAGE2 = Path(__file__).with_name("_stage2.py")
@@ -40,7 +40,6 @@ def command(
     if binary is None:
         raise SandboxError("unshare (util-linux) is not installed")
     root = tempfile.mkdtemp(prefix="confide-root-")
-    limits = spec.limits
     config = {
         "root": root,
         "ops": [
@@ -51,12 +50,7 @@ def command(
         "uid": uid,
         "gid": gid,
         "nesting": spec.allows_nesting,
-        "rlimits": {
-            "RLIMIT_AS": limits.memory_bytes,
-            "RLIMIT_NPROC": limits.processes,
-            "RLIMIT_FSIZE": limits.file_bytes,
-            "RLIMIT_CORE": 0,
-        },
+        "rlimits": rlimits(spec.limits),
         "cwd": spec.cwd,
         "seccomp": seccomp.hex() if seccomp is not None else "",
         "pass_fds": list(spec.pass_fds),
