@@ -23,6 +23,18 @@ app = typer.Typer(
 )
 
 Task = Annotated[str, typer.Argument(metavar="TASK", help="The task id (0x and 64 hex).")]
+_LIFECYCLE = (
+    "RECEIVED",
+    "CLAIMED",
+    "PRE_COMPUTE",
+    "ATTESTING",
+    "COMPUTING",
+    "POST_COMPUTE",
+    "UPLOADING",
+    "COMPLETED",
+    "FAILED",
+    "TIMEOUT",
+)
 _SHOWN = ("status", "cause", "app", "workerpool", "dataset", "category", "attempts")
 
 
@@ -118,8 +130,9 @@ def _show(view: dict[str, Any], task: str, downloaded: list[str], json_out: bool
     if _result_digest(view) is not None:
         say(f"  {'result_digest':<14} {_result_digest(view)}")
     times = view.get("times") or {}
-    for status, at in sorted(times.items(), key=lambda item: (item[1], item[0])):
-        say(f"  {'at ' + status:<14} {at}")
+    order = {status: index for index, status in enumerate(_LIFECYCLE)}
+    for status, at in sorted(times.items(), key=lambda item: (order.get(item[0], 99), item[0])):
+        say(f"  {status:<14} at {at}")
     for path in downloaded:
         say(f"  downloaded     {path}")
 
