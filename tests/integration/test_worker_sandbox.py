@@ -29,7 +29,8 @@ a, b, c, d = (int(v) for v in os.environ["IEXEC_APP_DEVELOPER_SECRET"].split(";"
 x = int(os.environ["IEXEC_REQUESTER_SECRET_1"])
 out = Path(os.environ["IEXEC_OUT"])
 (out / "result.txt").write_text(f"f({x}) = {a * x**3 + b * x**2 + c * x + d}\\n")
-(out / "computed.json").write_text(json.dumps({"deterministic-output-path": str(out / "result.txt")}))
+computed = {"deterministic-output-path": str(out / "result.txt")}
+(out / "computed.json").write_text(json.dumps(computed))
 print("computed")
 """
 DEVELOPER_SECRET = b"2;0;-1;5"
@@ -38,7 +39,7 @@ FINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
 
 def _sandbox_works() -> str | None:
     try:
-        from confide.sandbox import backend  # noqa: PLC0415
+        from confide.sandbox import backend
 
         backend()
     except Exception as exc:  # no sandbox here: the real run cannot be shown
@@ -83,7 +84,7 @@ def test_a_real_task_through_the_sandbox(
     assert view["result"]["statement"]["task_id"] == task
     assert time.monotonic() - began < 120
 
-    from confide.results.fetch import download_result  # noqa: PLC0415
+    from confide.results.fetch import download_result
 
     where = up.platform(pool.requester, "r")
     got = download_result(
