@@ -41,6 +41,7 @@ from confide.crypto.wallet import Wallet
 from confide.demo.cubic import PYTHON as CUBIC
 from confide.relay.server import RelayServer, service_endpoint
 from confide.results import open_logs, open_result, verify
+from confide.sandbox import Finished, Limits, Mount, SandboxSpec, run
 from confide.sms.registry import MemoryRegistry
 from confide.sms.release_policy import ReleasePolicy
 from confide.sms.tasks import TaskOrder, TaskRecord
@@ -223,6 +224,7 @@ def run_runtime(
     app_logs: bool = True,
     allow_loopback: bool = False,
     bundle: Path | None = None,
+    sandboxed: bool = False,
 ) -> Ran:
     signature = REQUESTER.sign_text(order.signing_message())
     lease = os.urandom(8).hex()
@@ -254,19 +256,37 @@ def run_runtime(
     stages: list[str] = []
     services = {service_endpoint(world.base)}
     with RelayServer(worker_end, WORKER, services, allow_loopback, stages.append) as relay:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE")}
-        completed = subprocess.run(
-            [sys.executable, "-m", "confide.runtime", str(job_dir)],
-            pass_fds=(runtime_end.fileno(),),
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-        runtime_end.close()
-    assert completed.returncode == 0, completed.stderr.decode()[-3000:]
+        if sandboxed:  # as the worker starts it: in the sandbox, the app nested inside
+            finished = run_sandboxed(job_dir, runtime_end.fileno())
+            runtime_end.close()
+            assert finished.exit_code == 0, finished.stderr_tail.decode()[-3000:]
+        else:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE")}
+            completed = subprocess.run(
+                [sys.executable, "-m", "confide.runtime", str(job_dir)],
+                pass_fds=(runtime_end.fileno(),),
+                env=env,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+            runtime_end.close()
+            assert completed.returncode == 0, completed.stderr.decode()[-3000:]
     report = json.loads((job_dir / "out" / "report.json").read_text())
     return Ran(order, signature, job_dir, report, stages, relay.refused)
+
+
+def run_sandboxed(job_dir: Path, relay_fd: int) -> Finished:
+    spec = SandboxSpec(
+        argv=(sys.executable, "-I", "-m", "confide.runtime", "/job"),
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
+        limits=Limits(wall_seconds=120, memory_bytes=4 << 30, processes=256),
+        mounts=(Mount(job_dir, "/job", writable=True),),
+        cwd="/job",
+        pass_fds=(relay_fd,),
+        interpreter=True,
+    )
+    return run(spec)
 
 
 def verified(world: World, ran: Ran) -> None:
@@ -314,6 +334,20 @@ def test_the_cubic_app_computes_f_of_3(world: World, tmp_path: Path) -> None:
     verified(world, ran)
     assert "--- stdout ---" in ran.logs(world.result_key_path)
     assert CUBIC_SECRET.encode() not in (ran.job_dir / "out" / "result.zip").read_bytes()
+
+
+def test_the_runtime_runs_in_the_workers_sandbox(world: World, tmp_path: Path) -> None:
+    """The runtime itself sandboxed (as the worker starts it), the app nested inside: its
+    plaintext stays on the runtime's own tmpfs, the job directory holds ciphertext only."""
+    ran = run_runtime(world, world.order(CUBIC_APP), sandboxed=True)
+    assert ran.report["status"] == "COMPLETED", ran.report
+    files = ran.opened(tmp_path / "result", world.result_key_path)
+    assert json.loads(files["result.txt"]) == {"x": 3.0, "result": 56.0}
+    names = sorted(p.name for p in ran.job_dir.rglob("*"))
+    assert names == [
+        "bundle.tar", "job.json", "logs.sealed", "out", "report.json", "result.zip"
+    ]  # fmt: skip
+    verified(world, ran)
 
 
 def test_the_app_gets_the_iexec_environment_and_nothing_else(world: World, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ OUT_TARGET = "/iexec_out"
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 APP_PROCESSES = 64
 APP_FILE_BYTES = 256 << 20
+POST_COMPUTE_RESERVE = 10.0  # seconds kept before the deadline to deliver the result
 _RELEASED = re.compile(
     r"IEXEC_TASK_ID|IEXEC_APP_DEVELOPER_SECRET(_1)?|IEXEC_REQUESTER_SECRET_[1-9][0-9]{0,3}"
 )
@@ -75,10 +76,11 @@ def run_app(
     env: dict[str, str],
     argv: tuple[str, ...],
 ) -> Finished:
-    """Run the app; TaskFailure on a non-zero exit (APP_COMPUTE_FAILED) or the deadline
-    (APP_COMPUTE_TIMEOUT); the Finished (with its output tails) either way on the
-    failure's ``finished`` attribute."""
+    """Run the app in its sandbox until it ends or the deadline (less a reserve for
+    post-compute: the worker stops the runtime itself at the deadline); :func:`judge`
+    says whether that is a failure. No working sandbox is APP_COMPUTE_FAILED."""
     remaining = job.deadline - time.time()
+    remaining -= min(POST_COMPUTE_RESERVE, remaining * 0.1)
     if remaining <= 0:
         raise TaskFailure(APP_COMPUTE_TIMEOUT, "the task's deadline passed before the app started")
     spec = SandboxSpec(

@@ -133,12 +133,12 @@ class Task:
         progress.start("app")
         self.finished = compute.run_app(job, bundle, self.in_dir, self.out_dir, env, argv)
         progress.stop("app")
-
-        progress.enter("POST_COMPUTE")  # the worker learns it from report.json
-        progress.start("post_compute")
         failure = compute.judge(self.finished)
         if failure is not None:
             raise failure
+
+        progress.enter("POST_COMPUTE")  # the worker learns it from report.json
+        progress.start("post_compute")
         postcompute.check_computed(self.out_dir)
         built = postcompute.build(self.out_dir, job, self.attested, self.work)
         postcompute.sign(job, self.attested, built, self.outcome)

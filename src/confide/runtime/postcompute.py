@@ -166,7 +166,7 @@ def app_logs(finished: Finished, redactor: Redactor) -> bytes:
     parts = []
     for name, tail in (("stdout", finished.stdout_tail), ("stderr", finished.stderr_tail)):
         cut = len(tail) >= TAIL_BYTES
-        kept = redactor.bytes(tail[-TAIL_BYTES:], cut=cut)
+        kept = redactor.bytes(tail[-TAIL_BYTES:], cut=cut)[-TAIL_BYTES:]  # marks may grow it
         note = " (last 100 kB)" if cut else ""
         parts.append(
             f"--- {name}{note} ---\n".encode() + kept + (b"" if kept.endswith(b"\n") else b"\n")

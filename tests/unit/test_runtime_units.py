@@ -1,0 +1,155 @@
+"""The runtime's small decisions: redaction, computed.json paths, input names, job.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confide.attestation.measurement import Measurement
+from confide.crypto.wallet import Wallet
+from confide.errors import ConfideError
+from confide.runtime.inputs import check_url, input_name
+from confide.runtime.job import load_job
+from confide.runtime.postcompute import check_computed
+from confide.runtime.stages import Redactor, TaskFailure
+from confide.sms.tasks import TaskOrder
+
+REQUESTER = Wallet.generate()
+
+
+def test_redaction_replaces_every_value_and_a_cut_one() -> None:
+    redactor = Redactor([b"s3cret-value", b"s3cret", b""])
+    assert redactor.bytes(b"a s3cret-value b s3cret c") == b"a [redacted] b [redacted] c"
+    # The tail of a longer output may start in the middle of a value.
+    assert redactor.bytes(b"et-value then", cut=True) == b"[redacted] then"
+    assert redactor.bytes(b"et-value then") == b"et-value then"
+    assert redactor.text("x=s3cret") == "x=[redacted]"
+
+
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [
+        ("/iexec_out/result.txt", True),
+        ("result.txt", True),
+        ("/iexec_out", True),
+        ("/iexec_out/../etc/passwd", False),
+        ("/etc/passwd", False),
+        ("../x", False),
+        ("/iexec_outside/x", False),
+        ("link", False),  # a symlink out of IEXEC_OUT
+        ("missing.txt", False),
+    ],
+)
+def test_deterministic_output_path(tmp_path: Path, path: str, ok: bool) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.txt").write_text("56")
+    (out / "link").symlink_to("/etc")
+    (out / "computed.json").write_text(json.dumps({"deterministic-output-path": path}))
+    if ok:
+        check_computed(out)
+    else:
+        with pytest.raises(TaskFailure) as failure:
+            check_computed(out)
+        assert failure.value.cause == "POST_COMPUTE_FAILED"
+
+
+def test_computed_json_must_be_a_file_and_an_object(tmp_path: Path) -> None:
+    with pytest.raises(TaskFailure, match=r"no computed\.json"):
+        check_computed(tmp_path)
+    (tmp_path / "computed.json").write_text("[1]")
+    with pytest.raises(TaskFailure, match="not a JSON object"):
+        check_computed(tmp_path)
+    (tmp_path / "computed.json").write_text('{"callback-data": "0x01"}')
+    check_computed(tmp_path)
+    (tmp_path / "computed.json").unlink()
+    (tmp_path / "computed.json").symlink_to("/etc/hostname")
+    with pytest.raises(TaskFailure, match="not a regular file"):
+        check_computed(tmp_path)
+
+
+def test_input_names_and_urls() -> None:
+    import httpx
+
+    assert input_name("https://example.org/data/table.csv?x=1", 1) == "table.csv"
+    assert input_name("https://example.org/", 2) == "input-2"
+    assert input_name("https://example.org/a/%2e%2e", 3) == "input-3"
+    assert input_name("https://example.org/.hidden", 4) == "input-4"
+    check_url(httpx.URL("https://example.org/x"), allow_loopback=False)
+    for url, why in (
+        ("http://example.org/x", "not https"),
+        ("https://user:pw@example.org/x", "credentials"),
+        ("https://169.254.169.254/x", "link-local"),
+        ("https://[::ffff:10.0.0.1]/x", "IPv4-mapped"),
+    ):
+        with pytest.raises(TaskFailure, match=why):
+            check_url(httpx.URL(url), allow_loopback=False)
+    check_url(httpx.URL("http://127.0.0.1:8/x"), allow_loopback=True)
+
+
+def _job(tmp_path: Path, **changes: Any) -> Path:
+    order = TaskOrder(
+        requester=REQUESTER.address,
+        app="0x" + "a1" * 20,
+        app_measurement=Measurement.parse("sim:" + "5a" * 32),
+        tee=("sim",),
+        tolerate=("simulation",),
+        ignore_advisories=(),
+        secrets=(),
+        dataset=None,
+        result_key="ab" * 32,
+        sms_key="cd" * 32,
+        workerpool="0x" + "9e" * 20,
+        salt=os.urandom(16).hex(),
+        valid_until=int(time.time()) + 3600,
+    )
+    document: dict[str, Any] = {
+        "format": "confide-job-v1",
+        "task": order.task_id(),
+        "lease_token": "lease",
+        "order": order.to_json(),
+        "signature": REQUESTER.sign_text(order.signing_message()),
+        "worker": "0x" + "77" * 20,
+        "sms_url": "http://127.0.0.1:1",
+        "storage_url": "http://127.0.0.1:2",
+        "tee": "sim",
+        "sim_platform_key": "11" * 32,
+        "app_logs": True,
+        "deadline": int(time.time()) + 60,
+        "relay_fd": 3,
+        "allow_loopback_inputs": False,
+        "limits": {"memory_bytes": 1 << 30, "tmpfs_bytes": 1 << 26},
+    }
+    document.update(changes)
+    directory = tmp_path / "job"
+    directory.mkdir()
+    (directory / "job.json").write_text(json.dumps(document))
+    return directory
+
+
+def test_a_good_job_loads(tmp_path: Path) -> None:
+    job = load_job(_job(tmp_path))
+    assert job.tee == "sim" and job.relay_fd == 3 and job.sim_platform_key is not None
+    assert "11" * 32 not in repr(job)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"task": "0x" + "00" * 32}, "not the task"),
+        ({"signature": Wallet.generate().sign_text("x")}, "not signed by its requester"),
+        ({"tee": "sgx", "sim_platform_key": None}, "not one the order allows"),
+        ({"sim_platform_key": "zz"}, "sim_platform_key"),
+        ({"relay_fd": True}, "relay_fd"),
+        ({"format": "other"}, "format"),
+        ({"extra": 1}, "unknown fields"),
+    ],
+)
+def test_a_bad_job_is_refused(tmp_path: Path, changes: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfideError, match=match):
+        load_job(_job(tmp_path, **changes))
