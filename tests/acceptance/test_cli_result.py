@@ -5,11 +5,14 @@ verifies and reads; tampering is caught and named; others are refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,3 +289,30 @@ def test_others_are_refused_and_bad_task_ids(tmp_path: Path, services: Services)
     assert view["order"]["requester"] == world.order.requester
     no_logs = _owner.cli("task", "debug", task, "--logs")
     assert_refusal(no_logs, "has no logs")
+
+
+@pytest.mark.parametrize("entry", ["../escape.txt", "/abs.txt", "link"])
+def test_a_hostile_archive_signed_by_the_enclave_is_not_extracted(
+    tmp_path: Path, services: Services, entry: str
+) -> None:
+    """Even a result its enclave signed is extracted safely: a plain (unencrypted) zip with
+    a '..' path, an absolute path or a symlink is refused, and nothing lands."""
+    home = tmp_path / "rita"
+    quick_wallet(home, PASSWORD)
+    world = make_world(home, encrypt=False, requester=load_wallet(home / "wallet.json", PASSWORD))
+    user = User(home, world.order.requester, services)
+    with zipfile.ZipFile(world.stored, "w") as archive:
+        info = zipfile.ZipInfo(entry)
+        if entry == "link":
+            info.create_system = 3
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(info, b"/etc/passwd")
+        archive.writestr(".confide/salt", os.urandom(32).hex())
+    digest = hashlib.sha256(world.stored.read_bytes()).hexdigest()
+    signed = resign(world, dataclasses.replace(world.statement, ciphertext_digest=digest))
+    task = publish(services, signed)
+    out = tmp_path / "out"
+    done = user.cli("task", "show", task, "--download", out)
+    assert_refusal(done, "result-digest")
+    assert sorted(p.name for p in out.iterdir()) == [f"{task}.json", f"{task}.zip"]
+    assert not (tmp_path / "escape.txt").exists()
