@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,6 +17,7 @@ from confide.errors import ConfideError
 from confide.runtime.inputs import check_url, input_name
 from confide.runtime.job import load_job
 from confide.runtime.postcompute import check_computed
+from confide.runtime.precompute import BUNDLE_PIN_ENV, expected_bundle
 from confide.runtime.stages import Redactor, TaskFailure
 from confide.sms.tasks import TaskOrder
 
@@ -153,3 +155,20 @@ def test_a_good_job_loads(tmp_path: Path) -> None:
 def test_a_bad_job_is_refused(tmp_path: Path, changes: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfideError, match=match):
         load_job(_job(tmp_path, **changes))
+
+
+def test_on_sgx_the_bundle_is_pinned_by_the_enclaves_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = dataclasses.replace(load_job(_job(tmp_path)), tee="sgx", sim_platform_key=None)
+    monkeypatch.delenv(BUNDLE_PIN_ENV, raising=False)
+    with pytest.raises(TaskFailure, match=f"no {BUNDLE_PIN_ENV} fixed"):
+        expected_bundle(job)
+    monkeypatch.setenv(BUNDLE_PIN_ENV, "sgx:" + "11" * 32)
+    with pytest.raises(TaskFailure, match="not a bundle measurement"):
+        expected_bundle(job)
+    monkeypatch.setenv(BUNDLE_PIN_ENV, "sim:" + "22" * 32)
+    assert str(expected_bundle(job)) == "sim:" + "22" * 32
+    (tmp_path / "sim").mkdir()
+    sim = load_job(_job(tmp_path / "sim"))
+    assert expected_bundle(sim) == sim.order.app_measurement

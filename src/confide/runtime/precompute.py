@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from confide.attestation.measurement import Measurement
 from confide.bundle.measure import AppManifest, measure_bundle, read_manifest
 from confide.crypto.keys import SymmetricKey
 from confide.errors import ConfideError
@@ -30,6 +31,7 @@ MAX_BUNDLE_BYTES = 1 << 30
 MAX_BUNDLE_FILES = 100_000
 MAX_DATASET_BYTES = 4 << 30
 MAX_DATASET_FILES = 1_000_000
+BUNDLE_PIN_ENV = "CONFIDE_BUNDLE_MEASUREMENT"
 DATASET_DIR = "dataset"  # IEXEC_DATASET_FILENAME when the volume holds more than one entry
 
 
@@ -62,13 +64,33 @@ def prepare_bundle(job: Job, work: Path) -> Bundle:
         manifest = read_manifest(root)
     except ConfideError as exc:
         raise TaskFailure(ATTESTATION_FAILED, f"the app bundle cannot be measured: {exc}") from None
-    expected = job.order.app_measurement
-    if job.tee == "sim" and measured != expected:
+    expected = expected_bundle(job)
+    if measured != expected:
         raise TaskFailure(
             ATTESTATION_FAILED,
             f"the app bundle measures {measured}, the order pins {expected}: refused",
         )
     return Bundle(root, manifest)
+
+
+def expected_bundle(job: Job) -> Measurement:
+    """What the extracted bundle must measure: the order's ``sim:`` measurement; on SGX,
+    the value the Gramine manifest fixes in ``CONFIDE_BUNDLE_MEASUREMENT`` (the manifest
+    is part of MRENCLAVE and admits no environment from the host, so the bundle is pinned
+    by the enclave's measurement although it arrives as a tar from the worker)."""
+    if job.tee == "sim":
+        return job.order.app_measurement
+    pinned = os.environ.get(BUNDLE_PIN_ENV, "")
+    try:
+        measurement = Measurement.parse(pinned)
+    except ConfideError:
+        raise TaskFailure(
+            ATTESTATION_FAILED,
+            f"tee {job.tee}: no {BUNDLE_PIN_ENV} fixed by the enclave's manifest: refused",
+        ) from None
+    if measurement.tee != "sim":
+        raise TaskFailure(ATTESTATION_FAILED, f"{BUNDLE_PIN_ENV} is not a bundle measurement")
+    return measurement
 
 
 def split_args(args: str) -> list[str]:
