@@ -36,8 +36,8 @@ from pathlib import Path
 from confide.bundle.measure import AppManifest, bundle_entries, read_manifest
 from confide.errors import ConfideError
 from confide.hardware import toml
+from confide.hardware.gramine_tools import GramineLayout, GramineTools
 from confide.hardware.runtime_files import RuntimeFiles, current_runtime_files
-from confide.hardware.sgx_sign import GramineTools
 
 RUNTIME_MEMORY = 512 << 20  # the interpreter, the runtime and Gramine's LibOS
 GRAMINE_THREADS = 4  # Gramine's own helper threads (IPC, async events), besides the app's
@@ -51,14 +51,6 @@ MANIFEST_SUFFIX = ".manifest"
 
 class GramineManifestError(ConfideError):
     """A Gramine manifest cannot be made for this bundle or this host."""
-
-
-@dataclass(frozen=True)
-class GramineLayout:
-    """Where Gramine's own files are (``graminelibos``'s paths on Debian and Ubuntu)."""
-
-    libos: Path = Path("/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so")
-    runtime_dir: Path = Path("/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc")
 
 
 @dataclass(frozen=True)

@@ -15,27 +15,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tempfile
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confide.attestation.measurement import Measurement
 from confide.errors import ConfideError
+from confide.hardware.gramine_tools import INSTALL, SIGN, GramineTools
 
-if TYPE_CHECKING:
-    from confide.hardware.gramine import GramineLayout
-
-SIGN = "gramine-sgx-sign"
-VIEW = "gramine-sgx-sigstruct-view"
-INSTALL = (
-    "install Gramine (https://gramine.readthedocs.io/en/stable/installation.html; on Ubuntu "
-    "or Debian: add packages.gramineproject.io and `sudo apt-get install gramine`), then "
-    "run `confide app manifest DIR --tee sgx` again"
-)
 _MRENCLAVE_TEXT = re.compile(r"mr_enclave\s*[:=]\s*([0-9a-fA-F]{64})")
 _MEASUREMENT_TEXT = re.compile(r"Measurement:\s*\n?\s*([0-9a-fA-F]{64})")
 _TIMEOUT = 600.0
@@ -47,31 +36,6 @@ class GramineMissingError(ConfideError):
 
 class SgxSignError(ConfideError):
     """gramine-sgx-sign or gramine-sgx-sigstruct-view failed, or the manifest is refused."""
-
-
-@dataclass(frozen=True)
-class GramineTools:
-    sign: str | None
-    view: str | None
-
-    @classmethod
-    def find(cls, search_path: str | None = None) -> GramineTools:
-        return cls(shutil.which(SIGN, path=search_path), shutil.which(VIEW, path=search_path))
-
-    def missing(self) -> list[str]:
-        return [name for name, found in ((SIGN, self.sign), (VIEW, self.view)) if found is None]
-
-    def layout(self) -> GramineLayout:
-        """Gramine's loader and glibc paths: next to an installed gramine-sgx-sign's
-        package (``<prefix>/lib/x86_64-linux-gnu/gramine``), else Debian's defaults."""
-        from confide.hardware.gramine import GramineLayout  # noqa: PLC0415 (cycle)
-
-        if self.sign is not None:
-            prefix = Path(self.sign).resolve().parent.parent
-            for libdir in (prefix / "lib/x86_64-linux-gnu/gramine", prefix / "lib/gramine"):
-                if (libdir / "libsysdb.so").is_file():
-                    return GramineLayout(libdir / "libsysdb.so", libdir / "runtime/glibc")
-        return GramineLayout()
 
 
 def check_manifest(manifest_path: Path) -> dict[str, Any]:

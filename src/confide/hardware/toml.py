@@ -66,13 +66,13 @@ def value(item: Value, indent: str = "") -> str:
     raise TomlError(f"cannot write {type(item).__name__} as TOML")
 
 
-def dumps(document: Sequence[tuple[str, Value]], header: str = "") -> str:
-    """A TOML document of ``(dotted key, value)`` lines, in order. A dotted key is given
-    as its parts joined by ``.``; a part that itself holds a dot cannot be given this way
-    (Gramine's keys never do)."""
+def dumps(document: Sequence[tuple[str | tuple[str, ...], Value]], header: str = "") -> str:
+    """A TOML document of ``(key, value)`` lines, in order. A key is its parts joined by
+    ``.`` or, for a part that holds a dot itself, a tuple of parts."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     if lines:
         lines.append("")
     for dotted, item in document:
-        lines.append(f"{'.'.join(key(part) for part in dotted.split('.'))} = {value(item)}")
+        parts = dotted.split(".") if isinstance(dotted, str) else dotted
+        lines.append(f"{'.'.join(key(part) for part in parts)} = {value(item)}")
     return "\n".join(lines) + "\n"
