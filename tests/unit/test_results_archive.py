@@ -3,7 +3,9 @@ crypto, tampering of every kind, and hostile archives refused before anything la
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import stat
 import zipfile
 from pathlib import Path
@@ -288,3 +290,33 @@ def test_a_plain_zip_without_salt_is_not_a_result(tmp_path: Path) -> None:
         open_result(
             tmp_path / "junk.zip", tmp_path / "d", task_id=TASK, result_private_key_path=None
         )
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_mutated_archives_fail_only_with_result_error(
+    tmp_path: Path, out: Path, pair: tuple[bytes, Path], encrypted: bool
+) -> None:
+    public, key = pair
+    (out / "sub/dir/big.bin").unlink()  # small archives: many mutations, quickly
+    stored = tmp_path / "stored.zip"
+    build_result(
+        out,
+        stored,
+        task_id=TASK,
+        salt=os.urandom(32),
+        result_public_key=public if encrypted else None,
+    )
+    original = stored.read_bytes()
+    chance = random.Random(19)  # noqa: S311 - reproducible mutations, not keys
+    for attempt in range(150):
+        data = bytearray(original)
+        for _ in range(chance.randint(1, 4)):
+            data[chance.randrange(len(data))] = chance.randrange(256)
+        if attempt % 10 == 0:
+            data = data[: chance.randrange(len(data))]
+        mutated = tmp_path / f"m{attempt}.zip"
+        mutated.write_bytes(bytes(data))
+        with contextlib.suppress(ResultError):
+            open_result(
+                mutated, tmp_path / f"d{attempt}", task_id=TASK, result_private_key_path=key
+            )

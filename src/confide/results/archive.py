@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,6 +28,20 @@ _CHUNK = 1 << 20
 MAX_FILES = 10_000
 MAX_BYTES = 1 << 30
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+# what reading a hostile zip can raise from the standard library (all become ResultError)
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    struct.error,
+    zlib.error,
+)
 
 
 def _entry(name: str, executable: bool) -> zipfile.ZipInfo:
@@ -87,7 +102,7 @@ def extract_zip(
     the caller extracts into a directory of its own and removes it)."""
     try:
         archive = zipfile.ZipFile(archive_path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise ResultError(f"the result archive is not a readable zip ({exc})") from None
     with archive:
         infos = archive.infolist()
@@ -137,10 +152,10 @@ def _copy_entry(
                         f"the result archive expands past {max_bytes} bytes (at {name!r}): refused"
                     )
                 out.write(block)
-    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, zlib.error) as exc:
-        raise ResultError(f"archive entry {name!r} does not read back ({exc})") from None
     except FileExistsError:
         raise ResultError(f"archive entry {name!r} is there twice") from None
+    except ZIP_ERRORS as exc:
+        raise ResultError(f"archive entry {name!r} does not read back ({exc})") from None
     return total
 
 

@@ -34,7 +34,7 @@ from confide.crypto.result_key import check_public_key
 from confide.crypto.sealing import _SUITE  # the one HPKE suite confide uses
 from confide.crypto.segment import SegmentAuthenticationError, segment_cipher
 from confide.errors import KeyFileError
-from confide.results.archive import write_inner_zip
+from confide.results.archive import ZIP_ERRORS, write_inner_zip
 from confide.results.digest import ResultError
 
 RESULT_LABEL = b"confide-result-v1"
@@ -168,7 +168,7 @@ def is_encrypted(stored: Path) -> bool:
     try:
         with zipfile.ZipFile(stored) as archive:
             return sorted(archive.namelist()) == [ENCRYPTED, SEALED_KEY]
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise ResultError(f"the stored result is not a readable zip ({exc})") from None
 
 
@@ -206,7 +206,7 @@ def decrypt_result(
         raise ResultError(
             "the encrypted result does not authenticate: altered, truncated or not this task's"
         ) from None
-    except (zipfile.BadZipFile, KeyError, EOFError, OSError) as exc:
+    except ZIP_ERRORS as exc:
         inner.unlink(missing_ok=True)
         raise ResultError(f"the stored result is not a readable encrypted result ({exc})") from None
     except ResultError:

@@ -26,7 +26,6 @@ from confide.attestation.token import MAX_LIFETIME_SECONDS, PROFILE
 from confide.attestation.verifier import AFFIRMING, WARNING
 from confide.crypto.result_key import result_key_sha256
 from confide.crypto.tokens import public_jwk, verify_token_signature
-from confide.errors import ConfideError
 from confide.results.digest import SALT_NAME, ResultError, digest_of, parse_salt
 from confide.results.opening import OpenedResult, read_result
 from confide.results.sealed import is_encrypted, load_private_key, public_of, sha256_path
@@ -151,7 +150,7 @@ class _Verification:
             except SkipCheckError as skip:
                 self.checks.append(Check(name, SKIPPED, str(skip)))
                 continue
-            except (ConfideError, OSError, ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:  # any error fails this check, named; never a crash
                 self.checks.append(Check(name, FAILED, str(exc) or type(exc).__name__))
                 continue
             self.checks.append(Check(name, OK, detail))
