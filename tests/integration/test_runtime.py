@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from confide.client.sms import SmsClient
 from confide.crypto.keys import SymmetricKey
 from confide.crypto.signing import SigningKey
 from confide.crypto.wallet import Wallet
+from confide.demo.cubic import NODE as CUBIC_NODE
 from confide.demo.cubic import PYTHON as CUBIC
 from confide.relay.server import RelayServer, service_endpoint
 from confide.results import open_logs, open_result, verify
@@ -50,6 +52,7 @@ from tests.integration.sms_server import running_sms
 
 DEVELOPER, REQUESTER, WORKER, POOL_OWNER = (Wallet.generate() for _ in range(4))
 CUBIC_APP = "0x" + "c1" * 20
+NODE_APP = "0x" + "c3" * 20
 TRICKY_APP = "0x" + "c2" * 20
 POOL = "0x" + "9e" * 20
 DATASET = "0x" + "d5" * 20
@@ -104,12 +107,14 @@ for i in range(1, int(os.environ["IEXEC_INPUT_FILES_NUMBER"]) + 1):
 """
 
 
-def make_bundle(root: Path, code: str) -> tuple[Path, Measurement]:
+def make_bundle(root: Path, code: str, runtime: str = "python") -> tuple[Path, Measurement]:
     root.mkdir(parents=True)
+    entrypoint = "app.py" if runtime == "python" else "app.js"
     (root / "confide-app.yml").write_text(
-        "name: app\nentrypoint: app.py\nruntime: python\nheap: 64M\nstack: 8M\nthreads: 4\n"
+        f"name: app\nentrypoint: {entrypoint}\nruntime: {runtime}\n"
+        "heap: 64M\nstack: 8M\nthreads: 4\n"
     )
-    (root / "app.py").write_text(code)
+    (root / entrypoint).write_text(code)
     return root, measure_bundle(root)
 
 
@@ -174,6 +179,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     bundles = {
         CUBIC_APP: make_bundle(tmp / "cubic", CUBIC),
         TRICKY_APP: make_bundle(tmp / "tricky", TRICKY),
+        NODE_APP: make_bundle(tmp / "node", CUBIC_NODE, "node"),
     }
     registry = MemoryRegistry()
     registry.add_member(POOL, WORKER.address)
@@ -196,7 +202,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         key_path.chmod(0o600)
         developer = SmsClient(base, wallet=DEVELOPER)
-        for app, secret in ((CUBIC_APP, CUBIC_SECRET), (TRICKY_APP, DEV_SECRET)):
+        apps = ((CUBIC_APP, CUBIC_SECRET), (NODE_APP, CUBIC_SECRET), (TRICKY_APP, DEV_SECRET))
+        for app, secret in apps:
             only = ReleasePolicy(apps=frozenset({bundles[app][1]}))
             developer.push_app_secret(app, secret.encode(), policy=only)
         # A dataset whose key only the tricky app gets, pushed as its key file reads.
@@ -334,6 +341,15 @@ def test_the_cubic_app_computes_f_of_3(world: World, tmp_path: Path) -> None:
     verified(world, ran)
     assert "--- stdout ---" in ran.logs(world.result_key_path)
     assert CUBIC_SECRET.encode() not in (ran.job_dir / "out" / "result.zip").read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_cubic_app_in_node(world: World, tmp_path: Path) -> None:
+    ran = run_runtime(world, world.order(NODE_APP))
+    assert ran.report["status"] == "COMPLETED", ran.report
+    files = ran.opened(tmp_path / "result", world.result_key_path)
+    assert json.loads(files["result.txt"]) == {"x": 3, "result": 56}
+    verified(world, ran)
 
 
 def test_the_runtime_runs_in_the_workers_sandbox(world: World, tmp_path: Path) -> None:
