@@ -16,6 +16,7 @@ from confide.crypto.wallet import Wallet
 from confide.errors import ConfideError
 from confide.runtime.inputs import check_url, input_name
 from confide.runtime.job import load_job
+from confide.runtime.main import run_job
 from confide.runtime.postcompute import check_computed
 from confide.runtime.precompute import BUNDLE_PIN_ENV, expected_bundle
 from confide.runtime.stages import Redactor, TaskFailure
@@ -172,3 +173,11 @@ def test_on_sgx_the_bundle_is_pinned_by_the_enclaves_manifest(
     (tmp_path / "sim").mkdir()
     sim = load_job(_job(tmp_path / "sim"))
     assert expected_bundle(sim) == sim.order.app_measurement
+
+
+def test_a_job_without_a_usable_relay_is_reported(tmp_path: Path) -> None:
+    directory = _job(tmp_path, relay_fd=999)
+    assert run_job(directory) == 0
+    report = json.loads((directory / "out" / "report.json").read_text())
+    assert report["status"] == "FAILED" and report["cause"] == "PRE_COMPUTE_FAILED"
+    assert "relay descriptor 999 is not usable" in report["error"]

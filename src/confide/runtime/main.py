@@ -66,7 +66,12 @@ def run_job(directory: Path) -> int:
             close_fd(fd)
         outcome.fail(TaskFailure(PRE_COMPUTE_FAILED, f"bad job: {exc}"), Redactor())
         return _report(out, outcome, progress)
-    channel = RelayChannel(job.relay_fd)
+    try:
+        channel = RelayChannel(job.relay_fd)
+    except (OSError, ConfideError) as exc:
+        why = f"the relay descriptor {job.relay_fd} is not usable: {exc}"
+        outcome.fail(TaskFailure(PRE_COMPUTE_FAILED, why), Redactor())
+        return _report(out, outcome, progress)
     progress.channel = channel
     with tempfile.TemporaryDirectory(prefix="confide-runtime-") as work:
         Task(job, channel, progress, outcome, Path(work)).run()
@@ -100,7 +105,7 @@ class Task:
             self._stages()
         except TaskFailure as failure:
             self._failed(failure)
-        except (ConfideError, OSError) as exc:  # a stage let one through: still a cause
+        except Exception as exc:  # a stage let one through: still a cause, and a report
             self._failed(TaskFailure(self._cause_now(), f"{type(exc).__name__}: {exc}"))
 
     def _stages(self) -> None:
@@ -204,7 +209,7 @@ class Task:
             built = postcompute.error_result(message, self.job, self.attested, self.work)
             postcompute.sign(self.job, self.attested, built, self.outcome)
             self._logs()
-        except (ConfideError, OSError) as exc:
+        except Exception as exc:  # the report is still written, with both reasons
             self.outcome.error = self.redactor.text(
                 f"{self.outcome.error}; and the error result could not be made: {exc}"
             )[:2000]
