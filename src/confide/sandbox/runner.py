@@ -12,7 +12,6 @@ forked grandchild that left the session included).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import selectors
 import signal
@@ -216,9 +215,21 @@ def _supervise(
     return Finished(code, timed_out, _outcome(code, timed_out, err), out, err)
 
 
-@functools.cache
+_WORKING: set[str] = set()  # backends whose probe passed in this process
+
+
 def _probe(kind: str) -> str | None:
-    """None when ``kind`` works here, else why not."""
+    """None when ``kind`` works here, else why not (a pass is remembered, a failure is
+    tried again next time: it may have been a passing shortage)."""
+    if kind in _WORKING:
+        return None
+    reason = _try(kind)
+    if reason is None:
+        _WORKING.add(kind)
+    return reason
+
+
+def _try(kind: str) -> str | None:
     binary = bwrap.executable() if kind == "bwrap" else unshare.executable()
     if binary is None:
         return f"{kind} is not installed"
