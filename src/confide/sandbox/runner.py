@@ -1,7 +1,7 @@
 """Run a SandboxSpec: pick a working backend, start it, stream its output, enforce the
 deadline, and say how it ended.
 
-Fail-closed: :func:`backend` tries each backend once per process with a real sandboxed
+Fail-closed: :func:`backend` tries each backend (until one passes) with a real sandboxed
 ``true`` (the same namespaces, root, seccomp filter and wrappers as a real run) and
 raises SandboxError naming why each failed when none works; nothing ever runs
 unconfined. At the deadline the backend's whole process group is killed with SIGKILL:
