@@ -208,7 +208,13 @@ def current_runtime_files(runtime: str = "python") -> RuntimeFiles:
     paths: set[Path] = {executable, *_tree(stdlib, _STDLIB_SKIP)}
     paths = {p for p in paths if not p.name.startswith(_DYNLOAD_SKIP)}
     paths |= set(_tree(package_root / "confide"))
-    for distribution in _dependency_closure("confide"):
+    closure = _dependency_closure("confide")
+    if not closure:
+        raise RuntimeFilesError(
+            "confide is not installed as a distribution here (pip install -e .): its "
+            "dependencies cannot be listed as trusted files"
+        )
+    for distribution in closure:
         paths |= set(_distribution_files(distribution, package_root))
     ca_bundle = _ca_bundle()
     paths.add(ca_bundle)
