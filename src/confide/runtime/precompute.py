@@ -25,7 +25,6 @@ from confide.crypto.keys import SymmetricKey
 from confide.errors import ConfideError
 from confide.runtime.job import Job
 from confide.runtime.stages import ATTESTATION_FAILED, PRE_COMPUTE_FAILED, TaskFailure
-from confide.volume.api import decrypt_tree, read_volume_info
 
 MAX_BUNDLE_BYTES = 1 << 30
 MAX_BUNDLE_FILES = 100_000
@@ -110,6 +109,8 @@ def prepare_dataset(job: Job, work: Path) -> Path | None:
         raise TaskFailure(
             PRE_COMPUTE_FAILED, f"the order names dataset {order.dataset}: no dataset.tar"
         )
+    from confide.volume.api import read_volume_info  # noqa: PLC0415 (tasks with a dataset)
+
     volume = work / "dataset-volume"
     try:
         extract(job.dataset_tar, volume, max_bytes=MAX_DATASET_BYTES, max_files=MAX_DATASET_FILES)
@@ -144,6 +145,8 @@ def dataset_key(config: dict[str, Any]) -> SymmetricKey:
 def decrypt_dataset(job: Job, volume: Path, key: SymmetricKey, work: Path, in_dir: Path) -> str:
     """Decrypt the volume into IEXEC_IN; the IEXEC_DATASET_FILENAME (its one top-level
     entry when it holds one, else a directory ``dataset`` holding the tree)."""
+    from confide.volume.api import decrypt_tree  # noqa: PLC0415 (tasks with a dataset)
+
     plain = work / "dataset-plain"
     try:
         decrypt_tree(volume, plain, key, expected_tag=job.order.dataset_checksum)
