@@ -18,7 +18,7 @@ from confide.runtime.inputs import check_url, input_name
 from confide.runtime.job import load_job
 from confide.runtime.main import run_job
 from confide.runtime.postcompute import check_computed
-from confide.runtime.precompute import BUNDLE_PIN_ENV, expected_bundle
+from confide.runtime.precompute import TEE_ENV, prepare_bundle
 from confide.runtime.stages import Redactor, TaskFailure
 from confide.sms.tasks import TaskOrder
 
@@ -158,21 +158,19 @@ def test_a_bad_job_is_refused(tmp_path: Path, changes: dict[str, Any], match: st
         load_job(_job(tmp_path, **changes))
 
 
-def test_on_sgx_the_bundle_is_pinned_by_the_enclaves_manifest(
+def test_on_sgx_only_the_enclaves_own_bundle_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """job.json's tee is the worker's word: on hardware the runtime must be inside the
+    enclave its manifest describes (CONFIDE_TEE, measured) and runs the bundle at /app."""
     job = dataclasses.replace(load_job(_job(tmp_path)), tee="sgx", sim_platform_key=None)
-    monkeypatch.delenv(BUNDLE_PIN_ENV, raising=False)
-    with pytest.raises(TaskFailure, match=f"no {BUNDLE_PIN_ENV} fixed"):
-        expected_bundle(job)
-    monkeypatch.setenv(BUNDLE_PIN_ENV, "sgx:" + "11" * 32)
-    with pytest.raises(TaskFailure, match="not a bundle measurement"):
-        expected_bundle(job)
-    monkeypatch.setenv(BUNDLE_PIN_ENV, "sim:" + "22" * 32)
-    assert str(expected_bundle(job)) == "sim:" + "22" * 32
-    (tmp_path / "sim").mkdir()
-    sim = load_job(_job(tmp_path / "sim"))
-    assert expected_bundle(sim) == sim.order.app_measurement
+    monkeypatch.delenv(TEE_ENV, raising=False)
+    with pytest.raises(TaskFailure, match="not inside its enclave") as failure:
+        prepare_bundle(job, tmp_path)
+    assert failure.value.cause == "ATTESTATION_FAILED"
+    monkeypatch.setenv(TEE_ENV, "sgx")
+    with pytest.raises(TaskFailure, match="the enclave's bundle"):
+        prepare_bundle(job, tmp_path)  # no /app here
 
 
 def test_a_job_without_a_usable_relay_is_reported(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confide.attestation.measurement import Measurement
 from confide.bundle.measure import AppManifest, measure_bundle, read_manifest
 from confide.crypto.keys import SymmetricKey
 from confide.errors import ConfideError
@@ -30,7 +29,8 @@ MAX_BUNDLE_BYTES = 1 << 30
 MAX_BUNDLE_FILES = 100_000
 MAX_DATASET_BYTES = 4 << 30
 MAX_DATASET_FILES = 1_000_000
-BUNDLE_PIN_ENV = "CONFIDE_BUNDLE_MEASUREMENT"
+TEE_ENV = "CONFIDE_TEE"  # fixed (and measured) by the Gramine manifest on sgx
+ENCLAVE_BUNDLE = Path("/app")  # the bundle's trusted files in the Gramine manifest
 DATASET_DIR = "dataset"  # IEXEC_DATASET_FILENAME when the volume holds more than one entry
 
 
@@ -50,7 +50,11 @@ def extract(tar: Path, dest: Path, *, max_bytes: int, max_files: int) -> None:
 
 
 def prepare_bundle(job: Job, work: Path) -> Bundle:
-    """Extract bundle.tar and check it measures to the order's measurement."""
+    """The app bundle: on ``sim``, bundle.tar extracted and checked to measure to the
+    order's measurement; on ``sgx``, the bundle the Gramine manifest made trusted files at
+    /app (MRENCLAVE covers them; Gramine checks each file as it is read)."""
+    if job.tee != "sim":
+        return _enclave_bundle(job)
     root = work / "app"
     try:
         extract(job.bundle_tar, root, max_bytes=MAX_BUNDLE_BYTES, max_files=MAX_BUNDLE_FILES)
@@ -63,7 +67,7 @@ def prepare_bundle(job: Job, work: Path) -> Bundle:
         manifest = read_manifest(root)
     except ConfideError as exc:
         raise TaskFailure(ATTESTATION_FAILED, f"the app bundle cannot be measured: {exc}") from None
-    expected = expected_bundle(job)
+    expected = job.order.app_measurement
     if measured != expected:
         raise TaskFailure(
             ATTESTATION_FAILED,
@@ -72,24 +76,19 @@ def prepare_bundle(job: Job, work: Path) -> Bundle:
     return Bundle(root, manifest)
 
 
-def expected_bundle(job: Job) -> Measurement:
-    """What the extracted bundle must measure: the order's ``sim:`` measurement; on SGX,
-    the value the Gramine manifest fixes in ``CONFIDE_BUNDLE_MEASUREMENT`` (the manifest
-    is part of MRENCLAVE and admits no environment from the host, so the bundle is pinned
-    by the enclave's measurement although it arrives as a tar from the worker)."""
-    if job.tee == "sim":
-        return job.order.app_measurement
-    pinned = os.environ.get(BUNDLE_PIN_ENV, "")
-    try:
-        measurement = Measurement.parse(pinned)
-    except ConfideError:
+def _enclave_bundle(job: Job) -> Bundle:
+    """On hardware, only inside the enclave the manifest describes (``CONFIDE_TEE`` is
+    fixed by it and measured; job.json's ``tee`` is the worker's word)."""
+    if os.environ.get(TEE_ENV) != job.tee:
         raise TaskFailure(
             ATTESTATION_FAILED,
-            f"tee {job.tee}: no {BUNDLE_PIN_ENV} fixed by the enclave's manifest: refused",
-        ) from None
-    if measurement.tee != "sim":
-        raise TaskFailure(ATTESTATION_FAILED, f"{BUNDLE_PIN_ENV} is not a bundle measurement")
-    return measurement
+            f"tee {job.tee}: the runtime is not inside its enclave ({TEE_ENV} is not "
+            f"{job.tee!r}, docs/hardware.md): refused",
+        )
+    try:
+        return Bundle(ENCLAVE_BUNDLE, read_manifest(ENCLAVE_BUNDLE))
+    except ConfideError as exc:
+        raise TaskFailure(ATTESTATION_FAILED, f"the enclave's bundle: {exc}") from None
 
 
 def split_args(args: str) -> list[str]:
