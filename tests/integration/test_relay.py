@@ -214,6 +214,22 @@ def test_stages_reach_the_worker_and_garbage_is_refused() -> None:
         channel.stage("POST_COMPUTE")
 
 
+def test_a_failing_worker_callback_does_not_end_the_relay() -> None:
+    def broken(_: str) -> None:
+        raise RuntimeError("hub away")
+
+    worker_end, runtime_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    server = RelayServer(worker_end, WALLET, set(), False, broken)
+    channel = RelayChannel(runtime_end.detach())
+    try:
+        with pytest.raises(RelayError, match="the stage was not reported: hub away"):
+            channel.stage("ATTESTING")
+        assert RelaySigner(channel).address == WALLET.address  # still serving
+    finally:
+        channel.close()
+        server.close()
+
+
 def test_the_relay_ends_when_the_runtime_closes_its_end() -> None:
     worker_end, runtime_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     server = RelayServer(worker_end, WALLET, set(), False, lambda _: None)

@@ -144,6 +144,11 @@ class RelayServer:
             self.refused.append(str(exc))
             self._sock.sendall(encode({"ok": False, "error": str(exc)}))
             return
+        except Exception as exc:  # the worker's side broke: say so, keep serving
+            why = f"the relay failed ({type(exc).__name__})"
+            self.refused.append(why)
+            self._sock.sendall(encode({"ok": False, "error": why}))
+            return
         if connected is None:
             self._sock.sendall(encode(answer))
             return
@@ -198,6 +203,6 @@ class RelayServer:
             raise RelayError(f"stage is one of {', '.join(STAGES)}")
         try:
             self._on_stage(str(status))
-        except ConfideError as exc:
+        except Exception as exc:  # the hub may be away for a moment: the task goes on
             raise RelayError(f"the stage was not reported: {exc}") from None
         return {"ok": True}
