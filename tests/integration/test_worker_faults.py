@@ -2,7 +2,8 @@
 worker killed with SIGKILL mid-task (its lease expires, another worker completes the
 task, once), SIGTERM (no new claim, the running task finishes, exit 0), and a worker
 holding a stale fencing token after a requeue (its reports are refused, nothing of the
-new lease is overwritten)."""
+new lease is overwritten), and the platform restarted while a task computes (the worker's
+reports wait for it; the task completes on its first attempt)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,13 @@ from confide.db.audit import entries
 from confide.worker.job import run_task
 from confide.worker.loop import _services
 from tests.conftest import quick_wallet
+from tests.integration.sms_server import free_port
 from tests.integration.test_worker_support import (
     Pool,
     Up,
+    fake_runner,
     running_up,
+    serve_up,
     start_worker,
     worker_config,
 )
@@ -143,3 +147,25 @@ def test_a_stale_fencing_token_after_requeue(pool: Pool, tmp_path: Path) -> None
     done = hub.report(task, fresh["lease_token"], "FAILED", cause="PRE_COMPUTE_FAILED")
     assert done["status"] == "FAILED"
     hub.close()
+
+
+def test_the_hub_restarted_mid_run(tmp_path: Path) -> None:
+    port = free_port()
+    served = serve_up(tmp_path / "up", port, lease_seconds=10)
+    try:
+        pool = Pool(Up(served.embedded.base_url, tmp_path / "up", served.embedded)).deploy()
+        task = pool.queue()
+        extra = {"fake_sleep": 2}
+        worker = start_worker(
+            worker_config(pool, tmp_path / "w", runner=fake_runner("slow"), job_extra=extra)
+        )
+        pool.wait(task, {"COMPUTING", *FINAL})
+        served.stop()  # the whole platform goes away while the app computes …
+        time.sleep(3)  # … the runtime ends meanwhile: its report waits for the hub
+        served = serve_up(tmp_path / "up", port, lease_seconds=10)
+        view = pool.wait(task, FINAL)
+        outcomes = worker.finish()
+    finally:
+        served.stop()
+    assert view["status"] == "COMPLETED" and view["attempts"] == 1, view
+    assert [(o.task, o.status) for o in outcomes] == [(task, "COMPLETED")]

@@ -42,10 +42,21 @@ class Up:
         return Platform(self.base, wallet=wallet, trust_dir=self.root / name / "trust")
 
 
-@contextmanager
-def running_up(root: Path, lease_seconds: int = 60) -> Iterator[Up]:
-    """The embedded platform (hub, sms with sim, storage) served in a thread."""
-    port = free_port()
+@dataclass
+class Served:
+    """The embedded platform served on a thread (stop it and serve it again: a restart)."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    embedded: Any
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.embedded.close()
+
+
+def serve_up(root: Path, port: int, lease_seconds: int = 60) -> Served:
     embedded = compose(root / "server", port, lease_seconds=lease_seconds)
     config = uvicorn.Config(embedded.app, host="127.0.0.1", port=port, log_level="error")
     server = uvicorn.Server(config)
@@ -56,12 +67,17 @@ def running_up(root: Path, lease_seconds: int = 60) -> Iterator[Up]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the platform did not start")
         time.sleep(0.01)
+    return Served(server, thread, embedded)
+
+
+@contextmanager
+def running_up(root: Path, lease_seconds: int = 60) -> Iterator[Up]:
+    """The embedded platform (hub, sms with sim, storage) served in a thread."""
+    served = serve_up(root, free_port(), lease_seconds)
     try:
-        yield Up(embedded.base_url, root, embedded)
+        yield Up(served.embedded.base_url, root, served.embedded)
     finally:
-        server.should_exit = True
-        thread.join(30)
-        embedded.close()
+        served.stop()
 
 
 @dataclass

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confide.client.hub import HubClient, LeaseLostError
 from confide.client.storage import StorageClient
@@ -47,6 +47,11 @@ JOB_FORMAT = "confide-job-v1"
 APP_MEMORY_BYTES = 1 << 30
 APP_TMPFS_BYTES = 256 << 20
 MAX_REPORT_BYTES = 1 << 20
+# How long a final report (and an upload) is retried while the hub (the storage) cannot
+# be reached, say restarting: past it the lease expires and the task is run again.
+REPORT_RETRY_SECONDS = 120.0
+UPLOAD_RETRY_SECONDS = 60.0
+FETCH_RETRY_SECONDS = 30.0
 _OUT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _TIMING = re.compile(r"[a-z_]{1,32}")
 # The cause of a runtime that ended without a report, by the last stage it reached.
@@ -153,12 +158,15 @@ def _prepare(services: Services, hub: HubClient, claim: dict[str, Any], job: Pat
         raise JobError("the hub's task id is not its order's hash")
     app = _record(hub, services.deployment, order.app, "app")
     storage = services.storage()
+
+    def fetch(digest: str, name: str, grant: str | None) -> None:
+        _unrefused(lambda: storage.download(digest, job / name, grant=grant), FETCH_RETRY_SECONDS)
+
     try:
-        storage.download(str(app.field("bundle")), job / "bundle.tar", grant=grants.get("bundle"))
+        fetch(str(app.field("bundle")), "bundle.tar", grants.get("bundle"))
         if order.dataset is not None:
             dataset = _record(hub, services.deployment, order.dataset, "dataset")
-            blob = str(dataset.field("blob"))
-            storage.download(blob, job / "dataset.tar", grant=grants.get("dataset"))
+            fetch(str(dataset.field("blob")), "dataset.tar", grants.get("dataset"))
     finally:
         storage.close()
     document = {
@@ -183,7 +191,7 @@ def _prepare(services: Services, hub: HubClient, claim: dict[str, Any], job: Pat
 
 
 def _record(hub: HubClient, deployment: str, address: str, kind: str) -> Any:
-    signed = hub.record(address)
+    signed = _unrefused(lambda: hub.record(address), FETCH_RETRY_SECONDS)
     if signed is None:
         raise JobError(f"the hub knows no {kind} {address}")
     record = signed.verify(deployment)
@@ -296,7 +304,7 @@ def _final(
     if digest is not None:  # the hub publishes the ciphertext digest only
         fields.update(result_digest=digest, result_blob=digest)
     try:
-        progress.finish(status, **fields)
+        _unrefused(lambda: progress.finish(status, **fields), REPORT_RETRY_SECONDS)
     except LeaseLostError as exc:
         return Outcome(task_id, None, None, str(exc))
     except ConfideError as exc:
@@ -307,6 +315,27 @@ def _final(
         error = f"the hub refused the result document: {exc}"[:4096]
         return _final(progress, task_id, "FAILED", "POST_COMPUTE_FAILED", error, None)
     return Outcome(task_id, status, cause, error)
+
+
+T = TypeVar("T")
+
+
+def _unrefused(call: Callable[[], T], seconds: float) -> T:
+    """``call()``, again while the service cannot be reached (restarting, unavailable),
+    for up to ``seconds``; a refusal (an HTTP answer) is raised at once."""
+    give_up = time.monotonic() + seconds
+    pause = 0.5
+    while True:
+        try:
+            return call()
+        except LeaseLostError:
+            raise
+        except ConfideError as exc:
+            if " refused (" in str(exc) or time.monotonic() + pause > give_up:
+                raise
+            _log.warning("retrying in %.1f s: %s", pause, exc)
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
 
 
 def _read_report(path: Path) -> dict[str, Any] | None:
@@ -346,7 +375,9 @@ def _upload(services: Services, job: Path, name: Any) -> str | None:
             raise ConfideError(f"the runtime's output {name} is not a regular file")
         storage = services.storage()
         try:
-            return str(storage.upload(Path(f"/proc/self/fd/{fd}"))["digest"])
+            source = Path(f"/proc/self/fd/{fd}")
+            answer = _unrefused(lambda: storage.upload(source), UPLOAD_RETRY_SECONDS)
+            return str(answer["digest"])
         finally:
             storage.close()
     finally:

@@ -17,6 +17,13 @@ JOB_TARGET = "/job"
 RUNTIME_MEMORY_BYTES = 4 << 30  # the runtime's own address space (the app's is in job.json)
 RUNTIME_PROCESSES = 256
 RUNTIME_FILE_BYTES = 2 << 30  # the largest file it writes (a result archive)
+# The runtime's own /tmp holds the plaintext of a job (bundle, inputs, decrypted dataset,
+# IEXEC_OUT, the inner archive): this bounds them all together.
+RUNTIME_TMPFS_BYTES = 1 << 30
+# The runtime stops the app a little before the deadline to archive, seal and sign; its
+# sandbox's wall is the deadline and a few seconds more (the hub times the task out at
+# the deadline whatever happens).
+WALL_RESERVE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,10 +54,11 @@ class SandboxRunner:
             argv=(sys.executable, "-I", "-m", "confide.runtime", JOB_TARGET),
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
             limits=Limits(
-                wall_seconds=max(1.0, wall_seconds),
+                wall_seconds=max(1.0, wall_seconds) + WALL_RESERVE_SECONDS,
                 memory_bytes=RUNTIME_MEMORY_BYTES,
                 processes=RUNTIME_PROCESSES,
                 file_bytes=RUNTIME_FILE_BYTES,
+                tmpfs_bytes=RUNTIME_TMPFS_BYTES,
             ),
             mounts=(Mount(job_dir, JOB_TARGET, writable=True),),
             cwd=JOB_TARGET,
