@@ -95,7 +95,8 @@ if mode == "leak":
     (out / "secrets.txt").write_text("\n".join(secrets))
 env = {k: v for k, v in os.environ.items() if "SECRET" not in k}
 names = sorted(os.listdir(os.environ["IEXEC_IN"]))
-seen = {"env": env, "in": names, "args": sys.argv[1:], "uid": os.getuid()}
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+seen = {"env": env, "in": names, "args": sys.argv[1:], "uid": os.getuid(), "fds": fds}
 (out / "env.json").write_text(json.dumps(seen))
 dataset = os.environ.get("IEXEC_DATASET_FILENAME")
 if dataset:
@@ -158,6 +159,7 @@ class Ran:
     report: dict[str, Any]
     stages: list[str]
     refused: list[str]
+    output: bytes  # the runtime's own stdout and stderr (what the worker could see)
 
     @property
     def task(self) -> str:
@@ -267,6 +269,7 @@ def run_runtime(
             finished = run_sandboxed(job_dir, runtime_end.fileno())
             runtime_end.close()
             assert finished.exit_code == 0, finished.stderr_tail.decode()[-3000:]
+            output = finished.stdout_tail + finished.stderr_tail
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE")}
             completed = subprocess.run(
@@ -279,8 +282,9 @@ def run_runtime(
             )
             runtime_end.close()
             assert completed.returncode == 0, completed.stderr.decode()[-3000:]
+            output = completed.stdout + completed.stderr
     report = json.loads((job_dir / "out" / "report.json").read_text())
-    return Ran(order, signature, job_dir, report, stages, relay.refused)
+    return Ran(order, signature, job_dir, report, stages, relay.refused, output)
 
 
 def run_sandboxed(job_dir: Path, relay_fd: int) -> Finished:
@@ -377,6 +381,8 @@ def test_the_app_gets_the_iexec_environment_and_nothing_else(world: World, tmp_p
     assert ran.report["status"] == "COMPLETED", ran.report
     seen = json.loads(ran.opened(tmp_path / "r", world.result_key_path)["env.json"])
     assert seen["args"] == ["ok", "two words", "x y"]
+    # stdin, stdout, stderr and the one listdir opened: no relay, nothing of the runtime.
+    assert seen["fds"] == [0, 1, 2, 3]
     assert seen["uid"] != os.getuid()
     assert seen["env"] == {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -398,6 +404,7 @@ def test_no_secret_reaches_the_worker_in_the_clear(world: World, tmp_path: Path)
         data = path.read_bytes()
         for secret in (DEV_SECRET, LEAKY_SECRET):
             assert secret.encode() not in data, path
+    assert ran.output == b""  # the runtime says nothing to the worker but report.json
     logs = ran.logs(world.result_key_path)
     assert "stdout: [redacted]" in logs and "stderr: [redacted]" in logs
     assert DEV_SECRET not in logs and LEAKY_SECRET not in logs
