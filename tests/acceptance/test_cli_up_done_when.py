@@ -130,8 +130,9 @@ def test_the_default_pool_of_up_takes_tasks_by_name_in_simulation(up: Up) -> Non
     default = next(p["address"] for p in pools if p["name"] == "default")
     assert view["workerpool"] == default
     assert view["order"]["tee"] == ["sim"] and view["order"]["tolerate"] == ["simulation"]
-    assert view["order"]["result_key"] is None
-    assert not (Path(up.env("carol")["CONFIDE_HOME"]) / "result-key").exists()
+    # not encrypted, but the logs are still sealed to the requester's result key
+    assert view["order"]["encrypt_result"] is False and view["order"]["result_key"]
+    assert (Path(up.env("carol")["CONFIDE_HOME"]) / "result-key").exists()
     text = up.cli("carol", "task", "show", str(queued["task"]))
     assert text.returncode == 0 and "RECEIVED" in text.stdout
     assert json.loads(up.cli("carol", "task", "list", "--json").stdout)[0]["task"] == queued["task"]

@@ -100,7 +100,8 @@ def stop_up(up: Up) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """One ``confide up`` for a test module (each test makes its own users)."""
-    started = start_up(tmp_path_factory.mktemp("up"))
+    # no workers: these tests look at tasks while they are queued
+    started = start_up(tmp_path_factory.mktemp("up"), "--workers", "0")
     try:
         yield started
     finally:
@@ -137,7 +138,7 @@ def test_up_serves_hub_sms_and_storage_on_one_port_and_says_simulation(tmp_path:
         code, err = stop_up(started)
     assert code == 0, err
     assert "simulation is accepted here: it protects nothing" in err
-    assert "--workers 2: workers arrive with `confide worker`" in err
+    assert "2 workers (sim)" in err
     assert "shut down cleanly" in err
 
 

@@ -21,6 +21,7 @@ def _fake_quote(report_data: bytes) -> bytes:
 
 
 def test_gramine_attester_writes_report_data_and_reads_the_quote(tmp_path: Path) -> None:
+    (tmp_path / "attestation_type").write_text("dcap\n")
     os.mkfifo(tmp_path / "user_report_data")
     os.mkfifo(tmp_path / "quote")
     seen: list[bytes] = []
@@ -40,7 +41,7 @@ def test_gramine_attester_writes_report_data_and_reads_the_quote(tmp_path: Path)
 
 
 def test_gramine_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(AttestationError, match="unavailable"):
+    with pytest.raises(AttestationError, match="not available"):
         GramineAttester(tmp_path / "missing").evidence(REPORT_DATA)
     with pytest.raises(AttestationError, match="64 bytes"):
         GramineAttester(tmp_path).evidence(b"short")
@@ -66,6 +67,7 @@ class FakeTsm:
                 handled.add(entry.name)
                 entry_dir = Path(entry.path)
                 (entry_dir / "generation").write_text(self.generation + "\n")
+                (entry_dir / "provider").write_text("tdx_guest\n")
                 os.mkfifo(entry_dir / "outblob")
                 os.mkfifo(entry_dir / "inblob")
                 data = (entry_dir / "inblob").read_bytes()
@@ -88,7 +90,7 @@ def test_configfs_tsm_attester(tmp_path: Path, generation: str) -> None:
             assert evidence.tee == "tdx"
             assert evidence.data == _fake_quote(REPORT_DATA)
         else:
-            with pytest.raises(AttestationError, match="another writer raced us"):
+            with pytest.raises(AttestationError, match="raced us"):
                 attester.evidence(REPORT_DATA)
     finally:
         kernel.stop()
@@ -96,5 +98,5 @@ def test_configfs_tsm_attester(tmp_path: Path, generation: str) -> None:
 
 
 def test_configfs_tsm_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(AttestationError, match="unavailable"):
+    with pytest.raises(AttestationError, match="not available"):
         ConfigfsTsmAttester(tmp_path / "missing").evidence(REPORT_DATA)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from confide.cli.app_manifest import manifest
 from confide.cli.app_run import run
 from confide.cli.options import (
     AppMeasurementOption,
@@ -36,6 +37,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.command("run", context_settings={"allow_extra_args": True})(run)
+app.command("manifest")(manifest)
 
 
 class Language(StrEnum):
@@ -162,6 +164,16 @@ def deploy(
             "tdx:<96 hex>); default: the bundle's sim measurement (`confide app measure`).",
         ),
     ] = None,
+    allow_logs: Annotated[
+        bool,
+        typer.Option(
+            "--allow-logs",
+            help="Let each task's requester read its logs (`confide task debug --logs`: "
+            "the last 100 kB of stdout and stderr, every released secret redacted, sealed "
+            "to the requester). Default: no log leaves the enclave, so nothing the app "
+            "prints can reveal your app developer secret.",
+        ),
+    ] = False,
     hub: HubOption = None,
     storage: StorageOption = None,
     sms: SmsOption = None,
@@ -182,13 +194,20 @@ def deploy(
     signer = where.signer()
     with progress_bar("uploading", lambda: packed_size(directory), not json_out) as advance:
         signed, _ = deploy_app(
-            where, signer, directory, name=name, measurement=typed, progress=advance
+            where,
+            signer,
+            directory,
+            name=name,
+            measurement=typed,
+            progress=advance,
+            logs=allow_logs,
         )
     record = signed.record
     result = {
         "address": record.address,
         "measurement": str(record.measurement),
         "bundle": str(record.field("bundle")),
+        "logs": bool(record.field("logs")),
     }
     if json_out:
         emit_json(

@@ -44,6 +44,7 @@ GROUPS = (
     ("serve", "confide.cli.sms", "serve_app"),
     ("session", "confide.cli.session", "app"),
     ("audit", "confide.cli.audit", "app"),
+    ("worker", "confide.cli.worker", "app"),
 )
 # Single commands (not groups): (command, module, function).
 COMMANDS = (("up", "confide.cli.up", "up"), ("demo", "confide.cli.demo", "demo"))

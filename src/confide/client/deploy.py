@@ -64,9 +64,11 @@ def deploy_app(
     name: str | None = None,
     measurement: Measurement | None = None,
     progress: Progress | None = None,
+    logs: bool = False,
 ) -> tuple[SignedRecord, dict[str, Any]]:
     """Measure the bundle (unless ``measurement`` says what the TEE build measures),
-    upload it, sign and register its app record."""
+    upload it, sign and register its app record (``logs``: its tasks' logs may reach
+    their requesters, sealed to them)."""
     from confide.bundle import measure_bundle, read_manifest  # noqa: PLC0415
 
     measured = measure_bundle(bundle)  # also checks it is a bundle
@@ -78,6 +80,7 @@ def deploy_app(
         app_name,
         bundle=digest,
         measurement=measurement or measured,
+        logs=logs,
         sequence=_next(platform, wallet, "app", app_name),
     )
     signed = record.sign(wallet)

@@ -3,8 +3,8 @@
 Gramine's pseudo-files: ``/dev/attestation/attestation_type`` says which attestation the
 manifest enabled (``dcap``), writing 64 bytes to ``user_report_data`` sets the report
 data, and reading ``quote`` returns the DCAP quote (v3) binding it, made by the quoting
-enclave through the host's AESM. :class:`confide.attestation.hardware.GramineAttester` is
-the attester the enclave runtime uses; this module adds the attestation type check.
+enclave through the host's AESM. :class:`confide.attestation.hardware.GramineAttester`, the
+attester the enclave runtime uses, is this function.
 """
 
 from __future__ import annotations

@@ -5,9 +5,8 @@ it: make an entry under ``/sys/kernel/config/tsm/report`` (mkdir), write the 64 
 data bytes to its ``inblob``, read the quote from ``outblob``, read ``provider`` (which
 driver made it: ``tdx_guest`` for a TD) and ``generation`` (how many writes the entry
 took: exactly our one, or another process raced us on the same entry), then remove the
-entry (rmdir). :class:`confide.attestation.hardware.ConfigfsTsmAttester` is the attester
-the enclave runtime uses; this module adds the provider check and returns everything
-the kernel said.
+entry (rmdir). :class:`confide.attestation.hardware.ConfigfsTsmAttester`, the attester
+the enclave runtime uses, is this function.
 
 Any root process of a TD can ask for a quote this way: the quote is evidence for the TD
 as booted (MRTD, RTMR0-2) and for what was extended into RTMR3 before it was asked for,

@@ -24,14 +24,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from confide.crypto.encoding import lp
 from confide.crypto.kdf import derive_subkey
 from confide.crypto.result_key import check_public_key
-from confide.crypto.sealing import _SUITE  # the one HPKE suite confide uses
+from confide.crypto.sealing import open_with, seal_to  # the one HPKE suite confide uses
 from confide.crypto.segment import SegmentAuthenticationError, segment_cipher
 from confide.errors import KeyFileError
 from confide.results.archive import ZIP_ERRORS, write_inner_zip
@@ -65,22 +64,19 @@ def _info(task_id: str, purpose: bytes) -> bytes:
 
 def _seal(plaintext: bytes, public: bytes, info: bytes) -> bytes:
     try:
-        key = X25519PublicKey.from_public_bytes(check_public_key(public))
+        return seal_to(plaintext, check_public_key(public), info)
     except (KeyFileError, ValueError) as exc:
         raise ResultError(f"the result key cannot be sealed to: {exc}") from None
-    sealed: bytes = _SUITE.encrypt(plaintext, key, info=info)
-    return sealed
 
 
 def _open(sealed: bytes, private: X25519PrivateKey, info: bytes, what: str) -> bytes:
     try:
-        plain: bytes = _SUITE.decrypt(sealed, private, info=info)
-    except (InvalidTag, ValueError):
+        return open_with(sealed, private, info)
+    except ValueError:
         raise ResultError(
             f"the {what} does not open with this result key: sealed to another key, for "
             f"another task, or altered"
         ) from None
-    return plain
 
 
 def load_private_key(path: Path) -> X25519PrivateKey:
