@@ -20,9 +20,10 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
+from confide.crypto.requests import RequestSigner
 from confide.errors import ConfideError
 from confide.relay.addresses import AddressRefusedError, check_address, resolve
 from confide.relay.protocol import (
@@ -37,15 +38,6 @@ from confide.relay.protocol import (
 
 MAX_SIGN_CHARS = 16 * 1024
 CONNECT_TIMEOUT = 10.0
-
-
-class TextSigner(Protocol):
-    """What signs for the relay: a :class:`confide.crypto.wallet.Wallet`."""
-
-    @property
-    def address(self) -> str: ...
-
-    def sign_text(self, message: str) -> str: ...
 
 
 Endpoint = tuple[str, int]
@@ -71,7 +63,7 @@ class RelayServer:
     def __init__(
         self,
         sock: socket.socket,
-        wallet: TextSigner,
+        wallet: RequestSigner,
         services: Iterable[Endpoint],
         allow_loopback: bool,
         on_stage: Callable[[str], None],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from confide.attestation.hardware import GramineAttester
 from confide.attestation.measurement import Measurement
@@ -20,7 +20,6 @@ from confide.client.enclave import ReleasedConfig, attest_and_open
 from confide.client.sms import SmsClient
 from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.tokens import public_jwk, verify_token_signature
-from confide.crypto.wallet import Wallet
 from confide.errors import ConfideError
 from confide.relay.client import RelayChannel, RelaySigner, RelayTransport
 from confide.runtime.job import Job
@@ -56,8 +55,7 @@ def attest(job: Job, channel: RelayChannel, measurement: Measurement) -> Atteste
     attester = attester_for(job, measurement)
     keys = EnclaveKeys.generate()
     signer = RelaySigner(channel, address=job.worker)
-    # The client's wallet is only ever asked for .address and .sign_text (duck-typed).
-    client = SmsClient(job.sms_url, wallet=cast(Wallet, signer), transport=RelayTransport(channel))
+    client = SmsClient(job.sms_url, wallet=signer, transport=RelayTransport(channel))
     sms_key = bytes.fromhex(job.order.sms_key)
     try:
         released = attest_and_open(
