@@ -1,8 +1,10 @@
 # confide: every target installs what it needs (.venv, pinned by constraints.txt).
 .PHONY: demo test lint bench clean
 
+# The seed tutorial end to end (both languages), then the volumes and CAS tour.
 demo:
 	@scripts/bootstrap.sh dev
+	.venv/bin/confide demo --lang both
 	@scripts/demo.sh
 
 # The PostgreSQL tests run on $CONFIDE_TEST_PG, or else on a throwaway cluster made for

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job, as a new user would run it: encrypt a tree into a volume, inspect it,
-# verify it, catch tampering and a rollback, and decrypt it back byte for byte; then run
-# the secret service, push a secret, create a CAS session, and have a (simulated) enclave
-# attest and receive its sealed configuration, while other code is refused.
+# The volumes and CAS tour (`make demo` runs it after `confide demo`, the seed tutorial):
+# encrypt a tree into a volume, inspect it, verify it, catch tampering and a rollback,
+# and decrypt it back byte for byte; then run the secret service, push a secret, create a
+# CAS session, and have a (simulated) enclave attest and receive its sealed
+# configuration, while other code is refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 confide=.venv/bin/confide
@@ -117,54 +118,5 @@ step "13. other code (another measurement) asks for the same session: refused, w
 step "14. confide audit verify   (every write, grant and refusal, hash-chained; never a value)"
 "$confide" audit show --limit 20
 "$confide" audit verify
-
-step "15. confide up: hub, sms and storage in one process (development platform, simulation allowed)"
-kill "$sms_pid" 2>/dev/null || true; wait "$sms_pid" 2>/dev/null || true
-unset CONFIDE_SMS
-up_port=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-export CONFIDE_HUB="http://127.0.0.1:$up_port"
-"$confide" up --port "$up_port" --workers 0 2>"$work/up.log" &
-up_pid=$!
-trap 'kill "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-.venv/bin/python - "$CONFIDE_HUB/health" <<'PY'
-import sys, time, httpx
-for _ in range(200):
-    try:
-        if httpx.get(sys.argv[1]).status_code == 200:
-            break
-    except httpx.HTTPError:
-        time.sleep(0.1)
-else:
-    sys.exit("confide up did not start")
-PY
-cat "$work/up.log"
-
-step "16. confide app init cubic; confide app deploy cubic   (measured, uploaded, owner-signed record)"
-"$confide" app init "$work/cubic" --lang python
-app=$("$confide" app deploy "$work/cubic" --json | .venv/bin/python -c "import json,sys; print(json.load(sys.stdin)['address'])")
-"$confide" app show "$app"
-
-step "17. confide app push-secret APP   (released only to the measurement your wallet signed)"
-printf '1;2;3;4' | "$confide" app push-secret "$app"
-printf '5' | "$confide" requester push-secret x1
-
-step "18. confide dataset encrypt + deploy   (a volume, its key kept by the sms for this app only)"
-mkdir -p "$work/dataset-src" && printf 'x,y\n1,2\n' > "$work/dataset-src/data.csv"
-"$confide" dataset encrypt "$work/dataset-src" "$work/dataset"
-dataset=$("$confide" dataset deploy "$work/dataset" --json | .venv/bin/python -c "import json,sys; print(json.load(sys.stdin)['address'])")
-measured=$("$confide" app measure "$work/cubic" --json | .venv/bin/python -c "import json,sys; print(json.load(sys.stdin)['measurement'])")
-"$confide" dataset push-secret "$dataset" --secret-file "$work/dataset.key" --app-measurement "$measured" --tee sim --tolerate simulation
-
-step "19. confide app run APP --workerpool default --secret 1=x1 --dataset D   (signed order, checked by the sms)"
-task=$("$confide" app run "$app" --workerpool default --secret 1=x1 --dataset "$dataset" --args "--x 3" --json | .venv/bin/python -c "import json,sys; print(json.load(sys.stdin)['task'])")
-"$confide" task show "$task"
-
-step "20. a mapping to a secret that does not exist fails before anything is queued"
-if "$confide" app run "$app" --workerpool default --secret 1=missing; then
-    echo "demo failed: a missing secret was queued" >&2; exit 1
-fi
-
-step "21. confide task cancel TASK   (hub and sms: nothing is ever released for it)"
-"$confide" task cancel "$task"
 
 step "done: the demo ran every step; see README.md for what comes next"
