@@ -91,8 +91,22 @@ class Services:
     def hub(self) -> HubClient:
         return HubClient(self.hub_url, wallet=self.wallet, clock=self.clock)
 
-    def storage(self) -> StorageClient:
-        return StorageClient(self.storage_url, wallet=self.wallet, clock=self.clock)
+    def clients(self) -> Clients:
+        """Clients for one slot's tasks, one after the other (each proves its service's
+        key once, not at every task)."""
+        storage = StorageClient(self.storage_url, wallet=self.wallet, clock=self.clock)
+        return Clients(self.hub(), self.hub(), storage)
+
+
+@dataclass
+class Clients:
+    hub: HubClient  # claims, records, reports (never two at once: see Progress.settle)
+    beat: HubClient  # the heartbeat's thread
+    storage: StorageClient
+
+    def close(self) -> None:
+        for client in (self.hub, self.beat, self.storage):
+            client.close()
 
 
 @dataclass(frozen=True)
@@ -106,34 +120,37 @@ class Outcome:
     error: str | None = None
 
 
-def run_task(services: Services, claim: dict[str, Any]) -> Outcome:
+def run_task(services: Services, claim: dict[str, Any], clients: Clients | None = None) -> Outcome:
     """Run one claimed task to its final report (never raises for the task's sake)."""
     began = time.monotonic()
     view = claim["task"]
     task_id, token = str(view["task"]), str(claim["lease_token"])
-    hub = services.hub()
-    heartbeat = Heartbeat(
-        services.hub(), task_id, token, int(claim["lease_expires_at"]), services.clock
-    )
-    progress = Progress(hub, task_id, token)
+    own = clients is None
+    used = services.clients() if clients is None else clients
+    expires = int(claim["lease_expires_at"])
+    heartbeat = Heartbeat(used.beat, task_id, token, expires, services.clock)
+    progress = Progress(used.hub, task_id, token)
     timings: dict[str, float] = {}
     try:
         with _job_dir(services.work_dir) as job:
             try:
-                _prepare(services, hub, claim, job)
+                _prepare(services, used, claim, job)
             except ConfideError as exc:
                 return _final(progress, task_id, "FAILED", "PRE_COMPUTE_FAILED", str(exc), None)
             timings["claim_to_start"] = time.monotonic() - began
             outcome, started = _run_runtime(services, job, progress, view)
+            progress.settle()
             first = min(progress.reached.values(), default=None)
             if first is not None:
                 timings["sandbox"] = max(0.0, first - started)
             if heartbeat.lost or progress.lost:
                 return Outcome(task_id, None, None, heartbeat.lost or progress.lost)
-            return _conclude(services, progress, task_id, job, outcome, timings)
+            return _conclude(services, used, progress, task_id, job, outcome, timings)
     finally:
+        progress.settle()
         heartbeat.stop()
-        hub.close()
+        if own:
+            used.close()
 
 
 @contextlib.contextmanager
@@ -147,7 +164,7 @@ def _job_dir(work_dir: Path) -> Iterator[Path]:
         shutil.rmtree(job, ignore_errors=True)
 
 
-def _prepare(services: Services, hub: HubClient, claim: dict[str, Any], job: Path) -> None:
+def _prepare(services: Services, clients: Clients, claim: dict[str, Any], job: Path) -> None:
     """Download the bundle (and dataset) with the claim's grants; write job.json."""
     view, grants = claim["task"], claim.get("grants") or {}
     try:
@@ -156,19 +173,16 @@ def _prepare(services: Services, hub: HubClient, claim: dict[str, Any], job: Pat
         raise JobError(f"the hub's task holds a malformed order: {exc}") from None
     if order.task_id() != view["task"]:
         raise JobError("the hub's task id is not its order's hash")
+    hub, storage = clients.hub, clients.storage
     app = _record(hub, services.deployment, order.app, "app")
-    storage = services.storage()
 
     def fetch(digest: str, name: str, grant: str | None) -> None:
         _unrefused(lambda: storage.download(digest, job / name, grant=grant), FETCH_RETRY_SECONDS)
 
-    try:
-        fetch(str(app.field("bundle")), "bundle.tar", grants.get("bundle"))
-        if order.dataset is not None:
-            dataset = _record(hub, services.deployment, order.dataset, "dataset")
-            fetch(str(dataset.field("blob")), "dataset.tar", grants.get("dataset"))
-    finally:
-        storage.close()
+    fetch(str(app.field("bundle")), "bundle.tar", grants.get("bundle"))
+    if order.dataset is not None:
+        dataset = _record(hub, services.deployment, order.dataset, "dataset")
+        fetch(str(dataset.field("blob")), "dataset.tar", grants.get("dataset"))
     document = {
         "format": JOB_FORMAT,
         "task": order.task_id(),
@@ -236,6 +250,7 @@ def _run_runtime(
 
 def _conclude(
     services: Services,
+    clients: Clients,
     progress: Progress,
     task_id: str,
     job: Path,
@@ -253,7 +268,7 @@ def _conclude(
         return _final(progress, task_id, "FAILED", lost, failure, None)
     for stage in ("PRE_COMPUTE", "ATTESTING", "COMPUTING", "POST_COMPUTE"):
         if stage in (report.get("stages") or {}):
-            progress.advance(stage)
+            progress.advance_now(stage)
     timings.update(_timings(report.get("timings")))
     status = report.get("status")
     cause: str | None = report["cause"] if report.get("cause") in WORKER_CAUSES else None
@@ -271,11 +286,11 @@ def _conclude(
         "error": error[:4096] if error else None,
     }
     if status == "COMPLETED":
-        progress.advance("UPLOADING")
+        progress.advance_now("UPLOADING")
     uploaded = time.monotonic()
     try:
-        document["blob"] = _upload(services, job, report.get("result_file"))
-        document["logs_blob"] = _upload(services, job, report.get("logs_file"))
+        document["blob"] = _upload(clients.storage, job, report.get("result_file"))
+        document["logs_blob"] = _upload(clients.storage, job, report.get("logs_file"))
     except ConfideError as exc:
         if status == "COMPLETED":
             status, cause = "FAILED", "RESULT_UPLOAD_FAILED"
@@ -357,7 +372,7 @@ def _read_report(path: Path) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def _upload(services: Services, job: Path, name: Any) -> str | None:
+def _upload(storage: StorageClient, job: Path, name: Any) -> str | None:
     """Upload out/``name`` (a regular file, never through a link): its digest."""
     if name is None:
         return None
@@ -373,13 +388,9 @@ def _upload(services: Services, job: Path, name: Any) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConfideError(f"the runtime's output {name} is not a regular file")
-        storage = services.storage()
-        try:
-            source = Path(f"/proc/self/fd/{fd}")
-            answer = _unrefused(lambda: storage.upload(source), UPLOAD_RETRY_SECONDS)
-            return str(answer["digest"])
-        finally:
-            storage.close()
+        source = Path(f"/proc/self/fd/{fd}")
+        answer = _unrefused(lambda: storage.upload(source), UPLOAD_RETRY_SECONDS)
+        return str(answer["digest"])
     finally:
         os.close(fd)
 

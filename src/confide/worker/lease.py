@@ -11,6 +11,7 @@ skipped is reported on the way (``via``).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -60,20 +61,44 @@ class Heartbeat:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(30)
-        self._hub.close()
 
 
 class Progress:
-    """The task's status at the hub, moved forward by this worker only."""
+    """The task's status at the hub, moved forward by this worker only.
+
+    The runtime's stages (:meth:`advance`, called by the relay) are reported on a thread
+    of their own, so the runtime never waits for the hub; :meth:`settle` waits until
+    they are all reported, before the worker reports anything else."""
 
     def __init__(self, hub: HubClient, task_id: str, token: str) -> None:
         self._hub, self._task, self._token = hub, task_id, token
         self._lock = threading.Lock()
         self.current = "CLAIMED"
         self.lost: str | None = None
-        self.reached: dict[str, float] = {}  # the stages reached (monotonic seconds)
+        self.reached: dict[str, float] = {}  # when each stage was told (monotonic seconds)
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def advance(self, status: str) -> None:
+        """Report ``status`` soon (the relay's ``on_stage``: returns at once)."""
+        self.reached.setdefault(status, time.monotonic())
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="confide-stages", daemon=True)
+            self._thread.start()
+        self._queue.put(status)
+
+    def _drain(self) -> None:
+        while (status := self._queue.get()) is not None:
+            self.advance_now(status)
+
+    def settle(self) -> None:
+        """Wait until every stage told so far is reported (or refused)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def advance_now(self, status: str) -> None:
         """Report ``status`` if it lies ahead in the chain (the statuses between ``via``);
         never raises: a refusal is logged, and a lost lease remembered."""
         with self._lock:
@@ -97,6 +122,7 @@ class Progress:
     def finish(self, status: str, **fields: Any) -> dict[str, Any]:
         """Report the final ``status`` (COMPLETED passes through the chain's remaining
         statuses); the task's view. LeaseLostError, or the hub's refusal, raised."""
+        self.settle()
         with self._lock:
             via: tuple[str, ...] = ()
             if status == "COMPLETED":

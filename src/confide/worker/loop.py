@@ -178,7 +178,8 @@ def _claim_loop(
     outcomes: list[Outcome],
     lock: threading.Lock,
 ) -> None:
-    hub = services.hub()
+    clients = services.clients()
+    hub = clients.hub
     try:
         while not stop.is_set():
             try:
@@ -193,7 +194,7 @@ def _claim_loop(
                 continue
             task = claim["task"]["task"]
             _log.info("task %s: claimed (attempt %s)", task, claim["task"].get("attempts"))
-            outcome = run_task(services, claim)
+            outcome = run_task(services, claim, clients)
             _log.info(
                 "task %s: %s%s",
                 task,
@@ -205,4 +206,4 @@ def _claim_loop(
             if config.on_outcome is not None:
                 config.on_outcome(outcome)
     finally:
-        hub.close()
+        clients.close()
