@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -12,13 +13,14 @@ from typing import Any
 import pytest
 
 from confide.attestation.measurement import Measurement
+from confide.crypto.keys import SymmetricKey
 from confide.crypto.wallet import Wallet
 from confide.errors import ConfideError
 from confide.runtime.inputs import check_url, input_name
 from confide.runtime.job import load_job
 from confide.runtime.main import run_job
 from confide.runtime.postcompute import check_computed
-from confide.runtime.precompute import TEE_ENV, prepare_bundle
+from confide.runtime.precompute import TEE_ENV, dataset_key, prepare_bundle
 from confide.runtime.stages import Redactor, TaskFailure
 from confide.sms.tasks import TaskOrder
 
@@ -179,3 +181,15 @@ def test_a_job_without_a_usable_relay_is_reported(tmp_path: Path) -> None:
     report = json.loads((directory / "out" / "report.json").read_text())
     assert report["status"] == "FAILED" and report["cause"] == "PRE_COMPUTE_FAILED"
     assert "relay descriptor 999 is not usable" in report["error"]
+
+
+def test_the_released_dataset_key_is_raw_or_a_key_file() -> None:
+    key = SymmetricKey.generate()
+    for released in (key.expose(), (key.to_hex() + "\n").encode()):
+        config = {"dataset": {"key": base64.b64encode(released).decode()}}
+        assert dataset_key(config).expose() == key.expose()
+    bad: list[dict[str, Any]] = [{"dataset": None}, {"dataset": {"key": "%%"}}]
+    for wrong in [*bad, {"dataset": {"key": "AAAA"}}]:
+        with pytest.raises(TaskFailure) as failure:
+            dataset_key(wrong)
+        assert failure.value.cause == "PRE_COMPUTE_FAILED"

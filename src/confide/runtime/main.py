@@ -73,7 +73,7 @@ def run_job(directory: Path) -> int:
         outcome.fail(TaskFailure(PRE_COMPUTE_FAILED, why), Redactor())
         return _report(out, outcome, progress)
     progress.channel = channel
-    with tempfile.TemporaryDirectory(prefix="confide-runtime-") as work:
+    with tempfile.TemporaryDirectory(prefix="confide-runtime-", ignore_cleanup_errors=True) as work:
         Task(job, channel, progress, outcome, Path(work)).run()
     channel.close()
     return _report(out, outcome, progress)
