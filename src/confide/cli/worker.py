@@ -93,8 +93,11 @@ def start(
 
     def stopping(signum: int, frame: object) -> None:
         del frame
-        if not stop.is_set():
-            note(f"{signal.Signals(signum).name}: no new claims; finishing the running tasks")
+        name = signal.Signals(signum).name
+        if stop.is_set():  # a second one: do not wait for the running tasks
+            note(f"{name} again: stopping now (the running tasks' leases expire; they run again)")
+            raise SystemExit(128 + signum)
+        note(f"{name}: no new claims; finishing the running tasks (again to stop now)")
         stop.set()
 
     def started(facts: dict[str, Any]) -> None:
