@@ -261,3 +261,28 @@ def test_grants_without_logs(hub: HubCaller, world: World) -> None:
     answer = grants(hub, world, task)
     assert answer.status_code == 200
     assert answer.json()["logs"] is None and answer.json()["result"]
+
+
+def test_a_lease_given_back_is_queued_again_at_once(
+    hub: HubCaller, world: World, clock: Clock
+) -> None:
+    task = queued(hub, world)
+    token = claimed(hub, world)
+    path = f"/v1/tasks/{task}/release"
+    assert hub.signed(world.stranger, "POST", path, {"lease_token": token}).status_code == 403
+    clock.advance(2)
+    answer = hub.signed(world.worker, "POST", path, {"lease_token": token})
+    assert answer.status_code == 200, answer.text
+    view = answer.json()
+    assert view["status"] == "RECEIVED" and view["lease"] is None and view["attempts"] == 1
+    assert view["times"]["RECEIVED"] == int(clock())
+    again = hub.signed(world.worker, "POST", path, {"lease_token": token})
+    assert again.status_code == 409 and "stale fencing token" in again.json()["detail"]
+    assert hub.report(world.worker, task, token, "PRE_COMPUTE").status_code == 409
+    second = hub.claim(world.worker, world.pool().address).json()
+    assert second["task"]["task"] == task and second["task"]["attempts"] == 2
+    last = queued(hub, world, max_attempts=1)
+    token = claimed(hub, world)
+    given = hub.signed(world.worker, "POST", f"/v1/tasks/{last}/release", {"lease_token": token})
+    assert given.json()["status"] == "FAILED"
+    assert given.json()["cause"] == "LEASE_EXPIRED_TOO_OFTEN"

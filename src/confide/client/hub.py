@@ -131,6 +131,10 @@ class HubClient(ServiceClient):
         document = self._leased(path, {"lease_token": lease_token})
         return int(document["lease_expires_at"])
 
+    def release(self, task_id: str, lease_token: str) -> dict[str, Any]:
+        """Give the lease back (this worker cannot finish the task): the task's view."""
+        return self._leased(f"/v1/tasks/{_task(task_id)}/release", {"lease_token": lease_token})
+
     def report(
         self,
         task_id: str,

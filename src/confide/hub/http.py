@@ -113,6 +113,7 @@ class HubRoutes:
             Route("/v1/tasks/{task}/heartbeat", self.heartbeat, methods=["POST"]),
             Route("/v1/tasks/{task}/status", self.status, methods=["POST"]),
             Route("/v1/tasks/{task}/grants", self.grants, methods=["POST"]),
+            Route("/v1/tasks/{task}/release", self.release, methods=["POST"]),
             Route("/v1/workerpools/{pool}/claim", self.claim, methods=["POST"]),
         ]
 
@@ -270,6 +271,26 @@ class HubRoutes:
 
         expires = await self.writes.run(request, body, work)
         return JSONResponse({"lease_expires_at": expires})
+
+    async def release(self, request: Request) -> Response:
+        task_id = _task_id(request.path_params["task"])
+        body = await read_body(request, SMALL_BODY_LIMIT)
+
+        def work(connection: Connection, signed: Signed) -> dict[str, Any]:
+            token = _token(json_object(body, 4), {"lease_token"})
+            return self.hub.release(
+                task_id,
+                signed.address,
+                token,
+                signed.now,
+                before=signed.record_in,
+                within=connection,
+            )
+
+        view = await self.writes.run(request, body, work)
+        if view["status"] == "RECEIVED":
+            self.waiters.wake(view["workerpool"])
+        return JSONResponse(view)
 
     async def status(self, request: Request) -> Response:
         task_id = _task_id(request.path_params["task"])

@@ -78,6 +78,13 @@ _OPERATIONS: list[tuple[str, str, str, bool, tuple[str, ...]]] = [
         ("200", "403", "404", "409"),
     ),
     (
+        "/v1/tasks/{task}/release",
+        "post",
+        "Give the lease back (the lease holder): queued again at once",
+        True,
+        ("200", "403", "404", "409"),
+    ),
+    (
         "/v1/workerpools/{pool}/claim",
         "post",
         "Claim a task (a member; ?wait=0..20 long poll)",

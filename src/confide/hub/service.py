@@ -234,6 +234,26 @@ class Hub:
                 connection, task_id, worker, token, now, self.config.lease_seconds
             )
 
+    def release(
+        self,
+        task_id: str,
+        worker: str,
+        token: str,
+        now: int,
+        *,
+        before: Before = None,
+        within: Connection | None = None,
+    ) -> dict[str, Any]:
+        """The lease holder gives its lease back (it cannot finish the task): queued again
+        at once rather than when the lease expires. The task's view."""
+        with self._transaction(within) as connection:
+            if before is not None:
+                before(connection)
+            found = tasks.held(connection, task_id, worker, token, now)
+            tasks.give_back(connection, found, now)
+            self._audit(connection, now, worker, "task.release", task_id, {})
+            return tasks.view(tasks.existing(connection, task_id))
+
     def report(
         self,
         task_id: str,

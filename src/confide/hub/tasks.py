@@ -367,6 +367,15 @@ def sweep(connection: Connection, now: int) -> set[str]:
     return requeued
 
 
+def give_back(connection: Connection, found: Any, now: int) -> None:
+    """A lease its worker gave back (it cannot finish): as if it expired now, the task is
+    queued again, or fails after ``max_attempts`` leases."""
+    if found.attempts >= found.max_attempts:
+        set_status(connection, found, "FAILED", now, cause=LEASE_EXPIRED_TOO_OFTEN)
+    else:
+        _requeue(connection, found, now)
+
+
 def _requeue(connection: Connection, found: Any, now: int) -> None:
     connection.execute(
         update(hub_tasks)
