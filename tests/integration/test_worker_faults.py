@@ -2,8 +2,9 @@
 worker killed with SIGKILL mid-task (its lease expires, another worker completes the
 task, once), SIGTERM (no new claim, the running task finishes, exit 0), and a worker
 holding a stale fencing token after a requeue (its reports are refused, nothing of the
-new lease is overwritten), and the platform restarted while a task computes (the worker's
-reports wait for it; the task completes on its first attempt)."""
+new lease is overwritten), the platform restarted while a task computes (the worker's
+reports wait for it; the task completes on its first attempt), and a second SIGTERM
+(the worker stops at once and gives the running task's lease back)."""
 
 from __future__ import annotations
 
@@ -169,3 +170,22 @@ def test_the_hub_restarted_mid_run(tmp_path: Path) -> None:
         served.stop()
     assert view["status"] == "COMPLETED" and view["attempts"] == 1, view
     assert [(o.task, o.status) for o in outcomes] == [(task, "COMPLETED")]
+
+
+def test_a_second_sigterm_gives_the_lease_back(keystore: Path, tmp_path: Path) -> None:
+    with running_up(tmp_path / "up", lease_seconds=60) as up:  # an expiry would take 60 s
+        pool = Pool(up, worker=load_wallet(keystore, PASSWORD)).deploy()
+        task = pool.queue()
+        worker = spawn(pool, keystore, tmp_path / "a", "slow", 60)
+        try:
+            pool.wait(task, {"COMPUTING", *FINAL})
+            worker.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            worker.send_signal(signal.SIGTERM)
+            code = worker.wait(timeout=30)  # (its fake runtime, left running, holds the pipes)
+            view = pool.wait(task, {"RECEIVED", *FINAL}, timeout=10)
+        finally:
+            os.killpg(worker.pid, signal.SIGKILL)  # its fake runtime
+            worker.communicate(timeout=30)
+    assert code == 128 + signal.SIGTERM
+    assert view["status"] == "RECEIVED" and view["lease"] is None and view["attempts"] == 1

@@ -205,7 +205,8 @@ def read_job(path: Path) -> dict[str, Any]:
 
 def main() -> None:
     """A worker in this process with the fake runtime (what the fault tests start, kill
-    and stop): SIGTERM or SIGINT stops claiming; the outcomes are printed as JSON."""
+    and stop): SIGTERM or SIGINT stops claiming, a second one stops at once; the outcomes
+    are printed as JSON."""
     import argparse
     import signal
 
@@ -217,8 +218,14 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=5.0)
     args = parser.parse_args()
     stop = threading.Event()
+
+    def stopping(signum: int, frame: object) -> None:
+        if stop.is_set():  # a second one: stop now (the running tasks are given back)
+            raise SystemExit(128 + signum)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stopping)
     config = WorkerConfig(
         hub_url=args.hub,
         pool=args.pool,

@@ -27,6 +27,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ class Services:
     allow_loopback_inputs: bool = False
     clock: Callable[[], float] = time.time
     extra: dict[str, Any] = field(default_factory=dict)
+    active: dict[str, str] = field(default_factory=dict)  # running task -> its lease token
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hub(self) -> HubClient:
         return HubClient(self.hub_url, wallet=self.wallet, clock=self.clock)
@@ -131,6 +134,8 @@ def run_task(services: Services, claim: dict[str, Any], clients: Clients | None 
     heartbeat = Heartbeat(used.beat, task_id, token, expires, services.clock)
     progress = Progress(used.hub, task_id, token)
     timings: dict[str, float] = {}
+    with services.lock:
+        services.active[task_id] = token
     try:
         with _job_dir(services.work_dir) as job:
             try:
@@ -147,10 +152,36 @@ def run_task(services: Services, claim: dict[str, Any], clients: Clients | None 
                 return Outcome(task_id, None, None, heartbeat.lost or progress.lost)
             return _conclude(services, used, progress, task_id, job, outcome, timings)
     finally:
+        with services.lock:
+            services.active.pop(task_id, None)
         progress.settle()
         heartbeat.stop()
         if own:
             used.close()
+
+
+def give_back(services: Services) -> list[str]:
+    """Give back the leases of the running tasks (the worker stops before they end): the
+    hub queues them again at once. The tasks given back."""
+    with services.lock:
+        running = dict(services.active)
+        services.active.clear()
+    given: list[str] = []
+    if not running:
+        return given
+    hub = services.hub()
+    try:
+        for task_id, token in running.items():
+            try:
+                hub.release(task_id, token)
+            except ConfideError as exc:  # its lease expires instead
+                _log.warning("task %s: could not give the lease back: %s", task_id, exc)
+                continue
+            given.append(task_id)
+            _log.info("task %s: lease given back", task_id)
+    finally:
+        hub.close()
+    return given
 
 
 @contextlib.contextmanager

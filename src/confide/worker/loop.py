@@ -6,7 +6,8 @@ storage it names), checks that its wallet is a member of the pool (the pool's re
 its owner signed it), and for ``sim`` registers its platform key with that sms. Then each
 of ``concurrency`` slots claims (long poll), runs the task (:mod:`confide.worker.job`)
 and claims again, until ``stop`` is set: no new claim is made, the running tasks finish
-and report, and it returns.
+and report, and it returns. Interrupted while it waits for them (an exception in the
+calling thread: a second ^C), it gives their leases back to the hub first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from confide.client.hub import HubClient
 from confide.client.sms import SmsClient
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError
-from confide.worker.job import Outcome, RelayFactory, Services, run_task
+from confide.worker.job import Outcome, RelayFactory, Services, give_back, run_task
 from confide.worker.runner import Runner, SandboxRunner
 from confide.worker.tee import platform_key
 
@@ -81,8 +82,13 @@ def run_worker(config: WorkerConfig, stop: threading.Event) -> list[Outcome]:
     ]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:  # stopped at once (a second signal): the running tasks go back
+        stop.set()
+        give_back(services)
+        raise
     if config.work_dir is None:
         import shutil  # noqa: PLC0415
 
