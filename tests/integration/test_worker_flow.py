@@ -68,7 +68,7 @@ def test_a_task_runs_to_completion(pool: Pool, tmp_path: Path) -> None:
     assert job["order"]["app"] == pool.app and job["deadline"] == view["deadline"]
     assert job["relay_fd"] > 2 and job["allow_loopback_inputs"] is False
     assert job["lease_token"] and job["signature"] == view["signature"]
-    assert job["limits"] == {"memory_bytes": 1 << 30, "tmpfs_bytes": 256 << 20}
+    assert job["limits"] == {"memory_bytes": 2 << 30, "tmpfs_bytes": 256 << 20}
     assert seen["job_mode"] == 0o700 and {"bundle.tar", "job.json"} <= set(seen["files"])
     assert seen["bundle_size"] > 0
     assert list((home / "jobs").iterdir()) == []  # each job directory is removed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,17 @@ computed = {"deterministic-output-path": str(out / "result.txt")}
 (out / "computed.json").write_text(json.dumps(computed))
 print("computed")
 """
+CUBIC_JS = """\
+const fs = require("fs");
+const path = require("path");
+const [a, b, c, d] = process.env.IEXEC_APP_DEVELOPER_SECRET.split(";").map(Number);
+const x = Number(process.env.IEXEC_REQUESTER_SECRET_1);
+const out = process.env.IEXEC_OUT;
+const result = path.join(out, "result.txt");
+fs.writeFileSync(result, `f(${x}) = ${a * x ** 3 + b * x ** 2 + c * x + d}\\n`);
+const computed = {"deterministic-output-path": result};
+fs.writeFileSync(path.join(out, "computed.json"), JSON.stringify(computed));
+"""
 DEVELOPER_SECRET = b"2;0;-1;5"
 FINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
 
@@ -47,15 +59,20 @@ def _sandbox_works() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+@pytest.fixture(scope="module", params=["python", "node"])
+def up(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     why = _sandbox_works()
     if why is not None:
         pytest.skip(f"no working sandbox: {why}")
+    if request.param == "node" and shutil.which("node") is None:
+        pytest.skip("no node here")
     root = tmp_path_factory.mktemp("up")
     bundle = root / "bundle"
-    init_bundle(bundle, "python", "cubic")
-    (bundle / "app.py").write_text(CUBIC)
+    init_bundle(bundle, request.param, "cubic")
+    if request.param == "python":
+        (bundle / "app.py").write_text(CUBIC)
+    else:
+        (bundle / "app.js").write_text(CUBIC_JS)
     with running_up(root) as started:
         yield started
 

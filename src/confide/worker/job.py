@@ -45,7 +45,7 @@ from confide.worker.runner import Runner, RunOutcome
 
 _log = logging.getLogger("confide.worker")
 JOB_FORMAT = "confide-job-v1"
-APP_MEMORY_BYTES = 1 << 30
+APP_MEMORY_BYTES = 2 << 30  # the app's RLIMIT_AS (node needs about 1 GiB to start)
 APP_TMPFS_BYTES = 256 << 20
 MAX_REPORT_BYTES = 1 << 20
 # How long a final report (and an upload) is retried while the hub (the storage) cannot
@@ -276,6 +276,8 @@ def _run_runtime(
     finally:
         theirs.close()
         relay.close()
+    for reason in list(getattr(relay, "refused", []))[:5]:  # never a secret: addresses, ops
+        _log.info("task %s: the relay refused: %s", view["task"], reason)
     return outcome, started
 
 
