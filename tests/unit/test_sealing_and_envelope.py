@@ -161,15 +161,15 @@ def test_sealing_to_any_x25519_key_opens_only_with_its_private_key_and_context()
     )
     sealed = seal_to(b"the data key", public, b"confide-result-v1|task")
     assert open_with(sealed, private, b"confide-result-v1|task") == b"the data key"
-    for wrong in (
-        lambda: open_with(sealed, private, b"confide-result-v1|other task"),
-        lambda: open_with(sealed, X25519PrivateKey.generate(), b"confide-result-v1|task"),
-        lambda: open_with(
-            sealed[:40] + bytes([sealed[40] ^ 1]) + sealed[41:], private, b"confide-result-v1|task"
-        ),
-        lambda: open_with(sealed[:20], private, b"confide-result-v1|task"),
-    ):
+    flipped = sealed[:40] + bytes([sealed[40] ^ 1]) + sealed[41:]
+    attempts: list[tuple[bytes, X25519PrivateKey, bytes]] = [
+        (sealed, private, b"confide-result-v1|other task"),
+        (sealed, X25519PrivateKey.generate(), b"confide-result-v1|task"),
+        (flipped, private, b"confide-result-v1|task"),
+        (sealed[:20], private, b"confide-result-v1|task"),
+    ]
+    for blob, key, info in attempts:
         with pytest.raises(ValueError, match="do not open"):
-            wrong()
+            open_with(blob, key, info)
     with pytest.raises(ValueError, match="32 bytes"):
         seal_to(b"x", b"short", b"info")
