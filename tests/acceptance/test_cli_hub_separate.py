@@ -203,3 +203,56 @@ def test_separate_services_after_trusting_the_sms_by_fingerprint(deployment: Dep
         listed = client(deployment.s3).list_objects_v2(Bucket=deployment.bucket)
         keys = " ".join(item["Key"] for item in listed.get("Contents", []))
         assert str(app["bundle"]) in keys and str(dataset["blob"]) in keys
+
+
+def _worker(deployment: Deployment, name: str, pool: str) -> subprocess.Popen[str]:
+    """`confide worker start` in a process of its own (its wallet made beforehand)."""
+    command = [*CONFIDE, "worker", "start", "--workerpool", pool, "--tee", "sim", "--json"]
+    return subprocess.Popen(
+        command, env=deployment.env(name), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_the_seed_tutorial_with_two_workers_as_separate_processes(deployment: Deployment) -> None:
+    from confide.demo.cubic import SOURCES
+
+    alice = deployment.env("alice")
+    quick_wallet(Path(alice["CONFIDE_HOME"]), PASSWORD)
+    _ok(alice, "sms", "trust", deployment.sms, "--fingerprint", deployment.fingerprint)
+    bundle = deployment.root / "alice" / "cubic"
+    assert run_cli("app", "init", bundle, env=alice).returncode == 0
+    (bundle / "app.py").write_text(SOURCES["python"][1])
+    app = str(_ok(alice, "app", "deploy", bundle)["address"])
+    pool = str(_ok(alice, "workerpool", "deploy", "tutorial")["address"])
+    names = ("worker-1", "worker-2")
+    for name in names:  # a worker must be a member of its pool before it starts
+        address = quick_wallet(Path(deployment.env(name)["CONFIDE_HOME"]), PASSWORD)
+        _ok(alice, "workerpool", "add-worker", pool, address)
+    workers = [_worker(deployment, name, pool) for name in names]
+    try:
+        _ok(alice, "app", "push-secret", app, "--secret-value", "2;0;-1;5")
+        _ok(alice, "requester", "push-secret", "x1", "--secret-value", "3")
+        tasks = []
+        for _ in range(2):
+            ran = run_cli(
+                *("app", "run", app, "--workerpool", pool, "--tag", "tee,sim"),
+                *("--secret", "1=x1", "--watch", "--json"),
+                env=alice,
+            )
+            assert ran.returncode == 0, ran.stderr
+            tasks.append(json.loads(ran.stdout)["task"])
+        for task in tasks:
+            out = deployment.root / "alice" / task
+            shown = _ok(alice, "task", "show", task, "--download", out)
+            assert shown["status"] == "COMPLETED" and shown["verified"] is True
+            assert json.loads((out / "result.txt").read_text())["result"] == 56
+            verified = run_cli("result", "verify", task, "--dir", out, "--allow-sim", env=alice)
+            assert verified.returncode == 0, verified.stderr
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=60) for process in workers]
+    for process, (stdout, stderr) in zip(workers, outputs, strict=True):
+        assert process.returncode == 0, stderr
+        assert "2;0;-1;5" not in stdout + stderr
+        json.loads(stdout)  # one summary document at exit
