@@ -46,18 +46,12 @@ from confide.crypto.wallet import Wallet
 from confide.demo.cubic import SOURCES
 from confide.demo.tour import LanguageRun, Tour
 from confide.demo.tour import platform as up_platform
+from confide.hub.lifecycle import CHAIN
+from confide.sms.tasks import TaskOrder
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = (
-    "RECEIVED",
-    "CLAIMED",
-    "PRE_COMPUTE",
-    "ATTESTING",
-    "COMPUTING",
-    "POST_COMPUTE",
-    "UPLOADING",
-    "COMPLETED",
-)
+REQUESTERS = 4
+STAGES = CHAIN
 
 
 def cpu_name() -> str:
@@ -105,11 +99,27 @@ def main() -> None:
             (bundle / "app.py").write_text(SOURCES["python"][1])
             app = str(tour.timed(setup, "deploy", "app", "deploy", str(bundle))["address"])
             tour.timed(setup, "app secret", "app", "push-secret", app, stdin="2;0;-1;5")
-            key = unlock_keystore(home / "wallet.json", tour.env["CONFIDE_WALLET_PASSWORD"])
-            wallet = Wallet.from_private_key(key.hex())
-            where = Platform(url, wallet=wallet, trust_dir=home / "trust")
             options = RunOptions(app=app, workerpool="default", secrets=((1, "x1"),))
-            template = build_order(where, wallet, options, home / "result-key")
+
+            def requester(tour: Tour) -> tuple[Wallet, Platform, TaskOrder]:
+                key = unlock_keystore(
+                    tour.home / "wallet.json", tour.env["CONFIDE_WALLET_PASSWORD"]
+                )
+                wallet = Wallet.from_private_key(key.hex())
+                where = Platform(url, wallet=wallet, trust_dir=tour.home / "trust")
+                return wallet, where, build_order(where, wallet, options, tour.home / "result-key")
+
+            # the hub takes at most 100 live tasks per requester (--max-queued): the burst
+            # comes from REQUESTERS of them, each with its own wallet, secret and result key
+            tours = [tour]
+            for number in range(1, REQUESTERS):
+                other = Tour(home / f"requester-{number}", url, tour.progress)
+                other.home.mkdir()
+                other.timed(setup, f"wallet {number}", "wallet", "create")
+                other.timed(setup, f"secret {number}", "requester", "push-secret", "x1", stdin="3")
+                tours.append(other)
+            requesters = [requester(each) for each in tours]
+            wallet, where, template = requesters[0]
             hub = httpx.Client(base_url=url, timeout=30)
 
             def submit(salt: str) -> tuple[str, float]:
@@ -125,15 +135,26 @@ def main() -> None:
                 total = time.perf_counter() - began
                 if view["status"] != "COMPLETED":
                     raise SystemExit(f"task {task} ended {view['status']} ({view.get('cause')})")
-                latencies.append({"task": task, "seconds": total, "stages": stage_seconds(view)})
-            salts = [os.urandom(16).hex() for _ in range(args.burst)]
-            orders = [dataclasses.replace(template, salt=salt) for salt in salts]
-            signed = [(order, order.sign(wallet)) for order in orders]
+                timings = dict((view.get("result") or {}).get("timings") or {})
+                latencies.append(
+                    {
+                        "task": task,
+                        "seconds": total,
+                        "stages": stage_seconds(view),
+                        "timings": timings,
+                        "overhead_seconds": total - float(timings.get("app", 0.0)),
+                    }
+                )
+            signed = []
+            for number in range(args.burst):
+                owner, place, first = requesters[number % len(requesters)]
+                order = dataclasses.replace(first, salt=os.urandom(16).hex())
+                signed.append((place, order, order.sign(owner)))
             began = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda pair: where.hub.submit_task(*pair), signed))
+                list(pool.map(lambda entry: entry[0].hub.submit_task(entry[1], entry[2]), signed))
             submitted = time.perf_counter() - began
-            views = [wait_final(hub, order.task_id(), timeout=600) for order, _ in signed]
+            views = [wait_final(hub, order.task_id(), timeout=600) for _, order, _ in signed]
             burst_seconds = time.perf_counter() - began
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -153,6 +174,15 @@ def main() -> None:
             "tasks": latencies,
             "median_seconds": statistics.median(totals),
             "p90_seconds": sorted(totals)[int(0.9 * (len(totals) - 1))],
+            "median_overhead_seconds": statistics.median(
+                entry["overhead_seconds"] for entry in latencies
+            ),
+            "median_timings": {
+                name: statistics.median(
+                    float(entry["timings"].get(name, 0.0)) for entry in latencies
+                )
+                for name in sorted({n for entry in latencies for n in entry["timings"]})
+            },
         },
         "burst": {
             "tasks": args.burst,

@@ -14,6 +14,7 @@ from confide.cli.output import JsonOption, emit_json, note, say, warn
 from confide.cli.result import default_key_path
 from confide.cli.wallet import PasswordOption, WalletOption, address_or_own
 from confide.errors import ConfideError
+from confide.hub.lifecycle import CHAIN
 
 app = typer.Typer(
     help="Tasks: what `confide app run` queued. Statuses: RECEIVED, CLAIMED, PRE_COMPUTE, "
@@ -23,18 +24,7 @@ app = typer.Typer(
 )
 
 Task = Annotated[str, typer.Argument(metavar="TASK", help="The task id (0x and 64 hex).")]
-_LIFECYCLE = (
-    "RECEIVED",
-    "CLAIMED",
-    "PRE_COMPUTE",
-    "ATTESTING",
-    "COMPUTING",
-    "POST_COMPUTE",
-    "UPLOADING",
-    "COMPLETED",
-    "FAILED",
-    "TIMEOUT",
-)
+_LIFECYCLE = (*CHAIN, "FAILED", "TIMEOUT")
 _SHOWN = ("status", "cause", "app", "workerpool", "dataset", "category", "attempts")
 
 

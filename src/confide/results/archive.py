@@ -115,7 +115,7 @@ def extract_zip(
             if name is None:
                 continue
             target = dest / name
-            _make_parents(dest, target.parent)
+            make_parents(dest, target.parent)
             total = _copy_entry(archive, info, target, total, max_bytes)
             written.append(name)
     return written
@@ -159,7 +159,7 @@ def _copy_entry(
     return total
 
 
-def _make_parents(root: Path, parent: Path) -> None:
+def make_parents(root: Path, parent: Path) -> None:
     """Create ``parent`` under ``root`` one component at a time, never through a link."""
     current = root
     for part in parent.relative_to(root).parts:
@@ -170,4 +170,6 @@ def _make_parents(root: Path, parent: Path) -> None:
             current.mkdir(mode=0o755)
             continue
         if not stat.S_ISDIR(mode):
-            raise ResultError(f"{current.relative_to(root)} in the archive is a file and a folder")
+            raise ResultError(
+                f"{current.relative_to(root)} is not a directory (a link or a file): not extracted"
+            )

@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from confide.results.archive import MAX_BYTES, MAX_FILES, extract_zip
+from confide.results.archive import MAX_BYTES, MAX_FILES, extract_zip, make_parents
 from confide.results.digest import SALT_NAME, ResultError, digest_of, parse_salt
 from confide.results.sealed import decrypt_result, is_encrypted, load_private_key
 
@@ -111,16 +111,7 @@ def open_result(
 def _place(root: Path, target: Path) -> None:
     """Make ``target``'s parents under ``root`` (never through a link) and make sure
     ``target`` is absent or a regular file to be replaced."""
-    current = root
-    for part in target.parent.relative_to(root).parts:
-        current = current / part
-        try:
-            mode = current.lstat().st_mode
-        except FileNotFoundError:
-            current.mkdir(mode=0o755)
-            continue
-        if not stat.S_ISDIR(mode):
-            raise ResultError(f"{current} is not a directory (a link or a file): not extracted")
+    make_parents(root, target.parent)
     try:
         mode = target.lstat().st_mode
     except FileNotFoundError:
