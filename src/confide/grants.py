@@ -2,11 +2,13 @@
 
 Knowing a blob's digest is not enough to read it (docs/storage.md): a reader is the blob's
 uploader (a signed request), or holds a grant. A grant names the digest, the grantee's
-wallet address, the issuer (the audience of the service that signed it) and an expiry,
-and is signed with the issuer's Ed25519 signing key; the storage accepts grants only from
-issuers whose keys it was configured to trust (``--trust URL``, read from each one's
-``/v1/info``), and only with a signed request from the grantee, so a grant that leaks from
-a log is useless to anyone else.
+wallet address, the uploader it vouches for (the storage checks that this wallet did
+upload the blob: a record or a report can name any digest, so a grant never reaches
+further than what its named uploader could read itself), the issuer (the audience of the
+service that signed it) and an expiry, and is signed with the issuer's Ed25519 signing
+key; the storage accepts grants only from issuers whose keys it was configured to trust
+(``--trust URL``, read from each one's ``/v1/info``), and only with a signed request from
+the grantee, so a grant that leaks from a log is useless to anyone else.
 
 Wire form (the ``X-Confide-Grant`` header): ``base64url(canonical JSON) "." base64url(sig)``.
 """
@@ -30,6 +32,7 @@ GRANT_HEADER = "x-confide-grant"
 MAX_GRANT_SECONDS = 3600  # a grant lives at most an hour
 MAX_GRANT_CHARS = 2048
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_FIELDS = {"digest", "grantee", "issuer", "expires_at", "uploader"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Grant:
     grantee: str  # lower-case wallet address
     issuer: str  # the issuing service's audience ("hub/<deployment>/<key hex>")
     expires_at: int  # unix seconds
+    uploader: str  # lower-case wallet address that must have uploaded the blob
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +49,7 @@ class Grant:
             "grantee": self.grantee,
             "issuer": self.issuer,
             "expires_at": self.expires_at,
+            "uploader": self.uploader,
         }
 
     def canonical(self) -> bytes:
@@ -69,7 +74,7 @@ def check_grant(
 ) -> Grant:
     """The grant ``text`` if it is signed by one of ``issuers`` (audience -> Ed25519
     public key), names ``digest`` and ``grantee`` and has not expired; AuthError naming
-    the first failed check otherwise."""
+    the first failed check otherwise. (Its ``uploader`` is the storage's to check.)"""
     if len(text) > MAX_GRANT_CHARS or text.count(".") != 1:
         raise AuthError("the grant is malformed")
     body_text, signature_text = text.split(".")
@@ -78,7 +83,7 @@ def check_grant(
         data = json.loads(body)
     except (ValueError, binascii.Error):
         raise AuthError("the grant is malformed") from None
-    if not isinstance(data, dict) or set(data) != {"digest", "grantee", "issuer", "expires_at"}:
+    if not isinstance(data, dict) or set(data) != _FIELDS:
         raise AuthError("the grant is malformed")
     try:
         grant = Grant(
@@ -86,6 +91,7 @@ def check_grant(
             grantee=normalise_address(str(data["grantee"])),
             issuer=str(data["issuer"]),
             expires_at=int(data["expires_at"]),
+            uploader=normalise_address(str(data["uploader"])),
         )
     except (AuthError, TypeError, ValueError):
         raise AuthError("the grant is malformed") from None

@@ -54,9 +54,10 @@ def grant(
     expires_in: int = 600,
     key: SigningKey = HUB_KEY,
     issuer: str = HUB,
+    uploader: str = OWNER.address,
 ) -> str:
     expires_at = int(time.time()) + expires_in
-    return issue_grant(key, Grant(digest, grantee, issuer, expires_at))
+    return issue_grant(key, Grant(digest, grantee, issuer, expires_at, uploader))
 
 
 def blob_rows(running: RunningStorage, digest: str) -> tuple[int, int]:
@@ -255,6 +256,12 @@ def test_grants_let_their_grantee_read_and_every_bad_grant_names_its_check(
             "signature does not verify",
         ),
         "malformed": ("not-a-grant", "malformed"),
+        # a record or a report can name any digest: a grant vouching for a wallet that
+        # never uploaded the blob reads nothing
+        "an uploader who did not upload it": (
+            grant(digest, OTHER.address, uploader=OTHER.address),
+            f"vouches for {OTHER.address.lower()}, who did not upload",
+        ),
     }
     for case, (text, check) in cases.items():
         refused = store.get(OTHER, digest, grant=text)

@@ -43,7 +43,7 @@ def test_a_trusted_sms_key_signs_grants_the_storage_accepts(
 
         forged = issue_grant(
             SigningKey.generate(),
-            Grant(digest, READER.address, info["audience"], int(time.time()) + 600),
+            Grant(digest, READER.address, info["audience"], int(time.time()) + 600, OWNER.address),
         )
         refused = store.get(READER, digest, grant=forged)
         assert refused.status_code == 403

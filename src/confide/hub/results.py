@@ -25,6 +25,9 @@ MAX_ERROR_CHARS = 4096
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_SIGNATURE_CHARS = 256
 FIELDS = ("blob", "logs_blob", "statement", "signature", "token", "error")
+# Set by the hub, never taken from the report: the worker that reported (and uploaded)
+# the blobs; the requester's grants vouch for it only.
+UPLOADER = "uploader"
 TIMINGS = "timings"  # optional, kept only when given: {name: seconds}, diagnostic only
 MAX_TIMINGS = 16
 MAX_TIMING_SECONDS = 86400

@@ -28,7 +28,7 @@ from confide.hub import tasks
 from confide.hub.lifecycle import WORKER_CAUSES, check_path
 from confide.hub.orders import OrderRefusedError, QueueLimitError, order_problems
 from confide.hub.records import RecordStore, UnknownRecordError
-from confide.hub.results import result_blobs
+from confide.hub.results import UPLOADER, result_blobs
 from confide.records import OwnerRecord, SignedRecord
 from confide.sms.tasks import TaskOrder
 
@@ -280,7 +280,9 @@ class Hub:
                 now,
                 cause=report.cause,
                 result=result,
-                document=report.result,
+                # the hub, not the worker, names who uploaded the blobs: the requester's
+                # grants vouch for this worker only (the storage checks it did upload them)
+                document=None if report.result is None else {**report.result, UPLOADER: worker},
                 passed=report.via,
             )
             detail = {"from": found.status, "to": report.status, "cause": report.cause}
@@ -312,14 +314,18 @@ class Hub:
                     f"only task {task_id}'s requester {found.requester} reads its result, "
                     f"not {requester}"
                 )
-            blobs = result_blobs(tasks.view(found)["result"])
-            if not any(blobs.values()):
+            document = tasks.view(found)["result"]
+            blobs = result_blobs(document)
+            uploader = None if document is None else document.get(UPLOADER)
+            if not any(blobs.values()) or not isinstance(uploader, str):
                 raise NoResultError(f"task {task_id} is {found.status} and has no result yet")
         expires = now + MAX_GRANT_SECONDS
         return {
             name: None
             if digest is None
-            else issue_grant(self.signing_key, Grant(digest, requester, self.audience, expires))
+            else issue_grant(
+                self.signing_key, Grant(digest, requester, self.audience, expires, uploader)
+            )
             for name, digest in blobs.items()
         }
 
@@ -363,18 +369,24 @@ class Hub:
     ) -> dict[str, str | None]:
         """Storage grants for the app's bundle and the dataset's blob, to ``worker``."""
         expires = now + MAX_GRANT_SECONDS
-        digests: dict[str, str | None] = {"bundle": None, "dataset": None}
+        # (digest, its uploader): a record may name any digest, so each grant vouches for
+        # the record's owner only, who uploaded the bundle or dataset at deploy (checked
+        # by the storage)
+        digests: dict[str, tuple[str, str] | None] = {"bundle": None, "dataset": None}
         app = self.records.kept(connection, task["app"], "app")
         if app is not None:
-            digests["bundle"] = app.field("bundle")
+            digests["bundle"] = (str(app.field("bundle")), app.owner)
         if task["dataset"] is not None:
             dataset = self.records.kept(connection, task["dataset"], "dataset")
-            digests["dataset"] = None if dataset is None else dataset.field("blob")
+            if dataset is not None:
+                digests["dataset"] = (str(dataset.field("blob")), dataset.owner)
         return {
             name: None
-            if digest is None
-            else issue_grant(self.signing_key, Grant(digest, worker, self.audience, expires))
-            for name, digest in digests.items()
+            if entry is None
+            else issue_grant(
+                self.signing_key, Grant(entry[0], worker, self.audience, expires, entry[1])
+            )
+            for name, entry in digests.items()
         }
 
     def _audit(

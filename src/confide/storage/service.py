@@ -238,24 +238,35 @@ class Storage:
 
     def authorize_read(self, digest: str, reader: str, grant: str | None, now: int) -> int:
         """The size of blob ``digest`` if ``reader`` (a verified signer) may read it: he
-        is one of its uploaders, or ``grant`` is a valid grant of it to him. A reader
+        is one of its uploaders, or ``grant`` is a valid grant of it to him that names
+        one of its uploaders. A reader
         who is neither learns nothing of whether the blob exists (403 either way)."""
         check_digest(digest)
+        granted = None
         if grant is not None:
             try:
-                check_grant(grant, issuers=self.issuers, digest=digest, grantee=reader, now=now)
+                granted = check_grant(
+                    grant, issuers=self.issuers, digest=digest, grantee=reader, now=now
+                )
             except AuthError as exc:
                 raise GrantRefusedError(f"grant refused: {exc}") from None
         with reading(self.engine) as connection:
-            if grant is None and not _uploaded_by(connection, digest, reader):
+            if granted is None and not _uploaded_by(connection, digest, reader):
                 raise ReadForbiddenError(
                     f"{reader} neither uploaded blob {digest} nor holds a grant for it"
                 )
             size = connection.execute(
                 select(storage_blobs.c.size).where(storage_blobs.c.digest == digest)
             ).scalar()
-        if size is None:
-            raise BlobNotFoundError(f"no blob {digest}")
+            if size is None:  # (a grant names the blob: its holder may learn it is missing)
+                raise BlobNotFoundError(f"no blob {digest}")
+            # a grant reaches no further than its uploader could read itself: a record or
+            # a report may name any digest, the bytes only their uploaders have
+            if granted is not None and not _uploaded_by(connection, digest, granted.uploader):
+                raise GrantRefusedError(
+                    f"grant refused: it vouches for {granted.uploader}, who did not upload "
+                    f"blob {digest}"
+                )
         return int(size)
 
 
