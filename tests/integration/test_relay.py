@@ -240,3 +240,52 @@ def test_the_relay_ends_when_the_runtime_closes_its_end() -> None:
     assert runtime_end.recv(100) == b""
     runtime_end.close()
     server.close()
+
+
+def _job_relay(on_job: object) -> tuple[RelayServer, RelayChannel, list[str]]:
+    worker_end, runtime_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stages: list[str] = []
+    server = RelayServer(worker_end, WALLET, set(), False, stages.append, on_job=on_job)  # type: ignore[arg-type]
+    return server, RelayChannel(runtime_end.detach()), stages
+
+
+def test_a_prewarmed_runtime_waits_for_its_job_and_asks_once() -> None:
+    ready = threading.Event()
+    server, channel, stages = _job_relay(lambda: ready.wait(30))
+    try:
+        # before the job: nothing but the job itself (no signature, no connection, no stage)
+        with pytest.raises(RelayError, match="no job was handed over yet"):
+            channel.stage("PRE_COMPUTE")
+        with pytest.raises(RelayError, match="no job was handed over yet"):
+            RelaySigner(channel).sign_text("confide-request-v1\nanything")
+        answered: list[bool] = []
+        waiter = threading.Thread(target=lambda: answered.append(channel.wait_job()))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not answered  # blocked until the worker has a task
+        ready.set()
+        waiter.join(10)
+        assert answered == [True]
+        channel.stage("PRE_COMPUTE")  # now it serves
+        assert stages == ["PRE_COMPUTE"]
+        with pytest.raises(RelayError, match="the job was asked for already"):
+            channel.call({"op": "job"})
+    finally:
+        channel.close()
+        server.close()
+
+
+def test_no_job_when_the_worker_stops_and_none_without_on_job() -> None:
+    server, channel, stages = _job_relay(lambda: False)
+    try:
+        assert channel.wait_job() is False  # the worker stops: the runtime ends
+        with pytest.raises(RelayError, match="no job was handed over yet"):
+            channel.stage("PRE_COMPUTE")
+        assert stages == []
+    finally:
+        channel.close()
+        server.close()
+    with relay() as (plain, _, _):  # a runtime given its job at start has none to wait for
+        with pytest.raises(RelayError, match="there is none to wait for"):
+            plain.call({"op": "job"})
+        assert plain.wait_job() is False

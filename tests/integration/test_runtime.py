@@ -234,6 +234,7 @@ def run_runtime(
     allow_loopback: bool = False,
     bundle: Path | None = None,
     sandboxed: bool = False,
+    prewarmed: bool = False,
 ) -> Ran:
     signature = REQUESTER.sign_text(order.signing_message())
     lease = os.urandom(8).hex()
@@ -261,9 +262,11 @@ def run_runtime(
         "allow_loopback_inputs": allow_loopback,
         "limits": {"memory_bytes": 1 << 30, "tmpfs_bytes": 64 << 20},
     }
-    (job_dir / "job.json").write_text(json.dumps(job))
     stages: list[str] = []
     services = {service_endpoint(world.base)}
+    if prewarmed:  # as the worker starts it: before the job is there; it asks, then reads
+        return _run_prewarmed(world, order, signature, job_dir, job, worker_end, runtime_end)
+    (job_dir / "job.json").write_text(json.dumps(job))
     with RelayServer(worker_end, WORKER, services, allow_loopback, stages.append) as relay:
         if sandboxed:  # as the worker starts it: in the sandbox, the app nested inside
             finished = run_sandboxed(job_dir, runtime_end.fileno())
@@ -285,6 +288,64 @@ def run_runtime(
             output = completed.stdout + completed.stderr
     report = json.loads((job_dir / "out" / "report.json").read_text())
     return Ran(order, signature, job_dir, report, stages, relay.refused, output)
+
+
+def _run_prewarmed(
+    world: World,
+    order: TaskOrder,
+    signature: str,
+    job_dir: Path,
+    job: dict[str, Any],
+    worker_end: socket.socket,
+    runtime_end: socket.socket,
+) -> Ran:
+    """``--wait-job FD`` in the sandbox, started with the job's files kept aside: they
+    are moved in (job.json last) once the runtime has asked for its job."""
+    aside = job_dir.with_name(job_dir.name + "-aside")
+    job_dir.rename(aside)
+    job_dir.mkdir()
+    asked, moved = threading.Event(), threading.Event()
+
+    def on_job() -> bool:
+        asked.set()
+        moved.wait(60)
+        return True
+
+    stages: list[str] = []
+    services = {service_endpoint(world.base)}
+    fd = runtime_end.fileno()
+    with RelayServer(worker_end, WORKER, services, False, stages.append, on_job=on_job) as relay:
+        spec = dataclasses.replace(
+            _runtime_spec(job_dir, fd),
+            argv=(*_runtime_spec(job_dir, fd).argv, "--wait-job", str(fd)),
+        )
+        finished: list[Finished] = []
+        runner = threading.Thread(target=lambda: finished.append(run(spec)))
+        runner.start()
+        assert asked.wait(60), "the runtime did not ask for its job"
+        assert list(job_dir.iterdir()) == []  # it waits without a job, and writes nothing
+        for name in sorted(p.name for p in aside.iterdir()):
+            (aside / name).rename(job_dir / name)
+        (job_dir / "job.json").write_text(json.dumps(job))
+        moved.set()
+        runner.join(120)
+        runtime_end.close()
+    assert finished and finished[0].exit_code == 0, finished[0].stderr_tail.decode()[-3000:]
+    report = json.loads((job_dir / "out" / "report.json").read_text())
+    output = finished[0].stdout_tail + finished[0].stderr_tail
+    return Ran(order, signature, job_dir, report, stages, relay.refused, output)
+
+
+def _runtime_spec(job_dir: Path, relay_fd: int) -> SandboxSpec:
+    return SandboxSpec(
+        argv=(sys.executable, "-I", "-m", "confide.runtime", "/job"),
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
+        limits=Limits(wall_seconds=120, memory_bytes=4 << 30, processes=256),
+        mounts=(Mount(job_dir, "/job", writable=True),),
+        cwd="/job",
+        pass_fds=(relay_fd,),
+        interpreter=True,
+    )
 
 
 def run_sandboxed(job_dir: Path, relay_fd: int) -> Finished:
@@ -368,6 +429,66 @@ def test_the_runtime_runs_in_the_workers_sandbox(world: World, tmp_path: Path) -
         "bundle.tar", "job.json", "logs.sealed", "out", "report.json", "result.zip"
     ]  # fmt: skip
     verified(world, ran)
+
+
+def test_a_prewarmed_runtime_runs_the_job_it_is_handed(world: World, tmp_path: Path) -> None:
+    """Started (sandboxed, as the worker does) before its job exists, it asks the relay
+    and waits; handed the job, it runs it as any other (and the relay is closed before
+    the app)."""
+    ran = run_runtime(world, world.order(CUBIC_APP), prewarmed=True)
+    assert ran.report["status"] == "COMPLETED", ran.report
+    assert ran.stages == ["PRE_COMPUTE", "ATTESTING", "COMPUTING"]
+    files = ran.opened(tmp_path / "result", world.result_key_path)
+    assert json.loads(files["result.txt"]) == {"x": 3.0, "result": 56.0}
+    verified(world, ran)
+
+
+def _fake_relay(job_dir: Path, answers: bytes) -> tuple[int, str]:
+    """The runtime started with --wait-job against a raw socket that answers its first
+    request with ``answers``; (exit status, that request)."""
+    worker_end, runtime_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fd = runtime_end.fileno()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "confide.runtime", str(job_dir), "--wait-job", str(fd)],
+        pass_fds=(fd,),
+        stderr=subprocess.PIPE,
+    )
+    runtime_end.close()
+    worker_end.settimeout(60)
+    request = worker_end.recv(1000).decode()
+    if answers:
+        worker_end.sendall(answers)
+    else:
+        worker_end.close()
+    try:
+        code = process.wait(60)
+    finally:
+        worker_end.close()
+    return code, request
+
+
+def test_a_prewarmed_runtime_without_a_job_ends_without_a_report(tmp_path: Path) -> None:
+    for answers in (b'{"ok":false,"error":"the worker is stopping: no job"}\n', b""):
+        job_dir = tmp_path / f"job-{len(answers)}"
+        job_dir.mkdir()
+        code, request = _fake_relay(job_dir, answers)
+        assert json.loads(request) == {"op": "job"} and code == 0
+        assert list(job_dir.iterdir()) == []  # nothing written, no report
+
+
+def test_a_relay_answering_job_early_or_twice_does_not_confuse_the_runtime(
+    tmp_path: Path,
+) -> None:
+    """job.json is read once, after the first ok: an answer before it is complete fails
+    the task (reported), a second answer is never taken for another job."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    code, _ = _fake_relay(job_dir, b'{"ok":true}\n{"ok":true}\n')
+    assert code == 0
+    report = json.loads((job_dir / "out" / "report.json").read_text())
+    assert report["status"] == "FAILED" and report["cause"] == "PRE_COMPUTE_FAILED"
+    assert "bad job: cannot read" in report["error"]
+    assert report["stages"] == {}
 
 
 def test_the_app_gets_the_iexec_environment_and_nothing_else(world: World, tmp_path: Path) -> None:

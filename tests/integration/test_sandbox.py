@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -159,6 +160,40 @@ def test_deadline_kills_forked_grandchild(kind: str, tmp_path: Path) -> None:
     size = beat.stat().st_size
     time.sleep(0.3)
     assert beat.stat().st_size == size  # no heartbeat after the deadline
+
+
+def test_cancel_kills_the_tree(kind: str, tmp_path: Path) -> None:
+    """A caller's cancel event (the worker at a task's deadline) ends the run as the wall
+    would: the whole tree, a grandchild that left the session included."""
+    marker = f"cancelled-{uuid.uuid4().hex}"
+    code = f"""
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            for fd in (0, 1, 2):
+                os.close(fd)
+            os.execv("/usr/bin/python3", ["python3", "-c", "import time; time.sleep(600)",
+                {marker!r}])
+        print("running", flush=True)
+        time.sleep(600)
+    """
+    cancel = threading.Event()
+    timer = threading.Timer(1.5, cancel.set)
+    timer.start()
+    began = time.monotonic()
+    finished = run(python(code, limits=Limits(wall_seconds=60)), kind=kind, cancel=cancel)
+    timer.cancel()
+    assert time.monotonic() - began < 10
+    assert finished.reason == "cancelled" and not finished.timed_out
+    assert finished.exit_code is None and not finished.ok
+    assert b"running" in finished.stdout_tail
+    for _ in range(100):
+        if not _alive(marker):
+            break
+        time.sleep(0.05)
+    assert _alive(marker) == []
+    quick = run(python("print('done')"), kind=kind, cancel=threading.Event())
+    assert quick.ok and quick.reason is None  # an event never set changes nothing
 
 
 def test_cannot_fill_the_disk(kind: str, tmp_path: Path) -> None:

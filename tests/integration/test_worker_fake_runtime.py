@@ -1,6 +1,8 @@
 """A fake enclave runtime for the worker's tests (no tests here): run as
-``python test_worker_fake_runtime.py JOB_DIR MODE``, it reports its stages through the
-relay and writes ``out/`` as the real runtime would, without attesting or computing.
+``python test_worker_fake_runtime.py JOB_DIR MODE RELAY_FD``, it asks the relay for its
+job as a pre-warmed runtime does (and ends at once when there is none), reports its
+stages through the relay and writes ``out/`` as the real runtime would, without
+attesting or computing.
 
 Modes: ``complete``; ``fail`` (APP_COMPUTE_FAILED with an error archive); ``crash``
 (exits 1 after PRE_COMPUTE, no report); ``slow`` (sleeps ``fake_sleep`` seconds of
@@ -32,6 +34,7 @@ def trace(job: Path, document: dict[str, Any]) -> None:
         "job_mode": stat.S_IMODE(job.stat().st_mode),
         "bundle_size": (job / "bundle.tar").stat().st_size,
         "pid": os.getpid(),
+        "dir": str(job),
     }
     target = Path(where) / f"{document['task']}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -39,10 +42,13 @@ def trace(job: Path, document: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    job, mode = Path(sys.argv[1]), sys.argv[2]
+    job, mode, fd = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    relay = RelayChannel(fd)
+    if not relay.wait_job():
+        sys.exit(0)  # the worker stops: no job, no report
     document = json.loads((job / "job.json").read_text())
+    assert document["relay_fd"] == fd
     trace(job, document)
-    relay = RelayChannel(int(document["relay_fd"]))
     out = job / "out"
     out.mkdir()
     relay.stage("PRE_COMPUTE")

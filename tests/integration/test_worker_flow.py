@@ -6,8 +6,10 @@ that accepts simulation may work."""
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +124,53 @@ def test_concurrency_runs_every_task_once(pool: Pool, tmp_path: Path) -> None:
     assert [v["status"] for v in views] == ["COMPLETED"] * 4
     assert sorted(o.task for o in outcomes) == sorted(tasks)
     assert all(v["attempts"] == 1 for v in views)
+
+
+def test_each_prewarmed_runtime_runs_exactly_one_task(pool: Pool, tmp_path: Path) -> None:
+    """Each task runs in a runtime started before its claim, in a job directory of its
+    own; no runtime and no directory serves two tasks."""
+    traces, started = tmp_path / "traces", list[int]()
+    config = worker_config(
+        pool, tmp_path / "w", runner=fake_runner(started=started), job_extra={"trace": str(traces)}
+    )
+    worker = start_worker(config)
+    tasks = []
+    for _ in range(3):  # one after the other: each claim finds the next runtime waiting
+        tasks.append(pool.queue())
+        assert pool.wait(tasks[-1], {"COMPLETED", "FAILED", "TIMEOUT"})["status"] == "COMPLETED"
+    deadline = time.monotonic() + 10
+    while len(started) < 4:  # the next one is started as soon as a task has ended
+        assert time.monotonic() < deadline, started
+        time.sleep(0.05)
+    waiting = started[3]
+    outcomes = worker.finish()
+    assert [o.status for o in outcomes] == ["COMPLETED"] * 3
+    seen = [read_job(traces / f"{task}.json") for task in tasks]
+    assert [s["pid"] for s in seen] == started[:3]  # in the order they were started
+    assert len({s["dir"] for s in seen}) == 3
+    assert waiting not in [s["pid"] for s in seen]
+    for view in (pool.task(task) for task in tasks):  # its start is off the critical path
+        assert view["result"]["timings"]["sandbox"] < 0.5
+
+
+def test_a_worker_stopped_while_a_runtime_waits_leaves_nothing(pool: Pool, tmp_path: Path) -> None:
+    """No task comes: the pre-warmed runtime is told there is no job when the worker
+    stops, its process is gone and its job directory removed."""
+    started = list[int]()
+    home = tmp_path / "w"
+    worker = start_worker(worker_config(pool, home, runner=fake_runner(started=started)))
+    deadline = time.monotonic() + 30
+    while not started or not list((home / "jobs").glob("job-*")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # it has asked the relay for its job by now, and waits
+    began = time.monotonic()
+    assert worker.finish() == [] and not worker.errors
+    assert time.monotonic() - began < 5  # no task waited for
+    for pid in started:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert list((home / "jobs").iterdir()) == []
 
 
 def test_a_non_member_is_refused(pool: Pool, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from confide.client.orders import RunOptions, build_order
 from confide.client.platform import Platform
 from confide.crypto.wallet import Wallet
 from confide.up.compose import compose
-from confide.worker import Outcome, RunOutcome, WorkerConfig, run_worker
+from confide.worker import Outcome, Runner, RunOutcome, WorkerConfig, run_worker
 from tests.integration.sms_server import free_port
 
 FAKE_RUNTIME = Path(__file__).with_name("test_worker_fake_runtime.py")
@@ -139,16 +139,26 @@ class Pool:
             time.sleep(0.1)
 
 
-def fake_runner(mode: str = "complete") -> Callable[[Path, int, float], RunOutcome]:
-    """A Runner that starts the fake runtime as a plain subprocess (no sandbox)."""
+def fake_runner(mode: str = "complete", started: list[int] | None = None) -> Runner:
+    """A Runner that starts the fake runtime as a plain subprocess (no sandbox); the pid
+    of each one it starts goes to ``started``."""
 
-    def run(job_dir: Path, relay_fd: int, wall_seconds: float) -> RunOutcome:
-        argv = [sys.executable, str(FAKE_RUNTIME), str(job_dir), mode]
-        try:
-            done = subprocess.run(argv, pass_fds=(relay_fd,), timeout=wall_seconds, check=False)
-        except subprocess.TimeoutExpired:
-            return RunOutcome(None, True, "deadline")
-        return RunOutcome(done.returncode, False, None if done.returncode == 0 else "exit")
+    def run(
+        job_dir: Path, relay_fd: int, wall_seconds: float, cancel: threading.Event
+    ) -> RunOutcome:
+        argv = [sys.executable, str(FAKE_RUNTIME), str(job_dir), mode, str(relay_fd)]
+        process = subprocess.Popen(argv, pass_fds=(relay_fd,))
+        if started is not None:
+            started.append(process.pid)
+        give_up = time.monotonic() + wall_seconds
+        while process.poll() is None:
+            if cancel.wait(0.05) or time.monotonic() > give_up:
+                process.kill()
+                process.wait()
+                timed_out = not cancel.is_set()
+                return RunOutcome(None, timed_out, "deadline" if timed_out else "cancelled")
+        code = process.returncode
+        return RunOutcome(code, False, None if code == 0 else "exit")
 
     return run
 

@@ -103,6 +103,18 @@ class RelayChannel:
         sock.set_inheritable(False)
         return sock
 
+    def wait_job(self) -> bool:
+        """Ask the worker for the job (a pre-warmed runtime's first request) and wait:
+        True once the worker has written it, False when there will be none (the worker
+        stops, or the relay is gone)."""
+        try:
+            _, fds = self.call({"op": "job"})
+        except RelayError:
+            return False
+        for fd in fds:
+            close_quietly(fd)
+        return True
+
     def stage(self, status: str) -> None:
         if status not in STAGES:
             raise RelayError(f"stage is one of {', '.join(STAGES)}")

@@ -7,6 +7,12 @@ socket as an SCM_RIGHTS file descriptor on the message of its line::
     {"op": "connect", "host": h, "port": p}  -> {"ok": true} + fd | {"ok": false, "error": …}
     {"op": "sign", "message": text}          -> {"ok": true, "signature": "0x…", "address": "0x…"}
     {"op": "stage", "status": "ATTESTING"}   -> {"ok": true}
+    {"op": "job"}                            -> {"ok": true} | {"ok": false, "error": …}
+
+``job`` is a pre-warmed runtime's first request: the answer comes once the worker has
+claimed a task and written its job into the job directory (``ok``), or the worker stops
+(``ok`` false: the runtime ends without a report). Until it is answered ``ok``, such a
+relay refuses every other request.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ inherited file descriptor. For each request of the runtime, on a thread of its o
   which authenticates the worker to the sms; never any other text (an order, a record,
   a registration), so a runtime cannot make the wallet sign something else.
 - ``stage``: the runtime reached a stage; the worker reports it to the hub.
+- ``job`` (a relay made with ``on_job``: the runtime was started before its task was
+  claimed): blocks in ``on_job`` until the worker has written the job (``ok``) or stops
+  (``ok`` false). Asked once; before its ``ok``, every other request is refused.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class RelayServer:
         on_stage: Callable[[str], None],
         *,
         connect_timeout: float = CONNECT_TIMEOUT,
+        on_job: Callable[[], bool] | None = None,
     ) -> None:
         self._sock = sock
         self._wallet = wallet
@@ -76,6 +80,8 @@ class RelayServer:
         self._allow_loopback = allow_loopback
         self._on_stage = on_stage
         self._timeout = connect_timeout
+        self._on_job = on_job
+        self._job = "none" if on_job is None else "waiting"  # waiting | asked | handed | none
         self.refused: list[str] = []  # why each refused request was refused (no secrets)
         self._thread = threading.Thread(target=self._serve, name="confide-relay", daemon=True)
         self._thread.start()
@@ -120,12 +126,17 @@ class RelayServer:
 
     def _answer(self, line: bytes) -> None:
         connected: socket.socket | None = None
+        answer: dict[str, Any]
         try:
             request = decode(line)
             op = request.get("op")
-            if op == "connect":
+            if op == "job":
+                answer = self._hand_job()
+            elif self._job in ("waiting", "asked"):
+                raise RelayError("no job was handed over yet: the runtime asks for it first")
+            elif op == "connect":
                 connected = self._connect(request)
-                answer: dict[str, Any] = {"ok": True}
+                answer = {"ok": True}
             elif op == "sign":
                 answer = self._sign(request)
             elif op == "stage":
@@ -174,6 +185,17 @@ class RelayServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return conn
         raise RelayError(f"cannot connect to {host}:{port} ({'; '.join(failures)})")
+
+    def _hand_job(self) -> dict[str, Any]:
+        if self._on_job is None:
+            raise RelayError("this runtime was given its job at start: there is none to wait for")
+        if self._job != "waiting":
+            raise RelayError("the job was asked for already")
+        self._job = "asked"
+        if not self._on_job():  # blocks until the worker has a task, or stops
+            return {"ok": False, "error": "the worker is stopping: no job"}
+        self._job = "handed"
+        return {"ok": True}
 
     def _sign(self, request: dict[str, Any]) -> dict[str, Any]:
         message = request.get("message")

@@ -12,6 +12,13 @@ A failure before the attestation is told in report.json only (nothing was releas
 after it, the requester also gets a result holding ``error.txt`` (signed like any result)
 and, when the app ran and its owner allows logs, the sealed logs. Exit status: 0 when
 report.json was written (COMPLETED or FAILED: the report says which), 2 otherwise.
+
+``python -m confide.runtime JOB_DIR --wait-job FD`` is the pre-warmed start the worker
+uses: the runtime is started (and imports all it needs) before its task is claimed, with
+an empty job directory and the relay on descriptor FD. It asks the relay for its job
+(``{"op": "job"}``) and waits; once answered ``ok`` it reads ``job.json`` (once, then as
+above: the same checks, and its ``relay_fd`` must be FD). Answered ``ok`` false (the
+worker stops), it ends at once, without a report (exit 0).
 """
 
 from __future__ import annotations
@@ -42,36 +49,82 @@ from confide.runtime.stages import (
 )
 from confide.sandbox import Finished
 
+USAGE = "usage: python -m confide.runtime JOB_DIR [--wait-job RELAY_FD]"
+# What a task imports only when it needs it: a pre-warmed runtime imports it while it
+# waits for its job, so that no task pays for it.
+WARM_MODULES = (
+    "confide.sandbox.extract",
+    "confide.volume.api",
+    "encodings.idna",
+    "httpcore._sync.http11",
+    "h11",
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m confide.runtime JOB_DIR", file=sys.stderr)
-        return 2
-    return run_job(Path(args[0]))
+    if len(args) == 1:
+        return run_job(Path(args[0]))
+    if len(args) == 3 and args[1] == "--wait-job" and args[2].isdigit():
+        return wait_and_run(Path(args[0]), int(args[2]))
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
-def run_job(directory: Path) -> int:
+def wait_and_run(directory: Path, relay_fd: int) -> int:
+    """The pre-warmed start: warm up, ask the relay for the job, then run it."""
+    try:
+        channel = RelayChannel(relay_fd)
+    except (OSError, ConfideError):
+        return 2  # no relay: the worker sees a runtime that ended without a report
+    _warm()
+    if not channel.wait_job():
+        channel.close()
+        return 0
+    return run_job(directory, channel)
+
+
+def _warm() -> None:
+    import importlib  # noqa: PLC0415
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+
+
+def run_job(directory: Path, channel: RelayChannel | None = None) -> int:
+    """Run the job of ``directory``; ``channel``: the relay a pre-warmed runtime was
+    started with (else the one job.json names)."""
     out = directory / "out"
     try:
         out.mkdir(mode=0o755, exist_ok=True)
     except OSError:
+        if channel is not None:
+            channel.close()
         return 2
     progress, outcome = Progress(None), Outcome()
     try:
-        job = load_job(directory)
+        job = load_job(directory)  # read once: a pre-warmed runtime, after the relay's ok
+        if channel is not None and job.relay_fd != channel.fd:
+            raise ConfideError(f"job.json names relay_fd {job.relay_fd}, the relay is {channel.fd}")
     except ConfideError as exc:
-        fd = read_relay_fd(directory)
-        if fd is not None:
-            close_fd(fd)
+        if channel is not None:
+            channel.close()
+        else:
+            fd = read_relay_fd(directory)
+            if fd is not None:
+                close_fd(fd)
         outcome.fail(TaskFailure(PRE_COMPUTE_FAILED, f"bad job: {exc}"), Redactor())
         return _report(out, outcome, progress)
-    try:
-        channel = RelayChannel(job.relay_fd)
-    except (OSError, ConfideError) as exc:
-        why = f"the relay descriptor {job.relay_fd} is not usable: {exc}"
-        outcome.fail(TaskFailure(PRE_COMPUTE_FAILED, why), Redactor())
-        return _report(out, outcome, progress)
+    if channel is None:
+        try:
+            channel = RelayChannel(job.relay_fd)
+        except (OSError, ConfideError) as exc:
+            why = f"the relay descriptor {job.relay_fd} is not usable: {exc}"
+            outcome.fail(TaskFailure(PRE_COMPUTE_FAILED, why), Redactor())
+            return _report(out, outcome, progress)
     progress.channel = channel
     with tempfile.TemporaryDirectory(prefix="confide-runtime-", ignore_cleanup_errors=True) as work:
         Task(job, channel, progress, outcome, Path(work)).run()

@@ -4,9 +4,9 @@ deadline, and say how it ended.
 Fail-closed: :func:`backend` tries each backend (until one passes) with a real sandboxed
 ``true`` (the same namespaces, root, seccomp filter and wrappers as a real run) and
 raises SandboxError naming why each failed when none works; nothing ever runs
-unconfined. At the deadline the backend's whole process group is killed with SIGKILL:
-that kills the sandbox's pid 1, and with it every process of its pid namespace (a
-forked grandchild that left the session included).
+unconfined. At the deadline (or when the caller's ``cancel`` event is set) the backend's
+whole process group is killed with SIGKILL: that kills the sandbox's pid 1, and with it
+every process of its pid namespace (a forked grandchild that left the session included).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -34,6 +35,7 @@ from confide.sandbox.spec import (
 
 KINDS = ("bwrap", "unshare")
 DRAIN_SECONDS = 5.0  # after a kill, how long the pipes may take to close
+CANCEL_POLL_SECONDS = 0.1  # how soon a set ``cancel`` event is seen
 MEMORY_SIGNS = (  # how Python, V8/node, glibc and C++ say an allocation failed (lower case)
     b"memoryerror", b"out of memory", b"cannot allocate memory", b"bad_alloc",
     b"fatal process oom", b"allocation failed",
@@ -96,11 +98,9 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def _outcome(code: int | None, timed_out: bool, stderr: bytes) -> str | None:
-    if timed_out:
-        return "deadline"
-    if code is None:
-        return None
+def _outcome(code: int | None, timed_out: bool, cancelled: bool, stderr: bytes) -> str | None:
+    if timed_out or cancelled or code is None:
+        return "deadline" if timed_out else "cancelled" if cancelled else None
     if code != 0 and any(sign in stderr[-16384:].lower() for sign in MEMORY_SIGNS):
         return "memory"  # a best guess from the last lines the process wrote
     if code < 0:
@@ -162,30 +162,38 @@ class _Session:
         if self.on_output is not None:
             self.on_output(chunk)
 
-    def pump(self, deadline: float) -> bool:
-        """Move data until both outputs close; True when the deadline struck first."""
-        timed_out = False
+    def pump(self, deadline: float, cancel: threading.Event | None) -> tuple[bool, bool]:
+        """Move data until both outputs close: (the deadline struck first, ``cancel`` was
+        set first)."""
+        timed_out = cancelled = False
         drain_until: float | None = None
+        step = 1.0 if cancel is None else CANCEL_POLL_SECONDS
         while self.selector.get_map():
             now = time.monotonic()
-            if drain_until is None and now >= deadline:
-                timed_out = True
+            if drain_until is None and (
+                now >= deadline or (cancel is not None and cancel.is_set())
+            ):
+                timed_out, cancelled = now >= deadline, now < deadline
                 _kill(self.process)
                 drain_until = now + DRAIN_SECONDS
             if drain_until is not None and now >= drain_until:
                 break  # something kept a pipe open past the kill: stop listening
             limit = (drain_until or deadline) - now
-            for key, _ in self.selector.select(max(0.0, min(limit, 1.0))):
+            for key, _ in self.selector.select(max(0.0, min(limit, step))):
                 if key.fd == self.stdin_fd:
                     self._write()
                 else:
                     self._read(key.fd)
-        if not timed_out:
+        while not (timed_out or cancelled):  # the outputs closed: the process ends
             try:
-                self.process.wait(timeout=max(0.01, deadline - time.monotonic()))
+                self.process.wait(timeout=max(0.01, min(step, deadline - time.monotonic())))
+                break
             except subprocess.TimeoutExpired:
-                timed_out = True
-        return timed_out
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                elif cancel is not None and cancel.is_set():
+                    cancelled = True
+        return timed_out, cancelled
 
     def close(self) -> None:
         self.selector.close()
@@ -200,19 +208,20 @@ def _supervise(
     spec: SandboxSpec,
     stdin: bytes,
     on_output: Callable[[bytes], None] | None,
+    cancel: threading.Event | None,
 ) -> Finished:
     deadline = time.monotonic() + spec.limits.wall_seconds
     session = _Session(process, stdin, on_output)
     try:
-        timed_out = session.pump(deadline)
+        timed_out, cancelled = session.pump(deadline, cancel)
     finally:
         if process.poll() is None:  # the deadline, or an exception: end the whole group
             _kill(process)
             process.wait()
         session.close()
     out, err = (tail.value() for tail in session.tails.values())
-    code = None if timed_out else process.returncode
-    return Finished(code, timed_out, _outcome(code, timed_out, err), out, err)
+    code = None if timed_out or cancelled else process.returncode
+    return Finished(code, timed_out, _outcome(code, timed_out, cancelled, err), out, err)
 
 
 _WORKING: set[str] = set()  # backends whose probe passed in this process
@@ -251,6 +260,7 @@ def _execute(
     kind: str,
     stdin: bytes = b"",
     on_output: Callable[[bytes], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Finished:
     group = PidsGroup.create(spec.limits.processes)
     try:
@@ -260,7 +270,7 @@ def _execute(
             group.remove()
         raise
     try:
-        return _supervise(process, spec, stdin, on_output)
+        return _supervise(process, spec, stdin, on_output, cancel)
     finally:
         if group is not None:
             group.remove()
@@ -286,8 +296,14 @@ def run(
     kind: str | None = None,
     stdin: bytes = b"",
     on_output: Callable[[bytes], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Finished:
-    """Run ``spec`` confined by ``kind`` (default: :func:`backend`) and wait for it."""
+    """Run ``spec`` confined by ``kind`` (default: :func:`backend`) and wait for it.
+
+    ``cancel``: when it is set (by another thread), the whole tree is killed as at the
+    deadline; the run then ends with ``reason`` "cancelled" (``exit_code`` None). A
+    caller whose deadline is only known later (a runtime started before its task is
+    claimed) gives a generous wall and sets ``cancel`` at the real deadline."""
     validate(spec)
     if kind is None:
         kind = backend()
@@ -297,4 +313,4 @@ def run(
         reason = _probe(kind)
         if reason is not None:
             raise SandboxError(f"the {kind} sandbox does not work here: {reason}")
-    return _execute(spec, kind, stdin, on_output)
+    return _execute(spec, kind, stdin, on_output, cancel)

@@ -72,7 +72,9 @@ class SandboxSpec:
 class Finished:
     exit_code: int | None
     timed_out: bool
-    reason: str | None  # "deadline", "memory", "file size", "signal SIGKILL", "exit 3"…
+    # "deadline", "cancelled" (the caller's cancel event), "memory", "file size",
+    # "signal SIGKILL", "exit 3"…
+    reason: str | None
     stdout_tail: bytes = field(repr=False)
     stderr_tail: bytes = field(repr=False)
 

@@ -1,15 +1,18 @@
 """One claimed task, from its claim to its final report.
 
-1. A fresh private job directory (mode 0700) under the worker's work directory, never
-   under a ``$CONFIDE_HOME``: the sandbox mounts only this directory, at ``/job``.
+1. The slot's pre-warmed runtime (:class:`confide.worker.prewarm.Prewarmed`: a fresh
+   private job directory, mode 0700, never under a ``$CONFIDE_HOME``, which its sandbox
+   mounts at ``/job``; the relay; the runtime started and waiting for its job).
 2. The app's bundle (and the dataset's blob) downloaded with the claim's grants, each
-   checked against its digest; ``job.json`` (docs/runtime.md) written beside them.
-3. The relay (:class:`confide.relay.server.RelayServer`) on one end of a socketpair,
-   the other end passed to ``python -m confide.runtime /job`` in the sandbox; the
-   runtime's stages are reported to the hub as they arrive.
-4. What the runtime left in ``out/`` (an encrypted result archive, sealed logs: never
+   checked against its digest, and ``job.json`` (docs/runtime.md) written, all in a
+   private staging directory, then renamed into the job directory (``job.json`` last,
+   complete when it appears); the runtime is handed its job (the relay's ``job`` answer)
+   and reads it. Its stages are reported to the hub as they arrive; at the task's
+   deadline (plus a reserve) it is killed.
+3. What the runtime left in ``out/`` (an encrypted result archive, sealed logs: never
    opened here) uploaded, signed by the worker's wallet, and the final status reported
    with the fencing token and the result document.
+4. The job directory removed; the sandbox is never used again.
 
 The worker holds no key and no plaintext: the sealed configuration is opened inside the
 runtime, the result is encrypted there. It reads ``out/report.json`` (statuses, digests,
@@ -18,18 +21,16 @@ the enclave's signature) and nothing else the runtime wrote.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import shutil
-import socket
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ from confide.errors import ConfideError
 from confide.hub.lifecycle import WORKER_CAUSES
 from confide.sms.tasks import TaskOrder, TaskOrderError
 from confide.worker.lease import Heartbeat, Progress
+from confide.worker.prewarm import Prewarmed
 from confide.worker.runner import Runner, RunOutcome
 
 _log = logging.getLogger("confide.worker")
@@ -123,8 +125,14 @@ class Outcome:
     error: str | None = None
 
 
-def run_task(services: Services, claim: dict[str, Any], clients: Clients | None = None) -> Outcome:
-    """Run one claimed task to its final report (never raises for the task's sake)."""
+def run_task(
+    services: Services,
+    claim: dict[str, Any],
+    clients: Clients | None = None,
+    prewarmed: Prewarmed | None = None,
+) -> Outcome:
+    """Run one claimed task to its final report (never raises for the task's sake), in
+    ``prewarmed`` (closed at the end: one task per sandbox) or a runtime started now."""
     began = time.monotonic()
     view = claim["task"]
     task_id, token = str(view["task"]), str(claim["lease_token"])
@@ -136,22 +144,31 @@ def run_task(services: Services, claim: dict[str, Any], clients: Clients | None 
     timings: dict[str, float] = {}
     with services.lock:
         services.active[task_id] = token
+    sandbox = prewarmed
     try:
-        with _job_dir(services.work_dir) as job:
-            try:
-                _prepare(services, used, claim, job)
-            except ConfideError as exc:
-                return _final(progress, task_id, "FAILED", "PRE_COMPUTE_FAILED", str(exc), None)
-            timings["claim_to_start"] = time.monotonic() - began
-            outcome, started = _run_runtime(services, job, progress, view)
-            progress.settle()
-            first = min(progress.reached.values(), default=None)
-            if first is not None:
-                timings["sandbox"] = max(0.0, first - started)
-            if heartbeat.lost or progress.lost:
-                return Outcome(task_id, None, None, heartbeat.lost or progress.lost)
-            return _conclude(services, used, progress, task_id, job, outcome, timings)
+        try:
+            if sandbox is None or sandbox.ended:  # none, or its runtime died: one fresh try
+                if sandbox is not None:
+                    sandbox.close()
+                sandbox = None
+                sandbox = Prewarmed(services)
+            _prepare(services, used, claim, sandbox)
+        except (ConfideError, OSError) as exc:
+            why = str(exc) if isinstance(exc, ConfideError) else f"the job directory: {exc}"
+            return _final(progress, task_id, "FAILED", "PRE_COMPUTE_FAILED", why, None)
+        timings["claim_to_start"] = time.monotonic() - began
+        outcome = _run_runtime(sandbox, progress, view)
+        progress.settle()
+        first = min(progress.reached.values(), default=None)
+        if first is not None and sandbox.handed_at is not None:
+            # the runtime's start as far as the task waited for it (none when pre-warmed)
+            timings["sandbox"] = max(0.0, first - sandbox.handed_at)
+        if heartbeat.lost or progress.lost:
+            return Outcome(task_id, None, None, heartbeat.lost or progress.lost)
+        return _conclude(services, used, progress, task_id, sandbox.job, outcome, timings)
     finally:
+        if sandbox is not None:
+            sandbox.close()
         with services.lock:
             services.active.pop(task_id, None)
         progress.settle()
@@ -184,19 +201,25 @@ def give_back(services: Services) -> list[str]:
     return given
 
 
-@contextlib.contextmanager
-def _job_dir(work_dir: Path) -> Iterator[Path]:
-    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    job = Path(tempfile.mkdtemp(prefix="job-", dir=work_dir))
-    os.chmod(job, 0o700)
+def _prepare(
+    services: Services, clients: Clients, claim: dict[str, Any], sandbox: Prewarmed
+) -> None:
+    """Download the bundle (and dataset) with the claim's grants and write job.json, in
+    a private staging directory; then rename them into the sandbox's job directory
+    (job.json last: complete when it appears there; a rename never follows a link)."""
+    stage = Path(tempfile.mkdtemp(prefix="stage-", dir=services.work_dir))
     try:
-        yield job
+        names = _stage(services, clients, claim, stage, sandbox.relay_fd)
+        for name in names:
+            os.rename(stage / name, sandbox.job / name)
     finally:
-        shutil.rmtree(job, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
 
 
-def _prepare(services: Services, clients: Clients, claim: dict[str, Any], job: Path) -> None:
-    """Download the bundle (and dataset) with the claim's grants; write job.json."""
+def _stage(
+    services: Services, clients: Clients, claim: dict[str, Any], job: Path, relay_fd: int
+) -> list[str]:
+    """The job's files in ``job``: their names, job.json last."""
     view, grants = claim["task"], claim.get("grants") or {}
     try:
         order = TaskOrder.from_json(view["order"])
@@ -211,9 +234,11 @@ def _prepare(services: Services, clients: Clients, claim: dict[str, Any], job: P
         _unrefused(lambda: storage.download(digest, job / name, grant=grant), FETCH_RETRY_SECONDS)
 
     fetch(str(app.field("bundle")), "bundle.tar", grants.get("bundle"))
+    names = ["bundle.tar"]
     if order.dataset is not None:
         dataset = _record(hub, services.deployment, order.dataset, "dataset")
         fetch(str(dataset.field("blob")), "dataset.tar", grants.get("dataset"))
+        names.append("dataset.tar")
     document = {
         "format": JOB_FORMAT,
         "task": order.task_id(),
@@ -227,12 +252,13 @@ def _prepare(services: Services, clients: Clients, claim: dict[str, Any], job: P
         "sim_platform_key": services.platform_seed if services.tee == "sim" else None,
         "app_logs": bool(app.field("logs")),
         "deadline": int(view["deadline"]),
-        "relay_fd": -1,  # set when the relay exists (_run_runtime)
+        "relay_fd": relay_fd,  # the runtime's end of the relay (checked by the runtime)
         "allow_loopback_inputs": services.allow_loopback_inputs,
         "limits": {"memory_bytes": APP_MEMORY_BYTES, "tmpfs_bytes": APP_TMPFS_BYTES},
         **services.extra,
     }
     _write_private(job / "job.json", document)
+    return [*names, "job.json"]
 
 
 def _record(hub: HubClient, deployment: str, address: str, kind: str) -> Any:
@@ -251,34 +277,13 @@ def _write_private(path: Path, document: dict[str, Any]) -> None:
         json.dump(document, handle)
 
 
-def _run_runtime(
-    services: Services, job: Path, progress: Progress, view: dict[str, Any]
-) -> tuple[RunOutcome, float]:
-    """The runtime in the sandbox with the relay; how it ended, and when it started."""
-    from confide.relay.server import service_endpoint  # noqa: PLC0415
-
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    endpoints = {service_endpoint(services.sms_url), service_endpoint(services.storage_url)}
-    path = job / "job.json"
-    document = json.loads(path.read_text())
-    document["relay_fd"] = theirs.fileno()
-    _write_private(path, document)
-    relay = services.relay(
-        ours, services.wallet, endpoints, services.allow_loopback_inputs, progress.advance
-    )
-    started = time.monotonic()
-    try:
-        wall = max(1.0, float(view["deadline"]) - services.clock())
-        try:
-            outcome = services.runner(job, theirs.fileno(), wall)
-        except ConfideError as exc:  # no sandbox here: never run unconfined
-            outcome = RunOutcome(None, False, f"the sandbox could not start: {exc}")
-    finally:
-        theirs.close()
-        relay.close()
-    for reason in list(getattr(relay, "refused", []))[:5]:  # never a secret: addresses, ops
+def _run_runtime(sandbox: Prewarmed, progress: Progress, view: dict[str, Any]) -> RunOutcome:
+    """Hand the runtime its job; how it ended (killed at the deadline + the reserve)."""
+    sandbox.hand(progress.advance)
+    outcome = sandbox.wait(float(view["deadline"]))
+    for reason in list(getattr(sandbox.relay, "refused", []))[:5]:  # never a secret
         _log.info("task %s: the relay refused: %s", view["task"], reason)
-    return outcome, started
+    return outcome
 
 
 def _conclude(

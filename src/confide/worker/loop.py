@@ -4,9 +4,11 @@
 from ``confide worker start``. At start it reads the hub's ``/v1/info`` (the sms and the
 storage it names), checks that its wallet is a member of the pool (the pool's record, as
 its owner signed it), and for ``sim`` registers its platform key with that sms. Then each
-of ``concurrency`` slots claims (long poll), runs the task (:mod:`confide.worker.job`)
-and claims again, until ``stop`` is set: no new claim is made, the running tasks finish
-and report, and it returns. Interrupted while it waits for them (an exception in the
+of ``concurrency`` slots starts the next task's runtime sandbox (pre-warmed,
+:mod:`confide.worker.prewarm`), claims (long poll), runs the task in that sandbox
+(:mod:`confide.worker.job`) and starts again, until ``stop`` is set: no new claim is
+made, the running tasks finish and report, the unused sandboxes are closed (their job
+directories removed), and it returns. Interrupted while it waits for them (an exception in the
 calling thread: a second ^C), it gives their leases back to the hub first.
 """
 
@@ -26,6 +28,7 @@ from confide.client.sms import SmsClient
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError
 from confide.worker.job import Outcome, RelayFactory, Services, give_back, run_task
+from confide.worker.prewarm import Prewarmed
 from confide.worker.runner import Runner, SandboxRunner
 from confide.worker.tee import platform_key
 
@@ -186,8 +189,13 @@ def _claim_loop(
 ) -> None:
     clients = services.clients()
     hub = clients.hub
+    ready: Prewarmed | None = None  # the next task's runtime, started before the claim
     try:
         while not stop.is_set():
+            if ready is None or ready.stale():
+                if ready is not None:
+                    ready.close()
+                ready = _prewarm(services)
             try:
                 claim = hub.claim(config.pool, wait=config.claim_wait)
             except AuthError as exc:  # 401/403: no longer a member, or not signed right
@@ -200,7 +208,8 @@ def _claim_loop(
                 continue
             task = claim["task"]["task"]
             _log.info("task %s: claimed (attempt %s)", task, claim["task"].get("attempts"))
-            outcome = run_task(services, claim, clients)
+            used, ready = ready, None
+            outcome = run_task(services, claim, clients, used)
             _log.info(
                 "task %s: %s%s",
                 task,
@@ -212,4 +221,16 @@ def _claim_loop(
             if config.on_outcome is not None:
                 config.on_outcome(outcome)
     finally:
+        if ready is not None:
+            ready.close()
         clients.close()
+
+
+def _prewarm(services: Services) -> Prewarmed | None:
+    """A runtime sandbox for the next task; None when it cannot be made now (the task
+    then tries once more, and fails saying why)."""
+    try:
+        return Prewarmed(services)
+    except (ConfideError, OSError) as exc:
+        _log.warning("could not start the next runtime: %s", exc)
+        return None

@@ -1,7 +1,10 @@
-"""How the worker starts the enclave runtime: ``python -m confide.runtime /job`` inside
-the sandbox (:func:`confide.sandbox.run`), which sees the job directory (read-write, at
-``/job``), this Python and the confide package (read-only), the system allowlist, and
-the relay's file descriptor; nothing of the worker's home, wallet or keys.
+"""How the worker starts the enclave runtime: ``python -m confide.runtime /job
+--wait-job FD`` inside the sandbox (:func:`confide.sandbox.run`), which sees the job
+directory (read-write, at ``/job``), this Python and the confide package (read-only),
+the system allowlist, and the relay's file descriptor FD; nothing of the worker's home,
+wallet or keys. It is started before its task is claimed (pre-warmed,
+:mod:`confide.worker.prewarm`): the runtime imports what it needs, then asks the relay
+for its job and waits.
 
 :class:`Runner` is the seam tests use to put a fake runtime in its place; the command
 line offers no other runner, so a worker never starts a runtime unconfined.
@@ -9,6 +12,7 @@ line offers no other runner, so a worker never starts a runtime unconfined.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +39,11 @@ class RunOutcome:
     reason: str | None
 
 
-# (job directory, the relay's fd for the runtime, wall seconds) -> how the runtime ended
-Runner = Callable[[Path, int, float], RunOutcome]
+# (job directory, the relay's fd for the runtime, wall seconds, cancel) -> how the runtime
+# ended. It is started before the job is in the directory: the runtime asks the relay
+# for it (``{"op": "job"}``). ``cancel`` set (the task's deadline, or the worker stops):
+# the runtime and everything it started are killed.
+Runner = Callable[[Path, int, float, threading.Event], RunOutcome]
 
 
 @dataclass(frozen=True)
@@ -45,16 +52,26 @@ class SandboxRunner:
 
     kind: str | None = None
 
-    def __call__(self, job_dir: Path, relay_fd: int, wall_seconds: float) -> RunOutcome:
+    def __call__(
+        self, job_dir: Path, relay_fd: int, wall_seconds: float, cancel: threading.Event
+    ) -> RunOutcome:
         import sys  # noqa: PLC0415
 
         from confide.sandbox import Limits, Mount, SandboxSpec, run  # noqa: PLC0415
 
         spec = SandboxSpec(
-            argv=(sys.executable, "-I", "-m", "confide.runtime", JOB_TARGET),
+            argv=(
+                sys.executable,
+                "-I",
+                "-m",
+                "confide.runtime",
+                JOB_TARGET,
+                "--wait-job",
+                str(relay_fd),
+            ),
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
             limits=Limits(
-                wall_seconds=max(1.0, wall_seconds) + WALL_RESERVE_SECONDS,
+                wall_seconds=max(1.0, wall_seconds),
                 memory_bytes=RUNTIME_MEMORY_BYTES,
                 processes=RUNTIME_PROCESSES,
                 file_bytes=RUNTIME_FILE_BYTES,
@@ -65,5 +82,5 @@ class SandboxRunner:
             pass_fds=(relay_fd,),
             interpreter=True,
         )
-        finished = run(spec, kind=self.kind)
+        finished = run(spec, kind=self.kind, cancel=cancel)
         return RunOutcome(finished.exit_code, finished.timed_out, finished.reason)
