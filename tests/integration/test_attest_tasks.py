@@ -155,11 +155,16 @@ def test_a_task_gets_the_iexec_variables(tmp_path: Path, database_url: str) -> N
         dataset = released.config["dataset"]
         assert base64.b64decode(dataset["key"]) == b"\x00\xffdataset-key"
         assert released.config["result_encryption_key"] == w.result_public.hex()
+        assert released.config["app_logs"] is False  # the app record keeps its logs
 
         with pytest.raises(AuthError, match="already released for this lease"):
             w.run(task_id)
         w.publish(w.registry.tasks[task_id].order, lease="lease-2")  # a new claim
         assert w.run(task_id, lease="lease-2").config["environment"]["IEXEC_TASK_ID"] == task_id
+        # The owner's word on logs, from its app record, sealed with the configuration.
+        w.registry.add_app(APP_ADDRESS, DEVELOPER.address, MEASUREMENT, logs=True)
+        w.publish(w.registry.tasks[task_id].order, lease="lease-3")
+        assert w.run(task_id, lease="lease-3").config["app_logs"] is True
 
 
 def test_task_refusals(tmp_path: Path, database_url: str) -> None:

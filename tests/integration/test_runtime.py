@@ -54,6 +54,7 @@ DEVELOPER, REQUESTER, WORKER, POOL_OWNER = (Wallet.generate() for _ in range(4))
 CUBIC_APP = "0x" + "c1" * 20
 NODE_APP = "0x" + "c3" * 20
 TRICKY_APP = "0x" + "c2" * 20
+QUIET_APP = "0x" + "c4" * 20  # the tricky bundle, its record keeping logs from requesters
 POOL = "0x" + "9e" * 20
 DATASET = "0x" + "d5" * 20
 DATASET_BODY = b"a,b\n1,2\n"
@@ -75,6 +76,11 @@ if mode == "sleep":
     time.sleep(120)
 if mode == "nocomputed":
     (out / "result.txt").write_text("no computed.json")
+    sys.exit(0)
+if mode == "exfil":  # a requester secret, hex, into the error text and a file name
+    secret = os.environ.get("IEXEC_REQUESTER_SECRET_1", "").encode().hex()
+    (out / f"name-{secret}").write_text("x")
+    (out / "computed.json").write_text(json.dumps({"deterministic-output-path": "/x/" + secret}))
     sys.exit(0)
 if mode == "outside":
     (out / "computed.json").write_text(json.dumps({"deterministic-output-path": "/etc/passwd"}))
@@ -183,10 +189,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         TRICKY_APP: make_bundle(tmp / "tricky", TRICKY),
         NODE_APP: make_bundle(tmp / "node", CUBIC_NODE, "node"),
     }
+    bundles[QUIET_APP] = bundles[TRICKY_APP]
     registry = MemoryRegistry()
     registry.add_member(POOL, WORKER.address)
     for app, (_, measurement) in bundles.items():
-        registry.add_app(app, DEVELOPER.address, measurement)
+        registry.add_app(app, DEVELOPER.address, measurement, logs=app != QUIET_APP)
     database = f"sqlite:///{tmp / 'sms.db'}"
     with running_sms(tmp / "sms", database, allow_sim=True, registry=registry) as base:
         platform = SigningKey.generate()
@@ -375,6 +382,7 @@ def verified(world: World, ran: Ran) -> None:
             "token": report["token"],
             "error": report["error"],
         },
+        "status": report["status"],
         "times": {k: int(v) for k, v in report["stages"].items()},
         "created_at": int(min(report["stages"].values())) - 1,
     }
@@ -386,7 +394,12 @@ def verified(world: World, ran: Ran) -> None:
         allow_sim=True,
         result_private_key_path=world.result_key_path,
     )
-    assert verdict.ok, verdict.reason
+    assert verdict.ok, verdict.reason()
+    completed = report["status"] == "COMPLETED"
+    assert verdict.outcome == ("completed" if completed else f"failed:{report['cause']}")
+    logs = ran.job_dir / "out" / "logs.sealed"
+    signed = report["statement"]["logs_digest"]
+    assert signed == (hashlib.sha256(logs.read_bytes()).hexdigest() if logs.exists() else "")
 
 
 def test_the_cubic_app_computes_f_of_3(world: World, tmp_path: Path) -> None:
@@ -397,6 +410,7 @@ def test_the_cubic_app_computes_f_of_3(world: World, tmp_path: Path) -> None:
     assert report["result_file"] == "result.zip" and report["logs_file"] == "logs.sealed"
     assert list(report["stages"]) == ["PRE_COMPUTE", "ATTESTING", "COMPUTING", "POST_COMPUTE"]
     assert set(report["timings"]) == {"pre_compute", "attest", "app", "post_compute"}
+    assert all(round(t, 2) == t for t in report["timings"].values())  # 10 ms, published
     assert ran.stages == ["PRE_COMPUTE", "ATTESTING", "COMPUTING"]  # then the relay closed
     statement = report["statement"]
     assert statement["task_id"] == ran.task and statement["worker"] == WORKER.address
@@ -535,10 +549,17 @@ def test_no_secret_reaches_the_worker_in_the_clear(world: World, tmp_path: Path)
 
 
 def test_logs_only_when_the_owner_allows_them(world: World) -> None:
-    ran = run_runtime(world, world.order(TRICKY_APP), app_logs=False)
-    assert ran.report["status"] == "COMPLETED"
-    assert ran.report["logs_file"] is None
-    assert not (ran.job_dir / "out" / "logs.sealed").exists()
+    """The app record's `logs` reaches the runtime in the sms's sealed configuration:
+    job.json's app_logs (the worker's) has no say either way."""
+    quiet = run_runtime(world, world.order(QUIET_APP, args="leak"), app_logs=True)
+    assert quiet.report["status"] == "COMPLETED", quiet.report
+    assert quiet.report["logs_file"] is None
+    assert quiet.report["statement"]["logs_digest"] == ""
+    assert not (quiet.job_dir / "out" / "logs.sealed").exists()
+    verified(world, quiet)
+    allowed = run_runtime(world, world.order(TRICKY_APP), app_logs=False)
+    assert allowed.report["logs_file"] == "logs.sealed"
+    verified(world, allowed)
 
 
 @pytest.mark.parametrize(
@@ -558,11 +579,13 @@ def test_failures_after_attestation_give_the_requester_an_error(
     ran = run_runtime(world, world.order(TRICKY_APP, args=args, secrets=((1, "leaky"),)))
     report = ran.report
     assert report["status"] == "FAILED" and report["cause"] == cause, report
-    assert reason in report["error"]
+    # The public error is the runtime's fixed text; the reason is for the requester only.
+    assert reason not in report["error"] and "error.txt" in report["error"]
+    assert report["statement"]["outcome"] == f"failed:{cause}"
     files = ran.opened(tmp_path / "r", world.result_key_path)
     assert set(files) == {"error.txt", ".confide/salt"}
     assert cause in files["error.txt"].decode() and reason in files["error.txt"].decode()
-    verified(world, ran)  # the error comes from the enclave too
+    verified(world, ran)  # the error comes from the enclave too, and says it failed
     if args == "fail":
         assert "about to fail" in ran.logs(world.result_key_path)
 
@@ -687,3 +710,21 @@ def test_a_broken_job_is_reported(tmp_path: Path) -> None:
     report = json.loads((job_dir / "out" / "report.json").read_text())
     assert report["status"] == "FAILED" and report["cause"] == "PRE_COMPUTE_FAILED"
     assert "missing fields" in report["error"]
+
+
+def test_an_app_cannot_publish_a_secret_through_the_error(world: World, tmp_path: Path) -> None:
+    """The review's exfiltration: the app names a path made of a requester secret (hex,
+    past the exact-value redaction) in computed.json, and a file after it. The public
+    error (report.json, then the hub's task view) holds fixed runtime text only."""
+    ran = run_runtime(world, world.order(TRICKY_APP, args="exfil", secrets=((1, "leaky"),)))
+    report = ran.report
+    assert report["status"] == "FAILED" and report["cause"] == "POST_COMPUTE_FAILED", report
+    encoded = LEAKY_SECRET.encode().hex()
+    assert encoded not in json.dumps(report)
+    assert report["error"] == (
+        "post-compute failed (computed.json or the result in IEXEC_OUT); the reason is in "
+        "error.txt, in the result sealed to the requester"
+    )
+    files = ran.opened(tmp_path / "r", world.result_key_path)
+    assert "lies outside IEXEC_OUT" in files["error.txt"].decode()  # the requester's
+    verified(world, ran)

@@ -86,6 +86,8 @@ def statement() -> ResultStatement:
         input_digests=("55" * 32, "66" * 32),
         ciphertext_digest="77" * 32,
         result_digest="88" * 32,
+        outcome="completed",
+        logs_digest="99" * 32,
         output_tags=("tag",),
     )
 
@@ -95,11 +97,13 @@ def test_statement_encoding_known_answer() -> None:
     texts = (s.task_id, s.order_hash, s.requester, s.worker, "jti", "44" * 32, "")
     inputs = struct.pack(">I", 2) + lp(b"55" * 32) + lp(b"66" * 32)
     expected = (
-        lp(b"confide-result-v1")
+        lp(b"confide-result-v2")
         + b"".join(lp(t.encode()) for t in texts)
         + lp(inputs)
         + lp(b"77" * 32)
         + lp(b"88" * 32)
+        + lp(b"completed")
+        + lp(b"99" * 32)
         + lp(struct.pack(">I", 1) + lp(b"tag"))
     )
     assert s.message() == expected
@@ -118,6 +122,9 @@ def test_statement_signature_and_json() -> None:
         ("task_id", "0x" + "12" * 32),
         ("input_digests", ("55" * 32,)),
         ("output_tags", ()),
+        ("outcome", "failed:APP_COMPUTE_FAILED"),
+        ("logs_digest", ""),
+        ("logs_digest", "aa" * 32),
     ):
         changed = ResultStatement.from_json(
             {**s.to_json(), field: value if isinstance(value, str) else list(value)}
@@ -129,13 +136,30 @@ def test_statement_signature_and_json() -> None:
         {"task_id": s.task_id},
         {**s.to_json(), "result_digest": "XY"},
         {**s.to_json(), "input_digests": "x"},
+        {**s.to_json(), "outcome": "COMPLETED"},
+        {**s.to_json(), "outcome": "failed:"},
+        {**s.to_json(), "outcome": "failed:x\x1b[2J"},
+        {**s.to_json(), "logs_digest": "AB" * 32},
+        {key: value for key, value in s.to_json().items() if key != "outcome"},
+        {key: value for key, value in s.to_json().items() if key != "logs_digest"},
     ):
         with pytest.raises(ResultError):
             ResultStatement.from_json(bad)
     without_tags = s.to_json()
     del without_tags["output_tags"]
     assert ResultStatement.from_json(without_tags).output_tags == ()
+    failed = ResultStatement.from_json({**s.to_json(), "outcome": "failed:POST_COMPUTE_FAILED"})
+    assert not failed.completed and failed.failure_cause == "POST_COMPUTE_FAILED"
+    assert s.completed and s.failure_cause is None
+
+
+def test_a_v1_signature_does_not_pass_for_v2() -> None:
+    """The label changed with the fields: a statement signed the v1 way never verifies."""
+    keys = EnclaveKeys.generate()
+    s = statement()
+    v1 = keys.signing.sign(b"confide-result-v1", s.message()[len(lp(b"confide-result-v2")) :])
+    assert not statement_signed_by(s, v1.hex(), keys.ed25519_public)
 
 
 KNOWN_DIGEST = "aca9f74e07acef5631f3298e4340b9a29db2406903c78e98e3fcf2e78a537f67"
-KNOWN_STATEMENT_SHA256 = "358d074e84778c1bd81812849dbfd4ae39fc854656daac17a9aded7d31d9705f"
+KNOWN_STATEMENT_SHA256 = "b1492c98d0233c33f0bfe787f3bc83816898000a0bb77298b877f8276d5607c8"

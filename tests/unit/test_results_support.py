@@ -68,6 +68,7 @@ class World:
         return {
             "format": "confide-result-download-v1",
             "task": self.task,
+            "status": "COMPLETED",
             "order": self.order.to_json(),
             "signature": self.signature,
             "created_at": self.now - 20,
@@ -179,6 +180,8 @@ def make_world(
         input_digests=(INPUT_DIGEST,),
         ciphertext_digest=ciphertext,
         result_digest=digest,
+        outcome="completed",
+        logs_digest="",
     )
     return World(
         root,

@@ -4,6 +4,7 @@ of tampering fails the check that names it (real tokens, signatures, HPKE)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 import zipfile
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 from confide.crypto.result_key import ResultKeyPair
 from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.signing import SigningKey
-from confide.results import Verdict, open_result, verify
-from confide.results.verify import ORDER_OF_CHECKS
+from confide.results import ResultError, Verdict, open_result, seal_logs, verify
+from confide.results.logs import open_checked, signed_logs_digest
+from confide.results.sealed import load_private_key, public_of
+from confide.results.verify import ORDER_OF_CHECKS, verify_statement
 from tests.unit.test_results_support import (
     AFFIRMING,
     World,
@@ -210,3 +213,71 @@ def test_a_malformed_document_names_the_check(world: World) -> None:
         archive.writestr("extra", b"x")
     verdict = check(world, allow_sim=True)
     assert failed(verdict) == "ciphertext-digest"
+
+
+def test_a_failed_tasks_error_result_never_passes_for_a_completed_one(world: World) -> None:
+    """The statement signs the outcome: an error result (error.txt) served as a
+    COMPLETED task's result fails the `outcome` check; as a FAILED task's, it verifies and
+    says the task failed, with the cause the enclave signed."""
+    error = resign(world, dataclasses.replace(world.statement, outcome="failed:APP_COMPUTE_FAILED"))
+    verdict = check(error, allow_sim=True)
+    assert failed(verdict) == "outcome", verdict.to_json()
+    assert "failed task's error.txt" in verdict.reason()
+    document = error.document()
+    document["status"] = "FAILED"
+    as_failed = check(error, allow_sim=True, document=document)
+    assert as_failed.ok, as_failed.to_json()
+    assert as_failed.task_failed and as_failed.outcome == "failed:APP_COMPUTE_FAILED"
+    assert "APP_COMPUTE_FAILED" in next(c for c in as_failed.checks if c.name == "outcome").detail
+    assert as_failed.to_json()["outcome"] == "failed:APP_COMPUTE_FAILED"
+    # A completed statement for a task the hub says FAILED does not verify either.
+    document = world.document()
+    document["status"] = "FAILED"
+    assert failed(check(world, allow_sim=True, document=document)) == "outcome"
+    honest = check(world, allow_sim=True)
+    assert honest.ok and not honest.task_failed and honest.outcome == "completed"
+
+
+def test_the_statement_alone_verifies_up_to_its_outcome(world: World) -> None:
+    verdict, statement = verify_statement(world.task, world.document(), now=world.now)
+    assert statement is None  # a simulation, not allowed
+    assert failed(verdict) == "token-status"
+    verdict, statement = verify_statement(
+        world.task, world.document(), now=world.now, allow_sim=True
+    )
+    assert statement == world.statement and verdict.ok
+    names = list(ORDER_OF_CHECKS)
+    assert [c.name for c in verdict.checks] == names[: names.index("outcome") + 1]
+    forged = world.document(token="x.y.z")
+    verdict, statement = verify_statement(world.task, forged, now=world.now, allow_sim=True)
+    assert statement is None and failed(verdict) == "token-signature"
+
+
+def _with_logs(world: World, text: bytes) -> tuple[World, bytes]:
+    sealed = seal_logs(text, public_of(load_private_key(world.key_path)), world.task)
+    digest = hashlib.sha256(sealed).hexdigest()
+    return resign(world, dataclasses.replace(world.statement, logs_digest=digest)), sealed
+
+
+def test_logs_open_only_when_the_enclave_signed_their_digest(world: World) -> None:
+    signed, sealed = _with_logs(world, b"--- stdout ---\nhello\n")
+    digest = signed.statement.logs_digest
+    view = signed.document(logs_blob=digest)
+    assert signed_logs_digest(signed.task, view, now=signed.now) == digest
+    assert open_checked(sealed, digest, signed.key_path, signed.task).endswith(b"hello\n")
+    # Anyone can seal a text to the requester's public key: its digest is not the signed one.
+    _, forged = _with_logs(world, b"\x1b]52;c;evil\x07 phishing\n")
+    with pytest.raises(ResultError, match="the enclave signed"):
+        open_checked(forged, digest, signed.key_path, signed.task)
+    # The hub names other logs than the enclave signed; or the enclave signed none.
+    other = signed.document(logs_blob="ab" * 32)
+    with pytest.raises(ResultError, match="hub names logs blob"):
+        signed_logs_digest(signed.task, other, now=signed.now)
+    with pytest.raises(ResultError, match="signed no logs"):
+        signed_logs_digest(world.task, world.document(logs_blob=digest), now=world.now)
+    with pytest.raises(ResultError, match="has no logs"):
+        signed_logs_digest(world.task, world.document(), now=world.now)
+    # A statement that does not verify: nothing is trusted of it.
+    broken = signed.document(logs_blob=digest, signature="00" * 64)
+    with pytest.raises(ResultError, match="statement-signature"):
+        signed_logs_digest(signed.task, broken, now=signed.now)

@@ -19,21 +19,88 @@ from confide.errors import ConfideError
 from confide.runtime.inputs import check_url, input_name
 from confide.runtime.job import load_job
 from confide.runtime.main import run_job
-from confide.runtime.postcompute import check_computed
+from confide.runtime.postcompute import app_logs, check_computed
 from confide.runtime.precompute import TEE_ENV, dataset_key, prepare_bundle
-from confide.runtime.stages import Redactor, TaskFailure
+from confide.runtime.stages import (
+    APP_COMPUTE_FAILED,
+    ATTESTATION_FAILED,
+    POST_COMPUTE_FAILED,
+    PRE_COMPUTE_FAILED,
+    SEE_ERROR_TXT,
+    Outcome,
+    Progress,
+    Redactor,
+    TaskFailure,
+    public_error,
+)
+from confide.sandbox import Finished
 from confide.sms.tasks import TaskOrder
 
 REQUESTER = Wallet.generate()
 
 
-def test_redaction_replaces_every_value_and_a_cut_one() -> None:
+def test_redaction_replaces_every_value_and_drops_a_cut_tails_beginning() -> None:
     redactor = Redactor([b"s3cret-value", b"s3cret", b""])
     assert redactor.bytes(b"a s3cret-value b s3cret c") == b"a [redacted] b [redacted] c"
-    # The tail of a longer output may start in the middle of a value.
-    assert redactor.bytes(b"et-value then", cut=True) == b"[redacted] then"
     assert redactor.bytes(b"et-value then") == b"et-value then"
     assert redactor.text("x=s3cret") == "x=[redacted]"
+    # The tail of a longer output may start in the middle of a value: its beginning goes,
+    # whatever it holds, up to a line start past the longest value's length (12 here).
+    assert redactor.bytes(b"et-value then\nnext line\n", cut=True) == b"next line\n"
+    assert redactor.bytes(b"0123456789abcdef", cut=True) == b"cdef"  # no line start
+    assert redactor.bytes(b"x\n0123456789a\nkept\n", cut=True) == b"kept\n"
+    assert Redactor().bytes(b"partial\nwhole\n", cut=True) == b"whole\n"
+
+
+def test_a_cut_tail_is_no_oracle_on_a_secrets_suffix() -> None:
+    """An app that echoes its requester's input, padded so that the kept tail starts at a
+    chosen offset, learns nothing from whether the mark appears (no suffix is matched)."""
+    secret = b"2;0;-1;5"
+    redactor = Redactor([secret])
+    for size in range(1, len(secret)):
+        for guess in (secret[-size:], b"x" * size):
+            tail = guess + b" echoed\nmore output\n"
+            assert redactor.bytes(tail, cut=True) == b"more output\n", (size, guess)
+    stdout = b"5 echoed\n" + b"B" * (100_000 - 10) + b"\n"  # exactly the kept 100 kB
+    finished = Finished(0, False, None, stdout, b"ok\n")
+    logs = app_logs(finished, redactor)
+    assert b"[redacted]" not in logs and b"5 echoed" not in logs
+    assert logs.startswith(b"--- stdout (last 100 kB, from a line start) ---\n")
+    assert logs.endswith(b"--- stderr ---\nok\n")
+
+
+def test_the_public_error_is_fixed_runtime_text() -> None:
+    """report.json's error (published by the hub) never carries the detailed reason once
+    secrets were released: paths, file names, exit codes stay in error.txt."""
+    leak = "deterministic-output-path '/x/323b303b2d313b35' lies outside IEXEC_OUT"
+    progress = Progress(None, stages={"PRE_COMPUTE": 1.0, "ATTESTING": 2.0, "COMPUTING": 3.0})
+    for cause in (APP_COMPUTE_FAILED, POST_COMPUTE_FAILED, PRE_COMPUTE_FAILED):
+        outcome = Outcome()
+        outcome.fail(TaskFailure(cause, leak), Redactor())
+        assert outcome.error == leak  # the detail, for error.txt
+        public = public_error(outcome, progress)
+        assert public is not None and "323b" not in public and "/x/" not in public
+        outcome.statement = {"outcome": f"failed:{cause}"}
+        assert public_error(outcome, progress) == f"{public}; {SEE_ERROR_TXT}"
+    # Before anything was released (no app ran), the runtime's reason is shown in full.
+    early = Outcome()
+    early.fail(TaskFailure(PRE_COMPUTE_FAILED, "input file 1: its SHA-256 is 00"), Redactor())
+    shown = public_error(early, Progress(None, stages={"PRE_COMPUTE": 1.0}))
+    assert shown == "pre-compute failed: input file 1: its SHA-256 is 00"
+    refused = Outcome()
+    refused.fail(TaskFailure(ATTESTATION_FAILED, "attestation refused: no"), Redactor())
+    attesting = Progress(None, stages={"PRE_COMPUTE": 1.0, "ATTESTING": 2.0})
+    assert public_error(refused, attesting) == "the attestation failed: attestation refused: no"
+    assert public_error(Outcome(status="COMPLETED"), progress) is None
+
+
+def test_timings_are_rounded_to_10_ms() -> None:
+    progress = Progress(None)
+    progress.start("app")
+    progress.stop("app")
+    progress.enter("PRE_COMPUTE")
+    for value in (*progress.timings.values(), *progress.stages.values()):
+        assert round(value, 2) == value
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,8 @@ def verify_result(
     """Check a downloaded result offline: the sms token's signature against the sms key
     your order pinned, its issuer, audience, task, TEE type, times and status, the app
     measurement, the enclave's signature on the result statement and what it binds (task,
-    order, requester, dataset, inputs), the kept zip's digest and the salted digest of the
+    order, requester, dataset, inputs) and its outcome (a COMPLETED task's result must be
+    signed 'completed'), the kept zip's digest and the salted digest of the
     files inside it and of the files extracted. Exits 1 naming the failed check."""
     import time  # noqa: PLC0415
 
@@ -151,6 +152,9 @@ def verify_result(
             say(f"  {check.status:<8} {check.name:<20} {check.detail}")
         if verdict.ok:
             say("result verified" + (" (simulation)" if verdict.simulation else ""))
+            if verdict.task_failed:  # an error result: genuine, but not a computed result
+                cause = (verdict.outcome or "").removeprefix("failed:")
+                say(f"the task failed ({cause}, signed by the enclave): see error.txt")
     if verdict.ok and verdict.simulation:
         warn("a simulation result has no hardware protection")
     if not verdict.ok:

@@ -1,4 +1,10 @@
-"""``confide task``: follow, download, debug and cancel the tasks your orders queued."""
+"""``confide task``: follow, download, debug and cancel the tasks your orders queued.
+
+What a task view holds comes from the hub, the worker or the app (an error text, the
+app's logs): none of it is trusted to drive the terminal. Text output escapes every
+control or format character (ANSI/OSC escapes, bidi overrides, …) but newline and tab;
+``--json`` output is JSON-escaped anyway.
+"""
 
 from __future__ import annotations
 
@@ -85,10 +91,23 @@ def show(
     if fetched.kept_encrypted:
         note(fetched.kept_encrypted)
     if json_out:
-        emit_json({**_summary(view, paths), "verified": True, "simulation": verdict.simulation})
+        emit_json(
+            {
+                **_summary(view, paths),
+                "verified": True,
+                "simulation": verdict.simulation,
+                "outcome": verdict.outcome,
+            }
+        )
         return
     _show(view, task, paths, False)
     say("result verified" + (" (simulation)" if verdict.simulation else ""))
+    if verdict.task_failed:
+        cause = (verdict.outcome or "").removeprefix("failed:")
+        say(
+            f"the task failed ({cause}, signed by the enclave): its result holds only "
+            f"error.txt, which says why"
+        )
 
 
 def _summary(view: dict[str, Any], downloaded: list[str]) -> dict[str, Any]:
@@ -113,18 +132,27 @@ def _show(view: dict[str, Any], task: str, downloaded: list[str], json_out: bool
     if json_out:  # the whole view, with the summary's keys
         emit_json({**view, **_summary(view, downloaded)})
         return
-    say(f"task {view.get('task', task)}")
+    say(f"task {printable(view.get('task', task))}")
     for key in (*_SHOWN, "max_attempts", "deadline", "valid_until"):
         if view.get(key) is not None:
-            say(f"  {key:<14} {view[key]}")
+            say(f"  {key:<14} {printable(view[key])}")
     if _result_digest(view) is not None:
-        say(f"  {'result_digest':<14} {_result_digest(view)}")
+        say(f"  {'result_digest':<14} {printable(_result_digest(view))}")
     times = view.get("times") or {}
     order = {status: index for index, status in enumerate(_LIFECYCLE)}
     for status, at in sorted(times.items(), key=lambda item: (order.get(item[0], 99), item[0])):
-        say(f"  {status:<14} at {at}")
+        say(f"  {printable(status):<14} at {printable(at)}")
     for path in downloaded:
-        say(f"  downloaded     {path}")
+        say(f"  downloaded     {printable(path)}")
+
+
+def printable(value: object) -> str:
+    """``value``'s text with every control or format character escaped (``\\x1b``,
+    ``\\u202e``…) but newline and tab: untrusted text never drives the terminal."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
 
 
 @app.command("debug")
@@ -145,8 +173,11 @@ def debug(
     json_out: JsonOption = False,
 ) -> None:
     """Why a task of yours failed (requester only): status, cause, attempts, the time of
-    each status, the error the enclave reported; with --logs, the app's logs."""
-    from confide.results.fetch import checked_task, fetch_logs  # noqa: PLC0415
+    each status, the error the enclave reported; with --logs, the app's logs (opened only
+    once the sms's token and the enclave's statement verify and the statement signs their
+    digest)."""
+    from confide.results.fetch import checked_task  # noqa: PLC0415
+    from confide.results.logs import verified_logs  # noqa: PLC0415
     from confide.sms.tasks import TaskOrder  # noqa: PLC0415
 
     checked_task(task)
@@ -161,7 +192,8 @@ def debug(
     result = view.get("result") if isinstance(view.get("result"), dict) else {}
     text = None
     if logs:
-        text = fetch_logs(where, task, view, default_key_path()).decode("utf-8", "replace")
+        opened = verified_logs(where, task, view, default_key_path(), now=int(time.time()))
+        text = opened.decode("utf-8", "replace")
     document = {
         "task": view.get("task"),
         "status": view.get("status"),
@@ -178,10 +210,11 @@ def debug(
         return
     _show(view, task, [], False)
     if document["error"]:
-        say(f"  error          {document['error']}")
+        say(f"  error          {printable(document['error'])}")
     if text is not None:
         say("--- logs (stdout and stderr, last 100 kB; secrets redacted) ---")
-        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        shown = printable(text)
+        sys.stdout.write(shown if shown.endswith("\n") or not shown else shown + "\n")
 
 
 @app.command("list")
@@ -210,7 +243,7 @@ def list_tasks(
         say(f"no tasks of {who}" + (f" in status {status.upper()}" if status else ""))
     for view in tasks:
         cause = f" ({view['cause']})" if view.get("cause") else ""
-        say(f"{view.get('task')}  {view.get('status')}{cause}  app {view.get('app')}")
+        say(printable(f"{view.get('task')}  {view.get('status')}{cause}  app {view.get('app')}"))
 
 
 @app.command("cancel")

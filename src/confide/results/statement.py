@@ -2,14 +2,19 @@
 
 Encoding (what the enclave's Ed25519 key signs, ``message()``)::
 
-    lp("confide-result-v1") || lp(task id) || lp(order hash) || lp(requester) || lp(worker)
+    lp("confide-result-v2") || lp(task id) || lp(order hash) || lp(requester) || lp(worker)
       || lp(token jti) || lp(config hash) || lp(dataset checksum)
       || lp(list(input file digests)) || lp(ciphertext digest) || lp(result digest)
-      || lp(list(output tags))
+      || lp(outcome) || lp(logs digest) || lp(list(output tags))
 
 with every text UTF-8 and ``list(xs) = u32(len(xs)) || lp(x) ...``; an absent dataset
-checksum is the empty string. The signature is ``EnclaveKeys.signing.sign(label, rest)``,
-i.e. Ed25519 over exactly ``message()`` (confide.crypto.signing prefixes ``lp(label)``).
+checksum is the empty string. ``outcome`` is ``"completed"`` or ``"failed:<CAUSE>"`` (a
+failed task's result holds only ``error.txt``: it must never pass for a completed one);
+``logs digest`` is the SHA-256 (hex) of the sealed logs blob, or the empty string when the
+task has no logs. The signature is ``EnclaveKeys.signing.sign(label, rest)``, i.e. Ed25519
+over exactly ``message()`` (confide.crypto.signing prefixes ``lp(label)``). The label is
+the statement's own (v2 since ``outcome`` and ``logs digest`` were added); the HPKE infos
+of :mod:`confide.results.sealed` keep theirs.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from confide.crypto.encoding import lp
 from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.signing import verify_signature
 from confide.results.digest import ResultError
-from confide.results.sealed import RESULT_LABEL
 
+STATEMENT_LABEL = b"confide-result-v2"
+COMPLETED = "completed"
+FAILED_PREFIX = "failed:"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_OUTCOME = re.compile(r"completed|failed:[A-Z][A-Z_]{0,63}")
 _TEXT_MAX = 512
 _LIST_MAX = 64
 
@@ -47,7 +55,18 @@ class ResultStatement:
     input_digests: tuple[str, ...]
     ciphertext_digest: str
     result_digest: str
+    outcome: str  # "completed" | "failed:<CAUSE>"
+    logs_digest: str  # SHA-256 hex of the sealed logs blob; "" when none
     output_tags: tuple[str, ...] = ()
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome == COMPLETED
+
+    @property
+    def failure_cause(self) -> str | None:
+        """The cause the enclave signed for a failed task (None when it completed)."""
+        return self.outcome.removeprefix(FAILED_PREFIX) if not self.completed else None
 
     def _body(self) -> bytes:
         texts = (
@@ -64,12 +83,14 @@ class ResultStatement:
             + lp(_list(self.input_digests))
             + lp(self.ciphertext_digest.encode())
             + lp(self.result_digest.encode())
+            + lp(self.outcome.encode())
+            + lp(self.logs_digest.encode())
             + lp(_list(self.output_tags))
         )
 
     def message(self) -> bytes:
         """The exact bytes the enclave's signature covers."""
-        return lp(RESULT_LABEL) + self._body()
+        return lp(STATEMENT_LABEL) + self._body()
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -107,12 +128,24 @@ class ResultStatement:
         for name in ("ciphertext_digest", "result_digest"):
             if not _HEX64.fullmatch(values[name]):
                 raise ResultError(f"result statement: {name} is not 64 lower-case hex")
+        if values["logs_digest"] and not _HEX64.fullmatch(values["logs_digest"]):
+            raise ResultError("result statement: logs_digest is not empty nor 64 lower-case hex")
+        if not _OUTCOME.fullmatch(values["outcome"]):
+            raise ResultError("result statement: outcome is not 'completed' nor 'failed:<CAUSE>'")
         return cls(**values)
+
+
+def failed_outcome(cause: str) -> str:
+    """The signed outcome of a task that failed with ``cause``."""
+    outcome = FAILED_PREFIX + cause
+    if not _OUTCOME.fullmatch(outcome):
+        raise ValueError(f"{cause!r} is not a cause")
+    return outcome
 
 
 def sign_statement(statement: ResultStatement, keys: EnclaveKeys) -> str:
     """The enclave's Ed25519 signature over ``statement.message()``, hex."""
-    return keys.signing.sign(RESULT_LABEL, statement._body()).hex()
+    return keys.signing.sign(STATEMENT_LABEL, statement._body()).hex()
 
 
 def statement_signed_by(statement: ResultStatement, signature: str, public: bytes) -> bool:
@@ -121,4 +154,4 @@ def statement_signed_by(statement: ResultStatement, signature: str, public: byte
         raw = bytes.fromhex(signature.removeprefix("0x"))
     except ValueError:
         return False
-    return verify_signature(public, RESULT_LABEL, statement._body(), raw)
+    return verify_signature(public, STATEMENT_LABEL, statement._body(), raw)

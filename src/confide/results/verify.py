@@ -29,7 +29,7 @@ from confide.crypto.tokens import public_jwk, verify_token_signature
 from confide.results.digest import SALT_NAME, ResultError, digest_of, parse_salt
 from confide.results.opening import OpenedResult, read_result
 from confide.results.sealed import is_encrypted, load_private_key, public_of, sha256_path
-from confide.results.statement import ResultStatement, statement_signed_by
+from confide.results.statement import COMPLETED, ResultStatement, statement_signed_by
 from confide.sms.tasks import TaskOrder
 
 SLACK = 300
@@ -44,6 +44,7 @@ ORDER_OF_CHECKS = (
     "measurement",
     "statement-signature",
     "statement-binding",
+    "outcome",
     "ciphertext-digest",
     "encryption",
     "result-digest",
@@ -65,6 +66,12 @@ class Verdict:
     simulation: bool = False
     tee: str | None = None
     result_digest: str | None = None  # the signed, salted one (when the statement parsed)
+    outcome: str | None = None  # the signed outcome, "completed" | "failed:<CAUSE>"
+
+    @property
+    def task_failed(self) -> bool:
+        """The enclave signed that the task failed (the result is its error.txt)."""
+        return self.outcome is not None and self.outcome != COMPLETED
 
     @property
     def ok(self) -> bool:
@@ -86,6 +93,7 @@ class Verdict:
             "simulation": self.simulation,
             "tee": self.tee,
             "result_digest": self.result_digest,
+            "outcome": self.outcome,
             "failed": None if failed is None else failed.name,
             "checks": [
                 {"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks
@@ -124,7 +132,7 @@ class _Verification:
         self.encrypted = False
         self.opened: OpenedResult | None = None
 
-    def run_all(self) -> None:
+    def run_all(self, until: str | None = None) -> None:
         steps: list[tuple[str, Callable[[], str], tuple[str, ...]]] = [
             ("order", self.check_order, ()),
             ("document", self.check_document, ()),
@@ -135,11 +143,14 @@ class _Verification:
             ("measurement", self.check_measurement, ("token-signature",)),
             ("statement-signature", self.check_statement_signature, ("token-claims",)),
             ("statement-binding", self.check_binding, ("token-signature",)),
+            ("outcome", self.check_outcome, ("statement-signature", "statement-binding")),
             ("ciphertext-digest", self.check_ciphertext, ("document",)),
             ("encryption", self.check_encryption, ("order",)),
             ("result-digest", self.check_result_digest, ("encryption", "document")),
             ("extracted-files", self.check_extracted, ("document",)),
         ]
+        if until is not None:  # the checks up to ``until`` only
+            steps = steps[: [step[0] for step in steps].index(until) + 1]
         passed: set[str] = set()
         for name, test, needs in steps:
             if not all(n in passed for n in needs):
@@ -250,6 +261,22 @@ class _Verification:
     def check_binding(self) -> str:
         return _binding(self._statement(), self._order(), self.claims, self.task)
 
+    def check_outcome(self) -> str:
+        """The signed outcome agrees with the task's status: a COMPLETED task (or one whose
+        status is not told) needs "completed"; a FAILED one's error result says why."""
+        statement, status = self._statement(), self.document.get("status")
+        if status == "FAILED":
+            if statement.completed:
+                raise ResultError("the enclave signed a completed result, the hub says FAILED")
+            return f"the task failed: {statement.failure_cause} (signed by the enclave)"
+        if not statement.completed:
+            raise ResultError(
+                f"the enclave signed {statement.outcome!r}: this result is a failed task's "
+                f"error.txt, not a completed task's result"
+                + (f" (the hub says {status})" if status else "")
+            )
+        return "completed"
+
     def check_ciphertext(self) -> str:
         actual = sha256_path(self.stored)
         if actual != self._statement().ciphertext_digest:
@@ -336,13 +363,43 @@ def verify(
             extracted_names=extracted_names,
         )
         run.run_all()
+    return _verdict(task, run)
+
+
+def verify_statement(
+    task_id: str, document: Mapping[str, Any], *, now: int, allow_sim: bool = False
+) -> tuple[Verdict, ResultStatement | None]:
+    """The checks of :func:`verify` up to ``outcome`` only (the token, the statement's
+    signature and binding, the outcome), no zip needed: what ``task debug --logs`` needs
+    before it trusts the statement's ``logs_digest``. The statement once they all pass."""
+    task = task_id.lower()
+    run = _Verification(
+        task,
+        document,
+        Path(),
+        Path(),
+        now=now,
+        allow_sim=allow_sim,
+        key_path=None,
+        extracted_dir=None,
+        extracted_names=None,
+    )
+    run.run_all(until="outcome")
+    verdict = _verdict(task, run)
+    passed = verdict.ok and any(c.name == "outcome" and c.status == OK for c in verdict.checks)
+    return verdict, run.statement if passed else None
+
+
+def _verdict(task: str, run: _Verification) -> Verdict:
     tee = run.claims.get("tee") if run.claims else None
+    statement = run.statement
     return Verdict(
         task,
         tuple(run.checks),
         simulation=tee == "sim",
         tee=tee if isinstance(tee, str) else None,
-        result_digest=None if run.statement is None else run.statement.result_digest,
+        result_digest=None if statement is None else statement.result_digest,
+        outcome=None if statement is None else statement.outcome,
     )
 
 

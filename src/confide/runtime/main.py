@@ -199,8 +199,8 @@ class Task:
         progress.start("post_compute")
         postcompute.check_computed(self.out_dir)
         built = postcompute.build(self.out_dir, job, self.attested, self.work)
+        self._logs()  # first: the statement signs the sealed logs' digest
         postcompute.sign(job, self.attested, built, self.outcome)
-        self._logs()
         self.outcome.status, self.outcome.cause, self.outcome.error = "COMPLETED", None, None
         progress.stop("post_compute")
 
@@ -260,8 +260,8 @@ class Task:
         message = f"{failure.cause}: {self.outcome.error}"
         try:
             built = postcompute.error_result(message, self.job, self.attested, self.work)
-            postcompute.sign(self.job, self.attested, built, self.outcome)
             self._logs()
+            postcompute.sign(self.job, self.attested, built, self.outcome)
         except Exception as exc:  # the report is still written, with both reasons
             self.outcome.error = self.redactor.text(
                 f"{self.outcome.error}; and the error result could not be made: {exc}"

@@ -4,14 +4,20 @@ unless the order says not to), the logs sealed, the statement signed.
 ``computed.json`` must be a regular file in ``IEXEC_OUT`` naming, with
 ``deterministic-output-path``, a path that exists and lies inside ``IEXEC_OUT`` (symlinks
 resolved), or carrying ``callback-data``. The result is the whole of ``IEXEC_OUT``; its
-salted digest is computed here and signed, with the ciphertext digest, by the enclave's
+salted digest is computed here and signed, with the ciphertext digest, the outcome
+(``completed`` or ``failed:<CAUSE>``) and the digest of the sealed logs, by the enclave's
 Ed25519 key (:mod:`confide.results`). Everything plaintext stays on the runtime's own
 tmpfs: only the stored zip (ciphertext unless the order opted out) and the sealed logs
 reach the job directory the worker reads.
+
+Logs reach the requester only when the configuration the sms released says so
+(``app_logs``: the app record's ``logs``, which its owner signed); job.json, which the
+worker writes, has no say.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -21,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confide.errors import ConfideError
-from confide.results import ResultStatement, build_result, result_digest, seal_logs, sign_statement
+from confide.results import build_result, result_digest, seal_logs
+from confide.results.statement import COMPLETED, ResultStatement, failed_outcome, sign_statement
 from confide.runtime.attest import Attested
 from confide.runtime.compute import OUT_TARGET
 from confide.runtime.job import Job
@@ -141,7 +148,9 @@ def error_result(message: str, job: Job, attested: Attested, work: Path) -> Buil
 
 
 def sign(job: Job, attested: Attested, built: Built, outcome: Outcome) -> None:
-    """The enclave's statement for ``built``, into the outcome (with the token)."""
+    """The enclave's statement for ``built``, into the outcome (with the token). It
+    says ``completed`` unless the outcome already failed (``outcome.cause``: then the
+    result is the error result), and signs the sealed logs' digest (seal them first)."""
     claims = attested.claims
     statement = ResultStatement(
         task_id=job.task,
@@ -154,6 +163,8 @@ def sign(job: Job, attested: Attested, built: Built, outcome: Outcome) -> None:
         input_digests=tuple(digest for _, digest in job.order.input_files),
         ciphertext_digest=built.ciphertext_digest,
         result_digest=built.result_digest,
+        outcome=COMPLETED if outcome.cause is None else failed_outcome(outcome.cause),
+        logs_digest=outcome.logs_digest if outcome.logs_file else "",
     )
     outcome.result_file = RESULT_FILE
     outcome.statement = statement.to_json()
@@ -162,22 +173,31 @@ def sign(job: Job, attested: Attested, built: Built, outcome: Outcome) -> None:
 
 
 def app_logs(finished: Finished, redactor: Redactor) -> bytes:
-    """The last 100 kB of stdout and of stderr, every released secret value redacted."""
+    """The last 100 kB of stdout and of stderr, every released secret value redacted; a
+    cut one from its first whole line on (:meth:`Redactor.cut_start`)."""
     parts = []
     for name, tail in (("stdout", finished.stdout_tail), ("stderr", finished.stderr_tail)):
         cut = len(tail) >= TAIL_BYTES
         kept = redactor.bytes(tail[-TAIL_BYTES:], cut=cut)[-TAIL_BYTES:]  # marks may grow it
-        note = " (last 100 kB)" if cut else ""
+        note = " (last 100 kB, from a line start)" if cut else ""
         parts.append(
             f"--- {name}{note} ---\n".encode() + kept + (b"" if kept.endswith(b"\n") else b"\n")
         )
     return b"".join(parts)
 
 
+def logs_allowed(attested: Attested) -> bool:
+    """Whether the released configuration lets logs reach the requester (fail closed:
+    only an explicit ``true`` from the sms)."""
+    return attested.released.config.get("app_logs") is True
+
+
 def deliver_logs(job: Job, attested: Attested, logs: bytes, outcome: Outcome) -> None:
-    """Seal the logs to the requester's result key, when the app's owner allows logs."""
+    """Seal the logs to the requester's result key, when the app's owner allows logs
+    (as the sms released it); ``outcome.logs_digest`` is then their SHA-256."""
+    outcome.logs_file, outcome.logs_digest = None, ""
     key = attested.result_public_key
-    if not job.app_logs or key is None:
+    if not logs_allowed(attested) or key is None:
         return
     try:
         sealed = seal_logs(logs, key, job.task)
@@ -186,4 +206,4 @@ def deliver_logs(job: Job, attested: Attested, logs: bytes, outcome: Outcome) ->
     partial = job.out / f".{LOGS_FILE}.partial"
     partial.write_bytes(sealed)
     os.replace(partial, job.out / LOGS_FILE)
-    outcome.logs_file = LOGS_FILE
+    outcome.logs_file, outcome.logs_digest = LOGS_FILE, hashlib.sha256(sealed).hexdigest()

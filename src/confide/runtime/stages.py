@@ -1,15 +1,25 @@
 """What the runtime reports: the stage it reached, how a task failed, report.json.
 
 A failure is a :class:`TaskFailure` with one of DESIGN.md's causes and a human reason;
-its text is redacted of every released secret value before it is written anywhere
-(report.json, error.txt). ``report.json`` is the runtime's whole answer to the worker::
+its text is redacted of every released secret value before it is written anywhere.
+``report.json`` is the runtime's whole answer to the worker::
 
     {"status", "cause", "error", "result_file", "logs_file", "statement", "signature",
      "token", "stages": {STAGE: unix seconds entered}, "timings": {name: seconds}}
+
+The worker publishes ``error`` and ``timings`` at the hub, where anyone reads them, so
+neither may carry what an app chooses (a covert channel around the app's no-network
+sandbox): ``error`` is fixed runtime text for the cause (:func:`public_error`), and the
+timings are rounded to 10 ms. The detailed reason (which may name the app's paths, files
+or exit status) goes only into ``error.txt``, inside the result encrypted to the
+requester. A failure before the ATTESTING stage (or of the attestation itself) released
+nothing and ran no app code: its reason is the runtime's (or the sms's) and is shown in
+full, there being no error.txt to carry it.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -39,6 +49,15 @@ RESULT_FILE = "result.zip"
 LOGS_FILE = "logs.sealed"
 ERROR_FILE = "error.txt"
 MAX_ERROR_CHARS = 2000
+TIMING_DIGITS = 2  # published timings are rounded to 10 ms
+_PUBLIC = {
+    PRE_COMPUTE_FAILED: "pre-compute failed",
+    ATTESTATION_FAILED: "the attestation failed",
+    APP_COMPUTE_FAILED: "the app failed",
+    APP_COMPUTE_TIMEOUT: "the app ran past the task's deadline and was stopped",
+    POST_COMPUTE_FAILED: "post-compute failed (computed.json or the result in IEXEC_OUT)",
+}
+SEE_ERROR_TXT = "the reason is in error.txt, in the result sealed to the requester"
 
 
 class TaskFailure(ConfideError):  # noqa: N818 (a task outcome, not a programming error)
@@ -52,7 +71,14 @@ class TaskFailure(ConfideError):  # noqa: N818 (a task outcome, not a programmin
 
 
 class Redactor:
-    """Replaces every released secret value (and the dataset key) in text and bytes."""
+    """Replaces every released secret value (and the dataset key) in text and bytes.
+
+    Redaction is by exact value: it hides a value printed as it is, not one transformed
+    (reversed, encoded, split, computed from) by an app that means to show it, and an app
+    that echoes what its requester sends shows whether a guess equals a value (the mark).
+    A cut output (the last 100 kB) begins with its first whole line, and never before the
+    longest value's length, so no value's end is ever kept alone (nothing to match a
+    suffix against, one character at a time)."""
 
     MARK = b"[redacted]"
 
@@ -68,16 +94,20 @@ class Redactor:
 
     def bytes(self, data: bytes, *, cut: bool = False) -> bytes:
         """``data`` with each value replaced; ``cut``: ``data`` is the tail of a longer
-        output, so a value's end at its very start (the value cut in two) goes too."""
+        output, so its beginning goes first, whatever it holds (:meth:`cut_start`)."""
+        if cut:
+            data = data[self.cut_start(data) :]
         for value in self._values:
             data = data.replace(value, self.MARK)
-        if cut:
-            for value in self._values:
-                for size in range(len(value) - 1, 0, -1):
-                    if data.startswith(value[-size:]):
-                        data = self.MARK + data[size:]
-                        break
         return data
+
+    def cut_start(self, data: builtins.bytes) -> int:
+        """Where a cut tail is kept from: the first line start at or past the longest
+        value's length (or that length when no line starts there). Unconditional: a value
+        that began before the cut ends before it, whatever the tail holds."""
+        longest = len(self._values[0]) if self._values else 0
+        newline = data.find(b"\n", max(longest - 1, 0))
+        return newline + 1 if newline >= 0 else min(longest, len(data))
 
     def text(self, text: str) -> str:
         return self.bytes(text.encode("utf-8", "surrogateescape")).decode(
@@ -96,7 +126,7 @@ class Progress:
     _started: dict[str, float] = field(default_factory=dict)
 
     def enter(self, stage: str) -> None:
-        self.stages[stage] = round(time.time(), 3)
+        self.stages[stage] = round(time.time(), TIMING_DIGITS)
         if self.channel is not None and not self.channel.closed:
             # The worker may have lost the hub for a moment: the task goes on.
             with contextlib.suppress(RelayError):
@@ -108,12 +138,14 @@ class Progress:
     def stop(self, name: str) -> None:
         began = self._started.pop(name, None)
         if began is not None:
-            self.timings[name] = round(time.monotonic() - began, 6)
+            self.timings[name] = round(time.monotonic() - began, TIMING_DIGITS)
 
 
 @dataclass
 class Outcome:
-    """What report.json says; filled as the task goes."""
+    """What report.json says; filled as the task goes. ``error`` is the detailed reason
+    (redacted) that error.txt carries; report.json shows :func:`public_error` instead.
+    ``logs_digest``: the SHA-256 of the sealed logs written (signed in the statement)."""
 
     status: str = "FAILED"
     cause: str | None = None
@@ -123,10 +155,29 @@ class Outcome:
     statement: dict[str, Any] | None = None
     signature: str | None = None
     token: str | None = None
+    logs_digest: str = ""
 
     def fail(self, failure: TaskFailure, redactor: Redactor) -> None:
         self.status, self.cause = "FAILED", failure.cause
         self.error = redactor.text(str(failure))[:MAX_ERROR_CHARS]
+
+
+def public_error(outcome: Outcome, progress: Progress) -> str | None:
+    """What report.json (so the hub, publicly) says of a failure: the runtime's fixed
+    text for its cause; the detailed reason too only when nothing was released and no app
+    code ran (before ATTESTING, or the attestation itself failing), else a pointer to
+    error.txt."""
+    if outcome.cause is None:
+        return None
+    fixed = _PUBLIC.get(outcome.cause, "the task failed")
+    before_release = "ATTESTING" not in progress.stages or (
+        outcome.cause == ATTESTATION_FAILED and "COMPUTING" not in progress.stages
+    )
+    if before_release and outcome.error:
+        return f"{fixed}: {outcome.error}"[:MAX_ERROR_CHARS]
+    if outcome.statement is not None:
+        return f"{fixed}; {SEE_ERROR_TXT}"
+    return fixed
 
 
 def write_report(out: Path, outcome: Outcome, progress: Progress) -> None:
@@ -134,7 +185,7 @@ def write_report(out: Path, outcome: Outcome, progress: Progress) -> None:
     document = {
         "status": outcome.status,
         "cause": outcome.cause,
-        "error": outcome.error,
+        "error": public_error(outcome, progress),
         "result_file": outcome.result_file,
         "logs_file": outcome.logs_file,
         "statement": outcome.statement,

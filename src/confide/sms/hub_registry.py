@@ -275,7 +275,8 @@ class HubRegistry:
         record = self._of_kind(address, "app")
         if record is None:
             return None
-        return AppRecord(record.address, record.owner, frozenset({record.measurement}))
+        logs = dict(record.fields).get("logs") is True  # fail closed
+        return AppRecord(record.address, record.owner, frozenset({record.measurement}), logs)
 
     def dataset(self, address: str) -> DatasetRecord | None:
         record = self._of_kind(address, "dataset")

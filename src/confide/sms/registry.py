@@ -35,6 +35,8 @@ class AppRecord:
     owner: str  # lower-case wallet address
     measurements: frozenset[Measurement]  # what the owner signed: the only code that may
     # receive the app developer secret (the app record names one)
+    logs: bool = False  # the owner lets the app's logs reach requesters (released to the
+    # enclave in the task's configuration: the worker has no say)
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,11 @@ class MemoryRegistry:
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     pools: dict[str, WorkerpoolRecord] = field(default_factory=dict)
 
-    def add_app(self, address: str, owner: str, *measurements: Measurement) -> AppRecord:
+    def add_app(
+        self, address: str, owner: str, *measurements: Measurement, logs: bool = False
+    ) -> AppRecord:
         record = AppRecord(
-            normalise_address(address), normalise_address(owner), frozenset(measurements)
+            normalise_address(address), normalise_address(owner), frozenset(measurements), logs
         )
         self.apps[record.address] = record
         return record

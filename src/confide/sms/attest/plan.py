@@ -228,6 +228,9 @@ class Planner:
             "environment": env,
             "dataset": dataset,
             "result_encryption_key": None if result is None else result.value.hex(),
+            # Whether the app's logs may reach the requester: its owner's word (the app
+            # record), sealed to the enclave, so that the worker cannot turn it on.
+            "app_logs": review.app is not None and review.app.logs,
         }
         return plan
 
