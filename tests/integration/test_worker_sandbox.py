@@ -119,3 +119,36 @@ def test_a_real_task_through_the_sandbox(
             assert needle not in path.read_bytes(), path
     assert not any(DEVELOPER_SECRET.decode() in v for v in os.environ.values())
     assert list((home / "jobs").iterdir()) == []
+
+
+def _children() -> set[int]:
+    """This process's child processes (of every thread)."""
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            text = Path(f"/proc/self/task/{task}/children").read_text()
+        except OSError:
+            continue
+        found.update(int(pid) for pid in text.split())
+    return found
+
+
+def test_a_stop_while_the_prewarmed_runtime_waits(up: Up, tmp_path: Path) -> None:
+    """The real runtime, started in its sandbox before any task, asks for its job and
+    waits; the worker stops: the sandbox ends, no process is left and its job directory
+    is removed."""
+    pool = Pool(up).deploy()
+    home = tmp_path / "worker"
+    before = _children()
+    worker = start_worker(worker_config(pool, home, runner=None, concurrency=2))
+    deadline = time.monotonic() + 30
+    while len(list((home / "jobs").glob("job-*"))) < 2 or not _children() - before:
+        assert time.monotonic() < deadline, "no runtime was pre-warmed"
+        time.sleep(0.05)
+    time.sleep(1.5)  # the runtimes have imported everything and wait for a job
+    assert len(_children() - before) == 2  # one sandbox per slot
+    began = time.monotonic()
+    assert worker.finish() == [] and not worker.errors
+    assert time.monotonic() - began < 10
+    assert _children() - before == set()
+    assert list((home / "jobs").iterdir()) == []

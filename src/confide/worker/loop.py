@@ -28,7 +28,7 @@ from confide.client.sms import SmsClient
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError
 from confide.worker.job import Outcome, RelayFactory, Services, give_back, run_task
-from confide.worker.prewarm import Prewarmed
+from confide.worker.prewarm import READY_WAIT_SECONDS, Prewarmed
 from confide.worker.runner import Runner, SandboxRunner
 from confide.worker.tee import platform_key
 
@@ -196,6 +196,10 @@ def _claim_loop(
                 if ready is not None:
                     ready.close()
                 ready = _prewarm(services)
+            if ready is not None:  # claim once it waits: a task goes to a ready runtime
+                ready.wait_ready(READY_WAIT_SECONDS, stop)
+                if stop.is_set():
+                    break
             try:
                 claim = hub.claim(config.pool, wait=config.claim_wait)
             except AuthError as exc:  # 401/403: no longer a member, or not signed right

@@ -15,7 +15,9 @@ runtime imports what it needs and asks the relay for its job; the relay waits in
   runtime ends without a report; then it is killed if it has not, and the job directory
   removed.
 
-One sandbox runs one task: a :class:`Prewarmed` is handed one job at most, and closed
+The slot claims once the runtime has asked for its job (:meth:`Prewarmed.wait_ready`,
+bounded), so that a queued task goes to a slot whose runtime is ready. One sandbox runs
+one task: a :class:`Prewarmed` is handed one job at most, and closed
 after it (never used again). Until its job is handed over, the relay refuses every
 request but ``job``; the stages it reports afterwards go to the task's progress.
 
@@ -49,6 +51,8 @@ MAX_IDLE_SECONDS = 600.0  # a sandbox waiting longer for its task is replaced
 CLAIM_MARGIN_SECONDS = 120.0  # a claim (long poll) and the job's download after the wait
 WALL_SECONDS = MAX_IDLE_SECONDS + CLAIM_MARGIN_SECONDS + max(CATEGORIES.values())
 WALL_SECONDS += WALL_RESERVE_SECONDS
+READY_WAIT_SECONDS = 10.0  # a slot claims anyway after this (a slow start)
+READY_POLL_SECONDS = 0.05
 STOP_GRACE_SECONDS = 2.0  # an unused runtime told "no job" ends by itself within this
 
 
@@ -67,6 +71,7 @@ class Prewarmed:
         self.handed_at: float | None = None
         self.outcome: RunOutcome | None = None
         self.expired = False  # the task's deadline passed: the runtime was killed
+        self.asked = threading.Event()  # the runtime has asked for its job: it is ready
         self._gate = threading.Event()
         self._handed: bool | None = None  # True: the job is there; False: there is none
         self._stage_to: Any = None
@@ -107,6 +112,7 @@ class Prewarmed:
 
     def _on_job(self) -> bool:
         """The relay's ``job`` request: wait for the job (True) or its absence (False)."""
+        self.asked.set()
         self._gate.wait()
         return bool(self._handed)
 
@@ -121,6 +127,15 @@ class Prewarmed:
     def ended(self) -> bool:
         """The runtime is gone (it crashed, or never started)."""
         return self._done.is_set()
+
+    def wait_ready(self, seconds: float, stop: threading.Event) -> None:
+        """Wait (at most ``seconds``, or until ``stop``) for the runtime to be ready: a
+        slot that claims only then leaves a task to a slot whose runtime already waits."""
+        give_up = time.monotonic() + seconds
+        while not (self.asked.is_set() or self.ended or stop.is_set()):
+            if time.monotonic() >= give_up:
+                return
+            self.asked.wait(READY_POLL_SECONDS)
 
     def stale(self) -> bool:
         """Better replaced than used: its runtime ended, or it waited too long."""
