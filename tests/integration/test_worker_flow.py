@@ -202,3 +202,32 @@ def test_a_sim_worker_needs_an_sms_that_accepts_sim(pool: Pool, tmp_path: Path) 
         config = worker_config(pool, tmp_path / "w", sms_url=sms)
         with pytest.raises(WorkerError, match="does not accept simulation evidence"):
             run_worker(config, threading.Event())
+
+
+def test_the_runtime_is_killed_at_the_deadline(pool: Pool, tmp_path: Path) -> None:
+    """The pre-warmed sandbox's wall is generous: the task's own deadline (plus the
+    reserve) is enforced by cancelling its run, the whole tree killed."""
+    from confide.client.hub import HubClient
+    from confide.worker.job import run_task
+    from confide.worker.loop import _services
+    from confide.worker.runner import WALL_RESERVE_SECONDS
+
+    task = pool.queue()
+    started = list[int]()
+    config = worker_config(
+        pool, tmp_path / "w", runner=fake_runner("slow", started), job_extra={"fake_sleep": 120}
+    )
+    services = _services(config)
+    hub = HubClient(pool.up.base, wallet=pool.worker)
+    claim = hub.claim(pool.address)
+    hub.close()
+    assert claim is not None and claim["task"]["task"] == task
+    claim["task"]["deadline"] = int(time.time() + 1.5 - WALL_RESERVE_SECONDS)  # in ~1.5 s
+    began = time.monotonic()
+    outcome = run_task(services, claim)
+    assert time.monotonic() - began < 20
+    assert (outcome.status, outcome.cause) == ("FAILED", "APP_COMPUTE_TIMEOUT")
+    assert "ended without a report (deadline)" in str(outcome.error)
+    with pytest.raises(ProcessLookupError):
+        os.kill(started[0], 0)
+    assert list((tmp_path / "w" / "jobs").iterdir()) == []
