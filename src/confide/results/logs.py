@@ -12,6 +12,7 @@ terminal control characters (``confide task debug --logs`` does).
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from confide.client.platform import Platform
 
 _SEALED_OVERHEAD = 64  # HPKE's encapsulated key and tag, with room to spare
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def signed_logs_digest(task: str, view: Mapping[str, Any], *, now: int) -> str:
@@ -49,9 +51,11 @@ def signed_logs_digest(task: str, view: Mapping[str, Any], *, now: int) -> str:
     if not statement.logs_digest:
         raise ResultError(f"the enclave signed no logs for task {task}: none are opened")
     if result["logs_blob"] != statement.logs_digest:
+        named = result["logs_blob"]
+        shown = named if _HEX64.fullmatch(named) else repr(named[:80])  # the hub's text
         raise ResultError(
-            f"the hub names logs blob {result['logs_blob']}, the enclave signed "
-            f"{statement.logs_digest}: not opened"
+            f"the hub names logs blob {shown}, the enclave signed {statement.logs_digest}: "
+            f"not opened"
         )
     return statement.logs_digest
 
