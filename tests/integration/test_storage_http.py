@@ -353,3 +353,22 @@ def test_info_names_the_service_and_proves_its_key(store: RunningStorage) -> Non
     assert httpx.get(f"{store.url}/v1/info", params={"challenge": "zz"}).status_code == 400
     assert httpx.get(f"{store.url}/health").status_code == 200
     assert httpx.get(f"{store.url}/ready").status_code == 200
+
+
+def test_the_client_refuses_a_blob_larger_than_it_expects_and_keeps_nothing(
+    store: RunningStorage, tmp_path: Path
+) -> None:
+    from confide.client.storage import StorageClient
+    from confide.errors import ConfideError
+
+    data = os.urandom(3 << 20 >> 1)  # 1.5 MiB
+    digest = sha(data)
+    assert store.put(OWNER, data).status_code == 201
+    client = StorageClient(store.url, wallet=OWNER, trust_dir=tmp_path / "trust")
+    target = tmp_path / "blob"
+    with pytest.raises(ConfideError, match="larger than the 1048576 bytes expected"):
+        client.download(digest, target, max_bytes=1 << 20)
+    assert not target.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    assert client.download(digest, target, max_bytes=2 << 20) == len(data)
+    assert target.read_bytes() == data

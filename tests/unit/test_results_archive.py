@@ -320,3 +320,21 @@ def test_mutated_archives_fail_only_with_result_error(
             open_result(
                 mutated, tmp_path / f"d{attempt}", task_id=TASK, result_private_key_path=key
             )
+
+
+def test_an_existing_file_is_never_replaced_by_a_result(tmp_path: Path, out: Path) -> None:
+    salt = os.urandom(32)
+    stored = tmp_path / "stored.zip"
+    build_result(out, stored, task_id=TASK, salt=salt, result_public_key=None)
+    dest = tmp_path / "home"
+    dest.mkdir()
+    (dest / "result.txt").write_bytes(b"the user's own file\n")
+    with pytest.raises(ResultError, match="exists and differs"):
+        open_result(stored, dest, task_id=TASK, result_private_key_path=None)
+    assert (dest / "result.txt").read_bytes() == b"the user's own file\n"
+    assert not (dest / "sub").exists() or not any((dest / "sub").rglob("*.bin"))
+    # the same result again into the same place: identical files are left as they are
+    again = tmp_path / "again"
+    first = open_result(stored, again, task_id=TASK, result_private_key_path=None)
+    second = open_result(stored, again, task_id=TASK, result_private_key_path=None)
+    assert first == second

@@ -281,3 +281,14 @@ def test_logs_open_only_when_the_enclave_signed_their_digest(world: World) -> No
     broken = signed.document(logs_blob=digest, signature="00" * 64)
     with pytest.raises(ResultError, match="statement-signature"):
         signed_logs_digest(signed.task, broken, now=signed.now)
+
+
+def test_nothing_is_decrypted_before_the_statement_is_authentic(world: World) -> None:
+    # a token that does not verify: the archive is never opened (its decryption and
+    # extraction could cost a gigabyte of an attacker's bytes), only reported skipped
+    document = world.document()
+    document["result"]["token"] = "e30.e30.AAAA"
+    verdict = check(world, allow_sim=True, document=document)
+    assert failed(verdict) == "token-signature"
+    statuses = {c.name: c.status for c in verdict.checks}
+    assert statuses["result-digest"] == statuses["extracted-files"] == "skipped"

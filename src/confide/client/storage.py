@@ -73,9 +73,11 @@ class StorageClient(ServiceClient):
         *,
         grant: str | None = None,
         progress: Progress | None = None,
+        max_bytes: int | None = None,
     ) -> int:
         """Fetch blob ``digest`` into ``destination`` (complete and checked, or not at
-        all); returns its size."""
+        all); returns its size. ``max_bytes``: a larger blob is refused as it arrives
+        (a storage or hub that names a huge blob fills no disk)."""
         headers = {GRANT_HEADER: grant} if grant else {}
         response = self._signed(
             "GET", f"/v1/blobs/{_digest(digest)}", "", b"", "", headers=headers, stream=True
@@ -86,9 +88,14 @@ class StorageClient(ServiceClient):
         try:
             with partial.open("wb") as handle:
                 for chunk in response.iter_bytes(CHUNK):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise ConfideError(
+                            f"blob {digest} is larger than the {max_bytes} bytes expected: "
+                            f"nothing kept"
+                        )
                     hashed.update(chunk)
                     handle.write(chunk)
-                    size += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
             if hashed.hexdigest() != digest:

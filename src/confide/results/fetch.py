@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from confide.client.platform import Platform
 
 DOCUMENT_FORMAT = "confide-result-download-v1"
+# The largest stored result a download takes: the runtime's plaintext tmpfs is 1 GiB, and
+# an encrypted archive adds little to it.
+MAX_RESULT_BLOB_BYTES = 2 << 30
+MAX_LOGS_BLOB_BYTES = 1 << 20  # sealed logs: 100 kB of text and the sealing
 _TASK = re.compile(r"0[xX][0-9a-fA-F]{64}")
 
 
@@ -126,7 +130,9 @@ def download_result(
     zip_path, json_path = kept_paths(directory, task)
     directory.mkdir(parents=True, exist_ok=True)
     grants = request_grants(where, task)
-    where.storage.download(blob, zip_path, grant=grants.get("result"))
+    where.storage.download(
+        blob, zip_path, grant=grants.get("result"), max_bytes=MAX_RESULT_BLOB_BYTES
+    )
     document = result_document(view)
     _write(json_path, document)
     key = key_path if key_path.exists() else None
@@ -170,7 +176,7 @@ def fetch_logs(where: Platform, task: str, view: Mapping[str, Any], key_path: Pa
     grants = request_grants(where, task)
     with tempfile.TemporaryDirectory(prefix="confide-logs-") as work:
         path = Path(work, "logs.sealed")
-        where.storage.download(blob, path, grant=grants.get("logs"))
+        where.storage.download(blob, path, grant=grants.get("logs"), max_bytes=MAX_LOGS_BLOB_BYTES)
         if path.stat().st_size > MAX_LOGS + 64:
             raise ResultError(f"task {task}'s logs are larger than any runtime writes")
         return open_logs(path.read_bytes(), key_path, task)

@@ -97,24 +97,48 @@ def open_result(
         for name in opened.names:
             if os.path.normpath(name) in kept:
                 raise ResultError(f"archive entry {name!r} would replace {name}: refused")
-        written = []
+        # nothing in dest_dir is ever replaced by what an archive says (a result is the
+        # app's output: it could name .bashrc): an existing file with the same bytes is
+        # left as it is (a second download), one that differs refuses the whole
+        # extraction before anything is moved
+        placed = []
         for name in opened.names:
             target = dest_dir / name
-            _place(dest_dir, target)
-            os.replace(work / name, target)
-            written.append(target)
-        return written
+            if _place(dest_dir, target, work / name):
+                placed.append(name)
+        for name in placed:
+            os.replace(work / name, dest_dir / name)
+        return [dest_dir / name for name in opened.names]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _place(root: Path, target: Path) -> None:
-    """Make ``target``'s parents under ``root`` (never through a link) and make sure
-    ``target`` is absent or a regular file to be replaced."""
+def _place(root: Path, target: Path, new: Path) -> bool:
+    """Make ``target``'s parents under ``root`` (never through a link); whether ``new``
+    is to be moved there (False: ``target`` already holds the same bytes). ResultError
+    when ``target`` exists and is not a regular file with those bytes."""
     make_parents(root, target.parent)
     try:
         mode = target.lstat().st_mode
     except FileNotFoundError:
-        return
+        return True
     if not stat.S_ISREG(mode):
         raise ResultError(f"{target} exists and is not a regular file: not replaced")
+    if not _same_bytes(target, new):
+        raise ResultError(
+            f"{target} exists and differs from the result's {target.relative_to(root)}: "
+            f"nothing was extracted (download into an empty directory)"
+        )
+    return False
+
+
+def _same_bytes(one: Path, other: Path) -> bool:
+    if one.stat().st_size != other.stat().st_size:
+        return False
+    with one.open("rb") as left, other.open("rb") as right:
+        while True:
+            a, b = left.read(1 << 20), right.read(1 << 20)
+            if a != b:
+                return False
+            if not a:
+                return True

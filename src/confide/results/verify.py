@@ -101,6 +101,17 @@ class Verdict:
         }
 
 
+# What must hold before a byte of the archive is decrypted or an extracted file read.
+_AUTHENTIC = (
+    "token-signature",
+    "token-claims",
+    "token-status",
+    "statement-signature",
+    "statement-binding",
+    "ciphertext-digest",
+)
+
+
 class SkipCheckError(Exception):
     """A check that cannot run with what is at hand (not a failure)."""
 
@@ -146,8 +157,10 @@ class _Verification:
             ("outcome", self.check_outcome, ("statement-signature", "statement-binding")),
             ("ciphertext-digest", self.check_ciphertext, ("document",)),
             ("encryption", self.check_encryption, ("order",)),
-            ("result-digest", self.check_result_digest, ("encryption", "document")),
-            ("extracted-files", self.check_extracted, ("document",)),
+            # nothing is decrypted nor extracted before the statement is the attested
+            # enclave's, for this order, and names these very bytes
+            ("result-digest", self.check_result_digest, (*_AUTHENTIC, "encryption")),
+            ("extracted-files", self.check_extracted, _AUTHENTIC),
         ]
         if until is not None:  # the checks up to ``until`` only
             steps = steps[: [step[0] for step in steps].index(until) + 1]
