@@ -250,6 +250,44 @@ def test_memory_limit_stops_the_app(kind: str, language: str) -> None:
     assert b"allocated" not in finished.stdout_tail
 
 
+def test_memory_is_bounded_for_the_whole_tree_not_per_process(kind: str) -> None:
+    """Eight processes of 96 MiB each stay under a per-process 256 MiB limit; together
+    they pass the tree's 256 MiB, and the run is stopped (where a memory cgroup can be
+    made: otherwise rlimits alone apply, per process)."""
+    from confide.sandbox.cgroups import RunGroups
+
+    probe = RunGroups.create(8, 1 << 30)
+    if probe is None or not any(
+        "memory" in str(path) or (path / "memory.max").exists() for path in probe.paths
+    ):
+        if probe is not None:
+            probe.remove()
+        pytest.skip("no writable memory cgroup here: the tree bound needs one")
+    probe.remove()
+    code = """
+        import os, time
+        children = []
+        for _ in range(8):
+            pid = os.fork()
+            if pid == 0:
+                block = bytearray(96 << 20)
+                for i in range(0, len(block), 4096):
+                    block[i] = 1
+                time.sleep(10)
+                os._exit(0)
+            children.append(pid)
+        statuses = [os.waitpid(pid, 0)[1] for pid in children]
+        if any(statuses):
+            raise SystemExit(f"children ended with {statuses}")
+        print("all eight held 768 MiB")
+    """
+    spec = python(code, limits=Limits(wall_seconds=30, memory_bytes=256 << 20))
+    finished = run(spec, kind=kind)
+    assert b"all eight held" not in finished.stdout_tail
+    assert finished.exit_code != 0 or finished.reason is not None
+    assert finished.reason == "memory", report(finished)
+
+
 def test_environment_is_exactly_spec_env(kind: str) -> None:
     env = {"PATH": "/usr/bin", "A": "b=c", "EMPTY": "", "SPACES": " x y ", "PWD": "/odd"}
     spec = SandboxSpec(argv=("env", "-0"), env=env, limits=Limits(wall_seconds=20))

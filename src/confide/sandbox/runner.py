@@ -12,6 +12,7 @@ every process of its pid namespace (a forked grandchild that left the session in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import selectors
 import signal
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from confide.sandbox import bwrap, unshare
-from confide.sandbox.cgroups import PidsGroup
+from confide.sandbox.cgroups import RunGroups
 from confide.sandbox.layout import plan, sandbox_ids
 from confide.sandbox.seccomp import compile_filter
 from confide.sandbox.spec import (
@@ -59,7 +60,7 @@ class _Tail:
 
 
 def _start(
-    spec: SandboxSpec, kind: str, group: PidsGroup | None
+    spec: SandboxSpec, kind: str, group: RunGroups | None
 ) -> tuple[subprocess.Popen[bytes], str]:
     uid, gid = sandbox_ids()
     ops = plan(spec, uid, gid)
@@ -262,7 +263,7 @@ def _execute(
     on_output: Callable[[bytes], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> Finished:
-    group = PidsGroup.create(spec.limits.processes)
+    group = RunGroups.create(spec.limits.processes, spec.limits.memory_bytes)
     try:
         process, root = _start(spec, kind, group)
     except BaseException:
@@ -270,7 +271,10 @@ def _execute(
             group.remove()
         raise
     try:
-        return _supervise(process, spec, stdin, on_output, cancel)
+        finished = _supervise(process, spec, stdin, on_output, cancel)
+        if group is not None and not finished.ok and group.out_of_memory():
+            finished = dataclasses.replace(finished, reason="memory")
+        return finished
     finally:
         if group is not None:
             group.remove()
