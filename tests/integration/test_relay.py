@@ -179,8 +179,23 @@ def test_the_wallet_signs_only_canonical_requests() -> None:
     with relay() as (channel, _, _):
         signer = RelaySigner(channel)
         assert signer.address == WALLET.address  # learnt from a probe
-        text = "confide-request-v1\nsms/test/ab\nGET\n/v1/x?\n\n" + "0" * 64 + "\n1\n" + "a" * 32
+        text = (
+            "confide-request-v1\nsms/test/ab\nPOST\n/v1/attest?\n\n" + "0" * 64 + "\n1\n" + "a" * 32
+        )
         assert recover_signer(text, signer.sign_text(text)) == WALLET.address
+        # any other request in the worker's name is refused: an upload, a report, another
+        # service, another sms route
+        for other in (
+            text.replace("POST\n/v1/attest?", "PUT\n/v1/blobs/" + "0" * 64 + "?"),
+            text.replace("sms/test/ab", "hub/test/ab").replace(
+                "/v1/attest", "/v1/tasks/0x1/status"
+            ),
+            text.replace("sms/test/ab", "storage/test/ab"),
+            text.replace("/v1/attest?", "/v1/platforms?"),
+            text.replace("/v1/attest?", "/v1/attest?x=1"),
+        ):
+            with pytest.raises(RelayError, match="only a runtime's attestation request"):
+                signer.sign_text(other)
         for refused in (
             ORDER_LABEL + '{"requester":"0x"}',
             "confide-request-v2\nsomething",

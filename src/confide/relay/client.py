@@ -30,6 +30,7 @@ import httpx
 from httpcore._backends.sync import SyncStream  # the socket stream httpcore's own backend uses
 
 from confide.relay.protocol import (
+    PROBE,
     REQUEST_LABEL,
     STAGES,
     LineReader,
@@ -204,7 +205,7 @@ class RelaySigner:
         """The worker's address: the one given (checked at each signature), else learnt
         from a probe that no service would take as a request (its audience is none)."""
         if self._address is None:
-            self.sign_text(f"{REQUEST_LABEL}relay-address-probe\n{os.urandom(16).hex()}")
+            self.sign_text(f"{REQUEST_LABEL}{PROBE}\n{os.urandom(16).hex()}")
         if self._address is None:  # pragma: no cover (sign_text sets it or raises)
             raise RelayError("the relay did not say whose wallet signs")
         return self._address

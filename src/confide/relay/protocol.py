@@ -26,6 +26,7 @@ from typing import Any
 from confide.errors import ConfideError
 
 MAX_LINE_BYTES = 64 * 1024  # a canonical request to sign is well under 4 KiB
+PROBE = "relay-address-probe"  # the one other text signed: how a runtime learns the address
 REQUEST_LABEL = "confide-request-v1\n"  # the only texts the worker's wallet signs for a runtime
 STAGES = ("PRE_COMPUTE", "ATTESTING", "COMPUTING", "POST_COMPUTE")
 _RECV = 4096

@@ -8,9 +8,10 @@ inherited file descriptor. For each request of the runtime, on a thread of its o
   or loopback is allowed (tests), connect to the address that was checked and hand the
   connected socket over (SCM_RIGHTS). The bytes never pass through the worker: the
   runtime's TLS ends inside the runtime.
-- ``sign``: the worker's wallet signs a canonical request (``confide-request-v1\\n`` …),
-  which authenticates the worker to the sms; never any other text (an order, a record,
-  a registration), so a runtime cannot make the wallet sign something else.
+- ``sign``: the worker's wallet signs the runtime's attestation request (a canonical
+  request, ``confide-request-v1\\n`` …, POST …/v1/attest to an sms), which authenticates
+  the worker to the sms; never any other text (an order, a record, an upload, a task
+  report), so a runtime cannot make the wallet sign something else.
 - ``stage``: the runtime reached a stage; the worker reports it to the hub.
 - ``job`` (a relay made with ``on_job``: the runtime was started before its task was
   claimed): blocks in ``on_job`` until the worker has written the job (``ok``) or stops
@@ -30,6 +31,7 @@ from confide.crypto.requests import RequestSigner
 from confide.errors import ConfideError
 from confide.relay.addresses import AddressRefusedError, check_address, resolve
 from confide.relay.protocol import (
+    PROBE,
     REQUEST_LABEL,
     STAGES,
     LineReader,
@@ -57,6 +59,9 @@ def service_endpoint(url: str) -> Endpoint:
 
 def normal_host(host: str) -> str:
     return host.strip("[]").rstrip(".").lower()
+
+
+ATTEST_PATH = "/v1/attest?"  # path?query of the one request signed (any mount prefix)
 
 
 class RelayServer:
@@ -205,6 +210,21 @@ class RelayServer:
             )
         if len(message) > MAX_SIGN_CHARS:
             raise RelayError(f"a request to sign is at most {MAX_SIGN_CHARS} characters")
+        # only what a runtime needs the worker's name for: its attestation to an sms
+        # (never a blob upload, a task report or any other write in the worker's name)
+        lines = message.split("\n")
+        probe = len(lines) == 3 and lines[1] == PROBE  # no server takes it as a request
+        attest = (
+            len(lines) == 8
+            and lines[1].startswith("sms/")
+            and lines[2] == "POST"
+            and lines[3].endswith(ATTEST_PATH)  # under `confide up`: /sms/v1/attest
+        )
+        if not (probe or attest):
+            raise RelayError(
+                "the worker's wallet signs only a runtime's attestation request "
+                "(POST /v1/attest to an sms): refused"
+            )
         return {
             "ok": True,
             "signature": self._wallet.sign_text(message),
