@@ -260,3 +260,23 @@ def test_the_released_dataset_key_is_raw_or_a_key_file() -> None:
         with pytest.raises(TaskFailure) as failure:
             dataset_key(wrong)
         assert failure.value.cause == "PRE_COMPUTE_FAILED"
+
+
+def test_outputs_never_follow_a_link_the_worker_planted(tmp_path: Path) -> None:
+    from confide.runtime.stages import write_out
+
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "private.txt"
+    victim.write_text("the runtime's own file")
+    (out / ".report.json.partial").symlink_to(victim)  # planted at the partial name
+    (out / "report.json").symlink_to(victim)  # and at the final name
+    write_out(out, "report.json", b"{}\n")
+    assert victim.read_text() == "the runtime's own file"
+    assert not (out / "report.json").is_symlink()
+    assert (out / "report.json").read_bytes() == b"{}\n"
+    assert not (out / ".report.json.partial").exists()
+    source = tmp_path / "built.zip"
+    source.write_bytes(b"PK" * 1000)
+    write_out(out, "result.zip", source)
+    assert (out / "result.zip").read_bytes() == source.read_bytes()

@@ -216,7 +216,9 @@ class Task:
                 job.order.input_files,
                 client,
                 self.in_dir,
-                allow_loopback=job.allow_loopback_inputs,
+                # a test flag of simulation only: on a hardware TEE the worker that
+                # writes job.json could otherwise aim input files at the host
+                allow_loopback=job.allow_loopback_inputs and job.tee == "sim",
             )
 
     def _learn_secrets(self) -> None:

@@ -40,6 +40,7 @@ from confide.runtime.stages import (
     Outcome,
     Redactor,
     TaskFailure,
+    write_out,
 )
 from confide.sandbox import Finished
 
@@ -134,7 +135,8 @@ def build(out_dir: Path, job: Job, attested: Attested, work: Path) -> Built:
         ciphertext = build_result(out_dir, dest, task_id=job.task, salt=salt, result_public_key=key)
     except (ConfideError, OSError) as exc:
         raise TaskFailure(POST_COMPUTE_FAILED, f"the result cannot be archived: {exc}") from None
-    shutil.move(dest, job.out / RESULT_FILE)
+    write_out(job.out, RESULT_FILE, dest)
+    dest.unlink()
     return Built(digest, ciphertext)
 
 
@@ -203,7 +205,5 @@ def deliver_logs(job: Job, attested: Attested, logs: bytes, outcome: Outcome) ->
         sealed = seal_logs(logs, key, job.task)
     except ConfideError as exc:
         raise TaskFailure(POST_COMPUTE_FAILED, f"the logs cannot be sealed: {exc}") from None
-    partial = job.out / f".{LOGS_FILE}.partial"
-    partial.write_bytes(sealed)
-    os.replace(partial, job.out / LOGS_FILE)
+    write_out(job.out, LOGS_FILE, sealed)
     outcome.logs_file, outcome.logs_digest = LOGS_FILE, hashlib.sha256(sealed).hexdigest()

@@ -194,6 +194,23 @@ def write_report(out: Path, outcome: Outcome, progress: Progress) -> None:
         "stages": dict(progress.stages),
         "timings": dict(progress.timings),
     }
-    partial = out / f".{REPORT_FILE}.partial"
-    partial.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(partial, out / REPORT_FILE)
+    write_out(out, REPORT_FILE, (json.dumps(document, indent=2) + "\n").encode())
+
+
+def write_out(out: Path, name: str, data: bytes | Path) -> None:
+    """Put ``data`` (bytes, or a file's bytes) at ``out/name``, whole or not at all. The
+    worker made ``out`` and may have planted links in it: what stands at the partial
+    name is removed first (a link is removed, never followed), the partial file is
+    created new (``O_EXCL``, ``O_NOFOLLOW``), then renamed over ``name``."""
+    partial = out / f".{name}.partial"
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with os.fdopen(os.open(partial, flags, 0o644), "wb") as handle:
+        if isinstance(data, bytes):
+            handle.write(data)
+        else:
+            with data.open("rb") as source:
+                while piece := source.read(1 << 20):
+                    handle.write(piece)
+    os.replace(partial, out / name)

@@ -334,7 +334,7 @@ def _conclude(
             status, cause = "FAILED", "RESULT_UPLOAD_FAILED"
             document.update(blob=None, logs_blob=None, error=f"the upload failed: {exc}"[:4096])
     timings["upload"] = time.monotonic() - uploaded
-    document["timings"] = {k: round(v, 6) for k, v in timings.items()}
+    document["timings"] = {k: round(v, 2) for k, v in timings.items()}  # public: 10 ms
     if status == "COMPLETED":
         blob = str(document["blob"])
         return _final(progress, task_id, "COMPLETED", None, None, document, digest=blob)
