@@ -439,9 +439,7 @@ def test_the_runtime_runs_in_the_workers_sandbox(world: World, tmp_path: Path) -
     files = ran.opened(tmp_path / "result", world.result_key_path)
     assert json.loads(files["result.txt"]) == {"x": 3.0, "result": 56.0}
     names = sorted(p.name for p in ran.job_dir.rglob("*"))
-    assert names == [
-        "bundle.tar", "job.json", "logs.sealed", "out", "report.json", "result.zip"
-    ]  # fmt: skip
+    assert names == ["bundle.tar", "job.json", "logs.sealed", "out", "report.json", "result.zip"]
     verified(world, ran)
 
 

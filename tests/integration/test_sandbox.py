@@ -345,8 +345,12 @@ def test_seccomp_denies_ptrace_mount_and_user_namespaces(kind: str) -> None:
         print(json.dumps(out))
     """
     out = report(run(python(code), kind=kind))
-    assert out == {"ptrace": errno.EPERM, "mount": errno.EPERM, "unshare": errno.EPERM,
-                   "keyctl": errno.EPERM}  # fmt: skip
+    assert out == {
+        "ptrace": errno.EPERM,
+        "mount": errno.EPERM,
+        "unshare": errno.EPERM,
+        "keyctl": errno.EPERM,
+    }
 
 
 RUNTIME = """
@@ -397,8 +401,9 @@ def test_nested_sandbox(kind: str, inner: str, tmp_path: Path) -> None:
     assert out["relay"] == "relay"
     app = json.loads(str(out["app"]))
     assert app["uid"] != out["runtime_uid"]
-    assert app["root"] == sorted(["app", "bin", "dev", "etc", "lib", "lib64", "out", "proc",
-                                  "sbin", "tmp", "usr"])  # fmt: skip
+    assert app["root"] == sorted(
+        ["app", "bin", "dev", "etc", "lib", "lib64", "out", "proc", "sbin", "tmp", "usr"]
+    )
     assert app["pids"][0] == 1 and len(app["pids"]) <= 3  # its own pid namespace
     assert not (job / "app" / "result.txt").exists()  # /out was the app's own tmpfs
 

@@ -105,9 +105,13 @@ def test_a_real_task_through_the_sandbox(
 
     where = up.platform(pool.requester, "r")
     got = download_result(
-        where, task, view, tmp_path / "dl", key_path=up.root / "r" / "result-key",
+        where,
+        task,
+        view,
+        tmp_path / "dl",
+        key_path=up.root / "r" / "result-key",
         now=int(time.time()),
-    )  # fmt: skip
+    )
     assert got.verdict.ok, got.verdict
     assert (tmp_path / "dl" / "result.txt").read_text() == "f(3) = 56\n"
     # the worker kept no secret and no plaintext result

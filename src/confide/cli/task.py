@@ -184,6 +184,7 @@ def debug(
     where = platform(hub, storage, None, wallet, password, signing=True)
     view = _task(where, task)
     order = TaskOrder.from_json(view.get("order"))
+    order.check_signature(str(view.get("signature", "")))  # the hub cannot make one up
     me = where.signer().address
     if order.requester != me:
         raise ConfideError(f"task {task} is {order.requester}'s: only its requester debugs it")

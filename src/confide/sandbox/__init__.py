@@ -5,6 +5,12 @@ from confide.sandbox.runner import backend, run
 from confide.sandbox.spec import Finished, Limits, Mount, SandboxError, SandboxSpec
 
 __all__ = [
-    "Finished", "Limits", "Mount", "SandboxError", "SandboxSpec",
-    "backend", "extract_tar", "run",
-]  # fmt: skip
+    "Finished",
+    "Limits",
+    "Mount",
+    "SandboxError",
+    "SandboxSpec",
+    "backend",
+    "extract_tar",
+    "run",
+]

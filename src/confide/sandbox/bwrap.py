@@ -26,9 +26,13 @@ from confide.sandbox.layout import Op, rlimits
 from confide.sandbox.spec import SandboxError, SandboxSpec
 
 NAMESPACES = (
-    "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-    "--unshare-uts", "--unshare-cgroup",
-)  # fmt: skip
+    "--unshare-user",
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup",
+)
 
 
 @dataclass

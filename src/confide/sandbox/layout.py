@@ -21,10 +21,19 @@ from confide.sandbox.spec import Limits, SandboxError, SandboxSpec, sandbox_targ
 
 SYSTEM_TOP = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 SYSTEM_ETC = (
-    "/etc/ssl", "/etc/ca-certificates", "/etc/ca-certificates.conf", "/etc/alternatives",
-    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
-    "/etc/nsswitch.conf", "/etc/mime.types", "/etc/debian_version", "/etc/os-release",
-)  # fmt: skip
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/mime.types",
+    "/etc/debian_version",
+    "/etc/os-release",
+)
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 DEV_LINKS = {
     "/dev/fd": "/proc/self/fd",
@@ -104,10 +113,13 @@ def interpreter_paths() -> list[str]:
     """Directories this Python needs: its prefixes (and their real paths) and the
     directory holding the confide package."""
     candidates = {
-        sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
         os.path.dirname(os.path.realpath(sys.executable)),
         str(Path(confide.__file__).resolve().parent.parent),
-    }  # fmt: skip
+    }
     for path in list(candidates):
         candidates.add(os.path.realpath(path))
     exposed = [os.path.expanduser("~"), os.environ.get("CONFIDE_HOME", ""), os.getcwd()]

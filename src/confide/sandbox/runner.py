@@ -38,9 +38,13 @@ KINDS = ("bwrap", "unshare")
 DRAIN_SECONDS = 5.0  # after a kill, how long the pipes may take to close
 CANCEL_POLL_SECONDS = 0.1  # how soon a set ``cancel`` event is seen
 MEMORY_SIGNS = (  # how Python, V8/node, glibc and C++ say an allocation failed (lower case)
-    b"memoryerror", b"out of memory", b"cannot allocate memory", b"bad_alloc",
-    b"fatal process oom", b"allocation failed",
-)  # fmt: skip
+    b"memoryerror",
+    b"out of memory",
+    b"cannot allocate memory",
+    b"bad_alloc",
+    b"fatal process oom",
+    b"allocation failed",
+)
 
 
 class _Tail:

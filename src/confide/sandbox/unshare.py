@@ -23,9 +23,19 @@ from confide.sandbox.spec import SandboxError, SandboxSpec
 
 STAGE2 = Path(__file__).with_name("_stage2.py")
 FLAGS = (
-    "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child",
-    "--net", "--ipc", "--uts", "--cgroup", "--propagation", "private",
-)  # fmt: skip
+    "--user",
+    "--map-root-user",
+    "--mount",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--net",
+    "--ipc",
+    "--uts",
+    "--cgroup",
+    "--propagation",
+    "private",
+)
 
 
 def executable() -> str | None:

@@ -28,22 +28,21 @@ import re
 import shutil
 import stat
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from confide.client.hub import HubClient, LeaseLostError
 from confide.client.storage import StorageClient
-from confide.crypto.wallet import Wallet
 from confide.errors import ConfideError
 from confide.hub.lifecycle import WORKER_CAUSES
 from confide.sms.tasks import TaskOrder, TaskOrderError
 from confide.worker.lease import Heartbeat, Progress
 from confide.worker.prewarm import Prewarmed
-from confide.worker.runner import Runner, RunOutcome
+from confide.worker.runner import RunOutcome
+from confide.worker.services import Clients, Services
 
 _log = logging.getLogger("confide.worker")
 JOB_FORMAT = "confide-job-v1"
@@ -66,52 +65,10 @@ _CAUSE_AT = {
     "POST_COMPUTE": "POST_COMPUTE_FAILED",
     "UPLOADING": "RESULT_UPLOAD_FAILED",
 }
-RelayFactory = Callable[..., Any]  # RelayServer(sock, wallet, services, allow_loopback, on_stage)
 
 
 class JobError(ConfideError):
     """A task this worker could not prepare (its cause is PRE_COMPUTE_FAILED)."""
-
-
-@dataclass
-class Services:
-    """What every task of one worker uses."""
-
-    hub_url: str
-    deployment: str
-    sms_url: str
-    storage_url: str
-    wallet: Wallet
-    tee: str
-    platform_seed: str | None  # hex (sim only): the enclave's evidence is signed with it
-    work_dir: Path
-    runner: Runner
-    relay: RelayFactory
-    allow_loopback_inputs: bool = False
-    clock: Callable[[], float] = time.time
-    extra: dict[str, Any] = field(default_factory=dict)
-    active: dict[str, str] = field(default_factory=dict)  # running task -> its lease token
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def hub(self) -> HubClient:
-        return HubClient(self.hub_url, wallet=self.wallet, clock=self.clock)
-
-    def clients(self) -> Clients:
-        """Clients for one slot's tasks, one after the other (each proves its service's
-        key once, not at every task)."""
-        storage = StorageClient(self.storage_url, wallet=self.wallet, clock=self.clock)
-        return Clients(self.hub(), self.hub(), storage)
-
-
-@dataclass
-class Clients:
-    hub: HubClient  # claims, records, reports (never two at once: see Progress.settle)
-    beat: HubClient  # the heartbeat's thread
-    storage: StorageClient
-
-    def close(self) -> None:
-        for client in (self.hub, self.beat, self.storage):
-            client.close()
 
 
 @dataclass(frozen=True)

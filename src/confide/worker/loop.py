@@ -27,9 +27,10 @@ from confide.client.hub import HubClient
 from confide.client.sms import SmsClient
 from confide.crypto.wallet import Wallet, normalise_address
 from confide.errors import AuthError, ConfideError
-from confide.worker.job import Outcome, RelayFactory, Services, give_back, run_task
+from confide.worker.job import Outcome, give_back, run_task
 from confide.worker.prewarm import READY_WAIT_SECONDS, Prewarmed
 from confide.worker.runner import Runner, SandboxRunner
+from confide.worker.services import RelayFactory, Services
 from confide.worker.tee import platform_key
 
 _log = logging.getLogger("confide.worker")

@@ -44,7 +44,7 @@ from confide.sms.tasks import CATEGORIES
 from confide.worker.runner import WALL_RESERVE_SECONDS, RunOutcome
 
 if TYPE_CHECKING:
-    from confide.worker.job import Services
+    from confide.worker.services import Services
 
 _log = logging.getLogger("confide.worker")
 MAX_IDLE_SECONDS = 600.0  # a sandbox waiting longer for its task is replaced
