@@ -464,3 +464,16 @@ def test_fork_bomb_is_bounded(kind: str) -> None:
     """
     out = report(run(python(code, limits=Limits(wall_seconds=20, processes=16)), kind=kind))
     assert out["forked"] < 16 and out["errno"] == errno.EAGAIN
+
+
+def test_an_interpreter_under_tmp_stays_visible_above_the_sandboxs_tmpfs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkout under /tmp (`git clone … /tmp/x`): its venv is mounted after the
+    sandbox's own /tmp tmpfs, never hidden by it."""
+    from confide.sandbox import layout
+
+    monkeypatch.setattr(layout, "interpreter_paths", lambda: ["/tmp/checkout/.venv"])
+    spec = SandboxSpec(argv=("true",), env={}, limits=Limits(wall_seconds=5), interpreter=True)
+    targets = [op.target for op in layout.plan(spec, 1000, 1000)]
+    assert targets.index("/tmp") < targets.index("/tmp/checkout/.venv")

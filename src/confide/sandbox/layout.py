@@ -159,14 +159,14 @@ def plan(spec: SandboxSpec, uid: int, gid: int) -> list[Op]:
         Op("data", "/etc/hostname", data=b"sandbox\n"),
     ]
     covered = [op.target for op in ops if op.kind in ("ro", "symlink")]
-    if spec.interpreter:
-        for path in interpreter_paths():
-            if not any(path == c or path.startswith(c + "/") for c in covered):
-                ops.append(Op("ro", path, source=path))
     own: list[Op] = [
         Op("tmpfs", sandbox_target(path, "tmpfs"), size=spec.limits.tmpfs_bytes)
         for path in spec.tmpfs
     ]
+    if spec.interpreter:  # sorted with the tmpfs below: a venv under /tmp stays visible
+        for path in interpreter_paths():
+            if not any(path == c or path.startswith(c + "/") for c in covered):
+                own.append(Op("ro", path, source=path))
     for mount in spec.mounts:
         kind = "rw" if mount.writable else "ro"
         source = os.path.realpath(mount.source)
