@@ -32,8 +32,10 @@ def demo(
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Run the iExec tutorial "Access requester secrets" on confide, as a new user would:
-    start `confide up` in a temporary home (simulation TEE, 2 workers), make a wallet,
+    """Run the iExec tutorial "Access requester secrets" end to end and print f(3).
+
+    As a new user would: start `confide up` in a temporary home (simulation TEE, 2
+    workers), make a wallet,
     write the cubic app f(x) = ax³ + bx² + cx + d, deploy it, push the app developer
     secret "2;0;-1;5" and the requester secret x1 = 3, run the task with
     `--secret 1=x1 --watch`, download and decrypt the result, verify it offline, and print

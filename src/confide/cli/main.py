@@ -18,12 +18,15 @@ from confide.errors import ConfideError
 
 HELP = (
     "confide: confidential computing without leaking secrets.\n\n"
-    "Start a development platform with `confide up` (hub, sms and storage on "
-    "127.0.0.1:8088), make a wallet with `confide wallet create`, then deploy apps, "
-    "datasets and workerpools, push secrets and run tasks (`confide app deploy`, `confide "
-    "app run`). Also: encrypted volumes whose tag catches tampering and rollback, CAS "
+    'See it work first: `confide demo` runs the iExec tutorial "Access requester '
+    'secrets" end to end on a private platform. Then start a development platform with '
+    "`confide up` (hub, sms, storage and a worker on 127.0.0.1:8088), make a wallet with "
+    "`confide wallet create`, deploy apps, datasets and workerpools, push secrets and run "
+    "tasks (`confide app deploy`, `confide app run --watch`, `confide task show "
+    "--download`). Also: encrypted volumes whose tag catches tampering and rollback, CAS "
     "sessions, attestation quotes, and each service alone (`confide serve hub|sms|"
-    "storage`). Run `confide COMMAND --help` for the options of a command."
+    "storage`, `confide worker start`). Run `confide COMMAND --help` for the options of a "
+    "command."
 )
 # (command, module, typer app in it). Only the group a command line names is imported:
 # a signed `requester push-secret` then skips the volume engine, the attestation
