@@ -24,6 +24,7 @@ from confide.hardware.sgx_sign import (
     parse_mrenclave,
     sgx_measurement,
 )
+from tests.unit.test_gramine_manifest import RESERVED_CHECKOUT
 
 MRENCLAVE = "3d" * 32
 GOOD = 'sgx.debug = false\nsgx.remote_attestation = "dcap"\nloader.argv = ["python3"]\n'
@@ -159,6 +160,7 @@ def test_gramines_own_files_are_found_next_to_its_tools(tmp_path: Path) -> None:
     assert GramineTools(None, None).layout().libos.name == "libsysdb.so"  # Debian's default
 
 
+@RESERVED_CHECKOUT
 def test_the_command_prints_the_measurement_where_gramine_is_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
