@@ -93,19 +93,30 @@ def file_pieces(path: Path) -> Iterator[bytes]:
             yield piece
 
 
-def timed_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
-    """PUT the file with curl (``--upload-file``: streamed, Content-Length announced)."""
-    blob = f"/v1/blobs/{digest}"
+def upload_headers(wallet: Wallet, audience: str, digest: str) -> dict[str, str]:
+    """A signed ``PUT /v1/blobs/{digest}``'s headers (signed over the digest)."""
     headers = sign_request(
         wallet,
         audience=audience,
         method="PUT",
-        path=blob,
+        path=f"/v1/blobs/{digest}",
         content_type="application/octet-stream",
         body_sha256=digest,
         now=int(time.time()),
     )
-    headers["content-type"] = "application/octet-stream"
+    return headers | {"content-type": "application/octet-stream"}
+
+
+def download_headers(wallet: Wallet, audience: str, digest: str) -> dict[str, str]:
+    """A signed ``GET /v1/blobs/{digest}``'s headers."""
+    path = f"/v1/blobs/{digest}"
+    return sign_request(wallet, audience=audience, method="GET", path=path, now=int(time.time()))
+
+
+def timed_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
+    """PUT the file with curl (``--upload-file``: streamed, Content-Length announced)."""
+    blob = f"/v1/blobs/{digest}"
+    headers = upload_headers(wallet, audience, digest)
     command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", str(path)]
     command += [part for name, value in headers.items() for part in ("-H", f"{name}: {value}")]
     began = time.perf_counter()
@@ -119,7 +130,7 @@ def timed_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: st
 def timed_download(url: str, audience: str, wallet: Wallet, digest: str, target: Path) -> float:
     """GET the blob with curl into ``target``."""
     blob = f"/v1/blobs/{digest}"
-    headers = sign_request(wallet, audience=audience, method="GET", path=blob, now=int(time.time()))
+    headers = download_headers(wallet, audience, digest)
     command = ["curl", "-sS", "-o", str(target), "-w", "%{http_code}"]
     command += [part for name, value in headers.items() for part in ("-H", f"{name}: {value}")]
     target.unlink(missing_ok=True)
@@ -162,17 +173,9 @@ def timed_raw_upload(url: str, audience: str, wallet: Wallet, path: Path, digest
     """PUT the file from a minimal HTTP/1.1 client: the body goes with ``sendfile``
     (no copy in the client), so the time is the storage's, not a client's."""
     blob = f"/v1/blobs/{digest}"
-    headers = sign_request(
-        wallet,
-        audience=audience,
-        method="PUT",
-        path=blob,
-        content_type="application/octet-stream",
-        body_sha256=digest,
-        now=int(time.time()),
-    )
+    headers = upload_headers(wallet, audience, digest)
     size = path.stat().st_size
-    headers |= {"content-type": "application/octet-stream", "content-length": str(size)}
+    headers["content-length"] = str(size)
     buffer = bytearray(64 << 10)
     began = time.perf_counter()
     fd = os.open(path, os.O_RDONLY)
@@ -195,7 +198,7 @@ def timed_raw_download(url: str, audience: str, wallet: Wallet, digest: str, tar
     buffer and writes it to ``target``, as ``cp`` does (curl writes 16 KiB at a time:
     curl from a server that uses ``sendfile`` is itself at about 0.3 of cp here)."""
     blob = f"/v1/blobs/{digest}"
-    headers = sign_request(wallet, audience=audience, method="GET", path=blob, now=int(time.time()))
+    headers = download_headers(wallet, audience, digest)
     buffer = bytearray(4 << 20)
     view = memoryview(buffer)
     target.unlink(missing_ok=True)
@@ -222,19 +225,8 @@ def timed_raw_download(url: str, audience: str, wallet: Wallet, digest: str, tar
 def timed_httpx_upload(url: str, audience: str, wallet: Wallet, path: Path, digest: str) -> float:
     """The same upload from Python (httpx, h11), as confide's own client sends it."""
     blob = f"/v1/blobs/{digest}"
-    headers = sign_request(
-        wallet,
-        audience=audience,
-        method="PUT",
-        path=blob,
-        content_type="application/octet-stream",
-        body_sha256=digest,
-        now=int(time.time()),
-    )
-    headers |= {
-        "content-type": "application/octet-stream",
-        "content-length": str(path.stat().st_size),
-    }
+    headers = upload_headers(wallet, audience, digest)
+    headers["content-length"] = str(path.stat().st_size)
     began = time.perf_counter()
     answer = httpx.put(url + blob, content=file_pieces(path), headers=headers, timeout=600)
     elapsed = time.perf_counter() - began
@@ -247,7 +239,7 @@ def timed_httpx_download(
     url: str, audience: str, wallet: Wallet, digest: str, target: Path
 ) -> float:
     blob = f"/v1/blobs/{digest}"
-    headers = sign_request(wallet, audience=audience, method="GET", path=blob, now=int(time.time()))
+    headers = download_headers(wallet, audience, digest)
     target.unlink(missing_ok=True)
     began = time.perf_counter()
     with httpx.stream("GET", url + blob, headers=headers, timeout=600) as answer:

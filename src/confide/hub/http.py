@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from starlette.applications import Starlette
@@ -49,6 +49,7 @@ from confide.web.problems import (
 )
 from confide.web.signed import Signed
 
+T = TypeVar("T")
 _log = logging.getLogger("confide.hub")
 RECORD_BODY_LIMIT = 300 * 1024  # a record (256 KiB at most) and its wrapper
 SMALL_BODY_LIMIT = 64 * 1024
@@ -255,30 +256,24 @@ class HubRoutes:
         return JSONResponse(granted)
 
     async def heartbeat(self, request: Request) -> Response:
-        task_id = _task_id(request.path_params["task"])
-        body = await read_body(request, SMALL_BODY_LIMIT)
-
-        def work(connection: Connection, signed: Signed) -> int:
-            token = _token(json_object(body, 4), {"lease_token"})
-            return self.hub.heartbeat(
-                task_id,
-                signed.address,
-                token,
-                signed.now,
-                before=signed.record_in,
-                within=connection,
-            )
-
-        expires = await self.writes.run(request, body, work)
+        expires = await self._by_lease_holder(request, self.hub.heartbeat)
         return JSONResponse({"lease_expires_at": expires})
 
     async def release(self, request: Request) -> Response:
+        view = await self._by_lease_holder(request, self.hub.release)
+        if view["status"] == "RECEIVED":
+            self.waiters.wake(view["workerpool"])
+        return JSONResponse(view)
+
+    async def _by_lease_holder(self, request: Request, call: Callable[..., T]) -> T:
+        """``call(task, worker, lease_token, now, …)`` for a signed body
+        ``{"lease_token"}`` (a heartbeat, a lease given back), in the next batch."""
         task_id = _task_id(request.path_params["task"])
         body = await read_body(request, SMALL_BODY_LIMIT)
 
-        def work(connection: Connection, signed: Signed) -> dict[str, Any]:
+        def work(connection: Connection, signed: Signed) -> T:
             token = _token(json_object(body, 4), {"lease_token"})
-            return self.hub.release(
+            return call(
                 task_id,
                 signed.address,
                 token,
@@ -287,10 +282,7 @@ class HubRoutes:
                 within=connection,
             )
 
-        view = await self.writes.run(request, body, work)
-        if view["status"] == "RECEIVED":
-            self.waiters.wake(view["workerpool"])
-        return JSONResponse(view)
+        return await self.writes.run(request, body, work)
 
     async def status(self, request: Request) -> Response:
         task_id = _task_id(request.path_params["task"])
