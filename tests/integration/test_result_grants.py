@@ -10,9 +10,26 @@ from pathlib import Path
 
 from confide.crypto.info_proof import jwks_key
 from tests.integration.storage_server import running_storage
-from tests.integration.test_hub_support import Clock, World, make_hub, running_hub
+from tests.integration.test_hub_support import Clock, HubCaller, World, make_hub, running_hub
 
 VIA = ["PRE_COMPUTE", "ATTESTING", "COMPUTING", "POST_COMPUTE", "UPLOADING"]
+
+
+def completed_with(hub: HubCaller, world: World, now: float, digest: str) -> str:
+    """A task of ``world`` queued, claimed by its worker and reported COMPLETED with
+    ``digest`` as its result blob; its id."""
+    order = world.order(now)
+    assert hub.queue(world.requester, order).status_code == 201
+    token = hub.claim(world.worker, world.pool().address).json()["lease_token"]
+    done = hub.report(
+        *(world.worker, order.task_id(), token, "COMPLETED"),
+        via=VIA,
+        result_digest=digest,
+        result_blob=digest,
+        result={"blob": digest},
+    )
+    assert done.status_code == 200, done.text
+    return order.task_id()
 
 
 def test_a_result_grant_reads_only_what_the_reporting_worker_uploaded(
@@ -32,35 +49,15 @@ def test_a_result_grant_reads_only_what_the_reporting_worker_uploaded(
             uploaded = store.put(victim.worker, data)
             assert uploaded.status_code == 201, uploaded.text
             digest = uploaded.json()["digest"]
-            order = victim.order(clock())
-            assert hub.queue(victim.requester, order).status_code == 201
-            token = hub.claim(victim.worker, victim.pool().address).json()["lease_token"]
-            done = hub.report(
-                *(victim.worker, order.task_id(), token, "COMPLETED"),
-                via=VIA,
-                result_digest=digest,
-                result_blob=digest,
-                result={"blob": digest},
-            )
-            assert done.status_code == 200, done.text
-            grants = hub.signed(victim.requester, "POST", f"/v1/tasks/{order.task_id()}/grants", {})
+            task = completed_with(hub, victim, clock(), digest)
+            grants = hub.signed(victim.requester, "POST", f"/v1/tasks/{task}/grants", {})
             assert grants.status_code == 200, grants.text
             read = store.get(victim.requester, digest, grant=grants.json()["result"])
             assert (read.status_code, read.content) == (200, data)
 
             # the attacker runs a task of its own and reports the victim's digest
-            theirs = attacker.order(clock())
-            assert hub.queue(attacker.requester, theirs).status_code == 201
-            token = hub.claim(attacker.worker, attacker.pool().address).json()["lease_token"]
-            done = hub.report(
-                *(attacker.worker, theirs.task_id(), token, "COMPLETED"),
-                via=VIA,
-                result_digest=digest,
-                result_blob=digest,
-                result={"blob": digest},
-            )
-            assert done.status_code == 200, done.text
-            path = f"/v1/tasks/{theirs.task_id()}/grants"
+            theirs = completed_with(hub, attacker, clock(), digest)
+            path = f"/v1/tasks/{theirs}/grants"
             stolen = hub.signed(attacker.requester, "POST", path, {}).json()["result"]
             refused = store.get(attacker.requester, digest, grant=stolen)
             assert refused.status_code == 403
