@@ -54,3 +54,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$EXTRAS]"
     touch "$stamp"
 fi
+# Bytecode for confide's own modules (pip compiles the dependencies it installs, not an
+# editable source tree): the enclave runtime starts once per task in a sandbox where src/
+# is read-only, and without these files it compiled some 70 modules each time (65 ms of
+# CPU per task). Quick when they are current.
+.venv/bin/python -m compileall -q -j 0 src/confide >/dev/null

@@ -170,6 +170,21 @@ class RelayBackend(httpcore.NetworkBackend):
         httpcore.SyncBackend().sleep(seconds)
 
 
+class _TlsOnDemandPool(httpcore.ConnectionPool):
+    """A connection pool whose TLS context (httpx's for ``verify``: certifi's CAs, never
+    the host's store) is made at its first https connection. Loading the CA bundle costs
+    20 ms of CPU, and a runtime whose sms is plain HTTP on the loopback never needs it."""
+
+    def __init__(self, verify: ssl.SSLContext | bool, **options: Any) -> None:
+        super().__init__(ssl_context=None, **options)
+        self._verify = verify
+
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.ConnectionInterface:
+        if origin.scheme != b"http" and self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context(self._verify, trust_env=False)
+        return super().create_connection(origin)
+
+
 class RelayTransport(httpx.HTTPTransport):
     """An httpx transport whose connections come from the relay (TLS made here)."""
 
@@ -181,11 +196,12 @@ class RelayTransport(httpx.HTTPTransport):
         limits: httpx.Limits | None = None,
     ) -> None:
         limits = limits or httpx.Limits(max_connections=8, max_keepalive_connections=4)
-        super().__init__(verify=verify, limits=limits, trust_env=False)
-        # httpx.HTTPTransport takes no network backend: its pool is made again with ours.
+        # httpx.HTTPTransport takes no network backend: its pool is made again with ours,
+        # so the one it makes here never connects (verify=False: no CA bundle loaded).
+        super().__init__(verify=False, limits=limits, trust_env=False)
         self._pool.close()
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+        self._pool = _TlsOnDemandPool(
+            verify,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -52,9 +52,9 @@ from confide.sandbox import Finished
 USAGE = "usage: python -m confide.runtime JOB_DIR [--wait-job RELAY_FD]"
 # What a task imports only when it needs it: a pre-warmed runtime imports it while it
 # waits for its job, so that no task pays for it.
+# (A dataset's decryption, confide.volume.api, is left to the tasks that have one.)
 WARM_MODULES = (
     "confide.sandbox.extract",
-    "confide.volume.api",
     "encodings.idna",
     "httpcore._sync.http11",
     "h11",

@@ -28,7 +28,6 @@ import contextlib
 import os
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +85,7 @@ class RunGroups:
     @classmethod
     def create(cls, processes: int, memory_bytes: int) -> RunGroups | None:
         made: list[Path] = []
-        name = f"confide-sandbox-{uuid.uuid4().hex[:16]}"
+        name = f"confide-sandbox-{os.urandom(8).hex()}"  # (uuid imports platform: 5 ms a task)
         for controller in ("pids", "memory"):
             parent = _own_dir(controller)
             if parent is None or not os.access(parent, os.W_OK):
