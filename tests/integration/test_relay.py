@@ -142,10 +142,13 @@ def test_tls_ends_inside_the_runtime(tmp_path: Path) -> None:
 def test_tls_is_verified_by_default(tmp_path: Path) -> None:
     # (the CA bundle is loaded at the first https connection: a self-signed server fails)
     server_context, _ = self_signed(tmp_path)
-    with http_server(server_context) as port, relay(allow_loopback=True) as (channel, _, _):
-        with httpx.Client(transport=RelayTransport(channel)) as client:
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                client.get(f"https://localhost:{port}/secure")
+    with (
+        http_server(server_context) as port,
+        relay(allow_loopback=True) as (channel, _, _),
+        httpx.Client(transport=RelayTransport(channel)) as client,
+        pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        client.get(f"https://localhost:{port}/secure")
 
 
 def test_special_purpose_addresses_are_refused_before_connecting() -> None:
