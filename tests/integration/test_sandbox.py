@@ -435,6 +435,30 @@ def test_no_working_sandbox_refuses_to_run(kind: str) -> None:
     assert "no working sandbox" in message and "bwrap:" in message and "unshare:" in message
 
 
+def test_a_kind_run_without_its_probe_fails_closed(kind: str) -> None:
+    """probe=False (the runtime, told its kind by the worker) where that kind cannot
+    start: the run fails, nothing raises past it, and the command never runs."""
+    code = f"""
+        import os, sys
+        from confide.sandbox import Limits, SandboxSpec, run
+        finished = run(SandboxSpec(argv=("/usr/bin/touch", "/tmp/ran"), env={{}},
+                                   limits=Limits(wall_seconds=10)), kind={kind!r}, probe=False)
+        print(finished.ok, finished.exit_code, os.path.exists("/tmp/ran"))
+    """
+    spec = SandboxSpec(
+        argv=(sys.executable, "-c", textwrap.dedent(code)),
+        env=PATH,
+        limits=Limits(wall_seconds=40),
+        interpreter=True,
+        nesting=False,
+        tmpfs=("/tmp",),
+    )
+    finished = run(spec, kind=kind)
+    assert finished.exit_code == 0, finished.stderr_tail.decode()
+    ok, code_text, ran = finished.stdout_tail.decode().split()
+    assert (ok, ran) == ("False", "False") and code_text != "0"
+
+
 def test_unknown_kind_and_bad_specs() -> None:
     with pytest.raises(SandboxError, match="unknown sandbox"):
         run(python("pass"), kind="docker")

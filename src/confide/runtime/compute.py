@@ -12,6 +12,7 @@ its own uid, and is killed with its whole process tree at the job's deadline.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -21,7 +22,16 @@ from pathlib import Path
 from confide.runtime.job import Job
 from confide.runtime.precompute import Bundle
 from confide.runtime.stages import APP_COMPUTE_FAILED, APP_COMPUTE_TIMEOUT, TaskFailure
-from confide.sandbox import Finished, Limits, Mount, SandboxError, SandboxSpec, run
+from confide.sandbox import (
+    KIND_VARIABLE,
+    KINDS,
+    Finished,
+    Limits,
+    Mount,
+    SandboxError,
+    SandboxSpec,
+    run,
+)
 
 APP_TARGET = "/app"
 IN_TARGET = "/iexec_in"
@@ -101,7 +111,12 @@ def run_app(
         tmpfs=("/tmp",),  # noqa: S108 (the app's own, size-bounded)
         cwd=APP_TARGET,
     )
+    # The kind the worker started this runtime in works here: no probe of it first (a
+    # sandbox that does not start fails the app's run; nothing runs unconfined).
+    kind = os.environ.get(KIND_VARIABLE)
     try:
+        if kind in KINDS:
+            return run(spec, kind=kind, probe=False)
         return run(spec)
     except SandboxError as exc:
         raise TaskFailure(APP_COMPUTE_FAILED, f"no working sandbox for the app: {exc}") from None

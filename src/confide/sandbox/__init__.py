@@ -1,10 +1,12 @@
 """Fail-closed sandboxes for the enclave runtime and the apps it runs (docs/sandbox.md)."""
 
 from confide.sandbox.extract import extract_tar
-from confide.sandbox.runner import backend, run
+from confide.sandbox.runner import KIND_VARIABLE, KINDS, backend, run
 from confide.sandbox.spec import Finished, Limits, Mount, SandboxError, SandboxSpec
 
 __all__ = [
+    "KINDS",
+    "KIND_VARIABLE",
     "Finished",
     "Limits",
     "Mount",

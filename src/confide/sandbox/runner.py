@@ -35,6 +35,8 @@ from confide.sandbox.spec import (
 )
 
 KINDS = ("bwrap", "unshare")
+# Set by the worker in the runtime's environment: the kind that runtime runs in.
+KIND_VARIABLE = "CONFIDE_SANDBOX"
 DRAIN_SECONDS = 5.0  # after a kill, how long the pipes may take to close
 CANCEL_POLL_SECONDS = 0.1  # how soon a set ``cancel`` event is seen
 MEMORY_SIGNS = (  # how Python, V8/node, glibc and C++ say an allocation failed (lower case)
@@ -305,8 +307,15 @@ def run(
     stdin: bytes = b"",
     on_output: Callable[[bytes], None] | None = None,
     cancel: threading.Event | None = None,
+    probe: bool = True,
 ) -> Finished:
     """Run ``spec`` confined by ``kind`` (default: :func:`backend`) and wait for it.
+
+    ``probe``: before its first run in a process, ``kind`` is tried on ``true`` so that
+    a sandbox that does not work here is refused with its reason. ``probe=False`` (with
+    a ``kind``) skips that for a caller told by its own sandbox which kind works (the
+    enclave runtime, which starts once per task): a sandbox that does not start then
+    fails the run itself. Never unconfined either way.
 
     ``cancel``: when it is set (by another thread), the whole tree is killed as at the
     deadline; the run then ends with ``reason`` "cancelled" (``exit_code`` None). A
@@ -317,7 +326,7 @@ def run(
         kind = backend()
     elif kind not in KINDS:
         raise SandboxError(f"unknown sandbox {kind!r} (expected one of {', '.join(KINDS)})")
-    else:
+    elif probe:
         reason = _probe(kind)
         if reason is not None:
             raise SandboxError(f"the {kind} sandbox does not work here: {reason}")

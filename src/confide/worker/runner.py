@@ -57,7 +57,16 @@ class SandboxRunner:
     ) -> RunOutcome:
         import sys  # noqa: PLC0415
 
-        from confide.sandbox import Limits, Mount, SandboxSpec, run  # noqa: PLC0415
+        from confide.sandbox import (  # noqa: PLC0415
+            KIND_VARIABLE,
+            Limits,
+            Mount,
+            SandboxSpec,
+            backend,
+            run,
+        )
+
+        kind = self.kind or backend()
 
         spec = SandboxSpec(
             argv=(
@@ -69,7 +78,14 @@ class SandboxRunner:
                 "--wait-job",
                 str(relay_fd),
             ),
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
+            env={
+                "PATH": "/usr/bin:/bin",
+                "LANG": "C.UTF-8",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                # the kind the runtime runs in, so it runs the app in the same without
+                # probing it first (a probe is one more sandbox per task)
+                KIND_VARIABLE: kind,
+            },
             limits=Limits(
                 wall_seconds=max(1.0, wall_seconds),
                 memory_bytes=RUNTIME_MEMORY_BYTES,
@@ -82,5 +98,5 @@ class SandboxRunner:
             pass_fds=(relay_fd,),
             interpreter=True,
         )
-        finished = run(spec, kind=self.kind, cancel=cancel)
+        finished = run(spec, kind=kind, cancel=cancel)
         return RunOutcome(finished.exit_code, finished.timed_out, finished.reason)
