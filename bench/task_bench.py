@@ -212,7 +212,9 @@ def main() -> None:
                 views.append(wait_final(hub, order.task_id(), timeout=600, every=0.2))
                 completed_after.append(time.perf_counter() - began)
             burst_seconds = time.perf_counter() - began
-            busy, idle = (after - before for after, before in zip(cpu_times(), cpu_before))
+            busy, idle = (
+                after - before for after, before in zip(cpu_times(), cpu_before, strict=True)
+            )
     finally:
         shutil.rmtree(home, ignore_errors=True)
     totals = [entry["seconds"] for entry in latencies]

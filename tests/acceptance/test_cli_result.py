@@ -30,8 +30,7 @@ from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.signing import SigningKey
 from confide.crypto.tokens import public_jwk
 from confide.crypto.wallet import load_wallet
-from confide.results import seal_logs
-from confide.results.sealed import load_private_key, public_of
+from confide.results.sealed import load_private_key, public_of, seal_logs
 from confide.web.info import info_route
 from confide.web.signed import authenticate
 from tests.conftest import assert_refusal, quick_wallet, run_cli

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from confide.errors import ConfideError
-from confide.results import verify
 from confide.results.fetch import (
     download_result,
     fetch_logs,
@@ -21,6 +20,7 @@ from confide.results.fetch import (
     read_document,
     request_grants,
 )
+from confide.results.verify import verify
 from tests.integration.test_worker_support import (
     Pool,
     Up,

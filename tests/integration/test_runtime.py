@@ -42,7 +42,9 @@ from confide.crypto.wallet import Wallet
 from confide.demo.cubic import NODE as CUBIC_NODE
 from confide.demo.cubic import PYTHON as CUBIC
 from confide.relay.server import RelayServer, service_endpoint
-from confide.results import open_logs, open_result, verify
+from confide.results.opening import open_result
+from confide.results.sealed import open_logs
+from confide.results.verify import verify
 from confide.sandbox import Finished, Limits, Mount, SandboxSpec, run
 from confide.sms.registry import MemoryRegistry
 from confide.sms.release_policy import ReleasePolicy

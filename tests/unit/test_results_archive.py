@@ -13,17 +13,10 @@ from pathlib import Path
 import pytest
 
 from confide.crypto.result_key import ResultKeyPair
-from confide.results import (
-    SALT_NAME,
-    ResultError,
-    build_result,
-    open_logs,
-    open_result,
-    result_digest,
-    seal_logs,
-)
 from confide.results.archive import extract_zip
-from confide.results.sealed import is_encrypted
+from confide.results.digest import SALT_NAME, ResultError, result_digest
+from confide.results.opening import open_result
+from confide.results.sealed import build_result, is_encrypted, open_logs, seal_logs
 
 TASK = "0x" + "ab" * 32
 OTHER_TASK = "0x" + "cd" * 32

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from confide.crypto.sealing import EnclaveKeys
-from confide.results import ResultError, ResultStatement, result_digest, sign_statement
-from confide.results.statement import statement_signed_by
+from confide.results.digest import ResultError, result_digest
+from confide.results.statement import ResultStatement, sign_statement, statement_signed_by
 
 SALT = bytes(range(32))
 

@@ -20,7 +20,9 @@ from confide.crypto.result_key import ResultKeyPair, result_key_sha256
 from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.signing import SigningKey
 from confide.crypto.wallet import Wallet
-from confide.results import ResultStatement, build_result, result_digest, sign_statement
+from confide.results.digest import result_digest
+from confide.results.sealed import build_result
+from confide.results.statement import ResultStatement, sign_statement
 from confide.sms.tasks import TaskOrder
 
 MEASUREMENT = Measurement.parse("sim:" + "5a" * 32)

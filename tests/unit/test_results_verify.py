@@ -14,10 +14,11 @@ import pytest
 from confide.crypto.result_key import ResultKeyPair
 from confide.crypto.sealing import EnclaveKeys
 from confide.crypto.signing import SigningKey
-from confide.results import ResultError, Verdict, open_result, seal_logs, verify
+from confide.results.digest import ResultError
 from confide.results.logs import open_checked, signed_logs_digest
-from confide.results.sealed import load_private_key, public_of
-from confide.results.verify import ORDER_OF_CHECKS, verify_statement
+from confide.results.opening import open_result
+from confide.results.sealed import load_private_key, public_of, seal_logs
+from confide.results.verify import ORDER_OF_CHECKS, Verdict, verify, verify_statement
 from tests.unit.test_results_support import (
     AFFIRMING,
     World,

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confide.errors import ConfideError
-from confide.results import build_result, result_digest, seal_logs
+from confide.results.digest import result_digest
+from confide.results.sealed import build_result, seal_logs
 from confide.results.statement import COMPLETED, ResultStatement, failed_outcome, sign_statement
 from confide.runtime.attest import Attested
 from confide.runtime.compute import OUT_TARGET
