@@ -62,11 +62,12 @@ def cpu_name() -> str:
 
 
 def cpu_times() -> tuple[float, float]:
-    """(busy, idle) CPU seconds of the whole machine so far, from /proc/stat."""
+    """(busy, idle) CPU seconds of the whole machine so far, from /proc/stat (time stolen
+    by the hypervisor is neither)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle and iowait
+    user, nice, system, idle, iowait, irq, softirq = fields[:7]
     tick = os.sysconf("SC_CLK_TCK")
-    return (sum(fields[:8]) - idle) / tick, idle / tick
+    return (user + nice + system + irq + softirq) / tick, (idle + iowait) / tick
 
 
 def wait_final(

@@ -142,6 +142,9 @@ REFUSALS: dict[tuple[str, str], Refused] = {
     ("/v1/sessions/{owner}/{name}/volumes/{volume}/tags", "HEAD"): Refused(
         "HEAD", f"{MISSING_PATH}/volumes/out/tags", b"", "", 403
     ),
+    ("/v1/sessions/{owner}/{name}/volumes/{volume}/key", "POST"): Refused(
+        "POST", f"{MISSING_PATH}/volumes/out/key", b'{"public_key": "00"}', JSON, 400
+    ),
 }
 PUBLIC = {
     ("/v1/info", "GET"),

@@ -16,6 +16,7 @@ from confide.attestation.verifier import AFFIRMING, WARNING, EnclaveBinding, Ver
 from confide.crypto.signing import SigningKey
 from confide.crypto.tokens import TokenSigner, public_jwk, verify_token_signature
 from confide.errors import AttestationError
+from confide.grants import Grant, issue_grant
 
 PROFILE = "tag:confide.dev,2026:ear-v1"
 DEFAULT_TTL_SECONDS = 3600
@@ -37,6 +38,11 @@ class TokenIssuer:
         """Sign a sealed configuration with the token key, so an enclave that pinned
         this sms can tell its configuration from one a host made up."""
         return self._key.sign(label, message)
+
+    def grant(self, grant: Grant) -> str:
+        """A storage grant signed with the token key (the storage trusts this sms's key
+        as an issuer, read from its /v1/info)."""
+        return issue_grant(self._key, grant)
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [public_jwk(self._key.public_bytes())]}

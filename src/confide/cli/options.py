@@ -37,6 +37,10 @@ SmsOption = Annotated[
         "sms trust`). Pinned on first contact.",
     ),
 ]
+OwnerOption = Annotated[
+    str | None,
+    typer.Option("--owner", metavar="ADDR", help="The session's owner (default: you)."),
+]
 HubOption = Annotated[
     str | None,
     typer.Option(

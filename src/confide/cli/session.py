@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from confide.cli.options import SmsOption, signing_client
+from confide.cli.options import OwnerOption, SmsOption, signing_client
 from confide.cli.output import JsonOption, emit_json, say
 from confide.cli.wallet import PasswordOption, WalletOption, address_or_own
 from confide.errors import SessionError
@@ -23,9 +23,6 @@ app = typer.Typer(
 VarOption = Annotated[
     list[str] | None,
     typer.Option("--var", metavar="NAME=VALUE", help="A template value ($NAME, ${NAME}); repeat."),
-]
-OwnerOption = Annotated[
-    str | None, typer.Option("--owner", metavar="ADDR", help="Whose namespace (default: yours).")
 ]
 
 

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from confide.cli.options import HubOption, OwnerOption, SmsOption, StorageOption
 from confide.cli.output import JsonOption, emit_json, note, progress_bar, say, warn
+from confide.cli.wallet import PasswordOption, WalletOption
 from confide.crypto import SymmetricKey, read_key_file, write_key_file
 from confide.crypto.keys import key_file_is_private
 from confide.errors import KeyFileError
@@ -18,7 +20,11 @@ app = typer.Typer(
     help=(
         "Encrypted volumes: a directory tree as authenticated, encrypted objects.\n\n"
         "The volume's tag names one exact version of its content: keep it, and pass it "
-        "to decrypt/verify with --tag to catch a rolled-back or replaced volume."
+        "to decrypt/verify with --tag to catch a rolled-back or replaced volume.\n\n"
+        "A CAS session's volumes: `confide volume push DIR --session S --volume V` "
+        "encrypts DIR with a new key, uploads it and records key and tag in the session; "
+        "`confide volume pull --session S --volume V DST` decrypts the current version "
+        "(readers of the session only; an older copy is refused)."
     ),
     no_args_is_help=True,
 )
@@ -198,3 +204,130 @@ def _volume_size(src: Path) -> int:
     if not objects.is_dir():
         return 0
     return sum(p.stat().st_size for p in objects.iterdir())
+
+
+SessionName = Annotated[
+    str, typer.Option("--session", metavar="NAME", help="The CAS session.", show_default=False)
+]
+VolumeName = Annotated[
+    str,
+    typer.Option("--volume", metavar="VOL", help="The session's volume.", show_default=False),
+]
+
+
+@app.command("push")
+def push(
+    src: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="The directory tree to push.", show_default=False),
+    ],
+    session: SessionName,
+    volume: VolumeName,
+    owner: OwnerOption = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep",
+            metavar="ENCDIR",
+            help="Also leave the encrypted volume in ENCDIR (new or empty).",
+        ),
+    ] = None,
+    hub: HubOption = None,
+    storage: StorageOption = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Push DIR as the next version of an input volume of a session: encrypted with a
+    new key (so a reader of an older version cannot open it), uploaded to the storage,
+    then key, tag and blob recorded in the session (compare-and-swap on its current
+    tag). Prints the new tag."""
+    from confide.cli.options import platform  # noqa: PLC0415
+    from confide.cli.wallet import address_or_own  # noqa: PLC0415
+    from confide.client.volumes import push_volume  # noqa: PLC0415
+
+    where = platform(hub, storage, sms, wallet, password, signing=True)
+    with progress_bar("encrypting", lambda: _tree_size(src), not json_out) as advance:
+        pushed = push_volume(
+            where,
+            src,
+            owner=address_or_own(owner, wallet),
+            session=session,
+            volume=volume,
+            keep=keep,
+            progress=advance,
+        )
+    if json_out:
+        emit_json(
+            {
+                "owner": pushed.owner,
+                "session": pushed.session,
+                "volume": pushed.volume,
+                "previous_tag": pushed.previous_tag,
+                "tag": pushed.tag,
+                "blob": pushed.blob,
+                "files": pushed.files,
+                "bytes": pushed.bytes,
+            }
+        )
+        return
+    say(pushed.tag)
+    note(
+        f"pushed {pushed.files} files ({pushed.bytes} bytes) as volume {volume!r} of session "
+        f"{session}: tag {pushed.tag} (was {pushed.previous_tag or 'none'})"
+        + (f"; encrypted copy in {keep}" if keep is not None else "")
+    )
+
+
+@app.command("pull")
+def pull(
+    dst: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DST", help="Where to decrypt it (new or empty).", show_default=False
+        ),
+    ],
+    session: SessionName,
+    volume: VolumeName,
+    owner: OwnerOption = None,
+    hub: HubOption = None,
+    storage: StorageOption = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Decrypt the current version of a session's volume into DST: the sms releases its
+    key to readers of the session only (sealed to a one-time key, signed by the pinned
+    sms, audited); the blob must hash and decrypt to the session's current tag, or
+    nothing is written."""
+    from confide.cli.options import platform  # noqa: PLC0415
+    from confide.cli.wallet import address_or_own  # noqa: PLC0415
+    from confide.client.volumes import pull_volume  # noqa: PLC0415
+
+    where = platform(hub, storage, sms, wallet, password, signing=True)
+    with progress_bar("decrypting", lambda: 0, not json_out) as advance:
+        pulled = pull_volume(
+            where,
+            dst,
+            owner=address_or_own(owner, wallet),
+            session=session,
+            volume=volume,
+            progress=advance,
+        )
+    if json_out:
+        emit_json(
+            {
+                "owner": pulled.owner,
+                "session": pulled.session,
+                "volume": pulled.volume,
+                "tag": pulled.tag,
+                "files": pulled.files,
+                "bytes": pulled.bytes,
+                "destination": str(dst),
+            }
+        )
+        return
+    say(pulled.tag)
+    note(f"decrypted {pulled.files} files ({pulled.bytes} bytes) of volume {volume!r} into {dst}")

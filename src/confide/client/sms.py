@@ -116,6 +116,41 @@ class SmsClient(ServiceClient):
         result: dict[str, Any] = self._signed("GET", path, "", b"", "").json()
         return result
 
+    def push_volume(
+        self,
+        owner: str,
+        name: str,
+        volume: str,
+        *,
+        key: bytes,
+        previous_tag: str | None,
+        tag: str,
+        blob: str,
+    ) -> dict[str, Any]:
+        """Record a new version of an input volume: its key, tag and storage blob
+        (compare-and-swap on ``previous_tag``)."""
+        document = {"key": key.hex(), "previous_tag": previous_tag, "tag": tag, "blob": blob}
+        result: dict[str, Any] = self.call_json(
+            "PUT", _volume_path(owner, name, volume), document, signed=True
+        )
+        return result
+
+    def volume_tags(self, owner: str, name: str, volume: str) -> list[dict[str, Any]]:
+        """The volume's versions, oldest first (readers of the session only)."""
+        path = _volume_path(owner, name, volume) + "/tags"
+        answer = self.call_json("GET", path, signed=True)
+        tags: list[dict[str, Any]] = answer["tags"]
+        return tags
+
+    def volume_key(self, owner: str, name: str, volume: str, public: bytes) -> dict[str, Any]:
+        """The current version's key, sealed to ``public``: check it with
+        :func:`confide.crypto.volume_release.open_release`."""
+        path = _volume_path(owner, name, volume) + "/key"
+        answer: dict[str, Any] = self.call_json(
+            "POST", path, {"public_key": public.hex()}, signed=True
+        )
+        return answer
+
     def register_platform(self, platform: SigningKey) -> dict[str, Any]:
         """Register a sim platform key under this client's wallet, with the key's proof
         that the wallet holds it (bound to the wallet and this sms's audience)."""
@@ -161,7 +196,12 @@ class SmsClient(ServiceClient):
         return result
 
 
-def _checked_name(name: str) -> str:
+def _checked_name(name: str, what: str = "secret name") -> str:
     if not NAME.fullmatch(name):
-        raise SecretError(f"secret name {name!r} is not allowed: 1 to 64 of A-Z a-z 0-9 _ -")
+        raise SecretError(f"{what} {name!r} is not allowed: 1 to 64 of A-Z a-z 0-9 _ -")
     return name
+
+
+def _volume_path(owner: str, name: str, volume: str) -> str:
+    owner, name = normalise_address(owner), _checked_name(name, "session name")
+    return f"/v1/sessions/{owner}/{name}/volumes/{_checked_name(volume, 'volume name')}"

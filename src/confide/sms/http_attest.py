@@ -26,6 +26,7 @@ from confide.sms.attest import (
 from confide.sms.batching import Coalescer
 from confide.sms.http_common import SmsHandlers
 from confide.sms.tasks import TaskOrder
+from confide.sms.volume_keys import VolumeKeyRequestError, VolumeKeys
 from confide.sms.volumes import (
     TagError,
     TagRecord,
@@ -50,6 +51,7 @@ class AttestHandlers:
         self.sms = base.sms
         self.attestations = attestations
         self.tags = VolumeTags(base.sms)
+        self.volume_keys = VolumeKeys(base.sms)
         self.platforms = base.sms.platforms
         # Grants ready at one moment share a transaction; one batch at a time (they
         # queue on the audit log's lock anyway).
@@ -68,6 +70,11 @@ class AttestHandlers:
                 "/v1/sessions/{owner}/{name}/volumes/{volume}/tags",
                 self.volume_tags,
                 methods=["GET", "POST"],
+            ),
+            Route(
+                "/v1/sessions/{owner}/{name}/volumes/{volume}/key",
+                self.volume_key,
+                methods=["POST"],
             ),
         ]
 
@@ -182,9 +189,9 @@ class AttestHandlers:
         with self.base.signed_request(request, body) as signed:
             signed.record()
             document = json_object(body, 6)
-            if not set(document) <= {"key", "previous_tag", "tag"}:
+            if not set(document) <= {"key", "previous_tag", "tag", "blob"}:
                 raise HttpProblemError(
-                    400, "Bad Request", 'expected {"key", "previous_tag", "tag"}'
+                    400, "Bad Request", 'expected {"key", "previous_tag", "tag", "blob"}'
                 )
             key_hex = document.get("key")
             key = None if key_hex is None else hex_field(key_hex, 32, "key", TagError)
@@ -197,8 +204,34 @@ class AttestHandlers:
                 previous=check_tag(document.get("previous_tag"), "previous_tag", optional=True),
                 tag=str(check_tag(document.get("tag"), "tag")),
                 now=self.base.now(),
+                blob_digest=check_tag(document.get("blob"), "blob", optional=True) or "",
             )
         return JSONResponse(tag_json(volume, record), status_code=201)
+
+    async def volume_key(self, request: Request) -> Response:
+        owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
+        volume = request.path_params["volume"]
+        body = await read_body(request, SMALL_BODY_LIMIT)
+        return await self.base.blocking(self._volume_key, request, body, owner, name, volume)
+
+    def _volume_key(
+        self, request: Request, body: bytes, owner: str, name: str, volume: str
+    ) -> Response:
+        with self.base.signed_request(request, body) as signed:
+            signed.record()
+            document = json_object(body, 4)
+            if set(document) != {"public_key"}:
+                raise HttpProblemError(400, "Bad Request", 'expected {"public_key": 64 hex}')
+            public = hex_field(document["public_key"], 32, "public_key", VolumeKeyRequestError)
+            released = self.volume_keys.release(
+                caller=signed.address,
+                owner=owner,
+                session=name,
+                volume=volume,
+                reader_public=public,
+                now=self.base.now(),
+            )
+        return JSONResponse(released.to_json())
 
     async def volume_tags(self, request: Request) -> Response:
         owner, name = path_address(request.path_params["owner"]), request.path_params["name"]

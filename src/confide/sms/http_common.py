@@ -26,6 +26,7 @@ from confide.sms.sessions import (
     SessionNotFoundError,
 )
 from confide.sms.task_cancels import CancelForbiddenError
+from confide.sms.volume_keys import VolumeKeyNotFoundError, VolumeKeyRequestError
 from confide.sms.volumes import TagConflictError, TagError, TagForbiddenError
 from confide.web.handlers import Clock, Handlers
 from confide.web.problems import (
@@ -56,6 +57,8 @@ PROBLEMS = BASE_TABLE.extended(
         TagForbiddenError: FORBIDDEN,
         TagConflictError: CONFLICT,
         TagError: BAD_REQUEST,
+        VolumeKeyNotFoundError: NOT_FOUND,
+        VolumeKeyRequestError: BAD_REQUEST,
         AttestationRefusedError: Answer(403, "Forbidden", prefix="attestation refused: "),
         RecordStaleError: CONFLICT,
         RecordOwnerError: FORBIDDEN,

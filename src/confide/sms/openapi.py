@@ -321,8 +321,9 @@ def _attestation_paths() -> dict[str, Any]:
         },
         "/v1/sessions/{owner}/{name}/volumes/{volume}": {
             "put": _op(
-                "The session owner sets a volume's key (once) and its tag "
-                "{key?, previous_tag?, tag}; 409 when previous_tag is not current",
+                "The session owner sets an input volume's key and tag, and the storage "
+                "blob of that version {key?, previous_tag?, tag, blob?} (a new key for each "
+                "version); 409 when previous_tag is not current",
                 signed=True,
                 ok="201",
                 parameters=_VOLUME,
@@ -341,5 +342,16 @@ def _attestation_paths() -> dict[str, Any]:
                 parameters=_VOLUME,
                 requestBody=_json_body("tag", "blob_digest", "enclave_key", "signature"),
             ),
+        },
+        "/v1/sessions/{owner}/{name}/volumes/{volume}/key": {
+            "post": _op(
+                "A reader of the session (access_policy.read) gets the current version's key "
+                "{public_key} -> {volume, tag, blob, sealed_key, signature, grant}: sealed "
+                "(HPKE) to public_key, signed by the sms, audited; 404 before a first version",
+                signed=True,
+                ok="200",
+                parameters=_VOLUME,
+                requestBody=_json_body("public_key"),
+            )
         },
     }

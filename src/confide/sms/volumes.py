@@ -149,8 +149,13 @@ class VolumeTags:
         previous: str | None,
         tag: str,
         now: int,
+        blob_digest: str = "",
     ) -> TagRecord:
-        """The session's owner (or an updater) sets an input volume's key and tag."""
+        """The session's owner (or an updater) sets an input volume's key and tag, and
+        the storage blob that holds that version (``confide volume push``). Each push
+        brings a fresh key, kept as a new version of the volume's key in the same
+        transaction as the tag: key and tag change together, so a reader of an older
+        version holds no key to a newer one."""
         head = self.sms.sessions.current(caller, owner, session, for_update=True)
         modes = {v["name"]: v["mode"] for v in head.document["volumes"]}
         if volume not in modes:
@@ -166,9 +171,11 @@ class VolumeTags:
         def store_key(connection: Connection) -> None:
             if key is not None:
                 ref = volume_key_ref(owner, session, volume)
-                self.sms.secrets.put_in(connection, ref, key, update=False, now=now)
+                self.sms.secrets.put_in(connection, ref, key, update=None, now=now)
 
-        return self._append(owner, session, volume, previous, tag, "", caller, now, store_key)
+        return self._append(
+            owner, session, volume, previous, tag, blob_digest, caller, now, store_key
+        )
 
     def history(self, caller: str, owner: str, session: str, volume: str) -> list[TagRecord]:
         self.sms.sessions.current(caller, owner, session)  # the session's read access

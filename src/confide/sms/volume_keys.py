@@ -1,0 +1,122 @@
+"""A session volume's key, released to a wallet that may read the session.
+
+As in SCONE's CAS, whoever may read a session may decrypt its volumes (``confide volume
+pull``): the reader names a one-time X25519 public key in a signed request, and gets the
+current version's key sealed to it, with the tag it opens and the blob that holds it,
+signed by the sms (:mod:`confide.crypto.volume_release`), and a storage grant for that
+blob. Every release is audited. No other way takes a volume key to a wallet: an enclave
+gets it only inside its sealed configuration, after attestation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from confide.crypto.volume_release import RELEASE_LABEL, VolumeRelease, seal_release
+from confide.db import audit
+from confide.db.engine import reading
+from confide.db.schema import volume_tags
+from confide.errors import ConfideError
+from confide.grants import Grant
+from confide.sms.secrets import SecretNotFoundError
+from confide.sms.service import Sms
+from confide.sms.sessions import volume_key_ref
+
+GRANT_SECONDS = 600  # the storage grant that comes with a key: long enough for a download
+_ADDRESS = re.compile(r"0x[0-9a-f]{40}")
+
+
+class VolumeKeyNotFoundError(ConfideError):
+    """The volume has no version, or no key, yet (HTTP 404)."""
+
+
+class VolumeKeyRequestError(ConfideError):
+    """A malformed request: an unknown volume, a public key that is not X25519 (400)."""
+
+
+@dataclass(frozen=True)
+class ReleasedVolumeKey:
+    release: VolumeRelease
+    sealed: bytes
+    signature: bytes
+    grant: str | None  # for the blob, when the version names one its uploader stored
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "volume": self.release.volume,
+            "tag": self.release.tag,
+            "blob": self.release.blob or None,
+            "sealed_key": self.sealed.hex(),
+            "signature": self.signature.hex(),
+            "grant": self.grant,
+        }
+
+
+class VolumeKeys:
+    def __init__(self, sms: Sms) -> None:
+        self.sms = sms
+
+    def release(
+        self,
+        *,
+        caller: str,
+        owner: str,
+        session: str,
+        volume: str,
+        reader_public: bytes,
+        now: int,
+    ) -> ReleasedVolumeKey:
+        head = self.sms.sessions.current(caller, owner, session)  # read access, or refused
+        if volume not in {v["name"] for v in head.document["volumes"]}:
+            raise VolumeKeyRequestError(f"session {owner}/{session} has no volume {volume!r}")
+        with reading(self.sms.engine) as connection:
+            row = connection.execute(
+                select(volume_tags.c.tag, volume_tags.c.blob_digest, volume_tags.c.reported_by)
+                .where(
+                    volume_tags.c.owner == owner,
+                    volume_tags.c.session == session,
+                    volume_tags.c.volume == volume,
+                )
+                .order_by(volume_tags.c.seq.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            raise VolumeKeyNotFoundError(
+                f"volume {volume!r} of session {owner}/{session} has no version yet (push "
+                f"one with `confide volume push`, or run the session's service)"
+            )
+        try:
+            key = self.sms.secrets.latest(volume_key_ref(owner, session, volume))[1]
+        except SecretNotFoundError:
+            raise VolumeKeyNotFoundError(
+                f"volume {volume!r} of session {owner}/{session} has no key yet"
+            ) from None
+        release = VolumeRelease(
+            self.sms.audience, owner, session, volume, row.tag, row.blob_digest, reader_public
+        )
+        try:
+            sealed = seal_release(release, key)
+        except ValueError:
+            raise VolumeKeyRequestError("public_key is not an X25519 public key") from None
+        signature = self.sms.tokens.sign_blob(RELEASE_LABEL, release.message(sealed))
+        grant = None
+        if row.blob_digest and _ADDRESS.fullmatch(row.reported_by):
+            grant = self.sms.tokens.grant(
+                Grant(
+                    row.blob_digest, caller, self.sms.audience, now + GRANT_SECONDS, row.reported_by
+                )
+            )
+        with self.sms.engine.begin() as connection:
+            audit.append(
+                connection,
+                at=now,
+                actor=caller,
+                action="volume.key",
+                subject=f"{owner}/{session}/{volume}",
+                detail={"tag": row.tag, "reader_public": reader_public.hex()},
+            )
+        return ReleasedVolumeKey(release, sealed, signature, grant)
