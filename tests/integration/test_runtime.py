@@ -57,6 +57,40 @@ CUBIC_APP = "0x" + "c1" * 20
 NODE_APP = "0x" + "c3" * 20
 TRICKY_APP = "0x" + "c2" * 20
 QUIET_APP = "0x" + "c4" * 20  # the tricky bundle, its record keeping logs from requesters
+SHELL_APP = "0x" + "c5" * 20  # runtime: native, a shell script
+C_APP = "0x" + "c6" * 20  # runtime: native, a compiled C program
+# The cubic app as native programs, run as is: f(x) = ax^3 + bx^2 + cx + d with "a;b;c;d"
+# in the app developer secret and x in requester secret 1.
+CUBIC_SHELL = """#!/bin/sh
+set -eu
+result=$(printf '%s;%s\\n' "$IEXEC_APP_DEVELOPER_SECRET" "$IEXEC_REQUESTER_SECRET_1" |
+    awk -F';' '{x = $5; printf "%g", $1*x*x*x + $2*x*x + $3*x + $4}')
+printf '{"x": %s, "result": %s}\\n' "$IEXEC_REQUESTER_SECRET_1" "$result" > "$IEXEC_OUT/result.txt"
+printf '{"deterministic-output-path": "%s/result.txt"}\\n' "$IEXEC_OUT" > "$IEXEC_OUT/computed.json"
+"""
+CUBIC_C = r"""#include <stdio.h>
+#include <stdlib.h>
+int main(void) {
+    double a, b, c, d, x;
+    const char *coefficients = getenv("IEXEC_APP_DEVELOPER_SECRET");
+    const char *value = getenv("IEXEC_REQUESTER_SECRET_1");
+    const char *out = getenv("IEXEC_OUT");
+    char path[4096];
+    FILE *file;
+    if (!coefficients || !value || !out) return 2;
+    if (sscanf(coefficients, "%lf;%lf;%lf;%lf", &a, &b, &c, &d) != 4) return 3;
+    x = atof(value);
+    snprintf(path, sizeof path, "%s/result.txt", out);
+    if (!(file = fopen(path, "w"))) return 4;
+    fprintf(file, "{\"x\": %g, \"result\": %g}\n", x, a * x * x * x + b * x * x + c * x + d);
+    fclose(file);
+    snprintf(path, sizeof path, "%s/computed.json", out);
+    if (!(file = fopen(path, "w"))) return 4;
+    fprintf(file, "{\"deterministic-output-path\": \"%s/result.txt\"}\n", out);
+    fclose(file);
+    return 0;
+}
+"""
 POOL = "0x" + "9e" * 20
 DATASET = "0x" + "d5" * 20
 DATASET_BODY = b"a,b\n1,2\n"
@@ -116,14 +150,23 @@ for i in range(1, int(os.environ["IEXEC_INPUT_FILES_NUMBER"]) + 1):
 """
 
 
-def make_bundle(root: Path, code: str, runtime: str = "python") -> tuple[Path, Measurement]:
+def make_bundle(
+    root: Path, code: str, runtime: str = "python", compile_c: bool = False
+) -> tuple[Path, Measurement]:
     root.mkdir(parents=True)
-    entrypoint = "app.py" if runtime == "python" else "app.js"
+    entrypoint = {"python": "app.py", "node": "app.js", "native": "app.sh"}[runtime]
+    if compile_c:  # a compiled program, run as is
+        entrypoint = "app"
+        (root / "app.c").write_text(code)
+        subprocess.run(["cc", "-O2", "-o", str(root / "app"), str(root / "app.c")], check=True)
+    else:
+        (root / entrypoint).write_text(code)
+    if runtime == "native":
+        (root / entrypoint).chmod(0o755)
     (root / "confide-app.yml").write_text(
         f"name: app\nentrypoint: {entrypoint}\nruntime: {runtime}\n"
         "heap: 64M\nstack: 8M\nthreads: 4\n"
     )
-    (root / entrypoint).write_text(code)
     return root, measure_bundle(root)
 
 
@@ -190,7 +233,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         CUBIC_APP: make_bundle(tmp / "cubic", CUBIC),
         TRICKY_APP: make_bundle(tmp / "tricky", TRICKY),
         NODE_APP: make_bundle(tmp / "node", CUBIC_NODE, "node"),
+        SHELL_APP: make_bundle(tmp / "shell", CUBIC_SHELL, "native"),
     }
+    if shutil.which("cc") is not None:
+        bundles[C_APP] = make_bundle(tmp / "c", CUBIC_C, "native", compile_c=True)
     bundles[QUIET_APP] = bundles[TRICKY_APP]
     registry = MemoryRegistry()
     registry.add_member(POOL, WORKER.address)
@@ -213,7 +259,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         key_path.chmod(0o600)
         developer = SmsClient(base, wallet=DEVELOPER)
-        apps = ((CUBIC_APP, CUBIC_SECRET), (NODE_APP, CUBIC_SECRET), (TRICKY_APP, DEV_SECRET))
+        apps = [(CUBIC_APP, CUBIC_SECRET), (NODE_APP, CUBIC_SECRET), (TRICKY_APP, DEV_SECRET)]
+        apps += [(app, CUBIC_SECRET) for app in (SHELL_APP, C_APP) if app in bundles]
         for app, secret in apps:
             only = ReleasePolicy(apps=frozenset({bundles[app][1]}))
             developer.push_app_secret(app, secret.encode(), policy=only)
@@ -422,6 +469,19 @@ def test_the_cubic_app_computes_f_of_3(world: World, tmp_path: Path) -> None:
     verified(world, ran)
     assert "--- stdout ---" in ran.logs(world.result_key_path)
     assert CUBIC_SECRET.encode() not in (ran.job_dir / "out" / "result.zip").read_bytes()
+
+
+@pytest.mark.parametrize("app", [SHELL_APP, C_APP], ids=["shell", "c"])
+def test_a_native_program_runs_as_is(world: World, tmp_path: Path, app: str) -> None:
+    """runtime: native: the bundle's executable (a shell script, a compiled C program)
+    in the app's sandbox, with the iExec environment, and its result signed as any."""
+    if app not in world.bundles:
+        pytest.skip("no C compiler here")
+    ran = run_runtime(world, world.order(app))
+    assert ran.report["status"] == "COMPLETED", ran.report
+    files = ran.opened(tmp_path / "result", world.result_key_path)
+    assert json.loads(files["result.txt"]) == {"x": 3, "result": 56}
+    verified(world, ran)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")

@@ -24,7 +24,7 @@ def _remeasure(bundle: Path) -> str:
 
 
 def test_init_writes_exactly_the_manifest_and_app(tmp_path: Path) -> None:
-    for lang, entry in (("python", "app.py"), ("node", "app.js")):
+    for lang, entry in (("python", "app.py"), ("node", "app.js"), ("native", "app.sh")):
         target = tmp_path / lang
         init_bundle(target, lang)
         assert sorted(p.name for p in target.iterdir()) == sorted(["confide-app.yml", entry])
@@ -58,6 +58,27 @@ def test_scaffolded_python_app_follows_the_iexec_contract(bundle: Path, tmp_path
     assert "s3cret" not in proc.stdout + proc.stderr + (out / "result.json").read_text()
     assert (out / "computed.json").exists()
     assert '"requester_secrets": [\n    "1"\n  ]' in (out / "result.json").read_text()
+
+
+def test_a_native_app_is_an_executable_run_as_is(tmp_path: Path) -> None:
+    """runtime: native: the scaffold's app.sh runs by itself and follows the contract;
+    an entrypoint that is not executable is refused by name; its mode is measured."""
+    native = tmp_path / "native"
+    init_bundle(native, "native")
+    out = tmp_path / "iexec_out"
+    env = {**os.environ, "IEXEC_OUT": str(out), "IEXEC_REQUESTER_SECRET_1": "s3cret"}
+    proc = subprocess.run(
+        ["./app.sh", "a", "b"], cwd=native, env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr + (out / "result.json").read_text()
+    assert (out / "computed.json").exists()
+    executable = _remeasure(native)
+    (native / "app.sh").chmod(0o644)
+    with pytest.raises(AttestationError, match=r"'app.sh' must be executable \(chmod \+x"):
+        measure_bundle(native)
+    (native / "app.sh").chmod(0o700)
+    assert _remeasure(native) != executable  # the mode is part of what runs
 
 
 def test_measurement_is_typed_and_stable(bundle: Path) -> None:

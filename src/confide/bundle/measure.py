@@ -29,7 +29,9 @@ from confide.errors import AttestationError
 
 MANIFEST_NAME = "confide-app.yml"
 RUNTIME_IDENTITY = "confide-enclave-runtime/1"  # bump when the runtime's behaviour changes
-RUNTIMES = {"python": "app.py", "node": "app.js"}
+# runtime -> the entrypoint `confide app init` writes. "native": an executable of the
+# bundle run as is (a compiled program, a script with its #! line), measured like the rest.
+RUNTIMES = {"python": "app.py", "node": "app.js", "native": "app.sh"}
 _LABEL = b"confide-app-measurement-v1"
 _SIZE = re.compile(r"([1-9][0-9]*)([KMG]?)")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -108,6 +110,11 @@ def read_manifest(bundle: Path) -> AppManifest:
         raise AttestationError(f"{path}: entrypoint {entrypoint!r} is not a file of the bundle")
     if Path(entrypoint).is_absolute() or ".." in Path(entrypoint).parts:
         raise AttestationError(f"{path}: entrypoint must be a relative path inside the bundle")
+    if runtime == "native" and not (bundle / entrypoint).stat().st_mode & stat.S_IXUSR:
+        raise AttestationError(
+            f"{path}: a native app's entrypoint {entrypoint!r} must be executable "
+            f"(chmod +x {entrypoint})"
+        )
     threads = data["threads"]
     if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 1024:
         raise AttestationError(f"{path}: threads is a whole number from 1 to 1024")

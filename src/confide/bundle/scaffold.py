@@ -81,8 +81,26 @@ fs.writeFileSync(
 """
 
 
+_NATIVE = """\
+#!/bin/sh
+# A confide app run as is (runtime: native): any executable of the bundle, a compiled
+# program or a script, measured with its mode. It follows the iExec contract:
+# inputs: IEXEC_IN (read-only), IEXEC_INPUT_FILES_NUMBER, IEXEC_INPUT_FILE_NAME_1..N,
+# IEXEC_DATASET_FILENAME, command-line arguments; secrets: IEXEC_APP_DEVELOPER_SECRET,
+# IEXEC_REQUESTER_SECRET_1..N (never print them); output: files in IEXEC_OUT, described
+# in IEXEC_OUT/computed.json.
+set -eu
+out="${IEXEC_OUT:-out}"
+mkdir -p "$out"
+printf '{"arguments": %d, "input_files": %s}\\n' "$#" "${IEXEC_INPUT_FILES_NUMBER:-0}" \\
+    > "$out/result.json"
+printf '{"deterministic-output-path": "%s/result.json"}\\n' "$out" > "$out/computed.json"
+"""
+
+
 def init_bundle(directory: Path, runtime: str = "python", name: str | None = None) -> list[Path]:
-    """Write ``confide-app.yml`` and ``app.py`` (or ``app.js``); refuse to overwrite."""
+    """Write ``confide-app.yml`` and ``app.py`` (``app.js``, or an executable ``app.sh``
+    for a native app); refuse to overwrite."""
     if runtime not in RUNTIMES:
         raise ConfideError(f"--lang is one of {', '.join(RUNTIMES)}")
     entrypoint = RUNTIMES[runtime]
@@ -102,5 +120,7 @@ def init_bundle(directory: Path, runtime: str = "python", name: str | None = Non
     }
     # Dumped, not formatted: a name can never inject a field.
     targets[0].write_text(_MANIFEST_HEADER + yaml.safe_dump(fields, sort_keys=False))
-    targets[1].write_text(_PYTHON if runtime == "python" else _NODE)
+    targets[1].write_text({"python": _PYTHON, "node": _NODE, "native": _NATIVE}[runtime])
+    if runtime == "native":
+        targets[1].chmod(0o755)  # run as is: its mode is measured with it
     return targets

@@ -43,6 +43,7 @@ app.command("manifest")(manifest)
 class Language(StrEnum):
     python = "python"
     node = "node"
+    native = "native"  # an executable of the bundle, run as is
 
 
 Bundle = Annotated[
@@ -62,7 +63,8 @@ def init(
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Create an app bundle in DIR: confide-app.yml and app.py (or app.js)."""
+    """Create an app bundle in DIR: confide-app.yml and app.py (app.js for node, an
+    executable app.sh for native: any program of the bundle run as is)."""
     from confide.bundle import init_bundle, measure_bundle  # noqa: PLC0415  (start-up time)
 
     written = init_bundle(directory, lang.value, name)

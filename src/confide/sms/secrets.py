@@ -236,8 +236,10 @@ class SecretStore:
 
     def latest(self, ref: SecretRef, connection: Connection | None = None) -> tuple[int, bytes]:
         """The current version and value. Callers: a release to an attested enclave, the
-        public result key (a public key), and the sms's own bookkeeping (generated session
-        secrets carried to a new version, volume keys); never a response to a wallet."""
+        public result key (a public key), the sms's own bookkeeping (generated session
+        secrets carried to a new version, volume keys), and a volume key sealed to a
+        reader of its session (:mod:`confide.sms.volume_keys`); never a plain value in a
+        response to a wallet."""
         stored = self.release(ref, connection)
         return stored.version, stored.value
 
