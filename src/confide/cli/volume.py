@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Annotated
@@ -259,18 +260,7 @@ def push(
             progress=advance,
         )
     if json_out:
-        emit_json(
-            {
-                "owner": pushed.owner,
-                "session": pushed.session,
-                "volume": pushed.volume,
-                "previous_tag": pushed.previous_tag,
-                "tag": pushed.tag,
-                "blob": pushed.blob,
-                "files": pushed.files,
-                "bytes": pushed.bytes,
-            }
-        )
+        emit_json(dataclasses.asdict(pushed))
         return
     say(pushed.tag)
     note(
@@ -317,17 +307,7 @@ def pull(
             progress=advance,
         )
     if json_out:
-        emit_json(
-            {
-                "owner": pulled.owner,
-                "session": pulled.session,
-                "volume": pulled.volume,
-                "tag": pulled.tag,
-                "files": pulled.files,
-                "bytes": pulled.bytes,
-                "destination": str(dst),
-            }
-        )
+        emit_json(dataclasses.asdict(pulled) | {"destination": str(dst)})
         return
     say(pulled.tag)
     note(f"decrypted {pulled.files} files ({pulled.bytes} bytes) of volume {volume!r} into {dst}")

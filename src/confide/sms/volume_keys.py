@@ -14,17 +14,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from confide.crypto.volume_release import RELEASE_LABEL, VolumeRelease, seal_release
 from confide.db import audit
 from confide.db.engine import reading
-from confide.db.schema import volume_tags
 from confide.errors import ConfideError
 from confide.grants import Grant
 from confide.sms.secrets import SecretNotFoundError
 from confide.sms.service import Sms
 from confide.sms.sessions import volume_key_ref
+from confide.sms.volumes import latest_tag
 
 GRANT_SECONDS = 600  # the storage grant that comes with a key: long enough for a download
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
@@ -74,16 +72,7 @@ class VolumeKeys:
         if volume not in {v["name"] for v in head.document["volumes"]}:
             raise VolumeKeyRequestError(f"session {owner}/{session} has no volume {volume!r}")
         with reading(self.sms.engine) as connection:
-            row = connection.execute(
-                select(volume_tags.c.tag, volume_tags.c.blob_digest, volume_tags.c.reported_by)
-                .where(
-                    volume_tags.c.owner == owner,
-                    volume_tags.c.session == session,
-                    volume_tags.c.volume == volume,
-                )
-                .order_by(volume_tags.c.seq.desc())
-                .limit(1)
-            ).first()
+            row = latest_tag(connection, owner, session, volume)
         if row is None:
             raise VolumeKeyNotFoundError(
                 f"volume {volume!r} of session {owner}/{session} has no version yet (push "

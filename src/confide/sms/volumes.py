@@ -228,17 +228,8 @@ class VolumeTags:
             with self.sms.engine.begin() as connection:
                 if first is not None:
                     first(connection)
-                head = connection.execute(
-                    select(volume_tags.c.tag, volume_tags.c.seq)
-                    .where(
-                        volume_tags.c.owner == owner,
-                        volume_tags.c.session == session,
-                        volume_tags.c.volume == volume,
-                    )
-                    .order_by(volume_tags.c.seq.desc())
-                    .limit(1)
-                ).first()
-                current = None if head is None else str(head.tag)
+                head = latest_tag(connection, owner, session, volume)
+                current = None if head is None else head.tag
                 if current != previous:
                     raise TagConflictError(
                         f"volume {volume!r}: previous tag {previous or 'none'} is not the "
@@ -286,6 +277,21 @@ class VolumeTags:
                 f"volume {volume!r}: tag {tag} was reported before, or another writer won"
             ) from None
         return TagRecord(seq, previous, tag, blob_digest, reported_by, now)
+
+
+def latest_tag(connection: Connection, owner: str, session: str, volume: str) -> TagRecord | None:
+    """The volume's current version: its newest tag entry (None before the first)."""
+    row = connection.execute(
+        select(volume_tags)
+        .where(
+            volume_tags.c.owner == owner,
+            volume_tags.c.session == session,
+            volume_tags.c.volume == volume,
+        )
+        .order_by(volume_tags.c.seq.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _record(row)
 
 
 @dataclass(frozen=True)
