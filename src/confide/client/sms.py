@@ -125,11 +125,13 @@ class SmsClient(ServiceClient):
         key: bytes,
         previous_tag: str | None,
         tag: str,
-        blob: str,
+        blob: str | None,
     ) -> dict[str, Any]:
         """Record a new version of an input volume: its key, tag and storage blob
         (compare-and-swap on ``previous_tag``)."""
-        document = {"key": key.hex(), "previous_tag": previous_tag, "tag": tag, "blob": blob}
+        document: dict[str, Any] = {"key": key.hex(), "previous_tag": previous_tag, "tag": tag}
+        if blob is not None:
+            document["blob"] = blob
         result: dict[str, Any] = self.call_json(
             "PUT", _volume_path(owner, name, volume), document, signed=True
         )
