@@ -151,6 +151,24 @@ def test_a_pull_is_refused_to_others_and_writes_nothing(up: Up) -> None:  # noqa
         owner,
     )
     assert_refusal(unknown, "no volume 'nope'")
+    # A destination that is not empty: refused before anything is asked or fetched.
+    busy = up.root / "yan" / "busy"
+    busy.mkdir()
+    (busy / "mine.txt").write_text("mine")
+    occupied = up.cli(
+        "yan",
+        "volume",
+        "pull",
+        busy,
+        "--session",
+        "copy-2",
+        "--volume",
+        "inputs",
+        "--owner",
+        owner,
+    )
+    assert_refusal(occupied, "not an empty directory", "nothing was fetched")
+    assert [p.name for p in busy.iterdir()] == ["mine.txt"]
     # No plaintext and no key in any output of any command.
     assert not any("PLAINTEXT-MARKER" in text for text in up.outputs)
 

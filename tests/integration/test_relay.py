@@ -139,9 +139,12 @@ def test_tls_ends_inside_the_runtime(tmp_path: Path) -> None:
         assert response.text == "hello /secure"
 
 
-def test_tls_is_verified_by_default(tmp_path: Path) -> None:
-    # (the CA bundle is loaded at the first https connection: a self-signed server fails)
+def test_tls_is_verified_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CA bundle is loaded at the first https connection, and it is certifi's only:
+    a server whose certificate only the host's store trusts (the host mounts /etc/ssl
+    into the runtime's sandbox) is refused."""
     server_context, _ = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))  # the host's store
     with (
         http_server(server_context) as port,
         relay(allow_loopback=True) as (channel, _, _),

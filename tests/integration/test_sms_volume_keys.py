@@ -10,6 +10,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,10 @@ from confide.db import make_engine
 from confide.db.schema import audit_log
 from confide.errors import ConfideError
 from confide.grants import check_grant
+from confide.sms.service import Sms, SmsConfig
+from confide.sms.session_document import parse_session
+from confide.sms.volume_keys import VolumeKeys
+from confide.sms.volumes import VolumeTags
 from tests.integration.sms_server import running_sms
 
 OWNER, READER, OUTSIDER = (Wallet.generate() for _ in range(3))
@@ -174,3 +179,58 @@ def test_the_route_needs_a_signature(tmp_path: Path, database_url: str) -> None:
             f"{base}/v1/sessions/{me}/copy/volumes/inputs/key", json={"public_key": "11" * 32}
         )
         assert answer.status_code == 401
+
+
+def test_a_push_between_the_reads_of_a_release_is_seen(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push that commits while a release reads the tag and then the key: the release
+    reads again, and the key it seals is the one of the tag it signs."""
+    sms = Sms(SmsConfig(home=tmp_path / "sms", db_url=database_url, deployment_id="t"))
+    me = OWNER.address.lower()
+    sms.sessions.create(me, parse_session(SESSION, {}), 1)
+    tags, keys = VolumeTags(sms), VolumeKeys(sms)
+    key1, key2 = os.urandom(32), os.urandom(32)
+    tags.push(
+        caller=me,
+        owner=me,
+        session="copy",
+        volume="inputs",
+        key=key1,
+        previous=None,
+        tag="e1" * 32,
+        now=2,
+    )
+    original = sms.secrets.latest
+    pushed: list[bool] = []
+
+    def latest_after_a_push(*args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        if not pushed:  # another writer commits between the tag's read and the key's
+            pushed.append(True)
+            tags.push(
+                caller=me,
+                owner=me,
+                session="copy",
+                volume="inputs",
+                key=key2,
+                previous="e1" * 32,
+                tag="e2" * 32,
+                now=3,
+            )
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sms.secrets, "latest", latest_after_a_push)
+    private, public = reader_key()
+    released = keys.release(
+        caller=me, owner=me, session="copy", volume="inputs", reader_public=public, now=4
+    )
+    # SQLite reads one snapshot (the version before the push, whole); PostgreSQL reads
+    # committed rows, sees the tag move, and reads again (the version after it).
+    assert pushed
+    expected = {"e1" * 32: key1, "e2" * 32: key2}[released.release.tag]
+    signature_key = sms.tokens.public_key()
+    key = open_release(
+        released.release, released.sealed, released.signature, signature_key, private
+    )
+    assert key == expected
+    sms.engine.dispose()

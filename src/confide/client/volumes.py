@@ -105,6 +105,13 @@ def pull_volume(
 ) -> PulledVolume:
     """Decrypt the current version of ``volume`` into ``destination`` (which must not
     exist or be empty), or refuse and write nothing."""
+    if destination.is_symlink() or (
+        destination.exists() and (not destination.is_dir() or any(destination.iterdir()))
+    ):  # said before a key is released or a byte fetched
+        raise ConfideError(
+            f"{destination} exists and is not an empty directory: pull into a new or empty "
+            f"one (nothing was fetched)"
+        )
     sms = platform.sms
     info = sms.info()  # the sms's key, proven and pinned: what the answer must be signed by
     reader = X25519PrivateKey.generate()

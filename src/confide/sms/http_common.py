@@ -26,7 +26,11 @@ from confide.sms.sessions import (
     SessionNotFoundError,
 )
 from confide.sms.task_cancels import CancelForbiddenError
-from confide.sms.volume_keys import VolumeKeyNotFoundError, VolumeKeyRequestError
+from confide.sms.volume_keys import (
+    VolumeKeyBusyError,
+    VolumeKeyNotFoundError,
+    VolumeKeyRequestError,
+)
 from confide.sms.volumes import TagConflictError, TagError, TagForbiddenError
 from confide.web.handlers import Clock, Handlers
 from confide.web.problems import (
@@ -58,6 +62,7 @@ PROBLEMS = BASE_TABLE.extended(
         TagConflictError: CONFLICT,
         TagError: BAD_REQUEST,
         VolumeKeyNotFoundError: NOT_FOUND,
+        VolumeKeyBusyError: Answer(503, "Service Unavailable"),
         VolumeKeyRequestError: BAD_REQUEST,
         AttestationRefusedError: Answer(403, "Forbidden", prefix="attestation refused: "),
         RecordStaleError: CONFLICT,

@@ -22,14 +22,19 @@ from confide.grants import Grant
 from confide.sms.secrets import SecretNotFoundError
 from confide.sms.service import Sms
 from confide.sms.sessions import volume_key_ref
-from confide.sms.volumes import latest_tag
+from confide.sms.volumes import TagRecord, latest_tag
 
+CONSISTENT_READ_TRIES = 5
 GRANT_SECONDS = 600  # the storage grant that comes with a key: long enough for a download
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 
 
 class VolumeKeyNotFoundError(ConfideError):
     """The volume has no version, or no key, yet (HTTP 404)."""
+
+
+class VolumeKeyBusyError(ConfideError):
+    """The volume's version kept changing while its key was read (HTTP 503)."""
 
 
 class VolumeKeyRequestError(ConfideError):
@@ -71,19 +76,7 @@ class VolumeKeys:
         head = self.sms.sessions.current(caller, owner, session)  # read access, or refused
         if volume not in {v["name"] for v in head.document["volumes"]}:
             raise VolumeKeyRequestError(f"session {owner}/{session} has no volume {volume!r}")
-        with reading(self.sms.engine) as connection:
-            row = latest_tag(connection, owner, session, volume)
-        if row is None:
-            raise VolumeKeyNotFoundError(
-                f"volume {volume!r} of session {owner}/{session} has no version yet (push "
-                f"one with `confide volume push`, or run the session's service)"
-            )
-        try:
-            key = self.sms.secrets.latest(volume_key_ref(owner, session, volume))[1]
-        except SecretNotFoundError:
-            raise VolumeKeyNotFoundError(
-                f"volume {volume!r} of session {owner}/{session} has no key yet"
-            ) from None
+        row, key = self._current(owner, session, volume)
         release = VolumeRelease(
             self.sms.audience, owner, session, volume, row.tag, row.blob_digest, reader_public
         )
@@ -106,6 +99,37 @@ class VolumeKeys:
                 actor=caller,
                 action="volume.key",
                 subject=f"{owner}/{session}/{volume}",
-                detail={"tag": row.tag, "reader_public": reader_public.hex()},
+                detail={
+                    "tag": row.tag,
+                    "blob": row.blob_digest or None,
+                    "reader_public": reader_public.hex(),
+                },
             )
         return ReleasedVolumeKey(release, sealed, signature, grant)
+
+    def _current(self, owner: str, session: str, volume: str) -> tuple[TagRecord, bytes]:
+        """The current version and its key, as one consistent pair. A push writes both in
+        one transaction, but they are two reads here: the tag is read again after the
+        key, and a push that committed in between (the tag moved) means reading again,
+        so the key released is always the one of the tag signed with it."""
+        ref = volume_key_ref(owner, session, volume)
+        for _ in range(CONSISTENT_READ_TRIES):
+            with reading(self.sms.engine) as connection:
+                row = latest_tag(connection, owner, session, volume)
+                if row is None:
+                    raise VolumeKeyNotFoundError(
+                        f"volume {volume!r} of session {owner}/{session} has no version yet "
+                        f"(push one with `confide volume push`, or run the session's service)"
+                    )
+                try:
+                    key = self.sms.secrets.latest(ref, connection)[1]
+                except SecretNotFoundError:
+                    raise VolumeKeyNotFoundError(
+                        f"volume {volume!r} of session {owner}/{session} has no key yet"
+                    ) from None
+                if latest_tag(connection, owner, session, volume) == row:
+                    return row, key
+        raise VolumeKeyBusyError(
+            f"volume {volume!r} of session {owner}/{session} kept changing while its key "
+            f"was read: try again"
+        )
