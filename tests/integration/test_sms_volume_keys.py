@@ -234,3 +234,16 @@ def test_a_push_between_the_reads_of_a_release_is_seen(
     )
     assert key == expected
     sms.engine.dispose()
+
+
+def test_every_version_brings_its_own_key(tmp_path: Path, database_url: str) -> None:
+    """A push without a key is refused: a new version never inherits the key an older
+    version's readers hold."""
+    with running_sms(tmp_path / "sms", database_url) as base:
+        owner = SmsClient(base, wallet=OWNER, trust_dir=tmp_path / "o")
+        owner.create_session(SESSION, {}, "copy.yml")
+        me = OWNER.address.lower()
+        path = f"/v1/sessions/{me}/copy/volumes/inputs"
+        with pytest.raises(ConfideError, match="brings its own key"):
+            owner.call_json("PUT", path, {"tag": "f1" * 32}, signed=True)
+        assert owner.volume_tags(me, "copy", "inputs") == []

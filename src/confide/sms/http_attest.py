@@ -189,12 +189,14 @@ class AttestHandlers:
         with self.base.signed_request(request, body) as signed:
             signed.record()
             document = json_object(body, 6)
-            if not set(document) <= {"key", "previous_tag", "tag", "blob"}:
+            if not {"key", "tag"} <= set(document) <= {"key", "previous_tag", "tag", "blob"}:
                 raise HttpProblemError(
-                    400, "Bad Request", 'expected {"key", "previous_tag", "tag", "blob"}'
+                    400,
+                    "Bad Request",
+                    'expected {"key", "previous_tag"?, "tag", "blob"?}: each version of an '
+                    "input volume brings its own key",
                 )
-            key_hex = document.get("key")
-            key = None if key_hex is None else hex_field(key_hex, 32, "key", TagError)
+            key = hex_field(document["key"], 32, "key", TagError)
             record = self.tags.push(
                 caller=signed.address,
                 owner=owner,

@@ -322,12 +322,12 @@ def _attestation_paths() -> dict[str, Any]:
         "/v1/sessions/{owner}/{name}/volumes/{volume}": {
             "put": _op(
                 "The session owner sets an input volume's key and tag, and the storage "
-                "blob of that version {key?, previous_tag?, tag, blob?} (a new key for each "
+                "blob of that version {key, previous_tag?, tag, blob?} (a new key for each "
                 "version); 409 when previous_tag is not current",
                 signed=True,
                 ok="201",
                 parameters=_VOLUME,
-                requestBody=_json_body("tag"),
+                requestBody=_json_body("key", "tag"),
             )
         },
         "/v1/sessions/{owner}/{name}/volumes/{volume}/tags": {

@@ -145,7 +145,7 @@ class VolumeTags:
         owner: str,
         session: str,
         volume: str,
-        key: bytes | None,
+        key: bytes,
         previous: str | None,
         tag: str,
         now: int,
@@ -165,13 +165,12 @@ class VolumeTags:
                 f"volume {volume!r} is an output volume: the sms makes its key, and its tags "
                 f"come only from an enclave attested to write it"
             )
-        if key is not None and len(key) != 32:
+        if len(key) != 32:
             raise TagError("a volume key is 32 bytes (64 hex characters)")
 
         def store_key(connection: Connection) -> None:
-            if key is not None:
-                ref = volume_key_ref(owner, session, volume)
-                self.sms.secrets.put_in(connection, ref, key, update=None, now=now)
+            ref = volume_key_ref(owner, session, volume)
+            self.sms.secrets.put_in(connection, ref, key, update=None, now=now)
 
         return self._append(
             owner, session, volume, previous, tag, blob_digest, caller, now, store_key
