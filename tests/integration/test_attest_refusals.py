@@ -31,6 +31,7 @@ from confide.sms.attest import (
 )
 from confide.sms.secrets import SecretRef
 from confide.sms.service import Sms, SmsConfig
+from confide.sms.volumes import VolumeTags
 from tests.integration.test_attest_sessions import (
     APP,
     OTHER,
@@ -287,6 +288,7 @@ class _RotatingVerifier:
     ("write", "reason"),
     [
         ("rotate", "secret session/cubic@.* changed while attesting"),
+        ("push", "secret volume/cubic/input changed while attesting"),
         ("update", "version [0-9a-f]{64} is no longer current \\(the session was updated\\)"),
     ],
 )
@@ -310,6 +312,17 @@ def test_nothing_superseded_is_released(
     def during() -> None:
         if write == "rotate":
             sms.secrets.put(api_key, b"rotated", update=True, now=1_800_000_001)
+        elif write == "push":  # a new version of the input volume, with its new key
+            VolumeTags(sms).push(
+                caller=OWNER.address,
+                owner=OWNER.address,
+                session="cubic",
+                volume="input",
+                key=b"\x22" * 32,
+                previous=None,
+                tag="ab" * 32,
+                now=1_800_000_001,
+            )
         else:
             text = SESSION.replace('version: "1"', f'version: "2"\npredecessor: {stored.hash}')
             sms.sessions.update(

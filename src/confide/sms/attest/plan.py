@@ -135,6 +135,10 @@ class Planner:
             "environment": {k: _inject(v, values) for k, v in service["environment"].items()},
             "volumes": _volumes(shape.volumes, shape.keys, found, tags),
         }
+        # A volume's key gets a new version with every push of the volume: checked again
+        # at the grant, so an attestation that spans a push is refused, not handed the
+        # version the session has just moved past.
+        plan.versions += [(ref, found[ref].version) for ref in shape.keys.values() if ref in found]
         return plan
 
     def _plan_read(
