@@ -34,6 +34,12 @@ def test_the_tutorial_computes_f_of_3_in_both_languages_and_verifies_the_results
             run["steps"]
         )
     assert set(document["setup"]) == {"wallet create", "requester push-secret"}
+    # the second seed's volumes: pushed, pulled back, a rolled-back storage refused
+    volumes = document["volumes"]
+    assert volumes["pulled_back"] is True
+    assert volumes["first_tag"] != volumes["second_tag"]
+    assert "not blob" in volumes["rollback_refused"]
+    assert {"volume push", "volume pull"} <= set(volumes["steps"])
     # every step is shown as the command a user types; no secret value is ever printed
     assert "$ confide app run" in done.stderr and "--secret 1=x1 --watch" in done.stderr
     assert APP_SECRET not in done.stdout + done.stderr

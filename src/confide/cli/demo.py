@@ -39,22 +39,41 @@ def demo(
     write the cubic app f(x) = ax³ + bx² + cx + d, deploy it, push the app developer
     secret "2;0;-1;5" and the requester secret x1 = 3, run the task with
     `--secret 1=x1 --watch`, download and decrypt the result, verify it offline, and print
-    f(3) with how long each step took. Each step is the `confide` command it shows."""
+    f(3) with how long each step took. Then the SCONE seed's encrypted volumes: a CAS
+    session's input volume (f1.txt "Hello world", f2.txt "Hello together") pushed through
+    the storage, pulled back byte for byte, and a storage that serves the older version
+    refused. Each step is the `confide` command it shows."""
     from confide.demo.cubic import EXPECTED  # noqa: PLC0415
     from confide.demo.tour import run_tour  # noqa: PLC0415
 
     if lang not in LANGUAGES:
         raise ConfideError(f"--lang is python, node or both, not {lang!r}")
-    setup, runs = run_tour(LANGUAGES[lang], note, keep)
+    setup, runs, volumes = run_tour(LANGUAGES[lang], note, keep)
     wrong = [run.language for run in runs if run.result != EXPECTED or not run.verified]
+    if not volumes.pulled_back:
+        wrong.append("volumes")
     if json_out:
-        emit_json({"setup": setup, "runs": [run.to_json() for run in runs], "ok": not wrong})
+        emit_json(
+            {
+                "setup": setup,
+                "runs": [run.to_json() for run in runs],
+                "volumes": volumes.to_json(),
+                "ok": not wrong,
+            }
+        )
     else:
         say("shared steps: " + _steps(setup))
         for run in runs:
             say(f"{run.language}: f({_number(run.x)}) = {_number(run.result)}")
             say("result verified (simulation)" if run.verified else "result NOT verified")
             say(f"{run.language} steps: " + _steps(run.steps))
+        say(
+            "volumes: f1.txt and f2.txt pushed and pulled back byte for byte"
+            if volumes.pulled_back
+            else "volumes: NOT pulled back as pushed"
+        )
+        say(f"volumes: a storage serving the older version was refused: {volumes.rollback_refused}")
+        say("volumes steps: " + _steps(volumes.steps))
     if wrong:
         raise ConfideError(f"the tour gave a wrong or unverified result for {', '.join(wrong)}")
 

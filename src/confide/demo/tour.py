@@ -1,5 +1,7 @@
 """The seed tutorial as a new user runs it: every step is a ``confide`` command line, run
-in a child process against a ``confide up`` started in a temporary home.
+in a child process against a ``confide up`` started in a temporary home. Then the
+second seed's volumes: a CAS session's input volume pushed through the storage, pulled
+back byte for byte, and an older encrypted copy refused against the session's tag.
 
 Each step's command, wall time and outcome are kept; a step that fails stops the tour
 with the command and its error. Nothing secret is printed: the secret values are handed
@@ -105,6 +107,22 @@ class Tour:
         except ValueError:
             raise DemoError(f"`{' '.join(command)}` printed no JSON document") from None
 
+    def refused(self, *args: str) -> str:
+        """Run ``confide ARGS``, which must be refused (exit 1, ``error: …``); the error."""
+        self.progress(f"[refused] $ {' '.join(['confide', *args])}")
+        done = subprocess.run(
+            [sys.executable, "-m", "confide", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=STEP_SECONDS,
+            check=False,
+        )
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        if done.returncode != 1 or not errors:
+            raise DemoError(f"`confide {' '.join(args)}` was not refused")
+        return errors[-1].removeprefix("error: ")
+
     def timed(self, run: LanguageRun, name: str, *args: str, stdin: str | None = None) -> Any:
         shown = " ".join(["confide", *args])
         self.progress(f"[{run.language}] $ {shown}")
@@ -152,6 +170,84 @@ class Tour:
         return run
 
 
+# The SCONE seed's copy DApp inputs, and a session with its input volume
+VOLUME_FILES = {"f1.txt": "Hello world\n", "f2.txt": "Hello together\n"}
+VOLUME = "encrypted-input-files"
+VOLUME_SESSION = """\
+name: copy-dapp
+version: "1"
+predecessor: null
+services:
+  - name: application
+    measurements: ["sim:{measurement}"]
+    command: /app/copy_files
+    volumes: [encrypted-input-files]
+volumes:
+  - {{name: encrypted-input-files, mode: input, path: /encryptedInputs}}
+security:
+  tolerate: [simulation]
+"""
+
+
+@dataclass
+class VolumeRun:
+    """The volumes step: the tags of the two versions pushed, whether the pull gave the
+    files back byte for byte, and the refusal of the older copy."""
+
+    first_tag: str = ""
+    second_tag: str = ""
+    pulled_back: bool = False
+    rollback_refused: str = ""
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "first_tag": self.first_tag,
+            "second_tag": self.second_tag,
+            "pulled_back": self.pulled_back,
+            "rollback_refused": self.rollback_refused,
+            "steps": self.steps,
+        }
+
+
+def volumes(tour: Tour, work: Path) -> VolumeRun:
+    """Session create, two pushes of the input volume, a pull of the current version,
+    and a pull refused when the storage serves the first version in its place."""
+    run, label = VolumeRun(), LanguageRun("volumes")
+    work.mkdir(parents=True, exist_ok=True)
+    template = work / "copy_dapp.yml"
+    template.write_text(VOLUME_SESSION.format(measurement="ab" * 32))
+    tour.timed(label, "session create", "session", "create", str(template))
+    inputs = work / "INPUTS"
+    inputs.mkdir()
+    for name, text in VOLUME_FILES.items():
+        (inputs / name).write_text(text)
+    push = ("volume", "push", str(inputs), "--session", "copy-dapp")
+    first = tour.timed(label, "volume push", *push, "--volume", VOLUME)
+    (inputs / "f2.txt").write_text("Hello together, again\n")
+    second = tour.timed(label, "volume push again", *push, "--volume", VOLUME)
+    run.first_tag, run.second_tag = str(first["tag"]), str(second["tag"])
+    outputs = work / "OUTPUTS"
+    pull = ("volume", "pull", str(outputs), "--session", "copy-dapp")
+    pulled = tour.timed(label, "volume pull", *pull, "--volume", VOLUME)
+    run.pulled_back = pulled["tag"] == run.second_tag and all(
+        (outputs / name).read_text() == (inputs / name).read_text() for name in VOLUME_FILES
+    )
+    # A storage that rolls the volume back: it serves the first version's bytes under
+    # the name the session records for the current one. The pull refuses them and
+    # writes nothing.
+    blobs = tour.home / "up" / "blobs"
+    old, new = str(first["blob"]), str(second["blob"])
+    (blobs / new[:2] / new).write_bytes((blobs / old[:2] / old).read_bytes())
+    tour.progress("[volumes] (the storage now serves the first version under the second's name)")
+    again = work / "OUTPUTS-rolled-back"
+    run.rollback_refused = tour.refused(*pull[:2], str(again), *pull[3:], "--volume", VOLUME)
+    if again.exists():
+        raise DemoError(f"a refused pull wrote {again}")
+    run.steps = label.steps
+    return run
+
+
 @contextmanager
 def platform(home: Path, workers: int) -> Iterator[str]:
     """``confide up`` on a free loopback port with ``home`` as its home; its URL."""
@@ -190,9 +286,10 @@ def platform(home: Path, workers: int) -> Iterator[str]:
 
 def run_tour(
     languages: list[str], progress: Callable[[str], None], keep: Path | None = None
-) -> tuple[dict[str, float], list[LanguageRun]]:
+) -> tuple[dict[str, float], list[LanguageRun], VolumeRun]:
     """The whole tour, in a temporary home (kept in ``keep`` when given): the seconds of
-    the shared steps (wallet, requester secret), then each language's run."""
+    the shared steps (wallet, requester secret), each language's run, then the volumes
+    step of the second seed."""
     home = Path(tempfile.mkdtemp(prefix="confide-demo-")) if keep is None else keep
     home.mkdir(parents=True, exist_ok=True)
     try:
@@ -208,7 +305,8 @@ def run_tour(
                 "x1",
                 stdin=REQUESTER_SECRET,
             )
-            return setup.steps, [tour.language(language, home / "work") for language in languages]
+            runs = [tour.language(language, home / "work") for language in languages]
+            return setup.steps, runs, volumes(tour, home / "work" / "volumes")
     finally:
         if keep is None:
             shutil.rmtree(home, ignore_errors=True)
