@@ -71,6 +71,7 @@ def push_volume(
     leave the encrypted volume there, which must not exist or be empty)."""
     if not source.is_dir():
         raise ConfideError(f"{source} is not a directory")
+    owner = normalise_address(owner)
     sms = platform.sms
     versions = sms.volume_tags(owner, session, volume)  # read access, and the current tag
     previous = str(versions[-1]["tag"]) if versions else None
@@ -112,15 +113,14 @@ def pull_volume(
             f"{destination} exists and is not an empty directory: pull into a new or empty "
             f"one (nothing was fetched)"
         )
+    owner = normalise_address(owner)
     sms = platform.sms
     info = sms.info()  # the sms's key, proven and pinned: what the answer must be signed by
     reader = X25519PrivateKey.generate()
     public = reader.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     answer = sms.volume_key(owner, session, volume, public)
     tag, blob = str(answer.get("tag") or ""), str(answer.get("blob") or "")
-    release = VolumeRelease(
-        str(info["audience"]), normalise_address(owner), session, volume, tag, blob, public
-    )
+    release = VolumeRelease(str(info["audience"]), owner, session, volume, tag, blob, public)
     try:
         sealed = bytes.fromhex(str(answer["sealed_key"]))
         signature = bytes.fromhex(str(answer["signature"]))
