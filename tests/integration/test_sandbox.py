@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from confide.sandbox import Finished, Limits, Mount, SandboxError, SandboxSpec, run
-from confide.sandbox.runner import _probe
+from confide.sandbox.runner import probe_kind
 from confide.sandbox.seccomp import available as seccomp_available
 
-KINDS = [kind for kind in ("bwrap", "unshare") if _probe(kind) is None]
+KINDS = [kind for kind in ("bwrap", "unshare") if probe_kind(kind) is None]
 pytestmark = pytest.mark.skipif(not KINDS, reason="no working sandbox on this machine")
 PATH = {"PATH": "/usr/bin:/bin"}
 

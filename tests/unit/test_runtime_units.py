@@ -280,3 +280,36 @@ def test_outputs_never_follow_a_link_the_worker_planted(tmp_path: Path) -> None:
     source.write_bytes(b"PK" * 1000)
     write_out(out, "result.zip", source)
     assert (out / "result.zip").read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize(("probed", "cause"), [(None, "app"), ("bwrap: broken", "sandbox")])
+def test_a_failed_run_in_the_workers_kind_is_told_apart_from_the_apps_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, probed: str | None, cause: str
+) -> None:
+    """The runtime runs the app in the kind the worker named, without a probe first; a
+    run that fails is probed then: a sandbox that cannot start is APP_COMPUTE_FAILED
+    naming it, an app that failed in a working sandbox is the app's own outcome."""
+    from confide.bundle import init_bundle, read_manifest
+    from confide.runtime import compute
+    from confide.runtime.precompute import Bundle
+
+    job = load_job(_job(tmp_path))
+    init_bundle(tmp_path / "app", "python")
+    bundle = Bundle(tmp_path / "app", read_manifest(tmp_path / "app"))
+    failed = Finished(1, False, "exit", b"", b"")
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(spec: Any, **options: Any) -> Finished:
+        calls.append(options)
+        return failed
+
+    monkeypatch.setenv("CONFIDE_SANDBOX", "bwrap")
+    monkeypatch.setattr(compute, "run", fake_run)
+    monkeypatch.setattr(compute, "probe_kind", lambda kind: probed)
+    if cause == "app":
+        assert compute.run_app(job, bundle, tmp_path, tmp_path, {}, ("true",)) is failed
+    else:
+        with pytest.raises(TaskFailure, match="the bwrap sandbox does not work here") as caught:
+            compute.run_app(job, bundle, tmp_path, tmp_path, {}, ("true",))
+        assert caught.value.cause == APP_COMPUTE_FAILED
+    assert calls == [{"kind": "bwrap", "probe": False}]

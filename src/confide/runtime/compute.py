@@ -30,6 +30,7 @@ from confide.sandbox import (
     Mount,
     SandboxError,
     SandboxSpec,
+    probe_kind,
     run,
 )
 
@@ -112,11 +113,16 @@ def run_app(
         cwd=APP_TARGET,
     )
     # The kind the worker started this runtime in works here: no probe of it first (a
-    # sandbox that does not start fails the app's run; nothing runs unconfined).
+    # sandbox that does not start fails the app's run; nothing runs unconfined). Only a
+    # failed run pays for a probe, so that a sandbox that cannot start is named as such,
+    # not blamed on the app.
     kind = os.environ.get(KIND_VARIABLE)
     try:
         if kind in KINDS:
-            return run(spec, kind=kind, probe=False)
+            finished = run(spec, kind=kind, probe=False)
+            if not finished.ok and (reason := probe_kind(kind)) is not None:
+                raise SandboxError(f"the {kind} sandbox does not work here: {reason}")
+            return finished
         return run(spec)
     except SandboxError as exc:
         raise TaskFailure(APP_COMPUTE_FAILED, f"no working sandbox for the app: {exc}") from None

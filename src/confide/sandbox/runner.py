@@ -234,7 +234,7 @@ def _supervise(
 _WORKING: set[str] = set()  # backends whose probe passed in this process
 
 
-def _probe(kind: str) -> str | None:
+def probe_kind(kind: str) -> str | None:
     """None when ``kind`` works here, else why not (a pass is remembered, a failure is
     tried again next time: it may have been a passing shortage)."""
     if kind in _WORKING:
@@ -293,7 +293,7 @@ def backend() -> str:
     """The first backend that works here ("bwrap", then "unshare"); SandboxError if none."""
     reasons = []
     for kind in KINDS:
-        reason = _probe(kind)
+        reason = probe_kind(kind)
         if reason is None:
             return kind
         reasons.append(f"{kind}: {reason}")
@@ -327,7 +327,7 @@ def run(
     elif kind not in KINDS:
         raise SandboxError(f"unknown sandbox {kind!r} (expected one of {', '.join(KINDS)})")
     elif probe:
-        reason = _probe(kind)
+        reason = probe_kind(kind)
         if reason is not None:
             raise SandboxError(f"the {kind} sandbox does not work here: {reason}")
     return _execute(spec, kind, stdin, on_output, cancel)
