@@ -46,6 +46,7 @@ GROUPS = (
     ("result", "confide.cli.result", "app"),
     ("serve", "confide.cli.sms", "serve_app"),
     ("session", "confide.cli.session", "app"),
+    ("dapp", "confide.cli.dapp", "app"),
     ("audit", "confide.cli.audit", "app"),
     ("worker", "confide.cli.worker", "app"),
 )

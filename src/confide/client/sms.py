@@ -144,6 +144,31 @@ class SmsClient(ServiceClient):
         tags: list[dict[str, Any]] = answer["tags"]
         return tags
 
+    def report_tag(
+        self,
+        owner: str,
+        name: str,
+        volume: str,
+        *,
+        previous_tag: str | None,
+        tag: str,
+        blob: str,
+        enclave_key: str,
+        signature: str,
+    ) -> dict[str, Any]:
+        """Hand the sms an output volume's new tag, as the attested enclave signed it
+        (the request itself is not signed: the enclave's signature is what counts)."""
+        document = {
+            "previous_tag": previous_tag,
+            "tag": tag,
+            "blob_digest": blob,
+            "enclave_key": enclave_key,
+            "signature": signature,
+        }
+        path = _volume_path(owner, name, volume) + "/tags"
+        result: dict[str, Any] = self.call_json("POST", path, document, signed=False)
+        return result
+
     def volume_key(self, owner: str, name: str, volume: str, public: bytes) -> dict[str, Any]:
         """The current version's key, sealed to ``public``: check it with
         :func:`confide.crypto.volume_release.open_release`."""

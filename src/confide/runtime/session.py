@@ -1,0 +1,220 @@
+"""``python -m confide.runtime.session JOB_DIR``: one run of a CAS session's service (the
+SCONE workflow's step 2, docs/scone-workflow.md), started by ``confide dapp run``.
+
+The host (untrusted) hands over the app bundle, the session's name and version, the
+service, and each volume's encrypted copy (``volumes/NAME.tar``, ciphertext only). Here:
+the bundle is measured; fresh enclave keys attest for the session's service through the
+relay; the configuration is opened only when the sms key pinned in the job signed it; each
+input volume (and an output volume that has a version already) is decrypted into this
+runtime's private tmpfs, refused unless its tag is the one the session names; the
+session's command runs in a nested sandbox with the bundle read-only at ``/app`` and the
+volumes at their paths (inputs read-only); each output volume is then encrypted with its
+key and its new tag signed with the enclave's attested key, over the session version,
+the volume, the tag it had, the new tag and the blob's digest (the message the sms's tag
+route checks). Only ciphertext and ``out/report.json`` leave: plaintext never reaches
+the job directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from confide.attestation.sim import SimAttester
+from confide.bundle.measure import measure_bundle
+from confide.client.archive import pack
+from confide.client.enclave import attest_and_open
+from confide.client.sms import SmsClient
+from confide.crypto.keys import SymmetricKey
+from confide.crypto.sealing import EnclaveKeys
+from confide.crypto.signing import SigningKey
+from confide.errors import ConfideError
+from confide.jsonsafe import loads_bounded
+from confide.relay.client import RelayChannel, RelayTransport
+from confide.runtime.precompute import MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, extract
+from confide.sandbox import KIND_VARIABLE, KINDS, Limits, Mount, SandboxSpec, run
+from confide.sms.volumes import TAG_LABEL, tag_message
+from confide.volume.api import decrypt_tree, encrypt_tree
+
+FORMAT = "confide-session-job-v1"
+MAX_JOB_BYTES = 64 * 1024
+MAX_VOLUME_BYTES = 16 << 30
+MAX_VOLUME_FILES = 1_000_000
+APP_TARGET = "/app"
+_FIELDS = {
+    "format",
+    "sms_url",
+    "sms_key",
+    "owner",
+    "session",
+    "hash",
+    "service",
+    "tee",
+    "sim_platform_key",
+    "relay_fd",
+    "wall_seconds",
+    "volumes",
+}
+
+
+class SessionRunError(ConfideError):
+    """The run refused or failed; the message says why (never a key or a byte)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m confide.runtime.session JOB_DIR", file=sys.stderr)
+        return 2
+    directory = Path(args[0])
+    out = directory / "out"
+    out.mkdir(exist_ok=True)
+    try:
+        report = run_session(directory, out)
+    except ConfideError as exc:
+        report = {"status": "FAILED", "error": str(exc)}
+    (out / "report.json").write_text(json.dumps(report) + "\n")
+    return 0
+
+
+def load(directory: Path) -> dict[str, Any]:
+    raw = (directory / "job.json").read_bytes()
+    if len(raw) > MAX_JOB_BYTES:
+        raise SessionRunError("job.json is too large")
+    job = loads_bounded(raw, 4)
+    if not isinstance(job, dict) or set(job) != _FIELDS or job["format"] != FORMAT:
+        raise SessionRunError(f"job.json is not a {FORMAT} document")
+    if job["tee"] != "sim":
+        raise SessionRunError(f"tee {job['tee']}: only sim is built for session runs yet")
+    if not isinstance(job["volumes"], dict) or not isinstance(job["relay_fd"], int):
+        raise SessionRunError("job.json: volumes is a mapping, relay_fd a descriptor")
+    return job
+
+
+def run_session(directory: Path, out: Path) -> dict[str, Any]:
+    job = load(directory)
+    channel = RelayChannel(job["relay_fd"])
+    with tempfile.TemporaryDirectory(prefix="confide-session-") as private:
+        work = Path(private)
+        bundle = work / "app"
+        extract(
+            directory / "bundle.tar", bundle, max_bytes=MAX_BUNDLE_BYTES, max_files=MAX_BUNDLE_FILES
+        )
+        measurement = measure_bundle(bundle)
+        keys = EnclaveKeys.generate()
+        attester = SimAttester(
+            SigningKey.from_seed(bytes.fromhex(job["sim_platform_key"])), measurement
+        )
+        client = SmsClient(job["sms_url"], transport=RelayTransport(channel))
+        try:
+            released = attest_and_open(
+                client,
+                attester,
+                keys,
+                sms_key=bytes.fromhex(job["sms_key"]),
+                target={
+                    "session": {"owner": job["owner"], "name": job["session"], "hash": job["hash"]}
+                },
+                service=job["service"],
+            )
+        finally:
+            client.close()
+            channel.close()  # nothing the program could reach
+        config = released.config
+        opened = _open_volumes(directory, work, job["volumes"], config["volumes"])
+        finished = _run(bundle, config, opened, float(job["wall_seconds"]))
+        if not finished.ok:
+            tail = finished.stderr_tail.decode(errors="replace").strip().splitlines()[-3:]
+            return {
+                "status": "FAILED",
+                "error": f"the program ended with {finished.reason}",
+                "stderr_tail": tail,
+            }
+        subject = f"{job['owner']}/{job['session']}@{job['hash']}"
+        reports = _seal_outputs(out, opened, keys, subject)
+    return {"status": "COMPLETED", "measurement": str(measurement), "volumes": reports}
+
+
+def _open_volumes(
+    directory: Path, work: Path, copies: dict[str, Any], volumes: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], Path]]:
+    """Each volume decrypted into the private tmpfs (an output with no version yet:
+    empty), refused unless its copy opens to the tag the session names."""
+    opened = []
+    (work / "volumes").mkdir()
+    (work / "encrypted").mkdir()
+    for volume in volumes:
+        name, tag = volume["name"], volume["tag"]
+        plain = work / "volumes" / name
+        copy = copies.get(name)
+        if tag is None:
+            if volume["mode"] == "input":
+                raise SessionRunError(f"input volume {name!r} has no version in the session")
+            plain.mkdir()
+        else:
+            if not isinstance(copy, str):
+                raise SessionRunError(f"volume {name!r}: the host handed over no copy of it")
+            encrypted = work / "encrypted" / name
+            extract(
+                directory / copy, encrypted, max_bytes=MAX_VOLUME_BYTES, max_files=MAX_VOLUME_FILES
+            )
+            key = SymmetricKey(bytes.fromhex(volume["key"]))
+            try:
+                decrypt_tree(encrypted, plain, key, expected_tag=tag)
+            except ConfideError as exc:
+                raise SessionRunError(
+                    f"volume {name!r} is not the session's current version {tag}: {exc}"
+                ) from None
+        opened.append((volume, plain))
+    return opened
+
+
+def _run(
+    bundle: Path, config: dict[str, Any], opened: list[tuple[dict[str, Any], Path]], wall: float
+) -> Any:
+    import os  # noqa: PLC0415
+
+    mounts = [Mount(bundle, APP_TARGET)]
+    mounts += [Mount(plain, v["path"], writable=v["mode"] == "output") for v, plain in opened]
+    spec = SandboxSpec(
+        argv=tuple(shlex.split(config["command"])),
+        env={str(k): str(v) for k, v in (config.get("environment") or {}).items()},
+        limits=Limits(wall_seconds=max(1.0, wall), memory_bytes=1 << 30, processes=64),
+        mounts=tuple(mounts),
+        tmpfs=("/tmp",),  # noqa: S108 (the program's own)
+        cwd=config.get("pwd") or "/",
+    )
+    kind = os.environ.get(KIND_VARIABLE)
+    return run(spec, kind=kind) if kind in KINDS else run(spec)
+
+
+def _seal_outputs(
+    out: Path, opened: list[tuple[dict[str, Any], Path]], keys: EnclaveKeys, subject: str
+) -> dict[str, Any]:
+    reports = {}
+    (out / "volumes").mkdir(exist_ok=True)
+    for volume, plain in opened:
+        if volume["mode"] != "output":
+            continue
+        name = volume["name"]
+        encrypted = out / "volumes" / name
+        result = encrypt_tree(plain, encrypted, SymmetricKey(bytes.fromhex(volume["key"])))
+        packed = pack(encrypted, out / f"{name}.tar")
+        message = tag_message(subject, name, volume["tag"], result.tag, packed.digest)
+        reports[name] = {
+            "previous_tag": volume["tag"],
+            "tag": result.tag,
+            "blob": packed.digest,
+            "archive": f"out/{name}.tar",
+            "enclave_key": keys.ed25519_public.hex(),
+            "signature": keys.signing.sign(TAG_LABEL, message).hex(),
+        }
+    return reports
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

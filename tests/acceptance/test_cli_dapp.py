@@ -1,0 +1,64 @@
+"""``confide dapp run`` against ``confide up``: the SCONE seed's copy DApp (a native
+program run as is) on a CAS session's encrypted input volume, its output volume sealed in
+the enclave and recorded, pulled back byte for byte; an older copy of the input refused
+before the program starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.acceptance.test_cli_up_platform import Up, up  # noqa: F401 (fixture)
+from tests.conftest import assert_refusal
+
+COPY = "#!/bin/sh\nset -eu\ncp -r /encryptedInputs/. /encryptedOutputs/\n"
+TEMPLATE = """\
+name: copy-dapp
+version: "1"
+predecessor: null
+services:
+  - name: application
+    measurements: ["MEASUREMENT"]
+    command: /app/app.sh
+    volumes: [inputs, outputs]
+volumes:
+  - {name: inputs, mode: input, path: /encryptedInputs}
+  - {name: outputs, mode: output, path: /encryptedOutputs}
+security:
+  tolerate: [simulation]
+"""
+
+
+def test_the_copy_dapp_round_trip_and_a_rollback(up: Up) -> None:  # noqa: F811
+    up.wallet("cora")
+    home = up.root / "cora"
+    bundle = home / "copy"
+    up.ok("cora", "app", "init", bundle, "--lang", "native")
+    (bundle / "app.sh").write_text(COPY)
+    measurement = str(up.ok("cora", "app", "measure", bundle)["measurement"])
+    template = home / "copy_dapp.yml"
+    template.write_text(TEMPLATE.replace("MEASUREMENT", measurement))
+    up.ok("cora", "session", "create", template)
+    inputs = home / "INPUTS"
+    inputs.mkdir()
+    (inputs / "f1.txt").write_text("Hello world\n")
+    (inputs / "f2.txt").write_text("Hello together\n")
+    old = home / "inputs-v1"
+    push = ("volume", "push", inputs, "--session", "copy-dapp", "--volume", "inputs")
+    up.ok("cora", *push, "--keep", old)
+    run = ("dapp", "run", "--session", "copy-dapp", "--app", bundle, "--tee", "sim")
+    ran = up.ok("cora", *run, "--push")
+    assert ran["pushed"] is True and set(ran["outputs"]) == {"outputs"}
+    out = home / "OUTPUTS"
+    pulled = up.ok("cora", "volume", "pull", out, "--session", "copy-dapp", "--volume", "outputs")
+    assert pulled["tag"] == ran["outputs"]["outputs"]["tag"]
+    assert (out / "f1.txt").read_text() == "Hello world\n"
+    assert (out / "f2.txt").read_text() == "Hello together\n"
+    # A second version of the inputs; the old local copy is refused before the program runs.
+    (inputs / "f1.txt").write_text("Hello again\n")
+    up.ok("cora", *push)
+    rolled = up.cli("cora", *run, "--volume", f"inputs={old}")
+    assert_refusal(rolled, "volume 'inputs' is not the session's current version")
+    # Another bundle (another measurement) is refused, naming it.
+    (bundle / "app.sh").write_text(COPY + "echo changed\n")
+    other = up.cli("cora", *run)
+    assert_refusal(other, "does not list")
