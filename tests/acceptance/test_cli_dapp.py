@@ -5,7 +5,7 @@ before the program starts."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import concurrent.futures
 
 from tests.acceptance.test_cli_up_platform import Up, up  # noqa: F401 (fixture)
 from tests.conftest import assert_refusal
@@ -62,3 +62,37 @@ def test_the_copy_dapp_round_trip_and_a_rollback(up: Up) -> None:  # noqa: F811
     (bundle / "app.sh").write_text(COPY + "echo changed\n")
     other = up.cli("cora", *run)
     assert_refusal(other, "does not list")
+
+
+def test_two_runs_racing_for_the_output_one_wins(up: Up) -> None:  # noqa: F811
+    """Two runs from the same output version, both pushing: exactly one tag update wins;
+    the other fails clearly and its output is not recorded. The kept outputs are
+    ciphertext only."""
+    up.wallet("dora")
+    home = up.root / "dora"
+    bundle = home / "copy"
+    up.ok("dora", "app", "init", bundle, "--lang", "native")
+    (bundle / "app.sh").write_text(COPY)
+    measurement = str(up.ok("dora", "app", "measure", bundle)["measurement"])
+    template = home / "copy_dapp.yml"
+    template.write_text(TEMPLATE.replace("MEASUREMENT", measurement))
+    up.ok("dora", "session", "create", template)
+    inputs = home / "INPUTS"
+    inputs.mkdir()
+    (inputs / "secret.txt").write_text("PLAINTEXT-MARKER\n")
+    up.ok("dora", "volume", "push", inputs, "--session", "copy-dapp", "--volume", "inputs")
+    run = ("dapp", "run", "--session", "copy-dapp", "--app", bundle, "--tee", "sim", "--push")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda i: up.cli("dora", *run, "--keep", home / f"kept-{i}"), (1, 2)))
+    codes = sorted(d.returncode for d in done)
+    assert codes == [0, 1], [d.stderr for d in done]
+    loser = next(d for d in done if d.returncode == 1)
+    assert "error: " in loser.stderr and "409" in loser.stderr
+    tags = up.ok(
+        "dora", "volume", "pull", home / "out", "--session", "copy-dapp", "--volume", "outputs"
+    )
+    assert (home / "out" / "secret.txt").read_text() == "PLAINTEXT-MARKER\n"
+    kept = [p for i in (1, 2) for p in (home / f"kept-{i}").rglob("*") if p.is_file()]
+    assert kept and not any(b"PLAINTEXT-MARKER" in p.read_bytes() for p in kept)
+    assert not any("PLAINTEXT-MARKER" in text for text in up.outputs)
+    assert tags["tag"]
