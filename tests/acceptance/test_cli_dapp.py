@@ -44,7 +44,7 @@ def test_the_copy_dapp_round_trip_and_a_rollback(up: Up) -> None:  # noqa: F811
     (inputs / "f2.txt").write_text("Hello together\n")
     old = home / "inputs-v1"
     push = ("volume", "push", inputs, "--session", "copy-dapp", "--volume", "inputs")
-    up.ok("cora", *push, "--keep", old)
+    first = up.ok("cora", *push, "--keep", old)
     run = ("dapp", "run", "--session", "copy-dapp", "--app", bundle, "--tee", "sim")
     ran = up.ok("cora", *run, "--push")
     assert ran["pushed"] is True and set(ran["outputs"]) == {"outputs"}
@@ -55,9 +55,13 @@ def test_the_copy_dapp_round_trip_and_a_rollback(up: Up) -> None:  # noqa: F811
     assert (out / "f2.txt").read_text() == "Hello together\n"
     # A second version of the inputs; the old local copy is refused before the program runs.
     (inputs / "f1.txt").write_text("Hello again\n")
-    up.ok("cora", *push)
+    second = up.ok("cora", *push)
     rolled = up.cli("cora", *run, "--volume", f"inputs={old}")
-    assert_refusal(rolled, "volume 'inputs' is not the session's current version")
+    assert_refusal(
+        rolled,
+        f"volume 'inputs' is not the session's current version {second['tag']}",
+        f"the copy handed over says it is {first['tag']}",
+    )
     # Another bundle (another measurement) is refused, naming it.
     (bundle / "app.sh").write_text(COPY + "echo changed\n")
     other = up.cli("cora", *run)

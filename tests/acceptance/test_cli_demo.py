@@ -34,12 +34,11 @@ def test_the_tutorial_computes_f_of_3_in_both_languages_and_verifies_the_results
             run["steps"]
         )
     assert set(document["setup"]) == {"wallet create", "requester push-secret"}
-    # the second seed's volumes: pushed, pulled back, a rolled-back storage refused
-    volumes = document["volumes"]
-    assert volumes["pulled_back"] is True
-    assert volumes["first_tag"] != volumes["second_tag"]
-    assert "not blob" in volumes["rollback_refused"]
-    assert {"volume push", "volume pull"} <= set(volumes["steps"])
+    # the second seed: the copy DApp's outputs equal its inputs; the older input refused
+    dapp = document["copy_dapp"]
+    assert dapp["pulled_back"] is True and len(dapp["output_tag"]) == 64
+    assert "is not the session's current version" in dapp["rollback_refused"]
+    assert {"volume push", "dapp run --push", "volume pull"} <= set(dapp["steps"])
     # every step is shown as the command a user types; no secret value is ever printed
     assert "$ confide app run" in done.stderr and "--secret 1=x1 --watch" in done.stderr
     assert APP_SECRET not in done.stdout + done.stderr

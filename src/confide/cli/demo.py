@@ -39,25 +39,26 @@ def demo(
     write the cubic app f(x) = ax³ + bx² + cx + d, deploy it, push the app developer
     secret "2;0;-1;5" and the requester secret x1 = 3, run the task with
     `--secret 1=x1 --watch`, download and decrypt the result, verify it offline, and print
-    f(3) with how long each step took. Then the SCONE seed's encrypted volumes: a CAS
-    session's input volume (f1.txt "Hello world", f2.txt "Hello together") pushed through
-    the storage, pulled back byte for byte, and a storage that serves the older version
-    refused. Each step is the `confide` command it shows."""
+    f(3) with how long each step took. Then the SCONE seed's copy DApp: f1.txt "Hello
+    world" and f2.txt "Hello together" pushed as a CAS session's encrypted input volume,
+    copied by the program in the (simulated) enclave, the output volume pushed and
+    pulled back byte for byte, and a run given the older input volume refused. Each step
+    is the `confide` command it shows."""
     from confide.demo.cubic import EXPECTED  # noqa: PLC0415
     from confide.demo.tour import run_tour  # noqa: PLC0415
 
     if lang not in LANGUAGES:
         raise ConfideError(f"--lang is python, node or both, not {lang!r}")
-    setup, runs, volumes = run_tour(LANGUAGES[lang], note, keep)
+    setup, runs, dapp = run_tour(LANGUAGES[lang], note, keep)
     wrong = [run.language for run in runs if run.result != EXPECTED or not run.verified]
-    if not volumes.pulled_back:
-        wrong.append("volumes")
+    if not dapp.pulled_back:
+        wrong.append("the copy DApp")
     if json_out:
         emit_json(
             {
                 "setup": setup,
                 "runs": [run.to_json() for run in runs],
-                "volumes": volumes.to_json(),
+                "copy_dapp": dapp.to_json(),
                 "ok": not wrong,
             }
         )
@@ -68,12 +69,12 @@ def demo(
             say("result verified (simulation)" if run.verified else "result NOT verified")
             say(f"{run.language} steps: " + _steps(run.steps))
         say(
-            "volumes: f1.txt and f2.txt pushed and pulled back byte for byte"
-            if volumes.pulled_back
-            else "volumes: NOT pulled back as pushed"
+            "copy DApp: f1.txt and f2.txt copied in the enclave, pulled back byte for byte"
+            if dapp.pulled_back
+            else "copy DApp: the outputs are NOT the inputs"
         )
-        say(f"volumes: a storage serving the older version was refused: {volumes.rollback_refused}")
-        say("volumes steps: " + _steps(volumes.steps))
+        say(f"copy DApp: a run given the older input volume was refused: {dapp.rollback_refused}")
+        say("copy DApp steps: " + _steps(dapp.steps))
     if wrong:
         raise ConfideError(f"the tour gave a wrong or unverified result for {', '.join(wrong)}")
 

@@ -1,7 +1,7 @@
 """The seed tutorial as a new user runs it: every step is a ``confide`` command line, run
 in a child process against a ``confide up`` started in a temporary home. Then the
-second seed's volumes: a CAS session's input volume pushed through the storage, pulled
-back byte for byte, and an older encrypted copy refused against the session's tag.
+second seed: the copy DApp on a CAS session's encrypted volumes (push, attested run,
+pull, byte for byte) and an older input volume refused.
 
 Each step's command, wall time and outcome are kept; a step that fails stops the tour
 with the command and its error. Nothing secret is printed: the secret values are handed
@@ -170,80 +170,95 @@ class Tour:
         return run
 
 
-# The SCONE seed's copy DApp inputs, and a session with its input volume
-VOLUME_FILES = {"f1.txt": "Hello world\n", "f2.txt": "Hello together\n"}
-VOLUME = "encrypted-input-files"
-VOLUME_SESSION = """\
+# The SCONE seed's copy DApp: its input files, the program (a Python app here, so the
+# demo needs no C compiler; examples/copy-dapp/ has the C one) and its session template.
+COPY_FILES = {"f1.txt": "Hello world\n", "f2.txt": "Hello together\n"}
+COPY_PROGRAM = """\
+import shutil
+from pathlib import Path
+
+for source in sorted(Path("/encryptedInputs").iterdir()):
+    if source.is_file():
+        shutil.copyfile(source, Path("/encryptedOutputs") / source.name)
+"""
+INPUT, OUTPUT = "encrypted-input-files", "encrypted-output-files"
+COPY_SESSION = f"""\
 name: copy-dapp
 version: "1"
 predecessor: null
 services:
   - name: application
-    measurements: ["sim:{measurement}"]
-    command: /app/copy_files
-    volumes: [encrypted-input-files]
+    measurements: ["$MEASUREMENT"]
+    command: python3 /app/app.py
+    volumes: [{INPUT}, {OUTPUT}]
 volumes:
-  - {{name: encrypted-input-files, mode: input, path: /encryptedInputs}}
+  - {{name: {INPUT}, mode: input, path: /encryptedInputs}}
+  - {{name: {OUTPUT}, mode: output, path: /encryptedOutputs}}
 security:
   tolerate: [simulation]
 """
 
 
 @dataclass
-class VolumeRun:
-    """The volumes step: the tags of the two versions pushed, whether the pull gave the
-    files back byte for byte, and the refusal of the older copy."""
+class CopyDappRun:
+    """The second seed: the output volume's tag, whether OUTPUTS came back equal to
+    INPUTS, and the refusal of a run given an older input volume."""
 
-    first_tag: str = ""
-    second_tag: str = ""
+    output_tag: str = ""
     pulled_back: bool = False
     rollback_refused: str = ""
     steps: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "first_tag": self.first_tag,
-            "second_tag": self.second_tag,
+            "output_tag": self.output_tag,
             "pulled_back": self.pulled_back,
             "rollback_refused": self.rollback_refused,
             "steps": self.steps,
         }
 
 
-def volumes(tour: Tour, work: Path) -> VolumeRun:
-    """Session create, two pushes of the input volume, a pull of the current version,
-    and a pull refused when the storage serves the first version in its place."""
-    run, label = VolumeRun(), LanguageRun("volumes")
-    work.mkdir(parents=True, exist_ok=True)
-    template = work / "copy_dapp.yml"
-    template.write_text(VOLUME_SESSION.format(measurement="ab" * 32))
-    tour.timed(label, "session create", "session", "create", str(template))
-    inputs = work / "INPUTS"
-    inputs.mkdir()
-    for name, text in VOLUME_FILES.items():
-        (inputs / name).write_text(text)
-    push = ("volume", "push", str(inputs), "--session", "copy-dapp")
-    first = tour.timed(label, "volume push", *push, "--volume", VOLUME)
-    (inputs / "f2.txt").write_text("Hello together, again\n")
-    second = tour.timed(label, "volume push again", *push, "--volume", VOLUME)
-    run.first_tag, run.second_tag = str(first["tag"]), str(second["tag"])
-    outputs = work / "OUTPUTS"
-    pull = ("volume", "pull", str(outputs), "--session", "copy-dapp")
-    pulled = tour.timed(label, "volume pull", *pull, "--volume", VOLUME)
-    run.pulled_back = pulled["tag"] == run.second_tag and all(
-        (outputs / name).read_text() == (inputs / name).read_text() for name in VOLUME_FILES
+def copy_dapp(tour: Tour, work: Path) -> CopyDappRun:
+    """The SCONE seed's three steps with the copy DApp (encrypted push, attested run with
+    its output pushed, decrypt), then a run given the older input volume: refused."""
+    run, label = CopyDappRun(), LanguageRun("copy-dapp")
+    bundle = work / "copy-dapp"
+    tour.timed(label, "app init", "app", "init", str(bundle), "--lang", "python")
+    (bundle / "app.py").write_text(COPY_PROGRAM)
+    measurement = str(
+        tour.timed(label, "app measure", "app", "measure", str(bundle))["measurement"]
     )
-    # A storage that rolls the volume back: it serves the first version's bytes under
-    # the name the session records for the current one. The pull refuses them and
-    # writes nothing.
-    blobs = tour.home / "up" / "blobs"
-    old, new = str(first["blob"]), str(second["blob"])
-    (blobs / new[:2] / new).write_bytes((blobs / old[:2] / old).read_bytes())
-    tour.progress("[volumes] (the storage now serves the first version under the second's name)")
-    again = work / "OUTPUTS-rolled-back"
-    run.rollback_refused = tour.refused(*pull[:2], str(again), *pull[3:], "--volume", VOLUME)
-    if again.exists():
-        raise DemoError(f"a refused pull wrote {again}")
+    template = work / "copy_dapp.yml"
+    template.write_text(COPY_SESSION)
+    tour.timed(
+        label,
+        "session create",
+        "session",
+        "create",
+        str(template),
+        "--var",
+        f"MEASUREMENT={measurement}",
+    )
+    inputs, old = work / "INPUTS", work / "inputs-v1"
+    inputs.mkdir(parents=True)
+    for name, text in COPY_FILES.items():
+        (inputs / name).write_text(text)
+    push = ("volume", "push", str(inputs), "--session", "copy-dapp", "--volume", INPUT)
+    tour.timed(label, "volume push", *push, "--keep", str(old))
+    dapp = ("dapp", "run", "--session", "copy-dapp", "--app", str(bundle), "--tee", "sim")
+    ran = tour.timed(label, "dapp run --push", *dapp, "--push")
+    run.output_tag = str(ran["outputs"][OUTPUT]["tag"])
+    outputs = work / "OUTPUTS"
+    pull = ("volume", "pull", str(outputs), "--session", "copy-dapp", "--volume", OUTPUT)
+    pulled = tour.timed(label, "volume pull", *pull)
+    run.pulled_back = pulled["tag"] == run.output_tag and all(
+        (outputs / name).read_text() == text for name, text in COPY_FILES.items()
+    )
+    # A new version of the inputs; a run handed the older encrypted copy is refused
+    # before the program starts.
+    (inputs / "f1.txt").write_text("Hello again\n")
+    tour.timed(label, "volume push again", *push)
+    run.rollback_refused = tour.refused(*dapp, "--volume", f"{INPUT}={old}")
     run.steps = label.steps
     return run
 
@@ -286,10 +301,10 @@ def platform(home: Path, workers: int) -> Iterator[str]:
 
 def run_tour(
     languages: list[str], progress: Callable[[str], None], keep: Path | None = None
-) -> tuple[dict[str, float], list[LanguageRun], VolumeRun]:
+) -> tuple[dict[str, float], list[LanguageRun], CopyDappRun]:
     """The whole tour, in a temporary home (kept in ``keep`` when given): the seconds of
-    the shared steps (wallet, requester secret), each language's run, then the volumes
-    step of the second seed."""
+    the shared steps (wallet, requester secret), each language's run, then the second
+    seed's copy DApp."""
     home = Path(tempfile.mkdtemp(prefix="confide-demo-")) if keep is None else keep
     home.mkdir(parents=True, exist_ok=True)
     try:
@@ -306,7 +321,7 @@ def run_tour(
                 stdin=REQUESTER_SECRET,
             )
             runs = [tour.language(language, home / "work") for language in languages]
-            return setup.steps, runs, volumes(tour, home / "work" / "volumes")
+            return setup.steps, runs, copy_dapp(tour, home / "work" / "copy-dapp")
     finally:
         if keep is None:
             shutil.rmtree(home, ignore_errors=True)

@@ -38,7 +38,7 @@ from confide.relay.client import RelayChannel, RelayTransport
 from confide.runtime.precompute import MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, extract
 from confide.sandbox import KIND_VARIABLE, KINDS, Limits, Mount, SandboxSpec, run
 from confide.sms.volumes import TAG_LABEL, tag_message
-from confide.volume.api import decrypt_tree, encrypt_tree
+from confide.volume.api import decrypt_tree, encrypt_tree, read_volume_info
 
 FORMAT = "confide-session-job-v1"
 MAX_JOB_BYTES = 64 * 1024
@@ -167,10 +167,19 @@ def _open_volumes(
                 decrypt_tree(encrypted, plain, key, expected_tag=tag)
             except ConfideError as exc:
                 raise SessionRunError(
-                    f"volume {name!r} is not the session's current version {tag}: {exc}"
+                    f"volume {name!r} is not the session's current version {tag}: the copy "
+                    f"handed over says it is {_stored_tag(encrypted)} ({exc})"
                 ) from None
         opened.append((volume, plain))
     return opened
+
+
+def _stored_tag(encrypted: Path) -> str:
+    """The tag a volume copy claims (unverified: it did not open), for the refusal."""
+    try:
+        return read_volume_info(encrypted).stored_tag
+    except ConfideError:
+        return "unreadable"
 
 
 def _run(
