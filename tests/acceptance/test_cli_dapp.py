@@ -100,3 +100,63 @@ def test_two_runs_racing_for_the_output_one_wins(up: Up) -> None:  # noqa: F811
     assert kept and not any(b"PLAINTEXT-MARKER" in p.read_bytes() for p in kept)
     assert not any("PLAINTEXT-MARKER" in text for text in up.outputs)
     assert tags["tag"]
+
+
+UNTRUSTED = """\
+name: $SESSION
+version: "1"
+predecessor: null
+access_policy: {read: [owner, "0x00000000000000000000000000000000000000aa"], update: [owner]}
+services:
+  - name: application
+    measurements: ["MEASUREMENT"]
+    command: /app/app.sh
+    environment: {PRICE: "$$5"}
+    volumes: [inputs, outputs]
+volumes:
+  - {name: inputs, mode: input, path: /encryptedInputs}
+  - {name: outputs, mode: output, path: /encryptedOutputs}
+security:
+  tolerate: [simulation, debug-mode]
+"""
+
+
+def test_dapp_push_holds_an_untrusted_template_to_the_command_line(up: Up) -> None:  # noqa: F811
+    owner = up.wallet("fay")
+    reader = up.wallet("gus")
+    home = up.root / "fay"
+    bundle = home / "copy"
+    up.ok("fay", "app", "init", bundle, "--lang", "native")
+    (bundle / "app.sh").write_text(COPY)
+    measurement = str(up.ok("fay", "app", "measure", bundle)["measurement"])
+    template = home / "template.yml"
+    template.write_text(UNTRUSTED.replace("MEASUREMENT", measurement))
+    inputs = home / "INPUTS"
+    inputs.mkdir()
+    (inputs / "f1.txt").write_text("Hello world\n")
+    push = ("dapp", "push", inputs, "--template", template, "--app", bundle)
+    # A toleration beyond simulation is refused unless repeated; nothing is created.
+    refused = up.cli("fay", *push, "--session", "s1")
+    assert_refusal(refused, "tolerates 'debug-mode'", "--tolerate debug-mode")
+    assert up.cli("fay", "session", "show", "s1").returncode == 1
+    # Another bundle (another measurement) is refused.
+    other = home / "other"
+    up.ok("fay", "app", "init", other, "--lang", "native")
+    elsewhere = ("dapp", "push", inputs, "--template", template, "--app", other)
+    other_bundle = up.cli("fay", *elsewhere, "--session", "s1", "--tolerate", "debug-mode")
+    assert_refusal(other_bundle, "does not list")
+    # Repeated, it is accepted; the access policy is the caller's and the named reader's.
+    accepted = ("--session", "s1", "--tolerate", "debug-mode", "--reader", reader)
+    made = up.ok("fay", *push, *accepted)
+    assert made["session"] == "s1" and made["owner"] == owner
+    assert made["run"][:5] == ["confide", "dapp", "run", "--session", "s1"]
+    shown = up.ok("fay", "session", "show", "s1")
+    assert shown["access_policy"] == {"read": [owner, reader], "update": [owner]}
+    assert shown["services"][0]["environment"] == {"PRICE": "$5"}
+    assert "debug-mode" in shown["security"]["tolerate"]
+    # The printed command runs, and the reader pulls the output.
+    ran = up.ok("fay", *made["run"][1:])
+    assert ran["pushed"] is True
+    out = up.root / "gus" / "out"
+    up.ok("gus", "volume", "pull", out, "--session", "s1", "--volume", "inputs", "--owner", owner)
+    assert (out / "f1.txt").read_text() == "Hello world\n"

@@ -8,14 +8,22 @@ from typing import Annotated
 
 import typer
 
-from confide.cli.options import HubOption, OwnerOption, SmsOption, StorageOption
+from confide.cli.options import (
+    HubOption,
+    OwnerOption,
+    SmsOption,
+    StorageOption,
+    template_variables,
+)
 from confide.cli.output import JsonOption, emit_json, note, say
 from confide.cli.wallet import PasswordOption, WalletOption
 from confide.errors import ConfideError
 
 app = typer.Typer(
-    help="Trusted DApps: run a CAS session's service on its encrypted volumes "
-    "(`confide dapp run`), after `confide session create` and `confide volume push`.",
+    help="Trusted DApps (the SCONE workflow, docs/scone-workflow.md): `confide dapp push "
+    "INPUTS --template T --app DIR` creates the session from the app's template and pushes "
+    "the inputs; `confide dapp run --session S --app DIR --tee sim --push` runs it; "
+    "`confide volume pull` decrypts the outputs.",
     no_args_is_help=True,
 )
 
@@ -109,3 +117,121 @@ def run(
         f"ran service {done.service!r} of session {session} ({done.measurement}); "
         + ("output tags recorded" if done.pushed else "outputs not recorded (no --push)")
     )
+
+
+@app.command("push")
+def push(
+    inputs: Annotated[
+        Path,
+        typer.Argument(metavar="INPUTS", help="The input files (a directory).", show_default=False),
+    ],
+    template: Annotated[
+        Path,
+        typer.Option(
+            "--template", metavar="FILE.yml", help="The app's session template.", show_default=False
+        ),
+    ],
+    bundle: Annotated[
+        Path,
+        typer.Option(
+            "--app",
+            metavar="DIR",
+            help="The app bundle: it must measure to one its service lists.",
+            show_default=False,
+        ),
+    ],
+    session: Annotated[
+        str | None,
+        typer.Option("--session", metavar="NAME", help="The session's name (sets $SESSION)."),
+    ] = None,
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", metavar="NAME=VALUE", help="A template value; repeat."),
+    ] = None,
+    readers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reader",
+            metavar="ADDR",
+            help="Another wallet that may read the session (and decrypt its volumes); repeat.",
+        ),
+    ] = None,
+    services: Annotated[
+        list[str] | None,
+        typer.Option("--service", metavar="SVC", help="A service of the template to accept."),
+    ] = None,
+    tolerate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tolerate", metavar="W", help="Accept a toleration of the template beyond simulation."
+        ),
+    ] = None,
+    ignore_advisories: Annotated[
+        list[str] | None,
+        typer.Option("--ignore-advisory", metavar="ID", help="Accept an advisory it ignores."),
+    ] = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option("--keep", metavar="ENCDIR", help="Also keep the encrypted input volume here."),
+    ] = None,
+    hub: HubOption = None,
+    storage: StorageOption = None,
+    sms: SmsOption = None,
+    wallet: WalletOption = None,
+    password: PasswordOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Step 1 of the SCONE seed in one command: create a session from the app's template
+    and push INPUTS as its input volume (a new key, made here). The template is not
+    trusted: its services, secrets and tolerations are shown; its access policy is
+    replaced by yours (plus each --reader); a toleration beyond simulation, an ignored
+    advisory or another service is refused unless repeated on the command line. Prints
+    the `confide dapp run` command to run next."""
+    from confide.cli.options import platform  # noqa: PLC0415
+    from confide.cli.wallet import address_or_own  # noqa: PLC0415
+    from confide.client.dapp_template import describe, session_from_template  # noqa: PLC0415
+    from confide.client.volumes import push_volume  # noqa: PLC0415
+    from confide.crypto.wallet import normalise_address  # noqa: PLC0415
+
+    variables = template_variables(var)
+    if session is not None:
+        variables["SESSION"] = session
+    try:
+        text = template.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfideError(f"cannot read the template {template}: {exc}") from None
+    owner = normalise_address(address_or_own(None, wallet))
+    made = session_from_template(
+        text,
+        variables,
+        str(template),
+        owner=owner,
+        services=services or (),
+        readers=[normalise_address(r) for r in readers or []],
+        tolerate=tolerate or (),
+        ignore_advisories=ignore_advisories or (),
+        bundle=bundle,
+    )
+    if not json_out:
+        for line in describe(made):
+            note(line)
+    where = platform(hub, storage, sms, wallet, password, signing=True)
+    where.sms.create_session(made.text, {}, str(template))
+    name = made.document.name
+    pushed = push_volume(
+        where, inputs, owner=owner, session=name, volume=made.input_volume, keep=keep
+    )
+    command = ["confide", "dapp", "run", "--session", name, "--app", str(bundle), "--tee", "sim"]
+    command.append("--push")
+    if json_out:
+        emit_json(
+            {
+                "session": name,
+                "owner": owner,
+                "volumes": {made.input_volume: {"tag": pushed.tag, "blob": pushed.blob}},
+                "run": command,
+            }
+        )
+        return
+    note(f"session {name} created; volume {made.input_volume!r} pushed, tag {pushed.tag}")
+    say(" ".join(command))

@@ -215,3 +215,14 @@ def signing_client(
     is --sms, $CONFIDE_SMS, or the trusted sms of the hub (:func:`platform`)."""
     # The wallet is awaited at the first signed request: the client is set up meanwhile.
     return platform(hub, None, sms, wallet, password, signing=True).sms
+
+
+def template_variables(pairs: list[str] | None) -> dict[str, str]:
+    """``--var NAME=VALUE`` options as a mapping (a session template's values)."""
+    variables: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"--var takes NAME=VALUE, got {pair!r}")
+        variables[name] = value
+    return variables

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from confide.cli.options import OwnerOption, SmsOption, signing_client
+from confide.cli.options import OwnerOption, SmsOption, signing_client, template_variables
 from confide.cli.output import JsonOption, emit_json, say
 from confide.cli.wallet import PasswordOption, WalletOption, address_or_own
 from confide.errors import SessionError
@@ -24,16 +24,6 @@ VarOption = Annotated[
     list[str] | None,
     typer.Option("--var", metavar="NAME=VALUE", help="A template value ($NAME, ${NAME}); repeat."),
 ]
-
-
-def _variables(pairs: list[str] | None) -> dict[str, str]:
-    variables: dict[str, str] = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"--var takes NAME=VALUE, got {pair!r}")
-        variables[name] = value
-    return variables
 
 
 def _document(path: Path, variables: dict[str, str]) -> tuple[str, str]:
@@ -81,7 +71,7 @@ def create(
     Volumes, secrets, access policies, TDX pins, tolerations: docs/sms.md.
     The answer prints the session's hash; an update names it as `predecessor`.
     """
-    variables = _variables(var)
+    variables = template_variables(var)
     text, _ = _document(file, variables)
     result = signing_client(sms, wallet, password).create_session(text, variables, str(file))
     _report(result, json_out, "created")
@@ -98,7 +88,7 @@ def update(
     json_out: JsonOption = False,
 ) -> None:
     """Replace a session; the file must name the current hash as its predecessor."""
-    variables = _variables(var)
+    variables = template_variables(var)
     text, name = _document(file, variables)
     client = signing_client(sms, wallet, password)
     result = client.update_session(address_or_own(owner, wallet), name, text, variables, str(file))
