@@ -28,6 +28,7 @@ bench:
 	-.venv/bin/python bench/hub_bench.py
 	-.venv/bin/python bench/storage_bench.py --rounds 3
 	-.venv/bin/python bench/task_bench.py
+	-.venv/bin/python bench/dapp_bench.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

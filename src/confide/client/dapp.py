@@ -36,6 +36,11 @@ from confide.worker.tee import platform_key
 
 JOB_TARGET = "/job"
 RUN_SECONDS = 3600.0
+# The runtime decrypts the volumes into its private tmpfs (memory: it counts against
+# the run's memory limit): what a run's volumes, in and out, may take at most.
+RUNTIME_TMPFS_BYTES = 6 << 30
+RUNTIME_MEMORY_BYTES = 8 << 30
+RUNTIME_FILE_BYTES = 16 << 30  # a volume's archive is one file
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,11 @@ def run_dapp(
                     argv=(sys.executable, "-I", "-m", "confide.runtime.session", JOB_TARGET),
                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", KIND_VARIABLE: kind},
                     limits=Limits(
-                        wall_seconds=RUN_SECONDS + 60, memory_bytes=4 << 30, processes=256
+                        wall_seconds=RUN_SECONDS + 60,
+                        memory_bytes=RUNTIME_MEMORY_BYTES,
+                        processes=256,
+                        file_bytes=RUNTIME_FILE_BYTES,
+                        tmpfs_bytes=RUNTIME_TMPFS_BYTES,
                     ),
                     mounts=(Mount(job, JOB_TARGET, writable=True),),
                     cwd=JOB_TARGET,

@@ -45,6 +45,8 @@ MAX_JOB_BYTES = 64 * 1024
 MAX_VOLUME_BYTES = 16 << 30
 MAX_VOLUME_FILES = 1_000_000
 APP_TARGET = "/app"
+APP_MEMORY_BYTES = 2 << 30  # the program's address space
+APP_FILE_BYTES = 4 << 30  # the largest file it writes
 _FIELDS = {
     "format",
     "sms_url",
@@ -192,7 +194,12 @@ def _run(
     spec = SandboxSpec(
         argv=tuple(shlex.split(config["command"])),
         env={str(k): str(v) for k, v in (config.get("environment") or {}).items()},
-        limits=Limits(wall_seconds=max(1.0, wall), memory_bytes=1 << 30, processes=64),
+        limits=Limits(
+            wall_seconds=max(1.0, wall),
+            memory_bytes=APP_MEMORY_BYTES,
+            processes=64,
+            file_bytes=APP_FILE_BYTES,
+        ),
         mounts=tuple(mounts),
         tmpfs=("/tmp",),  # noqa: S108 (the program's own)
         cwd=config.get("pwd") or "/",
