@@ -6,6 +6,7 @@ before the program starts."""
 from __future__ import annotations
 
 import concurrent.futures
+from pathlib import Path
 
 from tests.acceptance.test_cli_up_platform import Up, up  # noqa: F401 (fixture)
 from tests.conftest import assert_refusal
@@ -28,16 +29,22 @@ security:
 """
 
 
-def test_the_copy_dapp_round_trip_and_a_rollback(up: Up) -> None:  # noqa: F811
-    up.wallet("cora")
-    home = up.root / "cora"
+def copy_dapp_session(up: Up, user: str) -> tuple[Path, Path]:  # noqa: F811
+    """``user``'s wallet, the copy DApp's bundle and its session "copy-dapp"; (home, bundle)."""
+    up.wallet(user)
+    home = up.root / user
     bundle = home / "copy"
-    up.ok("cora", "app", "init", bundle, "--lang", "native")
+    up.ok(user, "app", "init", bundle, "--lang", "native")
     (bundle / "app.sh").write_text(COPY)
-    measurement = str(up.ok("cora", "app", "measure", bundle)["measurement"])
+    measurement = str(up.ok(user, "app", "measure", bundle)["measurement"])
     template = home / "copy_dapp.yml"
     template.write_text(TEMPLATE.replace("MEASUREMENT", measurement))
-    up.ok("cora", "session", "create", template)
+    up.ok(user, "session", "create", template)
+    return home, bundle
+
+
+def test_the_copy_dapp_round_trip_and_a_rollback(up: Up) -> None:  # noqa: F811
+    home, bundle = copy_dapp_session(up, "cora")
     inputs = home / "INPUTS"
     inputs.mkdir()
     (inputs / "f1.txt").write_text("Hello world\n")
@@ -72,15 +79,7 @@ def test_two_runs_racing_for_the_output_one_wins(up: Up) -> None:  # noqa: F811
     """Two runs from the same output version, both pushing: exactly one tag update wins;
     the other fails clearly and its output is not recorded. The kept outputs are
     ciphertext only."""
-    up.wallet("dora")
-    home = up.root / "dora"
-    bundle = home / "copy"
-    up.ok("dora", "app", "init", bundle, "--lang", "native")
-    (bundle / "app.sh").write_text(COPY)
-    measurement = str(up.ok("dora", "app", "measure", bundle)["measurement"])
-    template = home / "copy_dapp.yml"
-    template.write_text(TEMPLATE.replace("MEASUREMENT", measurement))
-    up.ok("dora", "session", "create", template)
+    home, bundle = copy_dapp_session(up, "dora")
     inputs = home / "INPUTS"
     inputs.mkdir()
     (inputs / "secret.txt").write_text("PLAINTEXT-MARKER\n")
