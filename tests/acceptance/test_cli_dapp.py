@@ -159,3 +159,59 @@ def test_dapp_push_holds_an_untrusted_template_to_the_command_line(up: Up) -> No
     out = up.root / "gus" / "out"
     up.ok("gus", "volume", "pull", out, "--session", "s1", "--volume", "inputs", "--owner", owner)
     assert (out / "f1.txt").read_text() == "Hello world\n"
+
+
+LEAKY = """\
+name: leaky
+version: "1"
+predecessor: null
+services:
+  - name: application
+    measurements: ["MEASUREMENT"]
+    command: COMMAND
+    volumes: [inputs, outputs]
+volumes:
+  - {name: inputs, mode: input, path: /encryptedInputs}
+  - {name: outputs, mode: output, path: OUTPUT_PATH}
+secrets:
+  - {name: api, kind: ascii, value: "TOP-SECRET-VALUE"}
+security:
+  tolerate: [simulation]
+"""
+
+
+def test_after_attestation_the_host_learns_no_secret_and_no_file_name(up: Up) -> None:  # noqa: F811
+    """Refusals once the configuration is open are fixed text: a command that injects a
+    secret the sandbox refuses, a volume path over the system, a volume copy that does
+    not open whole (whose errors would name a decrypted file)."""
+    home, bundle = copy_dapp_session(up, "hal")
+    measurement = str(up.ok("hal", "app", "measure", bundle)["measurement"])
+    inputs = home / "INPUTS"
+    inputs.mkdir()
+    (inputs / "patient-john-doe.csv").write_text("diagnosis\n")
+    run = ("dapp", "run", "--app", bundle, "--tee", "sim")
+    cases = {
+        "secret": ("API_KEY=$$confide:secrets:api$$ /app/app.sh", "/encryptedOutputs"),
+        "path": ("/app/app.sh", "/usr/bin"),
+    }
+    for case, (command, path) in cases.items():
+        text = LEAKY.replace("MEASUREMENT", measurement).replace("COMMAND", command)
+        template = home / f"{case}.yml"
+        template.write_text(text.replace("OUTPUT_PATH", path).replace("leaky", f"leaky-{case}"))
+        up.ok("hal", "session", "create", template)
+        session = f"leaky-{case}"
+        up.ok("hal", "volume", "push", inputs, "--session", session, "--volume", "inputs")
+        refused = up.cli("hal", *run, "--session", session)
+        assert refused.returncode == 1 and "error: the run failed" in refused.stderr
+        expected = "cannot run in the sandbox" if case == "secret" else "outside the system"
+        assert expected in refused.stderr, refused.stderr
+    # A copy missing one of its objects: refused without naming what is inside.
+    copy = home / "inputs-copy"
+    push = ("volume", "push", inputs, "--session", "copy-dapp", "--volume", "inputs")
+    up.ok("hal", *push, "--keep", copy)
+    victim = next(p for p in (copy / "objects").rglob("*") if p.is_file())
+    victim.unlink()
+    broken = up.cli("hal", *run, "--session", "copy-dapp", "--volume", f"inputs={copy}")
+    assert_refusal(broken, "does not open whole")
+    everything = "".join(up.outputs)
+    assert "TOP-SECRET-VALUE" not in everything and "patient-john-doe" not in everything

@@ -212,9 +212,13 @@ def push(
         ignore_advisories=ignore_advisories or (),
         bundle=bundle,
     )
-    if not json_out:
-        for line in describe(made):
-            note(line)
+    if session is not None and made.document.name != session:
+        raise ConfideError(
+            f"the template names its session {made.document.name!r} itself: --session "
+            f"{session} cannot rename it (its name is $SESSION in a template that can)"
+        )
+    for line in describe(made):  # on stderr, with --json too
+        note(line)
     where = platform(hub, storage, sms, wallet, password, signing=True)
     where.sms.create_session(made.text, {}, str(template))
     name = made.document.name

@@ -148,7 +148,7 @@ def run_dapp(
         report = json.loads(report_path.read_text())
         if report.get("status") != "COMPLETED":
             raise ConfideError(f"the run failed: {report.get('error')}")
-        outputs: dict[str, dict[str, Any]] = report.get("volumes") or {}
+        outputs = _checked_outputs(report.get("volumes"), volumes)
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             for name in outputs:
@@ -198,3 +198,22 @@ def _volume_copies(
             platform.storage.download(str(blob), target)
         copies[name] = f"volumes/{name}.tar"
     return copies
+
+
+def _checked_outputs(
+    reported: Any, volumes: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The runtime's output reports, each for an output volume of the service, its archive
+    where the runtime writes it (the host uploads and copies nothing else)."""
+    if not isinstance(reported, dict):
+        raise ConfideError("the enclave runtime's report names no output volumes")
+    expected = {name for name, v in volumes.items() if v["mode"] == "output"}
+    if set(reported) != expected:
+        raise ConfideError(
+            f"the enclave runtime reported volumes {sorted(reported)}, not the service's "
+            f"output volumes {sorted(expected)}"
+        )
+    for name, output in reported.items():
+        if not isinstance(output, dict) or output.get("archive") != f"out/{name}.tar":
+            raise ConfideError(f"the enclave runtime's report of volume {name!r} is malformed")
+    return reported

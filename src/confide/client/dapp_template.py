@@ -101,15 +101,23 @@ def session_from_template(
 
 
 def describe(session: TemplateSession) -> list[str]:
-    """What the template asks for, in lines a user reads before it is created."""
+    """What the template asks for, in lines a user reads before it is created (secret
+    values are never shown: only whether the template sets one)."""
     document = session.document
     lines = [f"session {document.name!r} from the template:"]
     for service in document.services:
         measurements = ", ".join(str(m) for m in service.measurements)
         lines.append(f"  service {service.name!r}: {service.command!r} ({measurements})")
+        lines.append(f"    working directory {service.pwd or '/'!r}")
+        lines.append(f"    environment {sorted(k for k, _ in service.environment)}")
         lines.append(f"    volumes {list(service.volumes)}")
-    lines.append(f"  secrets {[s.name for s in document.secrets]}")
+    for volume in document.volumes:
+        lines.append(f"  volume {volume.name!r} ({volume.mode}) at {volume.path}")
+    for secret in document.secrets:
+        origin = "its value set by the template" if secret.value is not None else "made by the sms"
+        lines.append(f"  secret {secret.name!r} ({secret.kind}): {origin}")
     lines.append(f"  tolerates {list(document.tolerate)}")
+    lines.append(f"  ignores advisories {list(document.ignore_advisories)}")
     return lines
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -36,7 +37,7 @@ from confide.errors import ConfideError
 from confide.jsonsafe import loads_bounded
 from confide.relay.client import RelayChannel, RelayTransport
 from confide.runtime.precompute import MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, extract
-from confide.sandbox import KIND_VARIABLE, KINDS, Limits, Mount, SandboxSpec, run
+from confide.sandbox import KIND_VARIABLE, KINDS, Limits, Mount, SandboxError, SandboxSpec, run
 from confide.sms.volumes import TAG_LABEL, tag_message
 from confide.volume.api import decrypt_tree, encrypt_tree, read_volume_info
 
@@ -45,6 +46,32 @@ MAX_JOB_BYTES = 64 * 1024
 MAX_VOLUME_BYTES = 16 << 30
 MAX_VOLUME_FILES = 1_000_000
 APP_TARGET = "/app"
+MAX_WALL_SECONDS = 24 * 3600
+# Where a volume may not be mounted: over the system the sandbox shows the program (its
+# tools and libraries, the limits' wrappers in /usr/bin) or the bundle and its /tmp.
+SYSTEM_TOPS = frozenset(
+    {
+        "app",
+        "bin",
+        "boot",
+        "dev",
+        "etc",
+        "home",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "opt",
+        "proc",
+        "root",
+        "run",
+        "sbin",
+        "sys",
+        "tmp",
+        "usr",
+        "var",
+    }
+)
 APP_MEMORY_BYTES = 2 << 30  # the program's address space
 APP_FILE_BYTES = 4 << 30  # the largest file it writes
 _FIELDS = {
@@ -94,9 +121,24 @@ def load(directory: Path) -> dict[str, Any]:
         raise SessionRunError(f"job.json is not a {FORMAT} document")
     if job["tee"] != "sim":
         raise SessionRunError(f"tee {job['tee']}: only sim is built for session runs yet")
-    if not isinstance(job["volumes"], dict) or not isinstance(job["relay_fd"], int):
-        raise SessionRunError("job.json: volumes is a mapping, relay_fd a descriptor")
+    fields_ok = (
+        isinstance(job["volumes"], dict)
+        and type(job["relay_fd"]) is int
+        and type(job["wall_seconds"]) in (int, float)
+        and 1 <= job["wall_seconds"] <= MAX_WALL_SECONDS
+        and all(isinstance(job[k], str) for k in ("sms_url", "owner", "session", "service"))
+        and all(_hex(job[k], 32) for k in ("sms_key", "sim_platform_key", "hash"))
+    )
+    if not fields_ok:
+        raise SessionRunError("job.json: a field has the wrong type or value")
     return job
+
+
+def _hex(value: Any, size: int) -> bool:
+    try:
+        return isinstance(value, str) and len(bytes.fromhex(value)) == size
+    except ValueError:
+        return False
 
 
 def run_session(directory: Path, out: Path) -> dict[str, Any]:
@@ -128,14 +170,36 @@ def run_session(directory: Path, out: Path) -> dict[str, Any]:
         finally:
             client.close()
             channel.close()  # nothing the program could reach
+        # From here on the configuration holds keys and secret values, and the volumes
+        # plaintext: what reaches report.json is fixed text, never an error's own words
+        # (a decrypted file name, a command with a secret injected).
         config = released.config
+        _check_paths(config)
         opened = _open_volumes(directory, work, job["volumes"], config["volumes"])
-        finished = _run(bundle, config, opened, float(job["wall_seconds"]))
+        try:
+            finished = _run(bundle, config, opened, float(job["wall_seconds"]))
+        except SandboxError:
+            raise SessionRunError(
+                "the session's command cannot run in the sandbox (its command, environment, "
+                "working directory or a volume path is refused)"
+            ) from None
         if not finished.ok:  # its output stays here: it may show what it decrypted
             return {"status": "FAILED", "error": f"the program ended with {finished.reason}"}
-        subject = f"{job['owner']}/{job['session']}@{job['hash']}"
-        reports = _seal_outputs(out, opened, keys, subject)
+        subject = f"{job['owner'].lower()}/{job['session']}@{job['hash']}"
+        reports = _seal_outputs(out, work, opened, keys, subject)
     return {"status": "COMPLETED", "measurement": str(measurement), "volumes": reports}
+
+
+def _check_paths(config: dict[str, Any]) -> None:
+    for volume in config["volumes"]:
+        parts = Path(volume["path"]).parts
+        if len(parts) < 2 or parts[0] != "/" or parts[1] in SYSTEM_TOPS or ".." in parts:
+            raise SessionRunError(
+                f"volume {volume['name']!r} is mounted at {volume['path']!r}: a volume goes "
+                f"at an absolute path outside the system directories and /app"
+            )
+    if not str(config.get("pwd") or "/").startswith("/"):
+        raise SessionRunError("the service's working directory is not an absolute path")
 
 
 def _open_volumes(
@@ -158,16 +222,24 @@ def _open_volumes(
             if copy != f"volumes/{name}.tar":
                 raise SessionRunError(f"volume {name!r}: the host handed over no copy of it")
             encrypted = work / "encrypted" / name
-            extract(
-                directory / copy, encrypted, max_bytes=MAX_VOLUME_BYTES, max_files=MAX_VOLUME_FILES
-            )
+            try:
+                extract(
+                    directory / copy,
+                    encrypted,
+                    max_bytes=MAX_VOLUME_BYTES,
+                    max_files=MAX_VOLUME_FILES,
+                )
+            except ConfideError:
+                raise SessionRunError(
+                    f"volume {name!r}: its copy is not a volume archive"
+                ) from None
             key = SymmetricKey(bytes.fromhex(volume["key"]))
             try:
                 decrypt_tree(encrypted, plain, key, expected_tag=tag)
-            except ConfideError as exc:
+            except ConfideError:  # its words may name a decrypted file: not shown
                 raise SessionRunError(
                     f"volume {name!r} is not the session's current version {tag}: the copy "
-                    f"handed over says it is {_stored_tag(encrypted)} ({exc})"
+                    f"handed over says it is {_stored_tag(encrypted)}, or does not open whole"
                 ) from None
         opened.append((volume, plain))
     return opened
@@ -206,17 +278,30 @@ def _run(
 
 
 def _seal_outputs(
-    out: Path, opened: list[tuple[dict[str, Any], Path]], keys: EnclaveKeys, subject: str
+    out: Path,
+    work: Path,
+    opened: list[tuple[dict[str, Any], Path]],
+    keys: EnclaveKeys,
+    subject: str,
 ) -> dict[str, Any]:
+    """Each output volume encrypted and packed in the private tmpfs (the digest signed is
+    of bytes the host never had a chance to change), then copied out for the host."""
     reports = {}
     (out / "volumes").mkdir(exist_ok=True)
+    (work / "sealed").mkdir()
     for volume, plain in opened:
         if volume["mode"] != "output":
             continue
         name = volume["name"]
-        encrypted = out / "volumes" / name
-        result = encrypt_tree(plain, encrypted, SymmetricKey(bytes.fromhex(volume["key"])))
-        packed = pack(encrypted, out / f"{name}.tar")
+        encrypted = work / "sealed" / name
+        try:
+            key = SymmetricKey(bytes.fromhex(volume["key"]))
+            result = encrypt_tree(plain, encrypted, key)
+            packed = pack(encrypted, work / "sealed" / f"{name}.tar")
+            shutil.copyfile(packed.path, out / f"{name}.tar")
+            shutil.copytree(encrypted, out / "volumes" / name)
+        except (ConfideError, OSError):  # its words may name an output file: not shown
+            raise SessionRunError(f"output volume {name!r} could not be sealed") from None
         message = tag_message(subject, name, volume["tag"], result.tag, packed.digest)
         reports[name] = {
             "previous_tag": volume["tag"],
