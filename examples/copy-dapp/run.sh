@@ -56,8 +56,10 @@ echo "Hello again" > "$work/EXAMPLE/INPUTS/f1.txt"
 "${confide[@]}" volume push "$work/EXAMPLE/INPUTS" --session "$session" \
     --volume encrypted-input-files
 if "${confide[@]}" dapp run --session "$session" --app "$work/bundle" --tee sim \
-    --volume "encrypted-input-files=$work/inputs-v1"; then
+    --volume "encrypted-input-files=$work/inputs-v1" 2> "$work/rollback.err"; then
     echo "the older input volume was accepted" >&2
     exit 1
 fi
+cat "$work/rollback.err" >&2
+grep -q "is not the session's current version" "$work/rollback.err"
 say "done: OUTPUTS equals INPUTS, and the older volume was refused"
