@@ -178,10 +178,16 @@ class AttestHandlers:
         return JSONResponse({"task_id": order.task_id(), "ok": not problems, "problems": problems})
 
     async def push_volume(self, request: Request) -> Response:
+        return await self._volume_write(request, self._push_volume)
+
+    async def _volume_write(self, request: Request, work: Any) -> Response:
+        """A signed write to one session volume: ``work(request, body, owner, name,
+        volume)`` on the database threads, once the small body is read."""
         owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
         volume = request.path_params["volume"]
         body = await read_body(request, SMALL_BODY_LIMIT)
-        return await self.base.blocking(self._push_volume, request, body, owner, name, volume)
+        response: Response = await self.base.blocking(work, request, body, owner, name, volume)
+        return response
 
     def _push_volume(
         self, request: Request, body: bytes, owner: str, name: str, volume: str
@@ -211,10 +217,7 @@ class AttestHandlers:
         return JSONResponse(tag_json(volume, record), status_code=201)
 
     async def volume_key(self, request: Request) -> Response:
-        owner, name = path_address(request.path_params["owner"]), request.path_params["name"]
-        volume = request.path_params["volume"]
-        body = await read_body(request, SMALL_BODY_LIMIT)
-        return await self.base.blocking(self._volume_key, request, body, owner, name, volume)
+        return await self._volume_write(request, self._volume_key)
 
     def _volume_key(
         self, request: Request, body: bytes, owner: str, name: str, volume: str
