@@ -215,3 +215,26 @@ def test_after_attestation_the_host_learns_no_secret_and_no_file_name(up: Up) ->
     assert_refusal(broken, "does not open whole")
     everything = "".join(up.outputs)
     assert "TOP-SECRET-VALUE" not in everything and "patient-john-doe" not in everything
+
+
+def test_the_heap_is_measured_and_a_service_may_list_several_measurements(up: Up) -> None:  # noqa: F811
+    """Changing the bundle's heap changes its sim measurement: a session that lists only
+    the old one refuses the new bundle; one that lists both runs either."""
+    home, bundle = copy_dapp_session(up, "ivy")
+    first = str(up.ok("ivy", "app", "measure", bundle)["measurement"])
+    manifest = bundle / "confide-app.yml"
+    manifest.write_text(manifest.read_text().replace("heap: 64M", "heap: 128M"))
+    second = str(up.ok("ivy", "app", "measure", bundle)["measurement"])
+    assert second != first
+    inputs = home / "INPUTS"
+    inputs.mkdir()
+    (inputs / "f1.txt").write_text("Hello world\n")
+    up.ok("ivy", "volume", "push", inputs, "--session", "copy-dapp", "--volume", "inputs")
+    run = ("dapp", "run", "--app", bundle, "--tee", "sim")
+    assert_refusal(up.cli("ivy", *run, "--session", "copy-dapp"), second, "does not list")
+    both = home / "both.yml"
+    text = TEMPLATE.replace('"MEASUREMENT"', f'"{first}", "{second}"')
+    both.write_text(text.replace("name: copy-dapp", "name: copy-both"))
+    up.ok("ivy", "session", "create", both)
+    up.ok("ivy", "volume", "push", inputs, "--session", "copy-both", "--volume", "inputs")
+    assert up.ok("ivy", *run, "--session", "copy-both")["measurement"] == second
