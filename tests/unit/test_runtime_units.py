@@ -292,6 +292,7 @@ def test_a_failed_run_in_the_workers_kind_is_told_apart_from_the_apps_failure(
     from confide.bundle import init_bundle, read_manifest
     from confide.runtime import compute
     from confide.runtime.precompute import Bundle
+    from confide.sandbox import runner
 
     job = load_job(_job(tmp_path))
     init_bundle(tmp_path / "app", "python")
@@ -304,8 +305,8 @@ def test_a_failed_run_in_the_workers_kind_is_told_apart_from_the_apps_failure(
         return failed
 
     monkeypatch.setenv("CONFIDE_SANDBOX", "bwrap")
-    monkeypatch.setattr(compute, "run", fake_run)
-    monkeypatch.setattr(compute, "probe_kind", lambda kind: probed)
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(runner, "probe_kind", lambda kind: probed)
     if cause == "app":
         assert compute.run_app(job, bundle, tmp_path, tmp_path, {}, ("true",)) is failed
     else:

@@ -12,7 +12,6 @@ its own uid, and is killed with its whole process tree at the job's deadline.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -23,15 +22,12 @@ from confide.runtime.job import Job
 from confide.runtime.precompute import Bundle
 from confide.runtime.stages import APP_COMPUTE_FAILED, APP_COMPUTE_TIMEOUT, TaskFailure
 from confide.sandbox import (
-    KIND_VARIABLE,
-    KINDS,
     Finished,
     Limits,
     Mount,
     SandboxError,
     SandboxSpec,
-    probe_kind,
-    run,
+    run_in_given_kind,
 )
 
 APP_TARGET = "/app"
@@ -112,18 +108,8 @@ def run_app(
         tmpfs=("/tmp",),  # noqa: S108 (the app's own, size-bounded)
         cwd=APP_TARGET,
     )
-    # The kind the worker started this runtime in works here: no probe of it first (a
-    # sandbox that does not start fails the app's run; nothing runs unconfined). Only a
-    # failed run pays for a probe, so that a sandbox that cannot start is named as such,
-    # not blamed on the app.
-    kind = os.environ.get(KIND_VARIABLE)
     try:
-        if kind in KINDS:
-            finished = run(spec, kind=kind, probe=False)
-            if not finished.ok and (reason := probe_kind(kind)) is not None:
-                raise SandboxError(f"the {kind} sandbox does not work here: {reason}")
-            return finished
-        return run(spec)
+        return run_in_given_kind(spec)
     except SandboxError as exc:
         raise TaskFailure(APP_COMPUTE_FAILED, f"no working sandbox for the app: {exc}") from None
 

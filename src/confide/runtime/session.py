@@ -37,7 +37,7 @@ from confide.errors import ConfideError
 from confide.jsonsafe import loads_bounded
 from confide.relay.client import RelayChannel, RelayTransport
 from confide.runtime.precompute import MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, extract
-from confide.sandbox import KIND_VARIABLE, KINDS, Limits, Mount, SandboxError, SandboxSpec, run
+from confide.sandbox import Finished, Limits, Mount, SandboxError, SandboxSpec, run_in_given_kind
 from confide.sms.volumes import TAG_LABEL, tag_message
 from confide.volume.api import decrypt_tree, encrypt_tree, read_volume_info
 
@@ -255,9 +255,7 @@ def _stored_tag(encrypted: Path) -> str:
 
 def _run(
     bundle: Path, config: dict[str, Any], opened: list[tuple[dict[str, Any], Path]], wall: float
-) -> Any:
-    import os  # noqa: PLC0415
-
+) -> Finished:
     mounts = [Mount(bundle, APP_TARGET)]
     mounts += [Mount(plain, v["path"], writable=v["mode"] == "output") for v, plain in opened]
     spec = SandboxSpec(
@@ -273,8 +271,7 @@ def _run(
         tmpfs=("/tmp",),  # noqa: S108 (the program's own)
         cwd=config.get("pwd") or "/",
     )
-    kind = os.environ.get(KIND_VARIABLE)
-    return run(spec, kind=kind) if kind in KINDS else run(spec)
+    return run_in_given_kind(spec)
 
 
 def _seal_outputs(

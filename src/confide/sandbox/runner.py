@@ -331,3 +331,18 @@ def run(
         if reason is not None:
             raise SandboxError(f"the {kind} sandbox does not work here: {reason}")
     return _execute(spec, kind, stdin, on_output, cancel)
+
+
+def run_in_given_kind(spec: SandboxSpec) -> Finished:
+    """Run ``spec`` nested in the kind this process's own sandbox was started in (named by
+    :data:`KIND_VARIABLE`, which the enclave runtime's starter sets): that kind works here,
+    so no probe runs first, and only a failed run pays for one, so that a sandbox that
+    cannot start is SandboxError naming it, not blamed on the program. Without the
+    variable: :func:`run` with the best kind here. Never unconfined either way."""
+    kind = os.environ.get(KIND_VARIABLE)
+    if kind not in KINDS:
+        return run(spec)
+    finished = run(spec, kind=kind, probe=False)
+    if not finished.ok and (reason := probe_kind(kind)) is not None:
+        raise SandboxError(f"the {kind} sandbox does not work here: {reason}")
+    return finished
