@@ -26,6 +26,7 @@ from typing import Any
 
 from confide.bundle.measure import measure_bundle
 from confide.client.archive import pack
+from confide.client.pins import is_loopback_url
 from confide.client.platform import Platform
 from confide.crypto.wallet import normalise_address
 from confide.errors import ConfideError
@@ -116,7 +117,7 @@ def run_dapp(
         }
         (job / "job.json").write_text(json.dumps(document_job))
         services_allowed = {service_endpoint(sms.base_url)}
-        loopback = service_endpoint(sms.base_url)[0] in ("127.0.0.1", "::1", "localhost")
+        loopback = is_loopback_url(sms.base_url)  # the sms of `confide up` on this machine
         with RelayServer(worker_end, platform.signer(), services_allowed, loopback, lambda _: None):
             finished = run(
                 SandboxSpec(
